@@ -1,0 +1,93 @@
+//! The engine's one error type.
+//!
+//! Every variant that comes from bytes on disk carries evidence: the file, the position, what was
+//! expected and what was found, so an operator can go and look.
+
+use std::path::PathBuf;
+
+use crate::batch::BatchError;
+
+/// Result alias used throughout the engine.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in the storage engine.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An I/O call failed; `op` names the call, `path` the file it was made on.
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A batch handed to `append_batch` (or built by the records API) is not a valid RecordBatch v2.
+    #[error("invalid record batch: {0}")]
+    InvalidBatch(#[from] BatchError),
+
+    /// A batch is larger than the log accepts.
+    #[error("record batch of {size} bytes exceeds the limit of {max} bytes")]
+    BatchTooLarge { size: usize, max: usize },
+
+    /// Bytes on disk are damaged somewhere recovery may not silently drop them (inside a sealed
+    /// segment, or before the last durable checkpoint).
+    #[error("corrupt data in {file} at position {position}: {reason}")]
+    Corrupt {
+        file: PathBuf,
+        position: u64,
+        reason: String,
+    },
+
+    /// An earlier write or fsync failed. The page cache may no longer match the disk, so the log
+    /// refuses every further write until it is reopened (and recovered).
+    #[error("log {dir} refuses writes after a failed {op}: {cause}")]
+    Poisoned {
+        dir: PathBuf,
+        op: &'static str,
+        cause: String,
+    },
+
+    /// A read asked for an offset outside `[log_start, log_end]`.
+    #[error("offset {offset} is out of range [{log_start}, {log_end}]")]
+    OffsetOutOfRange {
+        offset: u64,
+        log_start: u64,
+        log_end: u64,
+    },
+
+    /// A configuration value is not usable.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+
+    /// The log has been closed (or deleted) and takes no more calls.
+    #[error("log {0} is closed")]
+    Closed(PathBuf),
+
+    /// Another process holds the partition directory's lock.
+    #[error("partition directory {0} is locked by another process")]
+    Locked(PathBuf),
+}
+
+impl Error {
+    /// Wraps an `io::Error` with the operation and the path it was about.
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// Attaches an operation and path to an `io::Result`.
+pub(crate) trait IoContext<T> {
+    fn ctx(self, op: &'static str, path: &std::path::Path) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn ctx(self, op: &'static str, path: &std::path::Path) -> Result<T> {
+        self.map_err(|e| Error::io(op, path, e))
+    }
+}

@@ -1,0 +1,142 @@
+//! Every write the engine makes goes through [`IoBackend`] and [`WritableFile`].
+//!
+//! Two production backends exist: [`uring`] (io_uring, the default where the kernel allows it) and
+//! [`plain`] (`pwrite`/`fdatasync`, for kernels without io_uring). [`select_backend`] probes the
+//! kernel once at start-up. Tests plug in [`faulty`] backends that fail after N operations or that
+//! forget every byte not yet synced, to prove that recovery loses nothing acknowledged.
+//!
+//! Reads do not go through this trait: segments are read through `mmap` of the real file
+//! ([`WritableFile::file`]), which is what makes reads zero-copy.
+//!
+//! Durability contract, which every backend honours and the forgetful test backend enforces:
+//! * bytes written by `write_all_at` survive a crash only after a later `sync_data` on that file
+//!   returns `Ok`;
+//! * a file created, renamed or removed is durable only after `sync_dir` of its parent returns `Ok`.
+
+use std::fmt;
+use std::fs::File;
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+
+pub mod faulty;
+pub mod plain;
+pub mod uring;
+
+/// Which backend a log writes through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendKind {
+    /// io_uring submissions (several writes per submission).
+    IoUring,
+    /// Plain `pwrite`/`fdatasync` system calls.
+    Plain,
+    /// A test backend (fault injection or crash simulation).
+    Test,
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BackendKind::IoUring => "io_uring",
+            BackendKind::Plain => "plain",
+            BackendKind::Test => "test",
+        })
+    }
+}
+
+/// What the operator asked for; `Auto` probes the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendChoice {
+    /// io_uring if the kernel offers it, otherwise plain.
+    #[default]
+    Auto,
+    /// io_uring, or an error if the kernel refuses it.
+    IoUring,
+    /// Plain system calls.
+    Plain,
+}
+
+impl std::str::FromStr for BackendChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(BackendChoice::Auto),
+            "io_uring" | "io-uring" | "uring" => Ok(BackendChoice::IoUring),
+            "plain" | "sync" => Ok(BackendChoice::Plain),
+            other => Err(format!(
+                "unknown io backend {other:?} (expected auto, io_uring or plain)"
+            )),
+        }
+    }
+}
+
+/// File-system operations the engine performs. Implementations must be usable from many threads.
+pub trait IoBackend: Send + Sync + fmt::Debug {
+    /// Which backend this is.
+    fn kind(&self) -> BackendKind;
+    /// Creates a new file (failing if it exists) open for writing and reading.
+    fn create_new(&self, path: &Path) -> io::Result<Box<dyn WritableFile>>;
+    /// Opens an existing file for writing and reading (never creates it).
+    fn open_writable(&self, path: &Path) -> io::Result<Box<dyn WritableFile>>;
+    /// Renames `from` to `to`, replacing `to` if it exists. Durable after `sync_dir`.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Removes a file. Durable after `sync_dir`.
+    fn remove_file(&self, path: &Path) -> io::Result<()>;
+    /// Creates a directory and its parents.
+    fn create_dir_all(&self, path: &Path) -> io::Result<()>;
+    /// Makes the directory entries of `dir` (creations, renames, removals) durable.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+}
+
+/// A file open for writing. All positions are absolute; nothing keeps a cursor.
+pub trait WritableFile: Send + Sync + fmt::Debug {
+    /// Writes `bufs` back to back starting at `offset`, retrying short writes, and returns once
+    /// every byte is in the page cache or an error occurred. Backends may issue the buffers as one
+    /// submission; the bytes are not durable until [`WritableFile::sync_data`].
+    fn write_all_at(&self, bufs: &[&[u8]], offset: u64) -> io::Result<()>;
+    /// `fdatasync`: every byte written before this call is durable once it returns `Ok`.
+    fn sync_data(&self) -> io::Result<()>;
+    /// Writes then syncs; backends that can chain the two (io_uring links) do it in one submission.
+    fn write_all_at_and_sync(&self, bufs: &[&[u8]], offset: u64) -> io::Result<()> {
+        self.write_all_at(bufs, offset)?;
+        self.sync_data()
+    }
+    /// Reserves disk blocks for `len` bytes without changing the file's length
+    /// (`fallocate(FALLOC_FL_KEEP_SIZE)`); a no-op where the file system cannot.
+    fn preallocate(&self, len: u64) -> io::Result<()>;
+    /// Sets the file's length (`ftruncate`). Also releases blocks preallocated past the end.
+    fn set_len(&self, len: u64) -> io::Result<()>;
+    /// The underlying file, for `mmap` and reads. Writing through it bypasses the backend: don't.
+    fn file(&self) -> &File;
+}
+
+/// Opens the backend the operator chose. `Auto` probes io_uring once (a ring is created and the
+/// opcodes the write path needs are checked) and falls back to plain I/O with a log line.
+pub fn select_backend(choice: BackendChoice) -> io::Result<Arc<dyn IoBackend>> {
+    match choice {
+        BackendChoice::Plain => Ok(Arc::new(plain::PlainBackend::new())),
+        BackendChoice::IoUring => Ok(Arc::new(uring::UringBackend::probe()?)),
+        BackendChoice::Auto => match uring::UringBackend::probe() {
+            Ok(b) => Ok(Arc::new(b)),
+            Err(e) => {
+                tracing::warn!(error = %e, "io_uring unavailable, using the plain-file backend");
+                Ok(Arc::new(plain::PlainBackend::new()))
+            }
+        },
+    }
+}
+
+/// The backend tests run on: `STRATA_TEST_BACKEND=plain|io_uring|auto` (default `auto`), so the
+/// whole suite can be run once per backend.
+pub fn backend_from_env() -> Arc<dyn IoBackend> {
+    let choice = std::env::var("STRATA_TEST_BACKEND")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(BackendChoice::Auto);
+    match select_backend(choice) {
+        Ok(b) => b,
+        Err(e) => panic!("STRATA_TEST_BACKEND={choice:?} is not available here: {e}"),
+    }
+}
