@@ -1,0 +1,184 @@
+//! Settings of one partition log.
+
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+/// When appended bytes are made durable with `fdatasync`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FsyncPolicy {
+    /// Never by the engine: the OS writes dirty pages back on its own schedule. An acknowledged
+    /// append is in the page cache only; a crash of the *process* loses nothing, a crash of the
+    /// *machine* may lose anything not yet written back (segments are synced when they roll and
+    /// at clean shutdown).
+    #[default]
+    Never,
+    /// A background thread runs `fdatasync` every interval: a machine crash loses at most the
+    /// appends of the last interval (plus the time the sync itself takes).
+    Interval(Duration),
+    /// An append returns only after an `fdatasync` that covers it; appends that queue up while a
+    /// sync runs share the next one (group commit). Nothing acknowledged is ever lost.
+    Always,
+}
+
+impl std::str::FromStr for FsyncPolicy {
+    type Err = String;
+    /// `never`, `always`, or `interval:MS`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "never" => Ok(FsyncPolicy::Never),
+            "always" => Ok(FsyncPolicy::Always),
+            other => match other.strip_prefix("interval:") {
+                Some(ms) => ms
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|ms| *ms > 0)
+                    .map(|ms| FsyncPolicy::Interval(Duration::from_millis(ms)))
+                    .ok_or_else(|| format!("bad fsync interval {ms:?}: expected milliseconds > 0")),
+                None => Err(format!(
+                    "unknown fsync policy {other:?} (never, always, interval:MS)"
+                )),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for FsyncPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FsyncPolicy::Never => f.write_str("never"),
+            FsyncPolicy::Always => f.write_str("always"),
+            FsyncPolicy::Interval(d) => write!(f, "interval:{}", d.as_millis()),
+        }
+    }
+}
+
+/// What recovery does with damage it may not silently drop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RecoveryMode {
+    /// A torn tail of the last segment is truncated; any other damage is an error naming the
+    /// file and position (the default: nothing acknowledged is dropped without an operator).
+    #[default]
+    Strict,
+    /// Damage anywhere truncates the log at the first bad batch, removing every later segment.
+    /// Loses data by design; for operators who prefer availability.
+    TruncateAtCorruption,
+}
+
+/// Kafka's defaults where Kafka has one (`log.segment.bytes`, `log.retention.hours`, …).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// Roll to a new segment before one would grow past this (`segment.bytes`, default 1 GiB).
+    pub segment_bytes: u64,
+    /// Roll when the active segment's first append is older than this (`segment.ms`, default 7 days).
+    pub segment_ms: Option<Duration>,
+    /// Delete sealed segments whose newest timestamp is older than this (`retention.ms`, default
+    /// 7 days; `None` keeps forever).
+    pub retention_ms: Option<Duration>,
+    /// Delete the oldest sealed segments while the partition is larger than this
+    /// (`retention.bytes`, default unlimited).
+    pub retention_bytes: Option<u64>,
+    /// How often the background thread applies retention (`log.retention.check.interval.ms`,
+    /// default 5 minutes; `None` = only on demand).
+    pub retention_check_interval: Option<Duration>,
+    /// Durability of an acknowledged append.
+    pub fsync: FsyncPolicy,
+    /// Bytes between two offset-index entries (`index.interval.bytes`, default 4096).
+    pub index_interval_bytes: u32,
+    /// Largest batch accepted (`max.message.bytes`, default 1 MiB + 12 bytes of log overhead, as Kafka).
+    pub max_batch_bytes: usize,
+    /// Reserve disk blocks for a whole segment when it is created (`fallocate` keep-size).
+    pub preallocate: bool,
+    /// What recovery does with damage.
+    pub recovery: RecoveryMode,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        const WEEK: Duration = Duration::from_secs(7 * 24 * 3600);
+        LogConfig {
+            segment_bytes: 1 << 30,
+            segment_ms: Some(WEEK),
+            retention_ms: Some(WEEK),
+            retention_bytes: None,
+            retention_check_interval: Some(Duration::from_secs(300)),
+            fsync: FsyncPolicy::Never,
+            index_interval_bytes: 4096,
+            max_batch_bytes: 1_048_588,
+            preallocate: true,
+            recovery: RecoveryMode::Strict,
+        }
+    }
+}
+
+/// Positions in the offset index are u32, so a segment must stay below 4 GiB; like Kafka's
+/// `log.segment.bytes` (an int) the limit is 2 GiB - 1, leaving room for the batch that crosses it.
+pub const MAX_SEGMENT_BYTES: u64 = i32::MAX as u64;
+/// The smallest segment that makes sense: one batch header.
+pub const MIN_SEGMENT_BYTES: u64 = crate::batch::header::HEADER_LEN as u64;
+
+impl LogConfig {
+    /// Rejects settings the engine cannot honour.
+    pub fn validate(&self) -> Result<()> {
+        if !(MIN_SEGMENT_BYTES..=MAX_SEGMENT_BYTES).contains(&self.segment_bytes) {
+            return Err(Error::Config(format!(
+                "segment.bytes {} is outside [{MIN_SEGMENT_BYTES}, {MAX_SEGMENT_BYTES}]",
+                self.segment_bytes
+            )));
+        }
+        if self.max_batch_bytes < crate::batch::header::HEADER_LEN
+            || self.max_batch_bytes as u64 > MAX_SEGMENT_BYTES
+        {
+            return Err(Error::Config(format!(
+                "max.message.bytes {} is outside [{}, {MAX_SEGMENT_BYTES}]",
+                self.max_batch_bytes,
+                crate::batch::header::HEADER_LEN
+            )));
+        }
+        if self.index_interval_bytes == 0 {
+            return Err(Error::Config("index.interval.bytes must be > 0".into()));
+        }
+        if let FsyncPolicy::Interval(d) = self.fsync
+            && d.is_zero()
+        {
+            return Err(Error::Config("fsync interval must be > 0".into()));
+        }
+        Ok(())
+    }
+
+    /// The largest a segment can become: a batch may start just below `segment_bytes`.
+    pub(crate) fn max_segment_len(&self) -> u64 {
+        self.segment_bytes + self.max_batch_bytes as u64
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fsync_policy_parses_and_prints_back() {
+        for s in ["never", "always", "interval:250"] {
+            let p: FsyncPolicy = s.parse().unwrap();
+            assert_eq!(p.to_string(), s);
+        }
+        assert!("interval:0".parse::<FsyncPolicy>().is_err());
+        assert!("sometimes".parse::<FsyncPolicy>().is_err());
+    }
+
+    #[test]
+    fn defaults_are_valid_and_bad_sizes_are_refused() {
+        LogConfig::default().validate().unwrap();
+        let c = LogConfig {
+            segment_bytes: 10,
+            ..LogConfig::default()
+        };
+        assert!(matches!(c.validate(), Err(Error::Config(_))));
+        let c = LogConfig {
+            segment_bytes: 1 << 32,
+            ..LogConfig::default()
+        };
+        assert!(matches!(c.validate(), Err(Error::Config(_))));
+    }
+}

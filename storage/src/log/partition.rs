@@ -1,0 +1,1142 @@
+//! [`PartitionLog`]: one partition's log.
+//!
+//! ## Writing: leader/follower group commit
+//! Appenders put their batch on a queue (offsets are assigned there, in queue order) and wait.
+//! Whoever finds no leader becomes one: it takes *every* queued batch, writes them in one
+//! backend call (one io_uring submission), runs the fdatasync under `always`, publishes the new
+//! end to readers and wakes the others. Batches that arrive while a leader writes form the next
+//! group, so under `always` concurrent appenders share fsyncs.
+//!
+//! ## What is on disk when `append_*` returns
+//! * `never`: the batch is in the page cache and visible to readers. Survives a process crash;
+//!   a machine crash may lose it (sealed segments are synced on roll, everything on clean close).
+//! * `interval:MS`: as `never`, plus a background fdatasync every MS: a machine crash loses at
+//!   most the appends of the last interval.
+//! * `always`: the batch and everything before it were covered by an fdatasync that returned
+//!   `Ok` before the call returned. Readers see it only after that sync, so nothing a consumer
+//!   reads can be lost by a crash.
+//!
+//! A failed write or fsync *poisons* the log: every later append fails with
+//! [`Error::Poisoned`] until the log is reopened (which recovers from what is really on disk).
+//!
+//! ## Crash recovery (on open)
+//! After a clean close (checkpoint flag set, lengths match) nothing is scanned. Otherwise every
+//! segment at or past the checkpoint's recovery point is scanned batch by batch (length, magic,
+//! CRC-32C, contiguous offsets); a bad tail of the *last* segment is truncated and logged, bad
+//! bytes anywhere else are an [`Error::Corrupt`] naming the file and position (unless
+//! [`RecoveryMode::TruncateAtCorruption`]). Missing or damaged index files are rebuilt.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use parking_lot::{Condvar, Mutex, RwLock};
+
+use crate::batch::header;
+use crate::batch::{BatchBuilder, Compression, NewRecord, decode_records};
+use crate::error::{Error, IoContext, Result};
+use crate::io::{IoBackend, WritableFile};
+
+use super::checkpoint::{self, Checkpoint};
+use super::config::{FsyncPolicy, LogConfig, RecoveryMode};
+use super::index::{self, OffsetEntry, OffsetIndex, TimeEntry, TimeIndex};
+use super::name::{self, FileKind, TMP_SUFFIX};
+use super::read::ReadSlice;
+use super::scan::{self, relative};
+use super::segment::{Segment, SegmentState};
+
+/// Name of the lock file that keeps two processes off one partition directory.
+pub const LOCK_FILE: &str = ".lock";
+
+/// What an append did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    /// Offset of the first record of the batch.
+    pub base_offset: u64,
+    /// Offset of the last record of the batch.
+    pub last_offset: u64,
+    /// The batch's maxTimestamp.
+    pub max_timestamp: i64,
+}
+
+/// What one retention pass removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RetentionReport {
+    pub segments_deleted: usize,
+    pub bytes_deleted: u64,
+    /// The log start offset after the pass.
+    pub log_start_offset: u64,
+}
+
+/// A summary of one segment, for tools and tests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentInfo {
+    pub base_offset: u64,
+    pub next_offset: u64,
+    pub size: u64,
+    pub max_timestamp: i64,
+    pub active: bool,
+    pub path: PathBuf,
+}
+
+/// What `open` found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// The previous close was clean and nothing had to be scanned.
+    pub clean: bool,
+    pub segments: usize,
+    /// Segments whose batches were checked one by one.
+    pub segments_scanned: usize,
+    /// Bytes of torn tail cut off (`(file, position, bytes, reason)`).
+    pub truncated: Vec<(PathBuf, u64, u64, String)>,
+    /// Index files that were missing or damaged and were rebuilt.
+    pub indexes_rebuilt: usize,
+    /// Segments removed by `TruncateAtCorruption`.
+    pub segments_removed: usize,
+}
+
+struct Pending {
+    batch: Vec<u8>,
+    base_offset: u64,
+    next_offset: u64,
+    max_timestamp: i64,
+}
+
+#[derive(Default)]
+struct Queue {
+    next_offset: u64,
+    next_seq: u64,
+    /// Every append with a sequence number below this has completed.
+    done_seq: u64,
+    pending: Vec<Pending>,
+    leader: bool,
+    failure: Option<(&'static str, String)>,
+}
+
+/// State only the current leader touches.
+struct WriterCore {
+    active: Arc<Segment>,
+    /// Bytes of the active segment written so far (published or about to be).
+    len: u64,
+    next_offset: u64,
+    bytes_since_index: u64,
+    max_timestamp: i64,
+    offset_of_max_timestamp: u64,
+    /// Wall-clock ms of the first append into the active segment (for `segment_ms`).
+    first_append_ms: Option<i64>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    config: LogConfig,
+    backend: Arc<dyn IoBackend>,
+    segments: RwLock<Vec<Arc<Segment>>>,
+    queue: Mutex<Queue>,
+    queue_cv: Condvar,
+    core: Mutex<WriterCore>,
+    /// The end offset readers may see.
+    log_end: AtomicU64,
+    /// Offset up to which an fdatasync has completed.
+    durable_end: AtomicU64,
+    closed: AtomicBool,
+    /// Serialises checkpoint writers and retention.
+    maintenance: Mutex<()>,
+    stop: Mutex<bool>,
+    stop_cv: Condvar,
+    _lock: File,
+}
+
+/// One partition's log. `Send + Sync`: share it in an `Arc` between appenders and readers.
+pub struct PartitionLog {
+    inner: Arc<Inner>,
+    background: Option<JoinHandle<()>>,
+    recovery: RecoveryReport,
+}
+
+impl std::fmt::Debug for PartitionLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PartitionLog")
+            .field("dir", &self.inner.dir)
+            .field("log_start_offset", &self.log_start_offset())
+            .field("log_end_offset", &self.log_end_offset())
+            .finish()
+    }
+}
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn write_file_atomic(backend: &dyn IoBackend, path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(TMP_SUFFIX);
+    let tmp = PathBuf::from(tmp);
+    match backend.remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io("remove", tmp, e)),
+    }
+    let f = backend.create_new(&tmp).ctx("create", &tmp)?;
+    f.write_all_at_and_sync(&[bytes], 0).ctx("write", &tmp)?;
+    drop(f);
+    backend.rename(&tmp, path).ctx("rename", &tmp)?;
+    Ok(())
+}
+
+fn remove_if_exists(backend: &dyn IoBackend, path: &Path) -> Result<()> {
+    match backend.remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io("remove", path, e)),
+    }
+}
+
+/// Segment files found in a directory.
+#[derive(Debug, Default)]
+struct Listing {
+    logs: BTreeMap<u64, u64>,
+    indexes: Vec<(u64, FileKind, PathBuf)>,
+    tmps: Vec<PathBuf>,
+}
+
+fn list_dir(dir: &Path) -> Result<Listing> {
+    let mut l = Listing::default();
+    for entry in std::fs::read_dir(dir).ctx("read dir", dir)? {
+        let entry = entry.ctx("read dir", dir)?;
+        let fname = entry.file_name();
+        let Some(fname) = fname.to_str() else {
+            continue;
+        };
+        if fname.ends_with(TMP_SUFFIX) {
+            l.tmps.push(entry.path());
+            continue;
+        }
+        match name::parse_file_name(fname) {
+            Some((base, FileKind::Log)) => {
+                let len = entry.metadata().ctx("stat", &entry.path())?.len();
+                l.logs.insert(base, len);
+            }
+            Some((base, kind)) => l.indexes.push((base, kind, entry.path())),
+            None => {}
+        }
+    }
+    Ok(l)
+}
+
+impl PartitionLog {
+    /// Opens (creating if needed) the partition log in `dir`, recovering after a crash.
+    pub fn open(
+        dir: impl Into<PathBuf>,
+        config: LogConfig,
+        backend: Arc<dyn IoBackend>,
+    ) -> Result<Self> {
+        config.validate()?;
+        let dir = dir.into();
+        backend.create_dir_all(&dir).ctx("create dir", &dir)?;
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .ctx("open", &lock_path)?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Err(Error::Locked(dir)),
+            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io("lock", lock_path, e)),
+        }
+
+        let (segments, core, report) = recover(&dir, &config, backend.as_ref())?;
+        let end = core.next_offset;
+        let inner = Arc::new(Inner {
+            dir,
+            config,
+            backend,
+            segments: RwLock::new(segments),
+            queue: Mutex::new(Queue {
+                next_offset: end,
+                ..Queue::default()
+            }),
+            queue_cv: Condvar::new(),
+            core: Mutex::new(core),
+            log_end: AtomicU64::new(end),
+            durable_end: AtomicU64::new(end),
+            closed: AtomicBool::new(false),
+            maintenance: Mutex::new(()),
+            stop: Mutex::new(false),
+            stop_cv: Condvar::new(),
+            _lock: lock,
+        });
+        let background = spawn_background(&inner)?;
+        Ok(PartitionLog {
+            inner,
+            background,
+            recovery: report,
+        })
+    }
+
+    /// What recovery found when this log was opened.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.recovery
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    pub fn config(&self) -> &LogConfig {
+        &self.inner.config
+    }
+
+    /// First offset still in the log.
+    pub fn log_start_offset(&self) -> u64 {
+        self.inner
+            .segments
+            .read()
+            .first()
+            .map_or(0, |s| s.base_offset)
+    }
+
+    /// The offset the next append gets, as readers see it (Kafka's high watermark).
+    pub fn log_end_offset(&self) -> u64 {
+        self.inner.log_end.load(Ordering::Acquire)
+    }
+
+    /// Offset up to which data is known to be durable (an fdatasync completed).
+    pub fn durable_offset(&self) -> u64 {
+        self.inner.durable_end.load(Ordering::Acquire)
+    }
+
+    /// Bytes in all segments.
+    pub fn size_bytes(&self) -> u64 {
+        self.inner.segments.read().iter().map(|s| s.len()).sum()
+    }
+
+    /// One line per segment, oldest first.
+    pub fn segments(&self) -> Vec<SegmentInfo> {
+        self.inner
+            .segments
+            .read()
+            .iter()
+            .map(|s| SegmentInfo {
+                base_offset: s.base_offset,
+                next_offset: s.next_offset(),
+                size: s.len(),
+                max_timestamp: s.max_timestamp(),
+                active: s.is_active(),
+                path: s.log_path.clone(),
+            })
+            .collect()
+    }
+
+    /// Appends one RecordBatch v2 given as raw bytes (as a producer sent it). Validates it
+    /// (length, magic, CRC-32C, codec, offset delta), assigns offsets by rewriting baseOffset and
+    /// returns once the batch is stored as the log's fsync policy promises.
+    pub fn append_batch(&self, batch: Vec<u8>) -> Result<AppendInfo> {
+        let max = self.inner.config.max_batch_bytes;
+        if batch.len() > max {
+            return Err(Error::BatchTooLarge {
+                size: batch.len(),
+                max,
+            });
+        }
+        let h = header::validate_batch(&batch, max)?;
+        self.inner
+            .append_wait(batch, h.record_count as u64, h.max_timestamp)
+    }
+
+    /// Builds a batch from `records` (compressed with `compression`) and appends it.
+    pub fn append_records(
+        &self,
+        records: impl IntoIterator<Item = NewRecord>,
+        compression: Compression,
+    ) -> Result<AppendInfo> {
+        let mut b = BatchBuilder::new(compression);
+        for r in records {
+            b.push(r);
+        }
+        self.append_batch(b.build()?)
+    }
+
+    /// Reads whole batches starting with the one that contains `offset`, at most `max_bytes`
+    /// but always at least one batch. Empty at the log end; [`Error::OffsetOutOfRange`] outside
+    /// `[log_start, log_end]`. The result borrows the segment's mapping: no copy is made.
+    pub fn read(&self, offset: u64, max_bytes: usize) -> Result<ReadSlice> {
+        let end = self.inner.log_end.load(Ordering::Acquire);
+        let seg = {
+            let segs = self.inner.segments.read();
+            let start = segs.first().map_or(0, |s| s.base_offset);
+            if offset < start || offset > end {
+                return Err(Error::OffsetOutOfRange {
+                    offset,
+                    log_start: start,
+                    log_end: end,
+                });
+            }
+            if offset == end {
+                return Ok(ReadSlice::empty());
+            }
+            let i = segs.partition_point(|s| s.base_offset <= offset);
+            match i.checked_sub(1).and_then(|i| segs.get(i)) {
+                Some(s) => s.clone(),
+                None => return Ok(ReadSlice::empty()),
+            }
+        };
+        seg.read(offset, max_bytes, end)
+    }
+
+    /// The first offset whose record timestamp is >= `timestamp` (Kafka's ListOffsets by time),
+    /// or `None` if every record is older.
+    pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<u64>> {
+        let end = self.log_end_offset();
+        let segs: Vec<Arc<Segment>> = self.inner.segments.read().clone();
+        for seg in segs {
+            if seg.max_timestamp() < timestamp {
+                continue;
+            }
+            let start_rel = seg.time_index.read().lookup(timestamp);
+            let mut pos = seg.index.read().lookup(start_rel) as usize;
+            let Some(map) = seg.mapping()? else { continue };
+            let data = map.get(..seg.len() as usize).unwrap_or(&[]);
+            while let Some(h) = seg.header_at(data, pos)? {
+                if h.base_offset as u64 >= end {
+                    break;
+                }
+                let batch = data.get(pos..pos + h.total_len()).unwrap_or(&[]);
+                pos += h.total_len();
+                if (h.last_offset() as u64) < seg.base_offset + u64::from(start_rel)
+                    || h.max_timestamp < timestamp
+                {
+                    continue;
+                }
+                let records = decode_records(&h, batch)?;
+                if let Some(r) = records.iter().find(|r| r.timestamp >= timestamp) {
+                    return Ok(Some(r.offset as u64));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Makes everything appended so far durable (fdatasync of the active segment).
+    pub fn sync(&self) -> Result<()> {
+        self.inner.sync()
+    }
+
+    /// Seals the active segment and starts a new one (if the active one holds anything).
+    pub fn roll(&self) -> Result<()> {
+        self.inner.with_leader(|inner, core| {
+            if core.len > 0 {
+                inner.roll(core)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Applies retention now: deletes whole sealed segments that are too old or that put the
+    /// partition over its size limit. Readers holding slices of them keep working.
+    pub fn enforce_retention(&self) -> Result<RetentionReport> {
+        self.inner.enforce_retention(now_ms())
+    }
+
+    /// Retention as if the clock read `now_ms` (for tests and tools).
+    pub fn enforce_retention_at(&self, now_ms: i64) -> Result<RetentionReport> {
+        self.inner.enforce_retention(now_ms)
+    }
+
+    /// Clean shutdown: waits for in-flight appends, syncs, writes the indexes and a clean
+    /// checkpoint so the next open scans nothing. (Dropping without `close` is like a crash:
+    /// the next open recovers.)
+    pub fn close(mut self) -> Result<()> {
+        self.stop_background();
+        let inner = self.inner.clone();
+        inner.with_leader(|inner, core| {
+            inner.closed.store(true, Ordering::Release);
+            inner.close_clean(core)
+        })
+    }
+
+    fn stop_background(&mut self) {
+        *self.inner.stop.lock() = true;
+        self.inner.stop_cv.notify_all();
+        if let Some(h) = self.background.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for PartitionLog {
+    fn drop(&mut self) {
+        self.stop_background();
+        self.inner.closed.store(true, Ordering::Release);
+    }
+}
+
+impl Inner {
+    fn poisoned(&self, op: &'static str, cause: &str) -> Error {
+        Error::Poisoned {
+            dir: self.dir.clone(),
+            op,
+            cause: cause.to_string(),
+        }
+    }
+
+    fn check_open(&self, q: &Queue) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed(self.dir.clone()));
+        }
+        if let Some((op, cause)) = &q.failure {
+            return Err(self.poisoned(op, cause));
+        }
+        Ok(())
+    }
+
+    /// Queues a validated batch, assigning its offsets (under the queue lock, so offsets follow
+    /// queue order), and waits until a leader (possibly this thread) has stored it.
+    fn append_wait(&self, mut batch: Vec<u8>, count: u64, max_timestamp: i64) -> Result<AppendInfo> {
+        let mut q = self.queue.lock();
+        self.check_open(&q)?;
+        let base = q.next_offset;
+        q.next_offset += count;
+        header::set_base_offset(&mut batch, base as i64);
+        let seq = q.next_seq;
+        q.next_seq += 1;
+        q.pending.push(Pending {
+            batch,
+            base_offset: base,
+            next_offset: base + count,
+            max_timestamp,
+        });
+        loop {
+            if seq < q.done_seq {
+                return Ok(AppendInfo {
+                    base_offset: base,
+                    last_offset: base + count - 1,
+                    max_timestamp,
+                });
+            }
+            if let Some((op, cause)) = &q.failure {
+                return Err(self.poisoned(op, cause));
+            }
+            if !q.leader {
+                q.leader = true;
+                let group = std::mem::take(&mut q.pending);
+                let upto = q.next_seq;
+                drop(q);
+                let res = {
+                    let mut core = self.core.lock();
+                    self.write_group(&mut core, &group)
+                };
+                q = self.queue.lock();
+                q.leader = false;
+                match res {
+                    Ok(()) => q.done_seq = upto,
+                    Err((op, e)) => {
+                        tracing::error!(dir = %self.dir.display(), op, error = %e, "write failed; the log refuses further writes");
+                        q.failure = Some((op, e.to_string()));
+                        q.pending.clear();
+                    }
+                }
+                self.queue_cv.notify_all();
+                continue;
+            }
+            self.queue_cv.wait(&mut q);
+        }
+    }
+
+    /// Runs `f` as the leader (no append is being written meanwhile).
+    fn with_leader<T>(&self, f: impl FnOnce(&Inner, &mut WriterCore) -> Result<T>) -> Result<T> {
+        let mut q = self.queue.lock();
+        self.check_open(&q)?;
+        while q.leader {
+            self.queue_cv.wait(&mut q);
+        }
+        self.check_open(&q)?;
+        q.leader = true;
+        drop(q);
+        let res = {
+            let mut core = self.core.lock();
+            f(self, &mut core)
+        };
+        let mut q = self.queue.lock();
+        q.leader = false;
+        if let Err(Error::Poisoned { op, cause, .. }) = &res {
+            q.failure.get_or_insert((op, cause.clone()));
+        }
+        self.queue_cv.notify_all();
+        res
+    }
+
+    fn needs_roll(&self, core: &WriterCore, batch_len: usize) -> bool {
+        if core.len == 0 {
+            return false;
+        }
+        if core.len + batch_len as u64 > self.config.segment_bytes {
+            return true;
+        }
+        match (self.config.segment_ms, core.first_append_ms) {
+            (Some(ms), Some(first)) => now_ms().saturating_sub(first) >= ms.as_millis() as i64,
+            _ => false,
+        }
+    }
+
+    /// Writes a group of queued batches. On error returns the failed operation's name.
+    fn write_group(
+        &self,
+        core: &mut WriterCore,
+        group: &[Pending],
+    ) -> Result<(), (&'static str, Error)> {
+        let always = self.config.fsync == FsyncPolicy::Always;
+        let mut i = 0;
+        let mut last_end = None;
+        while let Some(first) = group.get(i) {
+            if self.needs_roll(core, first.batch.len()) {
+                self.roll(core).map_err(|e| ("roll", e))?;
+            }
+            // The run of batches that fit into the active segment.
+            let start_pos = core.len;
+            let mut end_pos = start_pos;
+            let mut j = i;
+            while let Some(p) = group.get(j) {
+                let len = p.batch.len() as u64;
+                if j > i && end_pos + len > self.config.segment_bytes {
+                    break;
+                }
+                end_pos += len;
+                j += 1;
+            }
+            let run = group.get(i..j).unwrap_or(&[]);
+            let bufs: Vec<&[u8]> = run.iter().map(|p| p.batch.as_slice()).collect();
+            let seg = core.active.clone();
+            let Some(w) = seg.writer() else {
+                return Err(("write", Error::Closed(self.dir.clone())));
+            };
+            let res = if always {
+                w.write_all_at_and_sync(&bufs, start_pos)
+            } else {
+                w.write_all_at(&bufs, start_pos)
+            };
+            res.map_err(|e| ("write", Error::io("write", &seg.log_path, e)))?;
+            self.index_run(core, run, start_pos);
+            seg.publish(SegmentState {
+                len: core.len,
+                next_offset: core.next_offset,
+                max_timestamp: core.max_timestamp,
+            });
+            last_end = Some(core.next_offset);
+            i = j;
+        }
+        if let Some(end) = last_end {
+            if always {
+                self.durable_end.fetch_max(end, Ordering::AcqRel);
+            }
+            self.log_end.store(end, Ordering::Release);
+        }
+        Ok(())
+    }
+
+    /// Index entries for batches just written at `start_pos`.
+    fn index_run(&self, core: &mut WriterCore, run: &[Pending], start_pos: u64) {
+        let seg = core.active.clone();
+        let base = seg.base_offset;
+        let mut pos = start_pos;
+        let mut index = seg.index.write();
+        let mut time_index = seg.time_index.write();
+        for p in run {
+            if core.bytes_since_index >= u64::from(self.config.index_interval_bytes) {
+                index.push(OffsetEntry {
+                    relative_offset: relative(p.base_offset, base),
+                    position: pos as u32,
+                });
+                if core.max_timestamp >= 0 {
+                    time_index.maybe_push(TimeEntry {
+                        timestamp: core.max_timestamp,
+                        relative_offset: relative(core.offset_of_max_timestamp, base),
+                    });
+                }
+                core.bytes_since_index = 0;
+            }
+            let len = p.batch.len() as u64;
+            core.bytes_since_index += len;
+            if p.max_timestamp > core.max_timestamp {
+                core.max_timestamp = p.max_timestamp;
+                core.offset_of_max_timestamp = p.next_offset - 1;
+            }
+            pos += len;
+        }
+        if core.first_append_ms.is_none() && !run.is_empty() {
+            core.first_append_ms = Some(now_ms());
+        }
+        core.len = pos;
+        if let Some(last) = run.last() {
+            core.next_offset = last.next_offset;
+        }
+    }
+
+    /// Writes the active segment's indexes (with a final time-index entry) to their files.
+    fn write_indexes(&self, core: &WriterCore, seg: &Segment) -> Result<()> {
+        {
+            let mut ti = seg.time_index.write();
+            if core.max_timestamp >= 0 {
+                ti.maybe_push(TimeEntry {
+                    timestamp: core.max_timestamp,
+                    relative_offset: relative(core.offset_of_max_timestamp, seg.base_offset),
+                });
+            }
+        }
+        let idx = seg.index.read().encode(seg.base_offset);
+        let tidx = seg.time_index.read().encode(seg.base_offset);
+        write_file_atomic(self.backend.as_ref(), &seg.index_path, &idx)?;
+        write_file_atomic(self.backend.as_ref(), &seg.time_index_path, &tidx)?;
+        Ok(())
+    }
+
+    /// Seals the active segment (sync, release preallocation, write indexes) and opens a new
+    /// one at the next offset. On any failure the log is poisoned.
+    fn roll(&self, core: &mut WriterCore) -> Result<()> {
+        self.roll_inner(core).map_err(|e| match e {
+            e @ Error::Poisoned { .. } => e,
+            other => self.poisoned("roll", &other.to_string()),
+        })
+    }
+
+    fn roll_inner(&self, core: &mut WriterCore) -> Result<()> {
+        let old = core.active.clone();
+        let w = old.writer().ok_or_else(|| Error::Closed(self.dir.clone()))?;
+        w.set_len(core.len).ctx("truncate", &old.log_path)?;
+        w.sync_data().ctx("fdatasync", &old.log_path)?;
+        self.durable_end.fetch_max(core.next_offset, Ordering::AcqRel);
+        self.write_indexes(core, &old)?;
+
+        let base = core.next_offset;
+        let new = self.create_segment(base)?;
+        self.backend.sync_dir(&self.dir).ctx("fsync dir", &self.dir)?;
+        let sealed = Arc::new(Segment::sealed(
+            &self.dir,
+            old.base_offset,
+            SegmentState {
+                len: core.len,
+                next_offset: core.next_offset,
+                max_timestamp: core.max_timestamp,
+            },
+            old.index.read().clone(),
+            old.time_index.read().clone(),
+        )?);
+        {
+            let mut segs = self.segments.write();
+            if let Some(last) = segs.last_mut() {
+                *last = sealed;
+            }
+            segs.push(new.clone());
+        }
+        *core = WriterCore {
+            active: new,
+            len: 0,
+            next_offset: base,
+            bytes_since_index: 0,
+            max_timestamp: -1,
+            offset_of_max_timestamp: base,
+            first_append_ms: None,
+        };
+        let _g = self.maintenance.lock();
+        checkpoint::write(
+            self.backend.as_ref(),
+            &self.dir,
+            &Checkpoint {
+                clean: false,
+                recovery_point: base,
+                log_end_offset: base,
+                active_segment_len: 0,
+            },
+        )?;
+        tracing::debug!(dir = %self.dir.display(), base, "rolled to a new segment");
+        Ok(())
+    }
+
+    fn create_segment(&self, base: u64) -> Result<Arc<Segment>> {
+        let path = name::segment_path(&self.dir, base, FileKind::Log);
+        let w = self.backend.create_new(&path).ctx("create segment", &path)?;
+        open_active(&self.dir, &self.config, base, w, SegmentState {
+            len: 0,
+            next_offset: base,
+            max_timestamp: -1,
+        }, OffsetIndex::new(), TimeIndex::new())
+    }
+
+    fn sync(&self) -> Result<()> {
+        {
+            let q = self.queue.lock();
+            if let Some((op, cause)) = &q.failure {
+                return Err(self.poisoned(op, cause));
+            }
+        }
+        let end = self.log_end.load(Ordering::Acquire);
+        let seg = self.segments.read().last().cloned();
+        let Some(seg) = seg else { return Ok(()) };
+        let Some(w) = seg.writer() else { return Ok(()) };
+        if let Err(e) = w.sync_data() {
+            // After a failed fsync the kernel may have dropped the dirty pages: the page cache
+            // no longer tells what is on disk. Refuse writes until reopened.
+            let mut q = self.queue.lock();
+            q.failure.get_or_insert(("fdatasync", e.to_string()));
+            tracing::error!(dir = %self.dir.display(), error = %e, "fdatasync failed; the log refuses further writes");
+            return Err(self.poisoned("fdatasync", &e.to_string()));
+        }
+        self.durable_end.fetch_max(end, Ordering::AcqRel);
+        Ok(())
+    }
+
+    fn close_clean(&self, core: &mut WriterCore) -> Result<()> {
+        let seg = core.active.clone();
+        let w = seg.writer().ok_or_else(|| Error::Closed(self.dir.clone()))?;
+        w.set_len(core.len).ctx("truncate", &seg.log_path)?;
+        w.sync_data().ctx("fdatasync", &seg.log_path)?;
+        self.write_indexes(core, &seg)?;
+        self.backend.sync_dir(&self.dir).ctx("fsync dir", &self.dir)?;
+        let _g = self.maintenance.lock();
+        checkpoint::write(
+            self.backend.as_ref(),
+            &self.dir,
+            &Checkpoint {
+                clean: true,
+                recovery_point: core.next_offset,
+                log_end_offset: core.next_offset,
+                active_segment_len: core.len,
+            },
+        )
+    }
+
+    fn enforce_retention(&self, now: i64) -> Result<RetentionReport> {
+        let _g = self.maintenance.lock();
+        let segs: Vec<Arc<Segment>> = self.segments.read().clone();
+        let sealed = segs.len().saturating_sub(1);
+        let mut total: u64 = segs.iter().map(|s| s.len()).sum();
+        let mut doomed = 0;
+        for s in segs.iter().take(sealed) {
+            let too_old = self
+                .config
+                .retention_ms
+                .is_some_and(|r| s.largest_timestamp_ms() < now.saturating_sub(r.as_millis() as i64));
+            let too_big = self
+                .config
+                .retention_bytes
+                .is_some_and(|r| total.saturating_sub(s.len()) >= r);
+            if !(too_old || too_big) {
+                break;
+            }
+            total -= s.len();
+            doomed += 1;
+        }
+        let mut report = RetentionReport::default();
+        if doomed > 0 {
+            // Unlist first: new reads no longer find these segments; reads in flight hold
+            // their mapping and finish undisturbed. Only retention removes from the front.
+            let removed: Vec<Arc<Segment>> = {
+                let mut w = self.segments.write();
+                w.drain(..doomed).collect()
+            };
+            for s in &removed {
+                remove_if_exists(self.backend.as_ref(), &s.log_path)?;
+                remove_if_exists(self.backend.as_ref(), &s.index_path)?;
+                remove_if_exists(self.backend.as_ref(), &s.time_index_path)?;
+                report.segments_deleted += 1;
+                report.bytes_deleted += s.len();
+                tracing::info!(segment = %s.log_path.display(), bytes = s.len(), "retention deleted segment");
+            }
+            self.backend.sync_dir(&self.dir).ctx("fsync dir", &self.dir)?;
+        }
+        report.log_start_offset = self.segments.read().first().map_or(0, |s| s.base_offset);
+        Ok(report)
+    }
+}
+
+fn open_active(
+    dir: &Path,
+    config: &LogConfig,
+    base: u64,
+    w: Box<dyn WritableFile>,
+    state: SegmentState,
+    index: OffsetIndex,
+    time_index: TimeIndex,
+) -> Result<Arc<Segment>> {
+    let path = name::segment_path(dir, base, FileKind::Log);
+    if config.preallocate {
+        w.preallocate(config.max_segment_len()).ctx("fallocate", &path)?;
+    }
+    Ok(Arc::new(Segment::active(
+        dir,
+        base,
+        w,
+        config.max_segment_len(),
+        state,
+        index,
+        time_index,
+    )?))
+}
+
+/// The background thread: interval fsync and periodic retention.
+fn spawn_background(inner: &Arc<Inner>) -> Result<Option<JoinHandle<()>>> {
+    let flush = match inner.config.fsync {
+        FsyncPolicy::Interval(d) => Some(d),
+        _ => None,
+    };
+    let retention = inner.config.retention_check_interval;
+    if flush.is_none() && retention.is_none() {
+        return Ok(None);
+    }
+    let weak: Weak<Inner> = Arc::downgrade(inner);
+    let h = std::thread::Builder::new()
+        .name("strata-log-bg".into())
+        .spawn(move || background_loop(weak, flush, retention))
+        .map_err(|e| Error::io("spawn thread", PathBuf::new(), e))?;
+    Ok(Some(h))
+}
+
+fn background_loop(weak: Weak<Inner>, flush: Option<Duration>, retention: Option<Duration>) {
+    let now = Instant::now();
+    let mut next_flush = flush.map(|d| now + d);
+    let mut next_retention = retention.map(|d| now + d);
+    loop {
+        let Some(wake) = [next_flush, next_retention].into_iter().flatten().min() else {
+            return;
+        };
+        let Some(inner) = weak.upgrade() else { return };
+        {
+            let mut stop = inner.stop.lock();
+            if *stop {
+                return;
+            }
+            inner.stop_cv.wait_until(&mut stop, wake);
+            if *stop {
+                return;
+            }
+        }
+        let now = Instant::now();
+        if let (Some(at), Some(d)) = (next_flush, flush)
+            && now >= at
+        {
+            if inner.log_end.load(Ordering::Acquire) > inner.durable_end.load(Ordering::Acquire)
+                && let Err(e) = inner.sync()
+            {
+                tracing::error!(error = %e, "interval fsync failed");
+            }
+            next_flush = Some(now + d);
+        }
+        if let (Some(at), Some(d)) = (next_retention, retention)
+            && now >= at
+        {
+            if let Err(e) = inner.enforce_retention(now_ms()) {
+                tracing::error!(error = %e, "retention failed");
+            }
+            next_retention = Some(now + d);
+        }
+    }
+}
+
+/// Opens every segment of `dir`, checking and repairing what a crash may have left.
+fn recover(
+    dir: &Path,
+    config: &LogConfig,
+    backend: &dyn IoBackend,
+) -> Result<(Vec<Arc<Segment>>, WriterCore, RecoveryReport)> {
+    let cp = checkpoint::read(dir)?;
+    let mut listing = list_dir(dir)?;
+    let mut report = RecoveryReport::default();
+
+    for tmp in &listing.tmps {
+        remove_if_exists(backend, tmp)?;
+    }
+    for (base, _, path) in &listing.indexes {
+        if !listing.logs.contains_key(base) {
+            tracing::warn!(file = %path.display(), "removing index without a segment");
+            remove_if_exists(backend, path)?;
+        }
+    }
+    if listing.logs.is_empty() {
+        let base = cp.map_or(0, |c| c.log_end_offset);
+        let path = name::segment_path(dir, base, FileKind::Log);
+        drop(backend.create_new(&path).ctx("create segment", &path)?);
+        backend.sync_dir(dir).ctx("fsync dir", dir)?;
+        listing.logs.insert(base, 0);
+    }
+
+    let bases: Vec<(u64, u64)> = listing.logs.iter().map(|(b, l)| (*b, *l)).collect();
+    let last_base = bases.last().map_or(0, |b| b.0);
+    let clean = cp.is_some_and(|c| c.clean && listing.logs.get(&last_base) == Some(&c.active_segment_len));
+    report.clean = clean;
+    let recovery_point = match cp {
+        Some(c) if clean => c.log_end_offset.max(last_base),
+        Some(c) => c.recovery_point,
+        None => 0,
+    };
+
+    struct Loaded {
+        base: u64,
+        state: SegmentState,
+        index: OffsetIndex,
+        time_index: TimeIndex,
+        bytes_since_index: u64,
+        offset_of_max_timestamp: u64,
+    }
+    let mut loaded: Vec<Loaded> = Vec::new();
+    let mut expected_base: Option<u64> = None;
+    let mut i = 0;
+    while let Some(&(base, file_len)) = bases.get(i) {
+        i += 1;
+        let is_last = i == bases.len();
+        let path = name::segment_path(dir, base, FileKind::Log);
+        if let Some(exp) = expected_base
+            && exp != base
+        {
+            let reason = format!("segment starts at offset {base}, but the previous segment ends at {exp}");
+            if config.recovery == RecoveryMode::TruncateAtCorruption {
+                tracing::error!(file = %path.display(), %reason, "removing this and every later segment");
+                report.segments_removed += remove_segments(backend, dir, bases.get(i - 1..).unwrap_or(&[]))?;
+                break;
+            }
+            return Err(Error::Corrupt { file: path, position: 0, reason });
+        }
+        let trusted = base < recovery_point || clean;
+        let data = if file_len == 0 {
+            None
+        } else {
+            let f = File::open(&path).ctx("open segment", &path)?;
+            // SAFETY: recovery maps the file read-only while no writer exists for it (the
+            // directory lock keeps other engines out); the map is dropped before any truncation.
+            Some(unsafe { memmap2::Mmap::map(&f) }.ctx("mmap", &path)?)
+        };
+        let bytes = data.as_deref().unwrap_or(&[]);
+        let scan = scan::scan_segment(bytes, base, config.max_batch_bytes, !trusted, config.index_interval_bytes);
+        if !trusted {
+            report.segments_scanned += 1;
+        }
+        let mut valid_len = file_len;
+        if let Some(stop) = &scan.stop {
+            let reason = stop.problem.to_string();
+            if is_last && !trusted {
+                tracing::warn!(file = %path.display(), position = stop.position, bytes = file_len - stop.position, %reason, "truncating torn tail");
+                report.truncated.push((path.clone(), stop.position, file_len - stop.position, reason));
+                drop(data);
+                let w = backend.open_writable(&path).ctx("open segment", &path)?;
+                w.set_len(stop.position).ctx("truncate", &path)?;
+                w.sync_data().ctx("fdatasync", &path)?;
+                valid_len = stop.position;
+            } else if config.recovery == RecoveryMode::TruncateAtCorruption {
+                tracing::error!(file = %path.display(), position = stop.position, %reason, "corruption: truncating here and removing every later segment");
+                report.truncated.push((path.clone(), stop.position, file_len - stop.position, reason));
+                drop(data);
+                let w = backend.open_writable(&path).ctx("open segment", &path)?;
+                w.set_len(stop.position).ctx("truncate", &path)?;
+                w.sync_data().ctx("fdatasync", &path)?;
+                valid_len = stop.position;
+                report.segments_removed += remove_segments(backend, dir, bases.get(i..).unwrap_or(&[]))?;
+                i = bases.len();
+            } else {
+                return Err(Error::Corrupt {
+                    file: path,
+                    position: stop.position,
+                    reason,
+                });
+            }
+        }
+        // Indexes: trust the files only if they decode and agree with the scan's end.
+        let end_rel = scan.next_offset - base;
+        let idx_path = name::segment_path(dir, base, FileKind::Index);
+        let tidx_path = name::segment_path(dir, base, FileKind::TimeIndex);
+        let from_file = if trusted && scan.stop.is_none() {
+            let idx = index::read_index_file(&idx_path)?
+                .and_then(|b| OffsetIndex::decode(&b, base, valid_len).ok());
+            let tidx = index::read_index_file(&tidx_path)?
+                .and_then(|b| TimeIndex::decode(&b, base, end_rel.max(1)).ok());
+            idx.zip(tidx)
+        } else {
+            None
+        };
+        let (index, mut time_index) = match from_file {
+            Some(p) => p,
+            None => {
+                report.indexes_rebuilt += 1;
+                (scan.index.clone(), scan.time_index.clone())
+            }
+        };
+        if scan.max_timestamp >= 0 && !is_last {
+            time_index.maybe_push(TimeEntry {
+                timestamp: scan.max_timestamp,
+                relative_offset: relative(scan.offset_of_max_timestamp, base),
+            });
+        }
+        loaded.push(Loaded {
+            base,
+            state: SegmentState {
+                len: valid_len,
+                next_offset: scan.next_offset,
+                max_timestamp: scan.max_timestamp,
+            },
+            index,
+            time_index,
+            bytes_since_index: scan.bytes_since_index,
+            offset_of_max_timestamp: scan.offset_of_max_timestamp,
+        });
+        expected_base = Some(scan.next_offset);
+    }
+
+    let Some(last) = loaded.pop() else {
+        return Err(Error::Corrupt {
+            file: dir.to_path_buf(),
+            position: 0,
+            reason: "no segment survived recovery".into(),
+        });
+    };
+    let mut segments = Vec::with_capacity(loaded.len() + 1);
+    for l in loaded {
+        segments.push(Arc::new(Segment::sealed(dir, l.base, l.state, l.index, l.time_index)?));
+    }
+    let path = name::segment_path(dir, last.base, FileKind::Log);
+    let w = backend.open_writable(&path).ctx("open segment", &path)?;
+    let active = open_active(dir, config, last.base, w, last.state, last.index, last.time_index)?;
+    segments.push(active.clone());
+    report.segments = segments.len();
+
+    // From here on the log is not clean: clear the flag durably before the first write, and
+    // record that every segment but the last is verified.
+    checkpoint::write(
+        backend,
+        dir,
+        &Checkpoint {
+            clean: false,
+            recovery_point: last.base,
+            log_end_offset: last.state.next_offset,
+            active_segment_len: last.state.len,
+        },
+    )?;
+    if !report.clean {
+        tracing::info!(dir = %dir.display(), ?report, "recovered partition log");
+    }
+    let core = WriterCore {
+        active,
+        len: last.state.len,
+        next_offset: last.state.next_offset,
+        bytes_since_index: last.bytes_since_index,
+        max_timestamp: last.state.max_timestamp,
+        offset_of_max_timestamp: last.offset_of_max_timestamp,
+        first_append_ms: (last.state.len > 0).then(now_ms),
+    };
+    Ok((segments, core, report))
+}
+
+/// Removes segments (log and index files) found by recovery past a point of corruption.
+fn remove_segments(backend: &dyn IoBackend, dir: &Path, bases: &[(u64, u64)]) -> Result<usize> {
+    for (base, _) in bases {
+        for kind in [FileKind::Log, FileKind::Index, FileKind::TimeIndex] {
+            remove_if_exists(backend, &name::segment_path(dir, *base, kind))?;
+        }
+    }
+    backend.sync_dir(dir).ctx("fsync dir", dir)?;
+    Ok(bases.len())
+}
