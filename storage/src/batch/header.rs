@@ -248,7 +248,7 @@ pub fn compute_crc(batch: &[u8]) -> u32 {
 pub fn check_batch(buf: &[u8], max_total_len: usize) -> Result<BatchHeader, BatchError> {
     let header = BatchHeader::parse(buf)?;
     let length = i64::from(header.batch_length);
-    let max_length = max_total_len.saturating_sub(LOG_OVERHEAD) as i64;
+    let max_length = i64::try_from(max_total_len.saturating_sub(LOG_OVERHEAD)).unwrap_or(i64::MAX);
     if length < MIN_BATCH_LENGTH as i64 || length > max_length {
         return Err(BatchError::BadLength {
             length,

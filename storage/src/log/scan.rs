@@ -160,7 +160,7 @@ impl Iterator for BatchScanner<'_> {
 fn check_length_only(buf: &[u8], max_total_len: usize) -> Result<BatchHeader, BatchError> {
     let h = BatchHeader::parse(buf)?;
     let length = i64::from(h.batch_length);
-    let max = max_total_len.saturating_sub(header::LOG_OVERHEAD) as i64;
+    let max = i64::try_from(max_total_len.saturating_sub(header::LOG_OVERHEAD)).unwrap_or(i64::MAX);
     if length < header::MIN_BATCH_LENGTH as i64 || length > max {
         return Err(BatchError::BadLength {
             length,

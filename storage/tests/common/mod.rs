@@ -1,0 +1,116 @@
+//! Helpers shared by the engine's integration tests.
+#![allow(dead_code, clippy::unwrap_used, clippy::indexing_slicing)]
+
+use std::path::Path;
+use std::sync::Arc;
+
+use strata_storage::batch::header::{self, BatchHeader, HEADER_LEN};
+use strata_storage::io::{IoBackend, backend_from_env};
+use strata_storage::log::scan::BatchScanner;
+use strata_storage::log::{LogConfig, PartitionLog};
+
+fn varint(out: &mut Vec<u8>, v: i64) {
+    let mut z = ((v << 1) ^ (v >> 63)) as u64;
+    loop {
+        if z < 0x80 {
+            out.push(z as u8);
+            return;
+        }
+        out.push((z as u8 & 0x7f) | 0x80);
+        z >>= 7;
+    }
+}
+
+/// An uncompressed RecordBatch v2 built independently of the engine's builder: `values` become
+/// records with key `k<i>`, timestamps `ts + i`.
+pub fn raw_batch(values: &[Vec<u8>], ts: i64) -> Vec<u8> {
+    let mut records = Vec::new();
+    for (i, v) in values.iter().enumerate() {
+        let mut body = Vec::new();
+        body.push(0u8); // attributes
+        varint(&mut body, i as i64); // timestamp delta
+        varint(&mut body, i as i64); // offset delta
+        let key = format!("k{i}");
+        varint(&mut body, key.len() as i64);
+        body.extend_from_slice(key.as_bytes());
+        varint(&mut body, v.len() as i64);
+        body.extend_from_slice(v);
+        varint(&mut body, 0); // headers
+        varint(&mut records, body.len() as i64);
+        records.extend_from_slice(&body);
+    }
+    let h = BatchHeader {
+        base_offset: 0,
+        batch_length: (HEADER_LEN - header::LOG_OVERHEAD + records.len()) as i32,
+        partition_leader_epoch: -1,
+        magic: header::MAGIC_V2,
+        crc: 0,
+        attributes: 0,
+        last_offset_delta: values.len() as i32 - 1,
+        base_timestamp: ts,
+        max_timestamp: ts + values.len() as i64 - 1,
+        producer_id: -1,
+        producer_epoch: -1,
+        base_sequence: -1,
+        record_count: values.len() as i32,
+    };
+    let mut head = [0u8; HEADER_LEN];
+    h.write_to(&mut head);
+    let mut b = head.to_vec();
+    b.extend_from_slice(&records);
+    let crc = header::compute_crc(&b);
+    b[header::CRC].copy_from_slice(&crc.to_be_bytes());
+    b
+}
+
+/// A batch of `n` records whose values say which batch and record they are.
+pub fn numbered_batch(batch_no: u64, n: usize, value_len: usize, ts: i64) -> Vec<u8> {
+    let values: Vec<Vec<u8>> = (0..n)
+        .map(|i| {
+            let mut v = format!("b{batch_no}r{i}:").into_bytes();
+            v.resize(value_len.max(v.len()), b'x');
+            v
+        })
+        .collect();
+    raw_batch(&values, ts)
+}
+
+pub fn backend() -> Arc<dyn IoBackend> {
+    backend_from_env()
+}
+
+/// Small segments so tests roll often; retention off unless a test sets it.
+pub fn small_config() -> LogConfig {
+    LogConfig {
+        segment_bytes: 16 * 1024,
+        retention_ms: None,
+        retention_check_interval: None,
+        index_interval_bytes: 1024,
+        preallocate: true,
+        ..LogConfig::default()
+    }
+}
+
+pub fn open(dir: &Path, config: LogConfig) -> PartitionLog {
+    PartitionLog::open(dir, config, backend()).unwrap()
+}
+
+/// Every batch from `from` to the log end, checked with the engine's scanner (CRC included):
+/// `(base_offset, record_count, bytes)` per batch.
+pub fn read_all(log: &PartitionLog, from: u64) -> Vec<(u64, u32, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut next = from;
+    let end = log.log_end_offset();
+    while next < end {
+        let slice = log.read(next, 64 * 1024).unwrap();
+        assert!(!slice.is_empty(), "empty read at {next} before end {end}");
+        let mut scanner = BatchScanner::new(&slice, usize::MAX, true);
+        for b in scanner.by_ref() {
+            let bytes = slice[b.position as usize..b.end() as usize].to_vec();
+            out.push((b.header.base_offset as u64, b.header.record_count as u32, bytes));
+            next = b.header.next_offset() as u64;
+        }
+        assert!(scanner.stop().is_none(), "bad batch in a read: {:?}", scanner.stop());
+    }
+    out
+}

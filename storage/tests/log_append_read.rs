@@ -1,0 +1,123 @@
+//! Scenario: a producer appends batches and readers read them back, during and after writing.
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use strata_storage::Error;
+use strata_storage::batch::header::BatchHeader;
+use strata_storage::log::LogConfig;
+
+#[test]
+fn given_appended_batches_when_read_from_start_then_every_batch_comes_back_with_assigned_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), small_config());
+    let mut sent = Vec::new();
+    for b in 0..50u64 {
+        let batch = numbered_batch(b, 3, 100, 1_000 + b as i64);
+        let info = log.append_batch(batch.clone()).unwrap();
+        assert_eq!(info.base_offset, b * 3);
+        assert_eq!(info.last_offset, b * 3 + 2);
+        sent.push(batch);
+    }
+    assert_eq!(log.log_end_offset(), 150);
+    assert!(log.segments().len() > 1, "16 KiB segments must have rolled");
+    let got = read_all(&log, 0);
+    assert_eq!(got.len(), 50);
+    for (i, (base, count, bytes)) in got.iter().enumerate() {
+        assert_eq!(*base, i as u64 * 3);
+        assert_eq!(*count, 3);
+        // Identical to what was sent except baseOffset (bytes 0..8), which the log assigned.
+        assert_eq!(bytes[8..], sent[i][8..]);
+    }
+}
+
+#[test]
+fn given_a_mid_batch_offset_when_read_then_the_whole_containing_batch_is_returned() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), small_config());
+    for b in 0..10 {
+        log.append_batch(numbered_batch(b, 5, 10, 0)).unwrap();
+    }
+    let s = log.read(17, 1).unwrap();
+    let h = BatchHeader::parse(&s).unwrap();
+    assert_eq!(h.base_offset, 15, "offset 17 lives in the batch 15..=19");
+    assert_eq!(s.len(), h.total_len(), "max_bytes=1 still yields exactly one whole batch");
+    let s = log.read(15, 3 * h.total_len()).unwrap();
+    assert_eq!(s.len(), 3 * h.total_len(), "three whole batches fit");
+}
+
+#[test]
+fn given_offsets_outside_the_log_when_read_then_end_is_empty_and_beyond_is_out_of_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), small_config());
+    assert!(log.read(0, 100).unwrap().is_empty(), "empty log, read at end");
+    log.append_batch(numbered_batch(0, 2, 10, 0)).unwrap();
+    assert!(log.read(2, 100).unwrap().is_empty());
+    assert!(matches!(
+        log.read(3, 100),
+        Err(Error::OffsetOutOfRange { offset: 3, log_start: 0, log_end: 2 })
+    ));
+}
+
+#[test]
+fn given_invalid_batches_when_appended_then_they_are_refused_and_the_log_keeps_working() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        max_batch_bytes: 4096,
+        ..small_config()
+    };
+    let log = open(dir.path(), config);
+    let mut bad_crc = numbered_batch(0, 2, 10, 0);
+    let n = bad_crc.len();
+    bad_crc[n - 1] ^= 1;
+    assert!(matches!(log.append_batch(bad_crc), Err(Error::InvalidBatch(_))));
+    assert!(matches!(log.append_batch(vec![0; 10]), Err(Error::InvalidBatch(_))));
+    assert!(matches!(
+        log.append_batch(numbered_batch(0, 1, 5000, 0)),
+        Err(Error::BatchTooLarge { max: 4096, .. })
+    ));
+    assert_eq!(log.log_end_offset(), 0, "nothing refused took an offset");
+    let info = log.append_batch(numbered_batch(1, 2, 10, 0)).unwrap();
+    assert_eq!(info.base_offset, 0);
+}
+
+#[test]
+fn given_a_concurrent_writer_when_readers_tail_the_log_then_they_only_ever_see_whole_valid_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(open(dir.path(), small_config()));
+    let total_batches = 400u64;
+    let writer = {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            for b in 0..total_batches {
+                log.append_batch(numbered_batch(b, 2, 200, b as i64)).unwrap();
+            }
+        })
+    };
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                let mut next = 0u64;
+                while next < total_batches * 2 {
+                    let s = log.read(next, 8192).unwrap();
+                    let mut scanner =
+                        strata_storage::log::scan::BatchScanner::new(&s, usize::MAX, true)
+                            .expecting_offset(next - next % 2);
+                    for b in scanner.by_ref() {
+                        next = b.header.next_offset() as u64;
+                    }
+                    assert!(scanner.stop().is_none(), "reader saw {:?}", scanner.stop());
+                }
+                next
+            })
+        })
+        .collect();
+    writer.join().unwrap();
+    for r in readers {
+        assert_eq!(r.join().unwrap(), total_batches * 2);
+    }
+}

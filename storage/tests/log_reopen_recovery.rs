@@ -1,0 +1,161 @@
+//! Scenario: a log is reopened after a clean close, after a crash, and with damaged files.
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+mod common;
+
+use std::fs::OpenOptions;
+use std::io::{Seek, SeekFrom, Write};
+
+use common::*;
+use strata_storage::Error;
+use strata_storage::log::name::{FileKind, segment_path};
+use strata_storage::log::{LogConfig, PartitionLog, RecoveryMode};
+
+fn fill(log: &PartitionLog, batches: u64) -> Vec<Vec<u8>> {
+    (0..batches)
+        .map(|b| {
+            let batch = numbered_batch(b, 4, 90, 10_000 + b as i64);
+            log.append_batch(batch.clone()).unwrap();
+            batch
+        })
+        .collect()
+}
+
+fn assert_same(got: &[(u64, u32, Vec<u8>)], sent: &[Vec<u8>]) {
+    assert_eq!(got.len(), sent.len());
+    for (i, (base, _, bytes)) in got.iter().enumerate() {
+        assert_eq!(*base, i as u64 * 4);
+        assert_eq!(bytes[8..], sent[i][8..], "batch {i}");
+    }
+}
+
+#[test]
+fn given_a_clean_close_when_reopened_then_nothing_is_scanned_and_everything_is_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), small_config());
+    let sent = fill(&log, 60);
+    let segments = log.segments().len();
+    log.close().unwrap();
+
+    let log = open(dir.path(), small_config());
+    let r = log.recovery_report();
+    assert!(r.clean, "{r:?}");
+    assert_eq!(r.segments_scanned, 0);
+    assert_eq!(r.indexes_rebuilt, 0);
+    assert_eq!(log.segments().len(), segments);
+    assert_eq!(log.log_end_offset(), 240);
+    assert_same(&read_all(&log, 0), &sent);
+    // And it keeps appending where it left off.
+    assert_eq!(log.append_batch(numbered_batch(99, 1, 1, 0)).unwrap().base_offset, 240);
+}
+
+#[test]
+fn given_a_crash_when_reopened_then_segments_past_the_recovery_point_are_scanned_and_all_data_is_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), small_config());
+    let sent = fill(&log, 60);
+    drop(log); // no close: like a crash of the process
+
+    let log = open(dir.path(), small_config());
+    let r = log.recovery_report().clone();
+    assert!(!r.clean);
+    assert_eq!(r.segments_scanned, 1, "only the active segment is past the recovery point");
+    assert!(r.truncated.is_empty());
+    assert_same(&read_all(&log, 0), &sent);
+    // A second reopen after the recovery is just as good.
+    drop(log);
+    let log = open(dir.path(), small_config());
+    assert_same(&read_all(&log, 0), &sent);
+}
+
+#[test]
+fn given_a_torn_tail_when_reopened_then_it_is_truncated_and_every_whole_batch_survives() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), small_config());
+    let sent = fill(&log, 30);
+    let active = log.segments().last().unwrap().clone();
+    drop(log);
+    // Half a batch appended, as a crash in the middle of a write leaves it.
+    let half = numbered_batch(777, 4, 90, 0);
+    let mut f = OpenOptions::new().append(true).open(&active.path).unwrap();
+    f.write_all(&half[..half.len() / 2]).unwrap();
+    drop(f);
+
+    let log = open(dir.path(), small_config());
+    let r = log.recovery_report();
+    assert_eq!(r.truncated.len(), 1, "{r:?}");
+    assert_eq!(r.truncated[0].1, active.size);
+    assert_eq!(r.truncated[0].2, (half.len() / 2) as u64);
+    assert_same(&read_all(&log, 0), &sent);
+    assert_eq!(std::fs::metadata(&active.path).unwrap().len(), active.size);
+}
+
+#[test]
+fn given_a_flipped_byte_in_a_sealed_segment_when_reopened_after_a_crash_then_open_fails_naming_file_and_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), small_config());
+    fill(&log, 60);
+    let first = log.segments()[0].clone();
+    drop(log);
+    // Make the whole log suspect: remove the checkpoint so every segment is scanned.
+    std::fs::remove_file(dir.path().join("checkpoint")).unwrap();
+    let mut f = OpenOptions::new().write(true).open(&first.path).unwrap();
+    f.seek(SeekFrom::Start(500)).unwrap();
+    f.write_all(&[0xff]).unwrap();
+    drop(f);
+
+    let err = PartitionLog::open(dir.path(), small_config(), backend()).unwrap_err();
+    match err {
+        Error::Corrupt { file, position, reason } => {
+            assert_eq!(file, first.path);
+            assert!(position <= 500, "position {position} is the start of the damaged batch");
+            assert!(reason.contains("CRC"), "{reason}");
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+
+    // The tolerant mode truncates there instead, dropping every later segment.
+    let config = LogConfig {
+        recovery: RecoveryMode::TruncateAtCorruption,
+        ..small_config()
+    };
+    let log = PartitionLog::open(dir.path(), config, backend()).unwrap();
+    assert_eq!(log.segments().len(), 1);
+    assert!(log.log_end_offset() < 240);
+    assert!(log.recovery_report().segments_removed > 0);
+    read_all(&log, 0);
+}
+
+#[test]
+fn given_missing_or_damaged_index_files_when_reopened_then_they_are_rebuilt_and_reads_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), small_config());
+    let sent = fill(&log, 60);
+    let segs = log.segments();
+    log.close().unwrap();
+    std::fs::remove_file(segment_path(dir.path(), segs[0].base_offset, FileKind::Index)).unwrap();
+    let tidx = segment_path(dir.path(), segs[1].base_offset, FileKind::TimeIndex);
+    let mut b = std::fs::read(&tidx).unwrap();
+    let n = b.len();
+    b[n - 1] ^= 0x40;
+    std::fs::write(&tidx, b).unwrap();
+
+    let log = open(dir.path(), small_config());
+    assert_eq!(log.recovery_report().indexes_rebuilt, 2);
+    assert_same(&read_all(&log, 0), &sent);
+    for o in [0u64, 7, 100, 239] {
+        let s = log.read(o, 1).unwrap();
+        let h = strata_storage::batch::BatchHeader::parse(&s).unwrap();
+        assert!(h.base_offset as u64 <= o && o <= h.last_offset() as u64);
+    }
+}
+
+#[test]
+fn given_a_running_log_when_a_second_one_opens_the_same_dir_then_it_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let _log = open(dir.path(), small_config());
+    assert!(matches!(
+        PartitionLog::open(dir.path(), small_config(), backend()),
+        Err(Error::Locked(_))
+    ));
+}
