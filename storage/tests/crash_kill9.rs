@@ -28,11 +28,16 @@ fn child_appender() {
     let Ok(dir) = std::env::var("STRATA_KILL9_DIR") else {
         return; // only meaningful as the child of the test below
     };
-    let start: u64 = std::env::var("STRATA_KILL9_FIRST").unwrap().parse().unwrap();
+    let start: u64 = std::env::var("STRATA_KILL9_FIRST")
+        .unwrap()
+        .parse()
+        .unwrap();
     let log = open(std::path::Path::new(&dir), config());
     let out = std::io::stdout();
     for n in start.. {
-        let info = log.append_batch(numbered_batch(n, 3, 300, n as i64)).unwrap();
+        let info = log
+            .append_batch(numbered_batch(n, 3, 300, n as i64))
+            .unwrap();
         use std::io::Write;
         let mut o = out.lock();
         writeln!(o, "ack {} {n}", info.base_offset).unwrap();
@@ -41,7 +46,8 @@ fn child_appender() {
 }
 
 #[test]
-fn given_an_appender_killed_with_sigkill_when_the_log_reopens_then_every_acknowledged_batch_is_intact() {
+fn given_an_appender_killed_with_sigkill_when_the_log_reopens_then_every_acknowledged_batch_is_intact()
+ {
     let dir = tempfile::tempdir().unwrap();
     let mut seed = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -56,7 +62,12 @@ fn given_an_appender_killed_with_sigkill_when_the_log_reopens_then_every_acknowl
         seed ^= seed << 17;
         let kill_after = Duration::from_millis(50 + seed % 400);
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "child_appender", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "child_appender",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env("STRATA_KILL9_DIR", dir.path())
             .env("STRATA_KILL9_FIRST", next_batch_no.to_string())
             .stdout(Stdio::piped())
@@ -88,11 +99,15 @@ fn given_an_appender_killed_with_sigkill_when_the_log_reopens_then_every_acknowl
         let by_offset: std::collections::HashMap<u64, &Vec<u8>> =
             stored.iter().map(|(b, _, bytes)| (*b, bytes)).collect();
         for (base, n) in &acked {
-            let bytes = by_offset
-                .get(base)
-                .unwrap_or_else(|| panic!("round {round}: acknowledged batch {n} at {base} is missing"));
+            let bytes = by_offset.get(base).unwrap_or_else(|| {
+                panic!("round {round}: acknowledged batch {n} at {base} is missing")
+            });
             let want = numbered_batch(*n, 3, 300, *n as i64);
-            assert_eq!(bytes[8..], want[8..], "round {round}: batch at {base} differs");
+            assert_eq!(
+                bytes[8..],
+                want[8..],
+                "round {round}: batch at {base} differs"
+            );
         }
         // Unacknowledged batches may or may not be there, but offsets stay contiguous.
         for w in stored.windows(2) {
@@ -100,5 +115,9 @@ fn given_an_appender_killed_with_sigkill_when_the_log_reopens_then_every_acknowl
         }
         drop(log);
     }
-    assert!(acked.len() > 6, "the child acknowledged almost nothing: {}", acked.len());
+    assert!(
+        acked.len() > 6,
+        "the child acknowledged almost nothing: {}",
+        acked.len()
+    );
 }

@@ -44,7 +44,11 @@ fn given_a_mid_batch_offset_when_read_then_the_whole_containing_batch_is_returne
     let s = log.read(17, 1).unwrap();
     let h = BatchHeader::parse(&s).unwrap();
     assert_eq!(h.base_offset, 15, "offset 17 lives in the batch 15..=19");
-    assert_eq!(s.len(), h.total_len(), "max_bytes=1 still yields exactly one whole batch");
+    assert_eq!(
+        s.len(),
+        h.total_len(),
+        "max_bytes=1 still yields exactly one whole batch"
+    );
     let s = log.read(15, 3 * h.total_len()).unwrap();
     assert_eq!(s.len(), 3 * h.total_len(), "three whole batches fit");
 }
@@ -53,12 +57,19 @@ fn given_a_mid_batch_offset_when_read_then_the_whole_containing_batch_is_returne
 fn given_offsets_outside_the_log_when_read_then_end_is_empty_and_beyond_is_out_of_range() {
     let dir = tempfile::tempdir().unwrap();
     let log = open(dir.path(), small_config());
-    assert!(log.read(0, 100).unwrap().is_empty(), "empty log, read at end");
+    assert!(
+        log.read(0, 100).unwrap().is_empty(),
+        "empty log, read at end"
+    );
     log.append_batch(numbered_batch(0, 2, 10, 0)).unwrap();
     assert!(log.read(2, 100).unwrap().is_empty());
     assert!(matches!(
         log.read(3, 100),
-        Err(Error::OffsetOutOfRange { offset: 3, log_start: 0, log_end: 2 })
+        Err(Error::OffsetOutOfRange {
+            offset: 3,
+            log_start: 0,
+            log_end: 2
+        })
     ));
 }
 
@@ -73,8 +84,14 @@ fn given_invalid_batches_when_appended_then_they_are_refused_and_the_log_keeps_w
     let mut bad_crc = numbered_batch(0, 2, 10, 0);
     let n = bad_crc.len();
     bad_crc[n - 1] ^= 1;
-    assert!(matches!(log.append_batch(bad_crc), Err(Error::InvalidBatch(_))));
-    assert!(matches!(log.append_batch(vec![0; 10]), Err(Error::InvalidBatch(_))));
+    assert!(matches!(
+        log.append_batch(bad_crc),
+        Err(Error::InvalidBatch(_))
+    ));
+    assert!(matches!(
+        log.append_batch(vec![0; 10]),
+        Err(Error::InvalidBatch(_))
+    ));
     assert!(matches!(
         log.append_batch(numbered_batch(0, 1, 5000, 0)),
         Err(Error::BatchTooLarge { max: 4096, .. })
@@ -85,7 +102,8 @@ fn given_invalid_batches_when_appended_then_they_are_refused_and_the_log_keeps_w
 }
 
 #[test]
-fn given_a_concurrent_writer_when_readers_tail_the_log_then_they_only_ever_see_whole_valid_batches() {
+fn given_a_concurrent_writer_when_readers_tail_the_log_then_they_only_ever_see_whole_valid_batches()
+{
     let dir = tempfile::tempdir().unwrap();
     let log = Arc::new(open(dir.path(), small_config()));
     let total_batches = 400u64;
@@ -93,7 +111,8 @@ fn given_a_concurrent_writer_when_readers_tail_the_log_then_they_only_ever_see_w
         let log = log.clone();
         std::thread::spawn(move || {
             for b in 0..total_batches {
-                log.append_batch(numbered_batch(b, 2, 200, b as i64)).unwrap();
+                log.append_batch(numbered_batch(b, 2, 200, b as i64))
+                    .unwrap();
             }
         })
     };

@@ -9,7 +9,8 @@ use common::*;
 use strata_storage::log::{FsyncPolicy, LogConfig};
 
 #[test]
-fn given_eight_appenders_with_always_when_they_append_concurrently_then_offsets_are_unique_contiguous_and_durable() {
+fn given_eight_appenders_with_always_when_they_append_concurrently_then_offsets_are_unique_contiguous_and_durable()
+ {
     let dir = tempfile::tempdir().unwrap();
     let config = LogConfig {
         fsync: FsyncPolicy::Always,
@@ -24,7 +25,9 @@ fn given_eight_appenders_with_always_when_they_append_concurrently_then_offsets_
             std::thread::spawn(move || {
                 (0..per_thread)
                     .map(|i| {
-                        let info = log.append_batch(numbered_batch(t * 1000 + i, 3, 64, 0)).unwrap();
+                        let info = log
+                            .append_batch(numbered_batch(t * 1000 + i, 3, 64, 0))
+                            .unwrap();
                         // Acknowledged under `always` means durable.
                         assert!(log.durable_offset() > info.last_offset);
                         (info.base_offset, t * 1000 + i)
@@ -33,7 +36,10 @@ fn given_eight_appenders_with_always_when_they_append_concurrently_then_offsets_
             })
         })
         .collect();
-    let mut acked: Vec<(u64, u64)> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    let mut acked: Vec<(u64, u64)> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
     acked.sort();
     for (i, (base, _)) in acked.iter().enumerate() {
         assert_eq!(*base, i as u64 * 3, "offsets contiguous and unique");
@@ -58,7 +64,10 @@ fn given_interval_policy_when_time_passes_then_the_background_flush_makes_append
     let info = log.append_batch(numbered_batch(0, 2, 10, 0)).unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while log.durable_offset() <= info.last_offset {
-        assert!(std::time::Instant::now() < deadline, "background fsync never ran");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "background fsync never ran"
+        );
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }

@@ -46,11 +46,17 @@ fn given_a_clean_close_when_reopened_then_nothing_is_scanned_and_everything_is_t
     assert_eq!(log.log_end_offset(), 240);
     assert_same(&read_all(&log, 0), &sent);
     // And it keeps appending where it left off.
-    assert_eq!(log.append_batch(numbered_batch(99, 1, 1, 0)).unwrap().base_offset, 240);
+    assert_eq!(
+        log.append_batch(numbered_batch(99, 1, 1, 0))
+            .unwrap()
+            .base_offset,
+        240
+    );
 }
 
 #[test]
-fn given_a_crash_when_reopened_then_segments_past_the_recovery_point_are_scanned_and_all_data_is_there() {
+fn given_a_crash_when_reopened_then_segments_past_the_recovery_point_are_scanned_and_all_data_is_there()
+ {
     let dir = tempfile::tempdir().unwrap();
     let log = open(dir.path(), small_config());
     let sent = fill(&log, 60);
@@ -59,7 +65,10 @@ fn given_a_crash_when_reopened_then_segments_past_the_recovery_point_are_scanned
     let log = open(dir.path(), small_config());
     let r = log.recovery_report().clone();
     assert!(!r.clean);
-    assert_eq!(r.segments_scanned, 1, "only the active segment is past the recovery point");
+    assert_eq!(
+        r.segments_scanned, 1,
+        "only the active segment is past the recovery point"
+    );
     assert!(r.truncated.is_empty());
     assert_same(&read_all(&log, 0), &sent);
     // A second reopen after the recovery is just as good.
@@ -91,7 +100,8 @@ fn given_a_torn_tail_when_reopened_then_it_is_truncated_and_every_whole_batch_su
 }
 
 #[test]
-fn given_a_flipped_byte_in_a_sealed_segment_when_reopened_after_a_crash_then_open_fails_naming_file_and_position() {
+fn given_a_flipped_byte_in_a_sealed_segment_when_reopened_after_a_crash_then_open_fails_naming_file_and_position()
+ {
     let dir = tempfile::tempdir().unwrap();
     let log = open(dir.path(), small_config());
     fill(&log, 60);
@@ -106,9 +116,16 @@ fn given_a_flipped_byte_in_a_sealed_segment_when_reopened_after_a_crash_then_ope
 
     let err = PartitionLog::open(dir.path(), small_config(), backend()).unwrap_err();
     match err {
-        Error::Corrupt { file, position, reason } => {
+        Error::Corrupt {
+            file,
+            position,
+            reason,
+        } => {
             assert_eq!(file, first.path);
-            assert!(position <= 500, "position {position} is the start of the damaged batch");
+            assert!(
+                position <= 500,
+                "position {position} is the start of the damaged batch"
+            );
             assert!(reason.contains("CRC"), "{reason}");
         }
         other => panic!("expected Corrupt, got {other:?}"),
@@ -133,7 +150,12 @@ fn given_missing_or_damaged_index_files_when_reopened_then_they_are_rebuilt_and_
     let sent = fill(&log, 60);
     let segs = log.segments();
     log.close().unwrap();
-    std::fs::remove_file(segment_path(dir.path(), segs[0].base_offset, FileKind::Index)).unwrap();
+    std::fs::remove_file(segment_path(
+        dir.path(),
+        segs[0].base_offset,
+        FileKind::Index,
+    ))
+    .unwrap();
     let tidx = segment_path(dir.path(), segs[1].base_offset, FileKind::TimeIndex);
     let mut b = std::fs::read(&tidx).unwrap();
     let n = b.len();

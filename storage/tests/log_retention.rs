@@ -28,15 +28,24 @@ fn given_a_size_limit_when_retention_runs_then_oldest_sealed_segments_go_and_log
     let remaining: u64 = after.iter().map(|s| s.size).sum();
     assert_eq!(total - remaining, report.bytes_deleted);
     assert!(remaining >= 40 * 1024, "never below the limit: {remaining}");
-    assert!(remaining - after[0].size < 40 * 1024, "deleted as much as allowed");
+    assert!(
+        remaining - after[0].size < 40 * 1024,
+        "deleted as much as allowed"
+    );
     assert_eq!(report.log_start_offset, after[0].base_offset);
     assert_eq!(log.log_start_offset(), after[0].base_offset);
     for s in &before[..report.segments_deleted] {
         assert!(!s.path.exists(), "{} should be unlinked", s.path.display());
     }
-    assert!(matches!(log.read(0, 100), Err(Error::OffsetOutOfRange { .. })));
+    assert!(matches!(
+        log.read(0, 100),
+        Err(Error::OffsetOutOfRange { .. })
+    ));
     read_all(&log, log.log_start_offset());
-    assert!(after.last().unwrap().active, "the active segment is never deleted");
+    assert!(
+        after.last().unwrap().active,
+        "the active segment is never deleted"
+    );
 }
 
 #[test]
@@ -49,19 +58,24 @@ fn given_a_time_limit_when_retention_runs_then_only_segments_whose_newest_record
     let log = open(dir.path(), config);
     // Old records (timestamp 1000..) then new ones (timestamp 100_000..).
     for b in 0..60 {
-        log.append_batch(numbered_batch(b, 2, 200, 1_000 + b as i64)).unwrap();
+        log.append_batch(numbered_batch(b, 2, 200, 1_000 + b as i64))
+            .unwrap();
     }
     log.roll().unwrap();
     let old_segments = log.segments().len() - 1;
     for b in 0..60 {
-        log.append_batch(numbered_batch(b, 2, 200, 100_000 + b as i64)).unwrap();
+        log.append_batch(numbered_batch(b, 2, 200, 100_000 + b as i64))
+            .unwrap();
     }
     // At "now" = 50_000 the old ones are 49 s old, the new ones are in the future.
     let report = log.enforce_retention_at(50_000).unwrap();
     assert_eq!(report.segments_deleted, old_segments);
     assert_eq!(log.log_start_offset(), 120);
     // Nothing else expires until the new records are older than a second.
-    assert_eq!(log.enforce_retention_at(100_500).unwrap().segments_deleted, 0);
+    assert_eq!(
+        log.enforce_retention_at(100_500).unwrap().segments_deleted,
+        0
+    );
 }
 
 #[test]
@@ -80,7 +94,11 @@ fn given_a_reader_holding_a_slice_when_its_segment_is_deleted_then_the_slice_sta
     let first = log.segments()[0].path.clone();
     assert!(log.enforce_retention().unwrap().segments_deleted > 0);
     assert!(!first.exists());
-    assert_eq!(&held[..], &copy[..], "mapping of an unlinked segment still reads the same bytes");
+    assert_eq!(
+        &held[..],
+        &copy[..],
+        "mapping of an unlinked segment still reads the same bytes"
+    );
     let mut scanner = strata_storage::log::scan::BatchScanner::new(&held, usize::MAX, true);
     assert!(scanner.by_ref().count() > 0);
     assert!(scanner.stop().is_none());

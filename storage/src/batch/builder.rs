@@ -17,9 +17,13 @@ pub struct BatchBuilder {
 }
 impl BatchBuilder {
     /// temp
-    pub fn new(compression: Compression) -> Self { BatchBuilder { compression } }
+    pub fn new(compression: Compression) -> Self {
+        BatchBuilder { compression }
+    }
     /// temp
     pub fn push(&mut self, _r: NewRecord) {}
     /// temp
-    pub fn build(&self) -> Result<Vec<u8>, super::BatchError> { Err(super::BatchError::Encode("stub".into())) }
+    pub fn build(&self) -> Result<Vec<u8>, super::BatchError> {
+        Err(super::BatchError::Encode("stub".into()))
+    }
 }

@@ -316,6 +316,10 @@ pub fn set_partition_leader_epoch(batch: &mut [u8], epoch: i32) {
 
 /// Marks the batch as LogAppendTime with `timestamp` as its maxTimestamp (what Kafka does for
 /// `message.timestamp.type=LogAppendTime`), and recomputes the CRC these fields are under.
+#[expect(
+    clippy::indexing_slicing,
+    reason = "the length is checked against HEADER_LEN first and every range is a header constant"
+)]
 pub fn set_log_append_time(batch: &mut [u8], timestamp: i64) {
     if batch.len() < HEADER_LEN {
         return;

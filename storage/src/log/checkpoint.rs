@@ -60,17 +60,27 @@ impl Checkpoint {
     }
 
     /// Decodes a checkpoint; the error says what is wrong.
+    #[expect(
+        clippy::indexing_slicing,
+        reason = "`b` is a [u8; LEN] and every range is a constant inside LEN (tested by layout_tiles_36_bytes)"
+    )]
     pub fn decode(buf: &[u8]) -> Result<Self, String> {
-        let b: &[u8; layout::LEN] = buf
-            .try_into()
-            .map_err(|_| format!("checkpoint is {} bytes, expected {}", buf.len(), layout::LEN))?;
+        let b: &[u8; layout::LEN] = buf.try_into().map_err(|_| {
+            format!(
+                "checkpoint is {} bytes, expected {}",
+                buf.len(),
+                layout::LEN
+            )
+        })?;
         if b[layout::MAGIC] != layout::MAGIC_BYTES {
             return Err("bad magic".into());
         }
         let crc = u32::from_be_bytes([b[32], b[33], b[34], b[35]]);
         let got = crc32c::crc32c(&b[..layout::CRC.start]);
         if crc != got {
-            return Err(format!("CRC-32C mismatch: stored {crc:#010x}, computed {got:#010x}"));
+            return Err(format!(
+                "CRC-32C mismatch: stored {crc:#010x}, computed {got:#010x}"
+            ));
         }
         let version = u16::from_be_bytes([b[4], b[5]]);
         if version != layout::VERSION_1 {
@@ -112,13 +122,14 @@ pub fn read(dir: &Path) -> Result<Option<Checkpoint>> {
 pub fn write(backend: &dyn IoBackend, dir: &Path, cp: &Checkpoint) -> Result<()> {
     let tmp: PathBuf = dir.join(TMP_NAME);
     let path = dir.join(FILE_NAME);
-    match std::fs::remove_file(&tmp) {
+    match backend.remove_file(&tmp) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(crate::Error::io("remove", tmp, e)),
     }
     let f = backend.create_new(&tmp).ctx("create", &tmp)?;
-    f.write_all_at_and_sync(&[&cp.encode()], 0).ctx("write", &tmp)?;
+    f.write_all_at_and_sync(&[&cp.encode()], 0)
+        .ctx("write", &tmp)?;
     drop(f);
     backend.rename(&tmp, &path).ctx("rename", &tmp)?;
     backend.sync_dir(dir).ctx("fsync dir", dir)?;
@@ -152,7 +163,15 @@ mod tests {
     fn layout_tiles_36_bytes() {
         use layout::*;
         let mut at = 0;
-        for r in [MAGIC, VERSION, FLAGS, RECOVERY_POINT, LOG_END_OFFSET, ACTIVE_SEGMENT_LEN, CRC] {
+        for r in [
+            MAGIC,
+            VERSION,
+            FLAGS,
+            RECOVERY_POINT,
+            LOG_END_OFFSET,
+            ACTIVE_SEGMENT_LEN,
+            CRC,
+        ] {
             assert_eq!(r.start, at);
             at = r.end;
         }

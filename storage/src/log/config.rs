@@ -71,6 +71,7 @@ pub struct LogConfig {
     /// Roll to a new segment before one would grow past this (`segment.bytes`, default 1 GiB).
     pub segment_bytes: u64,
     /// Roll when the active segment's first append is older than this (`segment.ms`, default 7 days).
+    /// The age is measured from the first append into the segment since the log was opened.
     pub segment_ms: Option<Duration>,
     /// Delete sealed segments whose newest timestamp is older than this (`retention.ms`, default
     /// 7 days; `None` keeps forever).

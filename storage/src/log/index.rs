@@ -68,6 +68,14 @@ fn u32_at(buf: &[u8], at: usize) -> u32 {
     u32::from_be_bytes(a)
 }
 
+fn u16_at(buf: &[u8], at: usize) -> u16 {
+    let mut a = [0u8; 2];
+    if let Some(s) = buf.get(at..at + 2) {
+        a.copy_from_slice(s);
+    }
+    u16::from_be_bytes(a)
+}
+
 fn u64_at(buf: &[u8], at: usize) -> u64 {
     let mut a = [0u8; 8];
     if let Some(s) = buf.get(at..at + 8) {
@@ -76,7 +84,13 @@ fn u64_at(buf: &[u8], at: usize) -> u64 {
     u64::from_be_bytes(a)
 }
 
-fn encode_file(magic: [u8; 4], entry_len: usize, base_offset: u64, count: usize, entries: &[u8]) -> Vec<u8> {
+fn encode_file(
+    magic: [u8; 4],
+    entry_len: usize,
+    base_offset: u64,
+    count: usize,
+    entries: &[u8],
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(layout::HEADER_LEN + entries.len());
     out.extend_from_slice(&magic);
     out.extend_from_slice(&layout::VERSION_1.to_be_bytes());
@@ -90,42 +104,59 @@ fn encode_file(magic: [u8; 4], entry_len: usize, base_offset: u64, count: usize,
 }
 
 /// Checks the header and CRC and returns the entry bytes.
-fn decode_file<'a>(
+fn decode_file(
     magic: [u8; 4],
     entry_len: usize,
     base_offset: u64,
-    buf: &'a [u8],
-) -> Result<&'a [u8], IndexProblem> {
-    let header = buf
-        .get(..layout::HEADER_LEN)
-        .ok_or_else(|| problem(0, format!("file is {} bytes, shorter than the header", buf.len())))?;
+    buf: &[u8],
+) -> Result<&[u8], IndexProblem> {
+    let (header, entries) = buf.split_at_checked(layout::HEADER_LEN).ok_or_else(|| {
+        problem(
+            0,
+            format!("file is {} bytes, shorter than the header", buf.len()),
+        )
+    })?;
     if header.get(layout::MAGIC) != Some(&magic[..]) {
         return Err(problem(0, format!("bad magic, expected {magic:?}")));
     }
-    let version = u16::from_be_bytes([header[4], header[5]]);
+    let version = u16_at(header, layout::VERSION.start);
     if version != layout::VERSION_1 {
         return Err(problem(4, format!("unknown version {version}, expected 1")));
     }
-    let size = u16::from_be_bytes([header[6], header[7]]) as usize;
+    let size = usize::from(u16_at(header, layout::ENTRY_SIZE.start));
     if size != entry_len {
-        return Err(problem(6, format!("entry size {size}, expected {entry_len}")));
+        return Err(problem(
+            6,
+            format!("entry size {size}, expected {entry_len}"),
+        ));
     }
     let base = u64_at(header, layout::BASE_OFFSET.start);
     if base != base_offset {
-        return Err(problem(8, format!("base offset {base}, expected {base_offset}")));
+        return Err(problem(
+            8,
+            format!("base offset {base}, expected {base_offset}"),
+        ));
     }
     let count = u32_at(header, layout::ENTRY_COUNT.start) as usize;
-    let entries = &buf[layout::HEADER_LEN..];
     if Some(entries.len()) != count.checked_mul(entry_len) {
         return Err(problem(
             16,
-            format!("{count} entries of {entry_len} bytes do not match {} bytes of entries", entries.len()),
+            format!(
+                "{count} entries of {entry_len} bytes do not match {} bytes of entries",
+                entries.len()
+            ),
         ));
     }
     let stored = u32_at(header, layout::CRC.start);
-    let got = crc32c::crc32c_append(crc32c::crc32c(&header[..layout::CRC.start]), entries);
+    let got = crc32c::crc32c_append(
+        crc32c::crc32c(header.get(..layout::CRC.start).unwrap_or(&[])),
+        entries,
+    );
     if stored != got {
-        return Err(problem(20, format!("CRC-32C mismatch: stored {stored:#010x}, computed {got:#010x}")));
+        return Err(problem(
+            20,
+            format!("CRC-32C mismatch: stored {stored:#010x}, computed {got:#010x}"),
+        ));
     }
     Ok(entries)
 }
@@ -167,7 +198,9 @@ impl OffsetIndex {
     /// Position of the last indexed batch whose base offset is <= `relative_offset` (0 if none):
     /// where a scan for that offset starts.
     pub fn lookup(&self, relative_offset: u32) -> u32 {
-        let i = self.entries.partition_point(|e| e.relative_offset <= relative_offset);
+        let i = self
+            .entries
+            .partition_point(|e| e.relative_offset <= relative_offset);
         i.checked_sub(1)
             .and_then(|i| self.entries.get(i))
             .map_or(0, |e| e.position)
@@ -179,13 +212,24 @@ impl OffsetIndex {
             body.extend_from_slice(&e.relative_offset.to_be_bytes());
             body.extend_from_slice(&e.position.to_be_bytes());
         }
-        encode_file(layout::OFFSET_MAGIC, layout::OFFSET_ENTRY_LEN, base_offset, self.entries.len(), &body)
+        encode_file(
+            layout::OFFSET_MAGIC,
+            layout::OFFSET_ENTRY_LEN,
+            base_offset,
+            self.entries.len(),
+            &body,
+        )
     }
 
     /// Decodes an index file, checking header, CRC, that entries strictly grow and that every
     /// position lies inside a segment of `segment_len` bytes.
     pub fn decode(buf: &[u8], base_offset: u64, segment_len: u64) -> Result<Self, IndexProblem> {
-        let body = decode_file(layout::OFFSET_MAGIC, layout::OFFSET_ENTRY_LEN, base_offset, buf)?;
+        let body = decode_file(
+            layout::OFFSET_MAGIC,
+            layout::OFFSET_ENTRY_LEN,
+            base_offset,
+            buf,
+        )?;
         let mut idx = OffsetIndex::new();
         for (i, chunk) in body.chunks_exact(layout::OFFSET_ENTRY_LEN).enumerate() {
             let e = OffsetEntry {
@@ -194,7 +238,13 @@ impl OffsetIndex {
             };
             let at = layout::HEADER_LEN + i * layout::OFFSET_ENTRY_LEN;
             if u64::from(e.position) >= segment_len {
-                return Err(problem(at, format!("position {} is past the segment's {segment_len} bytes", e.position)));
+                return Err(problem(
+                    at,
+                    format!(
+                        "position {} is past the segment's {segment_len} bytes",
+                        e.position
+                    ),
+                ));
             }
             if let Some(l) = idx.entries.last()
                 && (e.relative_offset <= l.relative_offset || e.position <= l.position)
@@ -253,12 +303,22 @@ impl TimeIndex {
             body.extend_from_slice(&e.timestamp.to_be_bytes());
             body.extend_from_slice(&e.relative_offset.to_be_bytes());
         }
-        encode_file(layout::TIME_MAGIC, layout::TIME_ENTRY_LEN, base_offset, self.entries.len(), &body)
+        encode_file(
+            layout::TIME_MAGIC,
+            layout::TIME_ENTRY_LEN,
+            base_offset,
+            self.entries.len(),
+            &body,
+        )
     }
 
     /// Decodes a time index file; entries must grow in timestamp and not shrink in offset, and
     /// every offset must be below `max_relative_offset` (exclusive end of the segment).
-    pub fn decode(buf: &[u8], base_offset: u64, end_relative_offset: u64) -> Result<Self, IndexProblem> {
+    pub fn decode(
+        buf: &[u8],
+        base_offset: u64,
+        end_relative_offset: u64,
+    ) -> Result<Self, IndexProblem> {
         let body = decode_file(layout::TIME_MAGIC, layout::TIME_ENTRY_LEN, base_offset, buf)?;
         let mut idx = TimeIndex::new();
         for (i, chunk) in body.chunks_exact(layout::TIME_ENTRY_LEN).enumerate() {
@@ -268,7 +328,10 @@ impl TimeIndex {
             };
             let at = layout::HEADER_LEN + i * layout::TIME_ENTRY_LEN;
             if u64::from(e.relative_offset) >= end_relative_offset {
-                return Err(problem(at, format!("offset {} is past the segment's end", e.relative_offset)));
+                return Err(problem(
+                    at,
+                    format!("offset {} is past the segment's end", e.relative_offset),
+                ));
             }
             if let Some(l) = idx.entries.last()
                 && (e.timestamp <= l.timestamp || e.relative_offset < l.relative_offset)
@@ -361,34 +424,58 @@ mod tests {
         for i in 0..o.len() {
             let mut bad = o.clone();
             bad[i] ^= 0x01;
-            assert!(OffsetIndex::decode(&bad, 3, 1 << 20).is_err(), "offset index byte {i}");
+            assert!(
+                OffsetIndex::decode(&bad, 3, 1 << 20).is_err(),
+                "offset index byte {i}"
+            );
         }
         let t = sample_times().encode(3);
         for i in 0..t.len() {
             let mut bad = t.clone();
             bad[i] ^= 0x80;
-            assert!(TimeIndex::decode(&bad, 3, 1000).is_err(), "time index byte {i}");
+            assert!(
+                TimeIndex::decode(&bad, 3, 1000).is_err(),
+                "time index byte {i}"
+            );
         }
     }
 
     #[test]
     fn an_index_that_contradicts_its_segment_is_refused() {
         let o = sample_offsets().encode(3);
-        assert!(OffsetIndex::decode(&o, 4, 1 << 20).is_err(), "wrong base offset");
-        assert!(OffsetIndex::decode(&o, 3, 4096).is_err(), "positions past the end");
-        assert!(OffsetIndex::decode(&o[..o.len() - 1], 3, 1 << 20).is_err(), "truncated");
+        assert!(
+            OffsetIndex::decode(&o, 4, 1 << 20).is_err(),
+            "wrong base offset"
+        );
+        assert!(
+            OffsetIndex::decode(&o, 3, 4096).is_err(),
+            "positions past the end"
+        );
+        assert!(
+            OffsetIndex::decode(&o[..o.len() - 1], 3, 1 << 20).is_err(),
+            "truncated"
+        );
         assert!(OffsetIndex::decode(&[], 3, 1 << 20).is_err(), "empty");
         let t = sample_times().encode(3);
-        assert!(TimeIndex::decode(&t, 3, 900).is_err(), "offsets past the end");
+        assert!(
+            TimeIndex::decode(&t, 3, 900).is_err(),
+            "offsets past the end"
+        );
     }
 
     #[test]
     fn pushes_that_would_unsort_the_index_are_ignored() {
         let mut i = sample_offsets();
-        i.push(OffsetEntry { relative_offset: 5, position: 1 });
+        i.push(OffsetEntry {
+            relative_offset: 5,
+            position: 1,
+        });
         assert_eq!(i.len(), 10);
         let mut t = sample_times();
-        t.maybe_push(TimeEntry { timestamp: 0, relative_offset: 2000 });
+        t.maybe_push(TimeEntry {
+            timestamp: 0,
+            relative_offset: 2000,
+        });
         assert_eq!(t.entries().len(), 10);
     }
 }

@@ -32,7 +32,11 @@ impl FileKind {
 
 /// `00000000000000001234.log` for base offset 1234.
 pub fn file_name(base_offset: u64, kind: FileKind) -> String {
-    format!("{base_offset:0width$}{}", kind.suffix(), width = OFFSET_DIGITS)
+    format!(
+        "{base_offset:0width$}{}",
+        kind.suffix(),
+        width = OFFSET_DIGITS
+    )
 }
 
 /// The path of a segment file inside a partition directory.
@@ -108,7 +112,10 @@ mod tests {
     #[test]
     fn partition_dirs_split_at_the_last_dash() {
         assert_eq!(parse_partition_dir_name("orders-3"), Some(("orders", 3)));
-        assert_eq!(parse_partition_dir_name("my-topic-12"), Some(("my-topic", 12)));
+        assert_eq!(
+            parse_partition_dir_name("my-topic-12"),
+            Some(("my-topic", 12))
+        );
         assert_eq!(partition_dir_name("my-topic", 12), "my-topic-12");
         for bad in ["orders", "-3", "orders-", "orders-x"] {
             assert_eq!(parse_partition_dir_name(bad), None, "{bad}");

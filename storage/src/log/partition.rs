@@ -457,7 +457,18 @@ impl PartitionLog {
         self.stop_background();
         let inner = self.inner.clone();
         inner.with_leader(|inner, core| {
+            // Finish appends that were queued before close: they were promised an answer.
+            let (group, upto) = {
+                let mut q = inner.queue.lock();
+                (std::mem::take(&mut q.pending), q.next_seq)
+            };
             inner.closed.store(true, Ordering::Release);
+            if !group.is_empty() {
+                inner
+                    .write_group(core, &group)
+                    .map_err(|(op, e)| inner.poisoned(op, &e.to_string()))?;
+                inner.queue.lock().done_seq = upto;
+            }
             inner.close_clean(core)
         })
     }
@@ -499,7 +510,12 @@ impl Inner {
 
     /// Queues a validated batch, assigning its offsets (under the queue lock, so offsets follow
     /// queue order), and waits until a leader (possibly this thread) has stored it.
-    fn append_wait(&self, mut batch: Vec<u8>, count: u64, max_timestamp: i64) -> Result<AppendInfo> {
+    fn append_wait(
+        &self,
+        mut batch: Vec<u8>,
+        count: u64,
+        max_timestamp: i64,
+    ) -> Result<AppendInfo> {
         let mut q = self.queue.lock();
         self.check_open(&q)?;
         let base = q.next_offset;
@@ -523,6 +539,9 @@ impl Inner {
             }
             if let Some((op, cause)) = &q.failure {
                 return Err(self.poisoned(op, cause));
+            }
+            if self.closed.load(Ordering::Acquire) {
+                return Err(Error::Closed(self.dir.clone()));
             }
             if !q.leader {
                 q.leader = true;
@@ -708,15 +727,20 @@ impl Inner {
 
     fn roll_inner(&self, core: &mut WriterCore) -> Result<()> {
         let old = core.active.clone();
-        let w = old.writer().ok_or_else(|| Error::Closed(self.dir.clone()))?;
+        let w = old
+            .writer()
+            .ok_or_else(|| Error::Closed(self.dir.clone()))?;
         w.set_len(core.len).ctx("truncate", &old.log_path)?;
         w.sync_data().ctx("fdatasync", &old.log_path)?;
-        self.durable_end.fetch_max(core.next_offset, Ordering::AcqRel);
+        self.durable_end
+            .fetch_max(core.next_offset, Ordering::AcqRel);
         self.write_indexes(core, &old)?;
 
         let base = core.next_offset;
         let new = self.create_segment(base)?;
-        self.backend.sync_dir(&self.dir).ctx("fsync dir", &self.dir)?;
+        self.backend
+            .sync_dir(&self.dir)
+            .ctx("fsync dir", &self.dir)?;
         let sealed = Arc::new(Segment::sealed(
             &self.dir,
             old.base_offset,
@@ -761,12 +785,23 @@ impl Inner {
 
     fn create_segment(&self, base: u64) -> Result<Arc<Segment>> {
         let path = name::segment_path(&self.dir, base, FileKind::Log);
-        let w = self.backend.create_new(&path).ctx("create segment", &path)?;
-        open_active(&self.dir, &self.config, base, w, SegmentState {
-            len: 0,
-            next_offset: base,
-            max_timestamp: -1,
-        }, OffsetIndex::new(), TimeIndex::new())
+        let w = self
+            .backend
+            .create_new(&path)
+            .ctx("create segment", &path)?;
+        open_active(
+            &self.dir,
+            &self.config,
+            base,
+            w,
+            SegmentState {
+                len: 0,
+                next_offset: base,
+                max_timestamp: -1,
+            },
+            OffsetIndex::new(),
+            TimeIndex::new(),
+        )
     }
 
     fn sync(&self) -> Result<()> {
@@ -794,11 +829,15 @@ impl Inner {
 
     fn close_clean(&self, core: &mut WriterCore) -> Result<()> {
         let seg = core.active.clone();
-        let w = seg.writer().ok_or_else(|| Error::Closed(self.dir.clone()))?;
+        let w = seg
+            .writer()
+            .ok_or_else(|| Error::Closed(self.dir.clone()))?;
         w.set_len(core.len).ctx("truncate", &seg.log_path)?;
         w.sync_data().ctx("fdatasync", &seg.log_path)?;
         self.write_indexes(core, &seg)?;
-        self.backend.sync_dir(&self.dir).ctx("fsync dir", &self.dir)?;
+        self.backend
+            .sync_dir(&self.dir)
+            .ctx("fsync dir", &self.dir)?;
         let _g = self.maintenance.lock();
         checkpoint::write(
             self.backend.as_ref(),
@@ -819,10 +858,9 @@ impl Inner {
         let mut total: u64 = segs.iter().map(|s| s.len()).sum();
         let mut doomed = 0;
         for s in segs.iter().take(sealed) {
-            let too_old = self
-                .config
-                .retention_ms
-                .is_some_and(|r| s.largest_timestamp_ms() < now.saturating_sub(r.as_millis() as i64));
+            let too_old = self.config.retention_ms.is_some_and(|r| {
+                s.largest_timestamp_ms() < now.saturating_sub(r.as_millis() as i64)
+            });
             let too_big = self
                 .config
                 .retention_bytes
@@ -849,7 +887,9 @@ impl Inner {
                 report.bytes_deleted += s.len();
                 tracing::info!(segment = %s.log_path.display(), bytes = s.len(), "retention deleted segment");
             }
-            self.backend.sync_dir(&self.dir).ctx("fsync dir", &self.dir)?;
+            self.backend
+                .sync_dir(&self.dir)
+                .ctx("fsync dir", &self.dir)?;
         }
         report.log_start_offset = self.segments.read().first().map_or(0, |s| s.base_offset);
         Ok(report)
@@ -867,7 +907,8 @@ fn open_active(
 ) -> Result<Arc<Segment>> {
     let path = name::segment_path(dir, base, FileKind::Log);
     if config.preallocate {
-        w.preallocate(config.max_segment_len()).ctx("fallocate", &path)?;
+        w.preallocate(config.max_segment_len())
+            .ctx("fallocate", &path)?;
     }
     Ok(Arc::new(Segment::active(
         dir,
@@ -968,7 +1009,8 @@ fn recover(
 
     let bases: Vec<(u64, u64)> = listing.logs.iter().map(|(b, l)| (*b, *l)).collect();
     let last_base = bases.last().map_or(0, |b| b.0);
-    let clean = cp.is_some_and(|c| c.clean && listing.logs.get(&last_base) == Some(&c.active_segment_len));
+    let clean =
+        cp.is_some_and(|c| c.clean && listing.logs.get(&last_base) == Some(&c.active_segment_len));
     report.clean = clean;
     let recovery_point = match cp {
         Some(c) if clean => c.log_end_offset.max(last_base),
@@ -994,13 +1036,19 @@ fn recover(
         if let Some(exp) = expected_base
             && exp != base
         {
-            let reason = format!("segment starts at offset {base}, but the previous segment ends at {exp}");
+            let reason =
+                format!("segment starts at offset {base}, but the previous segment ends at {exp}");
             if config.recovery == RecoveryMode::TruncateAtCorruption {
                 tracing::error!(file = %path.display(), %reason, "removing this and every later segment");
-                report.segments_removed += remove_segments(backend, dir, bases.get(i - 1..).unwrap_or(&[]))?;
+                report.segments_removed +=
+                    remove_segments(backend, dir, bases.get(i - 1..).unwrap_or(&[]))?;
                 break;
             }
-            return Err(Error::Corrupt { file: path, position: 0, reason });
+            return Err(Error::Corrupt {
+                file: path,
+                position: 0,
+                reason,
+            });
         }
         let trusted = base < recovery_point || clean;
         let data = if file_len == 0 {
@@ -1012,7 +1060,13 @@ fn recover(
             Some(unsafe { memmap2::Mmap::map(&f) }.ctx("mmap", &path)?)
         };
         let bytes = data.as_deref().unwrap_or(&[]);
-        let scan = scan::scan_segment(bytes, base, config.max_batch_bytes, !trusted, config.index_interval_bytes);
+        let scan = scan::scan_segment(
+            bytes,
+            base,
+            config.max_batch_bytes,
+            !trusted,
+            config.index_interval_bytes,
+        );
         if !trusted {
             report.segments_scanned += 1;
         }
@@ -1021,7 +1075,12 @@ fn recover(
             let reason = stop.problem.to_string();
             if is_last && !trusted {
                 tracing::warn!(file = %path.display(), position = stop.position, bytes = file_len - stop.position, %reason, "truncating torn tail");
-                report.truncated.push((path.clone(), stop.position, file_len - stop.position, reason));
+                report.truncated.push((
+                    path.clone(),
+                    stop.position,
+                    file_len - stop.position,
+                    reason,
+                ));
                 drop(data);
                 let w = backend.open_writable(&path).ctx("open segment", &path)?;
                 w.set_len(stop.position).ctx("truncate", &path)?;
@@ -1029,13 +1088,19 @@ fn recover(
                 valid_len = stop.position;
             } else if config.recovery == RecoveryMode::TruncateAtCorruption {
                 tracing::error!(file = %path.display(), position = stop.position, %reason, "corruption: truncating here and removing every later segment");
-                report.truncated.push((path.clone(), stop.position, file_len - stop.position, reason));
+                report.truncated.push((
+                    path.clone(),
+                    stop.position,
+                    file_len - stop.position,
+                    reason,
+                ));
                 drop(data);
                 let w = backend.open_writable(&path).ctx("open segment", &path)?;
                 w.set_len(stop.position).ctx("truncate", &path)?;
                 w.sync_data().ctx("fdatasync", &path)?;
                 valid_len = stop.position;
-                report.segments_removed += remove_segments(backend, dir, bases.get(i..).unwrap_or(&[]))?;
+                report.segments_removed +=
+                    remove_segments(backend, dir, bases.get(i..).unwrap_or(&[]))?;
                 i = bases.len();
             } else {
                 return Err(Error::Corrupt {
@@ -1095,11 +1160,25 @@ fn recover(
     };
     let mut segments = Vec::with_capacity(loaded.len() + 1);
     for l in loaded {
-        segments.push(Arc::new(Segment::sealed(dir, l.base, l.state, l.index, l.time_index)?));
+        segments.push(Arc::new(Segment::sealed(
+            dir,
+            l.base,
+            l.state,
+            l.index,
+            l.time_index,
+        )?));
     }
     let path = name::segment_path(dir, last.base, FileKind::Log);
     let w = backend.open_writable(&path).ctx("open segment", &path)?;
-    let active = open_active(dir, config, last.base, w, last.state, last.index, last.time_index)?;
+    let active = open_active(
+        dir,
+        config,
+        last.base,
+        w,
+        last.state,
+        last.index,
+        last.time_index,
+    )?;
     segments.push(active.clone());
     report.segments = segments.len();
 

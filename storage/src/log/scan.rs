@@ -5,8 +5,8 @@
 //! the bytes that remain before anything is sliced. It stops at the first problem and says where
 //! and why; the caller decides whether that is a torn tail (truncate) or corruption (error).
 
-use crate::batch::header::{self, BatchHeader};
 use crate::batch::BatchError;
+use crate::batch::header::{self, BatchHeader};
 
 use super::index::{OffsetEntry, OffsetIndex, TimeEntry, TimeIndex};
 

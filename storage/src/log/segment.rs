@@ -163,8 +163,12 @@ impl Segment {
             (None, Some(r)) => r,
             (None, None) => return Ok(None),
         };
-        let len = usize::try_from(self.map_len)
-            .map_err(|_| Error::Config(format!("segment of {} bytes cannot be mapped", self.map_len)))?;
+        let len = usize::try_from(self.map_len).map_err(|_| {
+            Error::Config(format!(
+                "segment of {} bytes cannot be mapped",
+                self.map_len
+            ))
+        })?;
         // SAFETY: the mapping is read-only and shared. Its bytes can change under us only
         // through writes to this file, and the engine writes only past the published length,
         // which readers never read. The file is never truncated below a published length while

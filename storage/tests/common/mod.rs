@@ -107,10 +107,18 @@ pub fn read_all(log: &PartitionLog, from: u64) -> Vec<(u64, u32, Vec<u8>)> {
         let mut scanner = BatchScanner::new(&slice, usize::MAX, true);
         for b in scanner.by_ref() {
             let bytes = slice[b.position as usize..b.end() as usize].to_vec();
-            out.push((b.header.base_offset as u64, b.header.record_count as u32, bytes));
+            out.push((
+                b.header.base_offset as u64,
+                b.header.record_count as u32,
+                bytes,
+            ));
             next = b.header.next_offset() as u64;
         }
-        assert!(scanner.stop().is_none(), "bad batch in a read: {:?}", scanner.stop());
+        assert!(
+            scanner.stop().is_none(),
+            "bad batch in a read: {:?}",
+            scanner.stop()
+        );
     }
     out
 }
