@@ -27,7 +27,12 @@ fn config(fsync: FsyncPolicy) -> LogConfig {
 }
 
 /// Appends batches until the backend fails (or `batches` are done); returns what was acknowledged.
-fn workload(dir: &Path, backend: Arc<dyn IoBackend>, fsync: FsyncPolicy, batches: u64) -> Vec<(u64, u64)> {
+fn workload(
+    dir: &Path,
+    backend: Arc<dyn IoBackend>,
+    fsync: FsyncPolicy,
+    batches: u64,
+) -> Vec<(u64, u64)> {
     let mut acked = Vec::new();
     let Ok(log) = PartitionLog::open(dir, config(fsync), backend) else {
         return acked;
@@ -51,7 +56,11 @@ fn check(dir: &Path, fsync: FsyncPolicy, acked: &[(u64, u64)], ctx: &str) -> usi
         .unwrap_or_else(|e| panic!("{ctx}: reopen failed: {e}"));
     let stored = read_all(&log, 0); // CRC-checks every batch: nothing torn is returned
     for w in stored.windows(2) {
-        assert_eq!(w[0].0 + u64::from(w[0].1), w[1].0, "{ctx}: offsets not contiguous");
+        assert_eq!(
+            w[0].0 + u64::from(w[0].1),
+            w[1].0,
+            "{ctx}: offsets not contiguous"
+        );
     }
     if fsync == FsyncPolicy::Always {
         let by_offset: HashMap<u64, &Vec<u8>> = stored.iter().map(|(b, _, x)| (*b, x)).collect();
@@ -59,7 +68,11 @@ fn check(dir: &Path, fsync: FsyncPolicy, acked: &[(u64, u64)], ctx: &str) -> usi
             let got = by_offset
                 .get(base)
                 .unwrap_or_else(|| panic!("{ctx}: acknowledged batch {n} at offset {base} lost"));
-            assert_eq!(got[8..], numbered_batch(*n, 2, 150, *n as i64)[8..], "{ctx}: batch {n} differs");
+            assert_eq!(
+                got[8..],
+                numbered_batch(*n, 2, 150, *n as i64)[8..],
+                "{ctx}: batch {n} differs"
+            );
         }
     }
     stored.len()
@@ -75,25 +88,37 @@ fn count_ops(fsync: FsyncPolicy, batches: u64) -> u64 {
 fn sweep(fsync: FsyncPolicy, torn: fn(u64) -> TornMode) {
     let batches = 40;
     let total = count_ops(fsync, batches);
-    assert!(total > 40, "the workload should perform many operations, saw {total}");
+    assert!(
+        total > 40,
+        "the workload should perform many operations, saw {total}"
+    );
     for n in 0..=total {
         let dir = tempfile::tempdir().unwrap();
         let disk = ForgetfulBackend::wrapping(backend());
         let failing = FailingBackend::new(Arc::new(disk.clone()), n);
         let acked = workload(dir.path(), Arc::new(failing), fsync, batches);
         disk.crash(torn(n));
-        check(dir.path(), fsync, &acked, &format!("{fsync} crash at op {n}/{total}"));
+        check(
+            dir.path(),
+            fsync,
+            &acked,
+            &format!("{fsync} crash at op {n}/{total}"),
+        );
     }
 }
 
 #[test]
-fn given_always_when_the_disk_forgets_unsynced_writes_at_every_operation_then_nothing_acknowledged_is_lost() {
+fn given_always_when_the_disk_forgets_unsynced_writes_at_every_operation_then_nothing_acknowledged_is_lost()
+ {
     sweep(FsyncPolicy::Always, |_| TornMode::Clean);
 }
 
 #[test]
-fn given_always_when_the_crash_leaves_a_torn_garbage_tail_then_it_is_cut_and_nothing_acknowledged_is_lost() {
-    sweep(FsyncPolicy::Always, |n| TornMode::PartialTail { seed: n * 7919 + 1 });
+fn given_always_when_the_crash_leaves_a_torn_garbage_tail_then_it_is_cut_and_nothing_acknowledged_is_lost()
+ {
+    sweep(FsyncPolicy::Always, |n| TornMode::PartialTail {
+        seed: n * 7919 + 1,
+    });
 }
 
 #[test]
@@ -105,7 +130,12 @@ fn given_never_when_the_disk_forgets_unsynced_writes_then_the_log_reopens_with_a
 fn given_never_when_segments_rolled_before_the_crash_then_sealed_segments_survive() {
     let dir = tempfile::tempdir().unwrap();
     let disk = ForgetfulBackend::wrapping(backend());
-    let log = PartitionLog::open(dir.path(), config(FsyncPolicy::Never), Arc::new(disk.clone())).unwrap();
+    let log = PartitionLog::open(
+        dir.path(),
+        config(FsyncPolicy::Never),
+        Arc::new(disk.clone()),
+    )
+    .unwrap();
     for n in 0..60 {
         log.append_batch(numbered_batch(n, 2, 150, 0)).unwrap();
     }
@@ -114,5 +144,8 @@ fn given_never_when_segments_rolled_before_the_crash_then_sealed_segments_surviv
     drop(log);
     disk.crash(TornMode::Clean);
     let stored = check(dir.path(), FsyncPolicy::Never, &[], "never/rolled");
-    assert!(stored as u64 * 2 >= sealed_end, "everything before the last roll was synced by the roll");
+    assert!(
+        stored as u64 * 2 >= sealed_end,
+        "everything before the last roll was synced by the roll"
+    );
 }

@@ -140,3 +140,77 @@ fn given_a_concurrent_writer_when_readers_tail_the_log_then_they_only_ever_see_w
         assert_eq!(r.join().unwrap(), total_batches * 2);
     }
 }
+
+#[test]
+fn given_records_when_appended_through_the_records_api_then_they_decode_back_exactly() {
+    use strata_storage::batch::{Compression, NewRecord, decode_records};
+    for codec in [Compression::Zstd, Compression::None] {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path(), small_config());
+        let records: Vec<NewRecord> = (0..20)
+            .map(|i| {
+                NewRecord::new(format!("value {i} ").repeat(20).into_bytes())
+                    .with_key(format!("key-{i}").into_bytes())
+                    .with_timestamp(1_700_000_000_000 + i)
+                    .with_header(b"h".to_vec(), Some(vec![i as u8]))
+            })
+            .collect();
+        log.append_records(records.clone(), codec).unwrap();
+        log.append_records(records.clone(), codec).unwrap();
+        let s = log.read(20, 1 << 20).unwrap();
+        let h = BatchHeader::parse(&s).unwrap();
+        assert_eq!(h.compression().unwrap(), codec);
+        assert_eq!(h.base_offset, 20);
+        let decoded = decode_records(&h, &s[..h.total_len()]).unwrap();
+        assert_eq!(decoded.len(), 20);
+        for (i, (d, r)) in decoded.iter().zip(&records).enumerate() {
+            assert_eq!(d.offset, 20 + i as i64);
+            assert_eq!(d.key, r.key);
+            assert_eq!(d.value, r.value);
+            assert_eq!(d.timestamp, r.timestamp);
+            assert_eq!(d.headers, r.headers);
+        }
+    }
+}
+
+#[test]
+fn given_timestamps_across_segments_when_looked_up_then_the_first_offset_at_or_after_is_returned() {
+    use strata_storage::batch::{Compression, NewRecord};
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), small_config());
+    // Record i has timestamp 1000 + 10 * i; 10 records per batch, enough to roll several times.
+    for b in 0..40i64 {
+        let records = (0..10).map(|r| {
+            let i = b * 10 + r;
+            NewRecord::new(vec![b'x'; 100]).with_timestamp(1000 + 10 * i)
+        });
+        log.append_records(records, Compression::None).unwrap();
+    }
+    assert!(log.segments().len() > 2);
+    assert_eq!(log.offset_for_timestamp(0).unwrap(), Some(0));
+    assert_eq!(log.offset_for_timestamp(1000).unwrap(), Some(0));
+    assert_eq!(log.offset_for_timestamp(1001).unwrap(), Some(1));
+    assert_eq!(
+        log.offset_for_timestamp(1000 + 10 * 123).unwrap(),
+        Some(123)
+    );
+    assert_eq!(
+        log.offset_for_timestamp(1000 + 10 * 123 - 5).unwrap(),
+        Some(123)
+    );
+    assert_eq!(
+        log.offset_for_timestamp(1000 + 10 * 399).unwrap(),
+        Some(399)
+    );
+    assert_eq!(log.offset_for_timestamp(1000 + 10 * 400).unwrap(), None);
+    // The same answers after a crash (indexes rebuilt) and after a clean close (indexes loaded).
+    drop(log);
+    let log = open(dir.path(), small_config());
+    assert_eq!(
+        log.offset_for_timestamp(1000 + 10 * 250 + 1).unwrap(),
+        Some(251)
+    );
+    log.close().unwrap();
+    let log = open(dir.path(), small_config());
+    assert_eq!(log.offset_for_timestamp(1000 + 10 * 77).unwrap(), Some(77));
+}

@@ -12,7 +12,8 @@ use strata_storage::io::faulty::{FailMode, FailingBackend};
 use strata_storage::log::{FsyncPolicy, LogConfig, PartitionLog};
 
 #[test]
-fn given_always_when_an_fsync_fails_then_the_append_fails_and_the_log_refuses_writes_until_reopened() {
+fn given_always_when_an_fsync_fails_then_the_append_fails_and_the_log_refuses_writes_until_reopened()
+ {
     let dir = tempfile::tempdir().unwrap();
     let failing = FailingBackend::counting(backend());
     let config = LogConfig {
@@ -23,10 +24,16 @@ fn given_always_when_an_fsync_fails_then_the_append_fails_and_the_log_refuses_wr
     log.append_batch(numbered_batch(0, 1, 10, 0)).unwrap();
     failing.set_mode(FailMode::SyncsAfterN(failing.syncs()));
     let err = log.append_batch(numbered_batch(1, 1, 10, 0)).unwrap_err();
-    assert!(matches!(err, Error::Io { .. } | Error::Poisoned { .. }), "{err:?}");
+    assert!(
+        matches!(err, Error::Io { .. } | Error::Poisoned { .. }),
+        "{err:?}"
+    );
     failing.heal();
     let err = log.append_batch(numbered_batch(2, 1, 10, 0)).unwrap_err();
-    assert!(matches!(err, Error::Poisoned { op: "write", .. }), "{err:?}");
+    assert!(
+        matches!(err, Error::Poisoned { op: "write", .. }),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("refuses writes"), "{err}");
     // Reads of what was acknowledged still work.
     assert_eq!(read_all(&log, 0).len(), 1);
@@ -42,23 +49,36 @@ fn given_never_when_an_explicit_sync_fails_then_the_log_refuses_writes() {
     let log = PartitionLog::open(dir.path(), small_config(), Arc::new(failing.clone())).unwrap();
     log.append_batch(numbered_batch(0, 1, 10, 0)).unwrap();
     failing.set_mode(FailMode::SyncsAfterN(failing.syncs()));
-    assert!(matches!(log.sync(), Err(Error::Poisoned { op: "fdatasync", .. })));
+    assert!(matches!(
+        log.sync(),
+        Err(Error::Poisoned {
+            op: "fdatasync",
+            ..
+        })
+    ));
     failing.heal();
     assert!(matches!(
         log.append_batch(numbered_batch(1, 1, 10, 0)),
-        Err(Error::Poisoned { op: "fdatasync", .. })
+        Err(Error::Poisoned {
+            op: "fdatasync",
+            ..
+        })
     ));
     assert!(matches!(log.sync(), Err(Error::Poisoned { .. })));
 }
 
 #[test]
-fn given_a_failing_write_when_appending_then_the_error_names_the_file_and_later_writes_are_refused() {
+fn given_a_failing_write_when_appending_then_the_error_names_the_file_and_later_writes_are_refused()
+{
     let dir = tempfile::tempdir().unwrap();
     let failing = FailingBackend::counting(backend());
     let log = PartitionLog::open(dir.path(), small_config(), Arc::new(failing.clone())).unwrap();
     failing.set_mode(FailMode::AfterN(failing.ops()));
     let err = log.append_batch(numbered_batch(0, 1, 10, 0)).unwrap_err();
-    assert!(matches!(err, Error::Poisoned { op: "write", .. }), "{err:?}");
+    assert!(
+        matches!(err, Error::Poisoned { op: "write", .. }),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("injected failure"), "{err}");
     assert_eq!(log.log_end_offset(), 0, "nothing became visible");
 }

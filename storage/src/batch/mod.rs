@@ -14,7 +14,10 @@ pub mod record;
 
 pub use builder::{BatchBuilder, NewRecord};
 pub use header::{BatchHeader, Compression, check_batch, validate_batch};
-pub use record::{Record, RecordHeader, decode_records};
+pub use record::{
+    DEFAULT_DECOMPRESSED_LIMIT, Record, RecordHeader, RecordIter, decode_records,
+    decode_records_with_limit, records,
+};
 
 /// Why a batch was refused or could not be decoded. Each variant carries what was expected and
 /// what was found.

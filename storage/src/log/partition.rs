@@ -359,7 +359,7 @@ impl PartitionLog {
     ) -> Result<AppendInfo> {
         let mut b = BatchBuilder::new(compression);
         for r in records {
-            b.push(r);
+            b.push(r)?;
         }
         self.append_batch(b.build()?)
     }

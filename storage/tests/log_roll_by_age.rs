@@ -1,0 +1,50 @@
+//! Scenario: segments roll by age (`segment.ms`) and retention runs periodically by itself.
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use strata_storage::log::LogConfig;
+
+#[test]
+fn given_segment_ms_when_the_active_segment_gets_older_then_the_next_append_rolls() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        segment_ms: Some(Duration::from_millis(50)),
+        segment_bytes: 1 << 20,
+        ..small_config()
+    };
+    let log = open(dir.path(), config);
+    log.append_batch(numbered_batch(0, 1, 10, 0)).unwrap();
+    log.append_batch(numbered_batch(1, 1, 10, 0)).unwrap();
+    assert_eq!(log.segments().len(), 1);
+    std::thread::sleep(Duration::from_millis(80));
+    let info = log.append_batch(numbered_batch(2, 1, 10, 0)).unwrap();
+    let segs = log.segments();
+    assert_eq!(segs.len(), 2, "{segs:?}");
+    assert_eq!(segs[1].base_offset, info.base_offset);
+    assert_eq!(read_all(&log, 0).len(), 3);
+}
+
+#[test]
+fn given_a_retention_check_interval_when_segments_expire_then_the_background_thread_deletes_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        retention_bytes: Some(1),
+        retention_check_interval: Some(Duration::from_millis(20)),
+        ..small_config()
+    };
+    let log = open(dir.path(), config);
+    for b in 0..100 {
+        log.append_batch(numbered_batch(b, 2, 200, 0)).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while log.segments().len() > 1 {
+        assert!(Instant::now() < deadline, "periodic retention never ran");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(log.log_start_offset(), log.segments()[0].base_offset);
+    assert!(log.log_start_offset() > 0);
+}
