@@ -93,7 +93,8 @@ pub struct RecoveryReport {
     pub segments_scanned: usize,
     /// Bytes of torn tail cut off (`(file, position, bytes, reason)`).
     pub truncated: Vec<(PathBuf, u64, u64, String)>,
-    /// Index files that were missing or damaged and were rebuilt.
+    /// Index files of trusted segments that were missing or damaged and were rebuilt from the
+    /// segment (a scanned segment always takes the indexes its scan builds).
     pub indexes_rebuilt: usize,
     /// Segments removed by `TruncateAtCorruption`.
     pub segments_removed: usize,
@@ -1123,10 +1124,15 @@ fn recover(
         } else {
             None
         };
+        let rebuilt = from_file.is_none();
         let (index, mut time_index) = match from_file {
             Some(p) => p,
             None => {
-                report.indexes_rebuilt += 1;
+                // Segments that were scanned always take the scan's indexes; only a trusted
+                // segment's missing or damaged files count as a rebuild.
+                if trusted {
+                    report.indexes_rebuilt += 1;
+                }
                 (scan.index.clone(), scan.time_index.clone())
             }
         };
@@ -1135,6 +1141,13 @@ fn recover(
                 timestamp: scan.max_timestamp,
                 relative_offset: relative(scan.offset_of_max_timestamp, base),
             });
+        }
+        // A sealed segment's indexes are persisted now, so the next open need not rebuild them
+        // (the active segment's are written when it seals or the log closes).
+        if rebuilt && !is_last {
+            write_file_atomic(backend, &idx_path, &index.encode(base))?;
+            write_file_atomic(backend, &tidx_path, &time_index.encode(base))?;
+            backend.sync_dir(dir).ctx("fsync dir", dir)?;
         }
         loaded.push(Loaded {
             base,
