@@ -425,6 +425,16 @@ impl PartitionLog {
         Ok(None)
     }
 
+    /// The largest record timestamp in the log and the first offset that carries it (Kafka's
+    /// ListOffsets `MAX_TIMESTAMP`), or `None` for an empty log.
+    pub fn max_timestamp_offset(&self) -> Result<Option<(i64, u64)>> {
+        let segs: Vec<Arc<Segment>> = self.inner.segments.read().clone();
+        let Some(max) = segs.iter().map(|s| s.max_timestamp()).max().filter(|t| *t >= 0) else {
+            return Ok(None);
+        };
+        Ok(self.offset_for_timestamp(max)?.map(|o| (max, o)))
+    }
+
     /// Makes everything appended so far durable (fdatasync of the active segment).
     pub fn sync(&self) -> Result<()> {
         self.inner.sync()
@@ -1000,6 +1010,7 @@ fn recover(
             remove_if_exists(backend, path)?;
         }
     }
+    let fresh = listing.logs.is_empty() && cp.is_none();
     if listing.logs.is_empty() {
         let base = cp.map_or(0, |c| c.log_end_offset);
         let path = name::segment_path(dir, base, FileKind::Log);
@@ -1207,7 +1218,7 @@ fn recover(
             active_segment_len: last.state.len,
         },
     )?;
-    if !report.clean {
+    if !report.clean && !fresh {
         tracing::info!(dir = %dir.display(), ?report, "recovered partition log");
     }
     let core = WriterCore {

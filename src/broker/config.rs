@@ -1,0 +1,415 @@
+//! Broker settings, named as Kafka names them (`server.properties` reads naturally).
+//!
+//! Sources, later wins: built-in defaults, the `--config` file (Java properties syntax:
+//! `key=value` or `key: value`, `#`/`!` comments), `--set key=value`, then `--data-dir`,
+//! `--listen` and `--advertised-listener`. Unknown keys are an error (a typo must not silently
+//! fall back to a default).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use strata_storage::batch::Compression;
+use strata_storage::io::BackendChoice;
+use strata_storage::log::{FsyncPolicy, LogConfig};
+
+/// Every broker-level key Strata understands, its default and what it means. `strata serve
+/// --help-config` prints this table; README.md documents it.
+pub const BROKER_KEYS: &[(&str, &str, &str)] = &[
+    ("log.dirs", "./strata-data", "Data directory (one; `log.dir` is an alias)."),
+    ("listeners", "PLAINTEXT://127.0.0.1:9092", "Address to listen on."),
+    ("advertised.listeners", "", "Address clients are told to connect to (default: the listener)."),
+    ("node.id", "0", "This broker's id in Metadata (`broker.id` is an alias)."),
+    ("num.partitions", "1", "Partitions of an auto-created topic or a CreateTopics with -1."),
+    ("auto.create.topics.enable", "true", "Create unknown topics on Metadata requests that allow it."),
+    ("log.segment.bytes", "1073741824", "Default `segment.bytes`."),
+    ("log.roll.ms", "604800000", "Default `segment.ms` (`log.roll.hours` also accepted)."),
+    ("log.retention.ms", "604800000", "Default `retention.ms`; -1 keeps forever (`log.retention.minutes`/`.hours` also accepted)."),
+    ("log.retention.bytes", "-1", "Default `retention.bytes` per partition; -1 = unlimited."),
+    ("log.retention.check.interval.ms", "300000", "How often retention runs."),
+    ("log.flush.interval.messages", "9223372036854775807", "Default `flush.messages`; 1 means fsync before every acknowledgment (`always`)."),
+    ("log.flush.interval.ms", "", "Default `flush.ms`: background fsync interval (unset: the OS flushes)."),
+    ("log.index.interval.bytes", "4096", "Bytes between offset-index entries."),
+    ("log.preallocate", "true", "Reserve disk blocks for a whole segment when it is created."),
+    ("message.max.bytes", "1048588", "Default `max.message.bytes`: largest batch accepted."),
+    ("compression.type", "producer", "Default topic `compression.type`."),
+    ("log.message.timestamp.type", "CreateTime", "Default `message.timestamp.type`."),
+    ("socket.request.max.bytes", "104857600", "Largest request frame; a larger length prefix closes the connection."),
+    ("strata.io.backend", "auto", "Write path: auto (io_uring if the kernel allows, else plain), io_uring, plain."),
+];
+
+/// Topic-level keys (CreateTopics configs, DescribeConfigs), with the broker key they default to.
+pub const TOPIC_KEYS: &[(&str, &str)] = &[
+    ("retention.ms", "log.retention.ms"),
+    ("retention.bytes", "log.retention.bytes"),
+    ("segment.bytes", "log.segment.bytes"),
+    ("segment.ms", "log.roll.ms"),
+    ("compression.type", "compression.type"),
+    ("max.message.bytes", "message.max.bytes"),
+    ("message.timestamp.type", "log.message.timestamp.type"),
+    ("flush.messages", "log.flush.interval.messages"),
+    ("flush.ms", "log.flush.interval.ms"),
+    ("cleanup.policy", ""),
+];
+
+/// Aliases Kafka also accepts, mapped to the key we store, with a unit multiplier.
+const ALIASES: &[(&str, &str, i64)] = &[
+    ("log.dir", "log.dirs", 1),
+    ("broker.id", "node.id", 1),
+    ("log.roll.hours", "log.roll.ms", 3_600_000),
+    ("log.retention.hours", "log.retention.ms", 3_600_000),
+    ("log.retention.minutes", "log.retention.ms", 60_000),
+];
+
+/// The broker's settings as raw Kafka key/values, with typed accessors.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    values: BTreeMap<String, String>,
+    /// Keys set explicitly (file or `--set`), for DescribeConfigs' `config_source`.
+    explicit: std::collections::BTreeSet<String>,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            values: BROKER_KEYS
+                .iter()
+                .map(|(k, v, _)| (k.to_string(), v.to_string()))
+                .collect(),
+            explicit: Default::default(),
+        }
+    }
+}
+
+/// Parses Java-properties text into key/value pairs (no line continuations or escapes beyond
+/// trimming; Kafka's own files need none).
+pub fn parse_properties(text: &str) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
+            continue;
+        }
+        let Some(i) = line.find(['=', ':']) else {
+            bail!("line {}: expected key=value, got {line:?}", n + 1);
+        };
+        let (k, v) = line.split_at(i);
+        out.push((k.trim().to_string(), v.get(1..).unwrap_or("").trim().to_string()));
+    }
+    Ok(out)
+}
+
+impl BrokerConfig {
+    /// Sets one key (resolving aliases), checking that the key is known and the value parses.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<()> {
+        let (key, value) = match ALIASES.iter().find(|(a, _, _)| *a == key) {
+            Some((_, target, 1)) => (*target, value.to_string()),
+            Some((_, target, mult)) => {
+                let n: i64 = value
+                    .parse()
+                    .with_context(|| format!("{key}: expected a whole number, got {value:?}"))?;
+                (*target, if n < 0 { n.to_string() } else { (n * mult).to_string() })
+            }
+            None => (key, value.to_string()),
+        };
+        if !BROKER_KEYS.iter().any(|(k, _, _)| *k == key) {
+            bail!("unknown setting {key:?} (see README.md: Broker settings)");
+        }
+        self.values.insert(key.to_string(), value);
+        self.explicit.insert(key.to_string());
+        self.validate_key(key)
+    }
+
+    /// Loads a properties file.
+    pub fn load_file(&mut self, path: &std::path::Path) -> Result<()> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config file {}", path.display()))?;
+        for (k, v) in parse_properties(&text).with_context(|| format!("in {}", path.display()))? {
+            self.set(&k, &v).with_context(|| format!("in {}", path.display()))?;
+        }
+        Ok(())
+    }
+
+    pub fn get(&self, key: &str) -> &str {
+        self.values.get(key).map_or("", String::as_str)
+    }
+
+    pub fn is_explicit(&self, key: &str) -> bool {
+        self.explicit.contains(key)
+    }
+
+    fn i64(&self, key: &str) -> Result<i64> {
+        let v = self.get(key);
+        v.parse()
+            .with_context(|| format!("{key}: expected a whole number, got {v:?}"))
+    }
+
+    fn validate_key(&self, key: &str) -> Result<()> {
+        match key {
+            "listeners" => self.listen_addr().map(drop),
+            "advertised.listeners" => self.advertised().map(drop),
+            "strata.io.backend" => self.io_backend().map(drop),
+            "compression.type" => parse_topic_compression(self.get(key)).map(drop),
+            "log.message.timestamp.type" => parse_timestamp_type(self.get(key)).map(drop),
+            "auto.create.topics.enable" | "log.preallocate" => self.bool(key).map(drop),
+            "log.dirs" => Ok(()),
+            "log.flush.interval.ms" if self.get(key).is_empty() => Ok(()),
+            _ => self.i64(key).map(drop),
+        }
+    }
+
+    fn bool(&self, key: &str) -> Result<bool> {
+        match self.get(key) {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            v => bail!("{key}: expected true or false, got {v:?}"),
+        }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        PathBuf::from(self.get("log.dirs"))
+    }
+
+    /// `PLAINTEXT://host:port` or `host:port`.
+    pub fn listen_addr(&self) -> Result<SocketAddr> {
+        parse_listener(self.get("listeners"))
+    }
+
+    /// The host and port advertised in Metadata.
+    pub fn advertised(&self) -> Result<(String, u16)> {
+        let v = self.get("advertised.listeners");
+        let v = if v.is_empty() { self.get("listeners") } else { v };
+        let v = v.strip_prefix("PLAINTEXT://").unwrap_or(v);
+        let (host, port) = v
+            .rsplit_once(':')
+            .with_context(|| format!("advertised listener {v:?}: expected HOST:PORT"))?;
+        let port: u16 = port
+            .parse()
+            .with_context(|| format!("advertised listener {v:?}: bad port"))?;
+        Ok((host.to_string(), port))
+    }
+
+    /// Once the real listening address is known (port 0 in tests), advertise it unless told otherwise.
+    pub fn set_bound_addr(&mut self, addr: SocketAddr) {
+        self.values
+            .insert("listeners".into(), format!("PLAINTEXT://{addr}"));
+    }
+
+    pub fn node_id(&self) -> Result<i32> {
+        let v = self.i64("node.id")?;
+        i32::try_from(v).context("node.id out of range")
+    }
+
+    pub fn num_partitions(&self) -> Result<i32> {
+        let v = self.i64("num.partitions")?;
+        if !(1..=100_000).contains(&v) {
+            bail!("num.partitions must be in 1..=100000, got {v}");
+        }
+        Ok(v as i32)
+    }
+
+    pub fn auto_create_topics(&self) -> bool {
+        self.bool("auto.create.topics.enable").unwrap_or(true)
+    }
+
+    pub fn max_frame_bytes(&self) -> usize {
+        self.i64("socket.request.max.bytes")
+            .ok()
+            .and_then(|v| usize::try_from(v).ok())
+            .unwrap_or(104_857_600)
+    }
+
+    pub fn io_backend(&self) -> Result<BackendChoice> {
+        self.get("strata.io.backend")
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!(e))
+    }
+
+    pub fn retention_check_interval(&self) -> Result<Option<Duration>> {
+        let v = self.i64("log.retention.check.interval.ms")?;
+        Ok((v > 0).then(|| Duration::from_millis(v as u64)))
+    }
+
+    /// The default value of a topic key, from the broker setting it maps to.
+    pub fn topic_default(&self, topic_key: &str) -> String {
+        match TOPIC_KEYS.iter().find(|(k, _)| *k == topic_key) {
+            Some((_, "")) => "delete".into(),
+            Some((_, b)) => self.get(b).to_string(),
+            None => String::new(),
+        }
+    }
+}
+
+fn parse_listener(v: &str) -> Result<SocketAddr> {
+    let v = v.strip_prefix("PLAINTEXT://").unwrap_or(v);
+    v.parse()
+        .with_context(|| format!("listener {v:?}: expected IP:PORT, e.g. 127.0.0.1:9092"))
+}
+
+/// `compression.type`: `producer` keeps the client's codec, anything else re-encodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopicCompression {
+    Producer,
+    Codec(Compression),
+}
+
+pub fn parse_topic_compression(v: &str) -> Result<TopicCompression> {
+    if v == "producer" {
+        return Ok(TopicCompression::Producer);
+    }
+    v.parse()
+        .map(TopicCompression::Codec)
+        .map_err(|e: String| anyhow::anyhow!("compression.type: {e} or producer"))
+}
+
+pub fn parse_timestamp_type(v: &str) -> Result<bool> {
+    match v {
+        "CreateTime" => Ok(false),
+        "LogAppendTime" => Ok(true),
+        _ => bail!("message.timestamp.type must be CreateTime or LogAppendTime, got {v:?}"),
+    }
+}
+
+/// The effective settings of one topic: broker defaults overlaid with the topic's overrides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicConfig {
+    pub overrides: BTreeMap<String, String>,
+    pub log: LogConfig,
+    pub compression: TopicCompression,
+    pub log_append_time: bool,
+}
+
+impl TopicConfig {
+    /// Validates `overrides` and computes the engine settings.
+    pub fn resolve(broker: &BrokerConfig, overrides: BTreeMap<String, String>) -> Result<Self> {
+        for k in overrides.keys() {
+            if !TOPIC_KEYS.iter().any(|(t, _)| t == k) {
+                bail!("unknown topic config {k:?}");
+            }
+        }
+        let get = |k: &str| -> String {
+            overrides
+                .get(k)
+                .cloned()
+                .unwrap_or_else(|| broker.topic_default(k))
+        };
+        let num = |k: &str| -> Result<i64> {
+            let v = get(k);
+            v.parse()
+                .with_context(|| format!("{k}: expected a whole number, got {v:?}"))
+        };
+        let ms = |k: &str| -> Result<Option<Duration>> {
+            let v = num(k)?;
+            Ok((v >= 0).then(|| Duration::from_millis(v as u64)))
+        };
+        if get("cleanup.policy") != "delete" {
+            bail!("cleanup.policy: only \"delete\" is supported");
+        }
+        let flush_messages = num("flush.messages")?;
+        let flush_ms = get("flush.ms");
+        let fsync = if flush_messages == 1 {
+            FsyncPolicy::Always
+        } else if !flush_ms.is_empty() {
+            let v: i64 = flush_ms
+                .parse()
+                .with_context(|| format!("flush.ms: expected milliseconds, got {flush_ms:?}"))?;
+            if v <= 0 {
+                FsyncPolicy::Always
+            } else if v == i64::MAX {
+                FsyncPolicy::Never
+            } else {
+                FsyncPolicy::Interval(Duration::from_millis(v as u64))
+            }
+        } else {
+            FsyncPolicy::Never
+        };
+        let retention_bytes = num("retention.bytes")?;
+        let segment_bytes = num("segment.bytes")?;
+        let max_message_bytes = num("max.message.bytes")?;
+        let log = LogConfig {
+            segment_bytes: u64::try_from(segment_bytes).context("segment.bytes must be positive")?,
+            segment_ms: ms("segment.ms")?,
+            retention_ms: ms("retention.ms")?,
+            retention_bytes: (retention_bytes >= 0).then_some(retention_bytes as u64),
+            retention_check_interval: broker.retention_check_interval()?,
+            fsync,
+            index_interval_bytes: u32::try_from(broker.i64("log.index.interval.bytes")?)
+                .context("log.index.interval.bytes out of range")?,
+            max_batch_bytes: usize::try_from(max_message_bytes)
+                .context("max.message.bytes must be positive")?,
+            preallocate: broker.bool("log.preallocate")?,
+            ..LogConfig::default()
+        };
+        log.validate()?;
+        Ok(TopicConfig {
+            compression: parse_topic_compression(&get("compression.type"))?,
+            log_append_time: parse_timestamp_type(&get("message.timestamp.type"))?,
+            overrides,
+            log,
+        })
+    }
+
+    /// The effective value of a topic key and whether the topic overrides it.
+    pub fn value(&self, broker: &BrokerConfig, key: &str) -> (String, bool) {
+        match self.overrides.get(key) {
+            Some(v) => (v.clone(), true),
+            None => (broker.topic_default(key), false),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_properties_with_kafka_names_and_aliases_load() {
+        let text = "# a Kafka file\nlog.dir=/tmp/x\nnum.partitions = 3\nlog.retention.hours=2\nbroker.id: 7\n";
+        let mut c = BrokerConfig::default();
+        for (k, v) in parse_properties(text).unwrap() {
+            c.set(&k, &v).unwrap();
+        }
+        assert_eq!(c.data_dir(), PathBuf::from("/tmp/x"));
+        assert_eq!(c.num_partitions().unwrap(), 3);
+        assert_eq!(c.get("log.retention.ms"), "7200000");
+        assert_eq!(c.node_id().unwrap(), 7);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_errors() {
+        let mut c = BrokerConfig::default();
+        assert!(c.set("log.retention.msx", "1").is_err());
+        assert!(c.set("num.partitions", "many").is_err());
+        assert!(c.set("listeners", "nowhere").is_err());
+        assert!(c.set("strata.io.backend", "floppy").is_err());
+        assert!(parse_properties("novalue").is_err());
+    }
+
+    #[test]
+    fn flush_settings_map_to_fsync_policies() {
+        let b = BrokerConfig::default();
+        let t = |pairs: &[(&str, &str)]| {
+            TopicConfig::resolve(
+                &b,
+                pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            )
+            .unwrap()
+            .log
+            .fsync
+        };
+        assert_eq!(t(&[]), FsyncPolicy::Never);
+        assert_eq!(t(&[("flush.messages", "1")]), FsyncPolicy::Always);
+        assert_eq!(
+            t(&[("flush.ms", "250")]),
+            FsyncPolicy::Interval(Duration::from_millis(250))
+        );
+        assert!(TopicConfig::resolve(&b, [("bogus".to_string(), "1".to_string())].into()).is_err());
+        assert!(
+            TopicConfig::resolve(&b, [("cleanup.policy".to_string(), "compact".to_string())].into())
+                .is_err()
+        );
+    }
+}

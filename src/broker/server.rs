@@ -1,0 +1,240 @@
+//! Connections: Kafka framing, version gating, dispatch, in-order responses, shutdown.
+//!
+//! Each connection is one task that reads a request, answers it, then reads the next, so
+//! responses leave in request order (clients pipeline; Kafka does the same). Memory per
+//! connection is bounded by `socket.request.max.bytes`, and the frame buffer grows only as bytes
+//! actually arrive, so a huge length prefix followed by silence costs nothing. A frame that is
+//! too large, too short, names an unknown API or an unsupported version (other than
+//! ApiVersions), or does not decode closes the connection; the broker keeps serving everyone else.
+
+use std::io::IoSlice;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Result;
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use super::Broker;
+use super::handlers;
+
+/// The APIs and versions we implement, and therefore advertise in ApiVersions.
+pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 10),
+    (ApiKey::Fetch, super::fetch_encode::MIN_VERSION, super::fetch_encode::MAX_VERSION),
+    (ApiKey::ListOffsets, 1, 7),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ApiVersions, 0, 4),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::DescribeConfigs, 1, 4),
+];
+
+pub fn supported_range(key: ApiKey) -> Option<(i16, i16)> {
+    SUPPORTED
+        .iter()
+        .find(|(k, _, _)| *k == key)
+        .map(|(_, lo, hi)| (*lo, *hi))
+}
+
+/// What a handler produced for one request.
+#[derive(Debug)]
+pub enum Reply {
+    /// The response body, as chunks (records stay zero-copy).
+    Body(Vec<Bytes>),
+    /// No response at all (Produce with acks=0).
+    Nothing,
+    /// Close the connection (malformed request); the reason is logged.
+    Close(String),
+}
+
+/// Encodes a response struct at `version` into one chunk.
+pub fn encode_body<R: Encodable>(r: &R, version: i16) -> Reply {
+    let mut buf = BytesMut::new();
+    match r.encode(&mut buf, version) {
+        Ok(()) => Reply::Body(vec![buf.freeze()]),
+        Err(e) => Reply::Close(format!("cannot encode the response at v{version}: {e}")),
+    }
+}
+
+/// Accepts connections until `shutdown` turns true, then waits for open connections to finish
+/// the request they are in.
+pub async fn serve(broker: Arc<Broker>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let broker = broker.clone();
+                    let shutdown = shutdown.clone();
+                    tasks.spawn(async move {
+                        if let Err(e) = connection(broker, stream, peer, shutdown).await {
+                            tracing::debug!(%peer, error = %e, "connection ended");
+                        }
+                    });
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            },
+            _ = shutdown.changed() => break,
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+        }
+    }
+    drop(listener);
+    tracing::info!(connections = tasks.len(), "stopped accepting; finishing in-flight requests");
+    let drain = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(std::time::Duration::from_secs(30), drain).await.is_err() {
+        tracing::warn!("connections did not finish within 30 s; closing them");
+    }
+    Ok(())
+}
+
+async fn connection(
+    broker: Arc<Broker>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<()> {
+    stream.set_nodelay(true)?;
+    let (mut rd, mut wr) = stream.into_split();
+    let max = broker.config.max_frame_bytes();
+    loop {
+        let size = tokio::select! {
+            r = rd.read_i32() => match r {
+                Ok(n) => n,
+                Err(_) => return Ok(()), // peer closed
+            },
+            _ = shutdown.changed() => return Ok(()),
+        };
+        if size < 8 || size as usize > max {
+            tracing::warn!(%peer, size, max, "closing connection: bad frame size");
+            return Ok(());
+        }
+        let mut frame = Vec::new();
+        (&mut rd).take(size as u64).read_to_end(&mut frame).await?;
+        if frame.len() != size as usize {
+            return Ok(()); // truncated frame: the peer went away mid-request
+        }
+        let frame = Bytes::from(frame);
+        let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+        let (reply, header_version) = dispatch(&broker, frame, &shutdown).await;
+        match reply {
+            Reply::Nothing => {}
+            Reply::Close(reason) => {
+                tracing::warn!(%peer, %reason, "closing connection");
+                return Ok(());
+            }
+            Reply::Body(chunks) => {
+                let mut head = BytesMut::with_capacity(16);
+                let header = ResponseHeader::default().with_correlation_id(correlation_id);
+                if let Err(e) = header.encode(&mut head, header_version) {
+                    tracing::error!(error = %e, "cannot encode response header");
+                    return Ok(());
+                }
+                let len: usize = head.len() + chunks.iter().map(Bytes::len).sum::<usize>();
+                let mut size = BytesMut::with_capacity(4);
+                size.extend_from_slice(&(len as i32).to_be_bytes());
+                let mut all = Vec::with_capacity(chunks.len() + 2);
+                all.push(size.freeze());
+                all.push(head.freeze());
+                all.extend(chunks);
+                write_all_vectored(&mut wr, &all).await?;
+            }
+        }
+    }
+}
+
+/// Writes every chunk, in order, with as few system calls as the kernel allows.
+async fn write_all_vectored(wr: &mut tokio::net::tcp::OwnedWriteHalf, chunks: &[Bytes]) -> std::io::Result<()> {
+    let mut i = 0;
+    let mut off = 0;
+    while i < chunks.len() {
+        let slices: Vec<IoSlice<'_>> = chunks
+            .get(i..)
+            .unwrap_or(&[])
+            .iter()
+            .enumerate()
+            .map(|(k, c)| IoSlice::new(if k == 0 { c.get(off..).unwrap_or(&[]) } else { c }))
+            .take(64)
+            .collect();
+        let mut n = wr.write_vectored(&slices).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        while n > 0 && i < chunks.len() {
+            let left = chunks.get(i).map_or(0, |c| c.len() - off);
+            if n >= left {
+                n -= left;
+                i += 1;
+                off = 0;
+            } else {
+                off += n;
+                n = 0;
+            }
+        }
+        while chunks.get(i).is_some_and(|c| c.len() == off) {
+            i += 1;
+            off = 0;
+        }
+    }
+    Ok(())
+}
+
+/// Decodes the request header and body and calls the handler. Returns the reply and the
+/// response header version to use.
+async fn dispatch(broker: &Arc<Broker>, frame: Bytes, shutdown: &watch::Receiver<bool>) -> (Reply, i16) {
+    let api_key = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let Ok(key) = ApiKey::try_from(api_key) else {
+        return (Reply::Close(format!("unknown API key {api_key}")), 0);
+    };
+    let Some((lo, hi)) = supported_range(key) else {
+        return (Reply::Close(format!("API {key:?} is not supported")), 0);
+    };
+    if version < lo || version > hi {
+        if key == ApiKey::ApiVersions {
+            // Answer in the v0 layout with the supported ranges; the client retries lower.
+            return (handlers::api_versions_unsupported(), 0);
+        }
+        return (Reply::Close(format!("{key:?} v{version} is not supported (v{lo}..=v{hi})")), 0);
+    }
+    let mut body = frame;
+    if let Err(e) = RequestHeader::decode(&mut body, key.request_header_version(version)) {
+        return (Reply::Close(format!("bad request header: {e}")), 0);
+    }
+    let response_header_version = key.response_header_version(version);
+    macro_rules! decode {
+        ($t:ty) => {
+            match <$t>::decode(&mut body, version) {
+                Ok(r) => r,
+                Err(e) => return (Reply::Close(format!("malformed {key:?} v{version} request: {e}")), 0),
+            }
+        };
+    }
+    use kafka_protocol::messages::*;
+    use kafka_protocol::messages::RequestHeader;
+    let reply = match key {
+        ApiKey::ApiVersions => {
+            let _req = decode!(ApiVersionsRequest);
+            handlers::api_versions(version)
+        }
+        ApiKey::Metadata => handlers::metadata(broker, decode!(MetadataRequest), version).await,
+        ApiKey::Produce => handlers::produce(broker, decode!(ProduceRequest), version).await,
+        ApiKey::Fetch => handlers::fetch(broker, decode!(FetchRequest), version, shutdown.clone()).await,
+        ApiKey::ListOffsets => handlers::list_offsets(broker, decode!(ListOffsetsRequest), version).await,
+        ApiKey::InitProducerId => handlers::init_producer_id(broker, decode!(InitProducerIdRequest), version),
+        ApiKey::CreateTopics => handlers::create_topics(broker, decode!(CreateTopicsRequest), version).await,
+        ApiKey::DeleteTopics => handlers::delete_topics(broker, decode!(DeleteTopicsRequest), version).await,
+        ApiKey::DescribeConfigs => handlers::describe_configs(broker, decode!(DescribeConfigsRequest), version),
+        other => Reply::Close(format!("API {other:?} is not supported")),
+    };
+    (reply, response_header_version)
+}

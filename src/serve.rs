@@ -1,0 +1,104 @@
+//! `strata serve`: run the broker until SIGINT/SIGTERM, then shut down cleanly.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+
+use crate::broker::Broker;
+use crate::broker::config::BrokerConfig;
+
+/// Arguments of `strata serve`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// A Kafka-style properties file (server.properties names: log.dirs, num.partitions, ...).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Data directory (log.dirs). Default ./strata-data.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Address to listen on (listeners). Default 127.0.0.1:9092; port 0 picks a free port.
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// HOST:PORT advertised to clients in Metadata (advertised.listeners).
+    #[arg(long)]
+    pub advertised_listener: Option<String>,
+    /// Any broker setting, KEY=VALUE, repeatable; wins over the config file.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+}
+
+impl ServeArgs {
+    /// Defaults, then the file, then `--set`, then the dedicated flags.
+    pub fn resolve(&self) -> Result<BrokerConfig> {
+        let mut c = BrokerConfig::default();
+        if let Some(f) = &self.config {
+            c.load_file(f)?;
+        }
+        for kv in &self.set {
+            let (k, v) = kv
+                .split_once('=')
+                .with_context(|| format!("--set {kv:?}: expected KEY=VALUE"))?;
+            c.set(k.trim(), v.trim()).with_context(|| format!("--set {kv}"))?;
+        }
+        if let Some(d) = &self.data_dir {
+            c.set("log.dirs", &d.to_string_lossy())?;
+        }
+        if let Some(l) = &self.listen {
+            c.set("listeners", l)?;
+        }
+        if let Some(a) = &self.advertised_listener {
+            c.set("advertised.listeners", a)?;
+        }
+        Ok(c)
+    }
+}
+
+/// Runs the broker. Prints `listening on ADDR` (the real port when 0 was asked) once ready.
+pub fn run(args: ServeArgs) -> Result<()> {
+    let mut config = args.resolve()?;
+    crate::broker::check_data_dir(&config.data_dir())?;
+    let addr = config.listen_addr()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("strata-net")
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
+        let bound = listener.local_addr()?;
+        if config.get("advertised.listeners").is_empty() {
+            config.set_bound_addr(bound);
+        }
+        let broker = tokio::task::spawn_blocking(move || Broker::open(config))
+            .await
+            .context("opening the data directory")??;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tracing::info!(%bound, cluster_id = %broker.cluster_id, "strata broker ready");
+        println!("listening on {bound}");
+        let server = tokio::spawn(crate::broker::server::serve(broker.clone(), listener, stop_rx));
+        wait_for_signal().await?;
+        tracing::info!("shutting down");
+        let _ = stop_tx.send(true);
+        server.await.context("server task")??;
+        let b: Arc<Broker> = broker;
+        tokio::task::spawn_blocking(move || b.close())
+            .await
+            .context("closing logs")??;
+        tracing::info!("clean shutdown complete");
+        Ok(())
+    })
+}
+
+async fn wait_for_signal() -> Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
