@@ -632,7 +632,11 @@ pub fn describe_configs(broker: &Arc<Broker>, req: DescribeConfigsRequest, versi
                 r = r.with_error_code(code(e)).with_error_message(Some(s(m)));
             }
             Ok(entries) => {
-                let keys: Option<Vec<String>> = res.configuration_keys.map(|k| k.iter().map(|k| k.to_string()).collect());
+                // Null asks for every key; so does an empty list (clients differ in how they say "all").
+                let keys: Option<Vec<String>> = res
+                    .configuration_keys
+                    .filter(|k| !k.is_empty())
+                    .map(|k| k.iter().map(|k| k.to_string()).collect());
                 let configs = entries
                     .into_iter()
                     .filter(|(k, ..)| keys.as_ref().is_none_or(|w| w.contains(k)))

@@ -15,6 +15,7 @@ use anyhow::Result;
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable};
+
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -124,7 +125,9 @@ async fn connection(
             return Ok(()); // truncated frame: the peer went away mid-request
         }
         let frame = Bytes::from(frame);
-        let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+        let correlation_id = frame
+            .get(4..8)
+            .map_or(0, |b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]));
         let (reply, header_version) = dispatch(&broker, frame, &shutdown).await;
         match reply {
             Reply::Nothing => {}
@@ -188,53 +191,67 @@ async fn write_all_vectored(wr: &mut tokio::net::tcp::OwnedWriteHalf, chunks: &[
     Ok(())
 }
 
-/// Decodes the request header and body and calls the handler. Returns the reply and the
-/// response header version to use.
-async fn dispatch(broker: &Arc<Broker>, frame: Bytes, shutdown: &watch::Receiver<bool>) -> (Reply, i16) {
-    let api_key = i16::from_be_bytes([frame[0], frame[1]]);
-    let version = i16::from_be_bytes([frame[2], frame[3]]);
-    let Ok(key) = ApiKey::try_from(api_key) else {
-        return (Reply::Close(format!("unknown API key {api_key}")), 0);
-    };
-    let Some((lo, hi)) = supported_range(key) else {
-        return (Reply::Close(format!("API {key:?} is not supported")), 0);
-    };
+/// A request frame, decoded.
+#[derive(Debug)]
+pub enum Decoded {
+    /// A request we implement, at a version we implement.
+    Request {
+        key: ApiKey,
+        version: i16,
+        request: kafka_protocol::messages::RequestKind,
+    },
+    /// ApiVersions at a version we do not know: answer error 35 in the v0 layout.
+    ApiVersionsUnsupported,
+}
+
+/// Decodes one frame (everything after the 4-byte size). Never panics, whatever the bytes; an
+/// `Err` means "close the connection" and says why.
+pub fn decode_frame(frame: Bytes) -> Result<Decoded, String> {
+    let head = frame
+        .get(..8)
+        .ok_or_else(|| format!("frame of {} bytes is shorter than a request header", frame.len()))?;
+    let api_key = i16::from_be_bytes([head[0], head[1]]);
+    let version = i16::from_be_bytes([head[2], head[3]]);
+    let key = ApiKey::try_from(api_key).map_err(|_| format!("unknown API key {api_key}"))?;
+    let (lo, hi) = supported_range(key).ok_or_else(|| format!("API {key:?} is not supported"))?;
     if version < lo || version > hi {
         if key == ApiKey::ApiVersions {
-            // Answer in the v0 layout with the supported ranges; the client retries lower.
-            return (handlers::api_versions_unsupported(), 0);
+            return Ok(Decoded::ApiVersionsUnsupported);
         }
-        return (Reply::Close(format!("{key:?} v{version} is not supported (v{lo}..=v{hi})")), 0);
+        return Err(format!("{key:?} v{version} is not supported (v{lo}..=v{hi})"));
     }
     let mut body = frame;
-    if let Err(e) = RequestHeader::decode(&mut body, key.request_header_version(version)) {
-        return (Reply::Close(format!("bad request header: {e}")), 0);
-    }
-    let response_header_version = key.response_header_version(version);
-    macro_rules! decode {
-        ($t:ty) => {
-            match <$t>::decode(&mut body, version) {
-                Ok(r) => r,
-                Err(e) => return (Reply::Close(format!("malformed {key:?} v{version} request: {e}")), 0),
-            }
-        };
-    }
-    use kafka_protocol::messages::*;
-    use kafka_protocol::messages::RequestHeader;
-    let reply = match key {
-        ApiKey::ApiVersions => {
-            let _req = decode!(ApiVersionsRequest);
-            handlers::api_versions(version)
-        }
-        ApiKey::Metadata => handlers::metadata(broker, decode!(MetadataRequest), version).await,
-        ApiKey::Produce => handlers::produce(broker, decode!(ProduceRequest), version).await,
-        ApiKey::Fetch => handlers::fetch(broker, decode!(FetchRequest), version, shutdown.clone()).await,
-        ApiKey::ListOffsets => handlers::list_offsets(broker, decode!(ListOffsetsRequest), version).await,
-        ApiKey::InitProducerId => handlers::init_producer_id(broker, decode!(InitProducerIdRequest), version),
-        ApiKey::CreateTopics => handlers::create_topics(broker, decode!(CreateTopicsRequest), version).await,
-        ApiKey::DeleteTopics => handlers::delete_topics(broker, decode!(DeleteTopicsRequest), version).await,
-        ApiKey::DescribeConfigs => handlers::describe_configs(broker, decode!(DescribeConfigsRequest), version),
-        other => Reply::Close(format!("API {other:?} is not supported")),
+    kafka_protocol::messages::RequestHeader::decode(&mut body, key.request_header_version(version))
+        .map_err(|e| format!("bad request header: {e}"))?;
+    let request = kafka_protocol::messages::RequestKind::decode(key, &mut body, version)
+        .map_err(|e| format!("malformed {key:?} v{version} request: {e}"))?;
+    Ok(Decoded::Request {
+        key,
+        version,
+        request,
+    })
+}
+
+/// Decodes the request and calls its handler. Returns the reply and the response header
+/// version to use.
+async fn dispatch(broker: &Arc<Broker>, frame: Bytes, shutdown: &watch::Receiver<bool>) -> (Reply, i16) {
+    use kafka_protocol::messages::RequestKind as R;
+    let (key, version, request) = match decode_frame(frame) {
+        Ok(Decoded::Request { key, version, request }) => (key, version, request),
+        Ok(Decoded::ApiVersionsUnsupported) => return (handlers::api_versions_unsupported(), 0),
+        Err(reason) => return (Reply::Close(reason), 0),
     };
-    (reply, response_header_version)
+    let reply = match request {
+        R::ApiVersions(_) => handlers::api_versions(version),
+        R::Metadata(r) => handlers::metadata(broker, r, version).await,
+        R::Produce(r) => handlers::produce(broker, r, version).await,
+        R::Fetch(r) => handlers::fetch(broker, r, version, shutdown.clone()).await,
+        R::ListOffsets(r) => handlers::list_offsets(broker, r, version).await,
+        R::InitProducerId(r) => handlers::init_producer_id(broker, r, version),
+        R::CreateTopics(r) => handlers::create_topics(broker, r, version).await,
+        R::DeleteTopics(r) => handlers::delete_topics(broker, r, version).await,
+        R::DescribeConfigs(r) => handlers::describe_configs(broker, r, version),
+        other => Reply::Close(format!("API {key:?} is not supported ({:?})", std::mem::discriminant(&other))),
+    };
+    (reply, key.response_header_version(version))
 }

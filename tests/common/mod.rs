@@ -1,0 +1,241 @@
+//! Test harness: the real `strata` binary on a free loopback port, and a minimal Kafka client
+//! built on kafka-protocol's encoders, for exact protocol-level assertions.
+#![allow(dead_code, clippy::unwrap_used, clippy::indexing_slicing)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+
+/// A running broker; killed (SIGKILL) on drop unless stopped.
+pub struct Broker {
+    pub child: Option<Child>,
+    pub addr: String,
+    pub dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Broker {
+    pub fn start(extra: &[&str]) -> Broker {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let mut b = Broker::start_in(&dir, extra);
+        b._tmp = Some(tmp);
+        b
+    }
+
+    /// Starts on an existing data dir (restarts).
+    pub fn start_in(dir: &Path, extra: &[&str]) -> Broker {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_strata"));
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir)
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = cmd.spawn().unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_string();
+        Broker {
+            child: Some(child),
+            addr,
+            dir: dir.to_path_buf(),
+            _tmp: None,
+        }
+    }
+
+    pub fn client(&self) -> Client {
+        Client::connect(&self.addr)
+    }
+
+    /// SIGTERM and wait; returns the exit status code.
+    pub fn stop(&mut self) -> i32 {
+        let mut child = self.child.take().unwrap();
+        let pid = child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        child.wait().unwrap().code().unwrap_or(-1)
+    }
+
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub struct Client {
+    pub stream: TcpStream,
+    next_id: i32,
+}
+
+impl Client {
+    pub fn connect(addr: &str) -> Client {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        Client { stream, next_id: 1 }
+    }
+
+    /// Sends a raw frame body (size prefix added).
+    pub fn send_raw(&mut self, body: &[u8]) {
+        let mut f = (body.len() as i32).to_be_bytes().to_vec();
+        f.extend_from_slice(body);
+        self.stream.write_all(&f).unwrap();
+    }
+
+    pub fn encode_request<R: Request>(&mut self, req: &R, version: i16) -> (i32, Vec<u8>) {
+        let id = self.next_id;
+        self.next_id += 1;
+        let header = RequestHeader::default()
+            .with_request_api_key(R::KEY)
+            .with_request_api_version(version)
+            .with_correlation_id(id)
+            .with_client_id(Some(StrBytes::from_static_str("strata-test")));
+        let mut buf = BytesMut::new();
+        header.encode(&mut buf, R::header_version(version)).unwrap();
+        req.encode(&mut buf, version).unwrap();
+        (id, buf.to_vec())
+    }
+
+    /// Reads one response frame; `None` if the broker closed the connection.
+    pub fn read_frame(&mut self) -> Option<Bytes> {
+        let mut size = [0u8; 4];
+        if self.stream.read_exact(&mut size).is_err() {
+            return None;
+        }
+        let mut body = vec![0u8; i32::from_be_bytes(size) as usize];
+        self.stream.read_exact(&mut body).ok()?;
+        Some(Bytes::from(body))
+    }
+
+    pub fn call<R: Request>(&mut self, req: &R, version: i16) -> R::Response {
+        let (id, body) = self.encode_request(req, version);
+        self.send_raw(&body);
+        let mut frame = self.read_frame().expect("connection closed");
+        let header = ResponseHeader::decode(&mut frame, R::Response::header_version(version)).unwrap();
+        assert_eq!(header.correlation_id, id);
+        R::Response::decode(&mut frame, version).unwrap()
+    }
+
+    /// Whether the broker closed the connection (reads EOF within the timeout).
+    pub fn is_closed(&mut self) -> bool {
+        let mut b = [0u8; 1];
+        matches!(self.stream.read(&mut b), Ok(0))
+    }
+}
+
+pub fn topic(name: &str) -> TopicName {
+    TopicName(StrBytes::from_string(name.to_string()))
+}
+
+pub fn create_topic(c: &mut Client, name: &str, partitions: i32, configs: &[(&str, &str)]) {
+    use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+    let req = CreateTopicsRequest::default().with_topics(vec![
+        CreatableTopic::default()
+            .with_name(topic(name))
+            .with_num_partitions(partitions)
+            .with_replication_factor(1)
+            .with_configs(
+                configs
+                    .iter()
+                    .map(|(k, v)| {
+                        CreatableTopicConfig::default()
+                            .with_name(StrBytes::from_string(k.to_string()))
+                            .with_value(Some(StrBytes::from_string(v.to_string())))
+                    })
+                    .collect(),
+            ),
+    ]);
+    let resp = c.call(&req, 7);
+    assert_eq!(resp.topics[0].error_code, 0, "{:?}", resp.topics[0].error_message);
+}
+
+/// An uncompressed batch of `values` built with the engine's builder (producer fields optional).
+pub fn batch(values: &[&str], producer: Option<(i64, i16, i32)>) -> Bytes {
+    use strata_storage::batch::{BatchBuilder, Compression, NewRecord};
+    let mut b = BatchBuilder::new(Compression::None);
+    if let Some((id, epoch, seq)) = producer {
+        b = b.producer(id, epoch, seq);
+    }
+    for v in values {
+        b.push(NewRecord::new(v.as_bytes().to_vec()).with_timestamp(1_700_000_000_000)).unwrap();
+    }
+    Bytes::from(b.build().unwrap())
+}
+
+pub fn produce(c: &mut Client, name: &str, partition: i32, records: Bytes, acks: i16) -> Option<ProduceResponse> {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    let req = ProduceRequest::default()
+        .with_acks(acks)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![
+            TopicProduceData::default()
+                .with_name(topic(name))
+                .with_partition_data(vec![
+                    PartitionProduceData::default()
+                        .with_index(partition)
+                        .with_records(Some(records)),
+                ]),
+        ]);
+    if acks == 0 {
+        let (_, body) = c.encode_request(&req, 9);
+        c.send_raw(&body);
+        return None;
+    }
+    Some(c.call(&req, 9))
+}
+
+pub fn fetch(c: &mut Client, name: &str, partition: i32, offset: i64, max_wait_ms: i32, version: i16) -> FetchResponse {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    let req = FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(max_wait_ms)
+        .with_min_bytes(1)
+        .with_max_bytes(10 << 20)
+        .with_topics(vec![
+            FetchTopic::default()
+                .with_topic(topic(name))
+                .with_partitions(vec![
+                    FetchPartition::default()
+                        .with_partition(partition)
+                        .with_fetch_offset(offset)
+                        .with_partition_max_bytes(1 << 20),
+                ]),
+        ]);
+    c.call(&req, version)
+}
+
+/// Record values of every batch in a fetch response partition.
+pub fn values(records: &Bytes) -> Vec<(i64, String)> {
+    let mut out = Vec::new();
+    let mut rest: &[u8] = records;
+    while !rest.is_empty() {
+        let h = strata_storage::batch::header::check_batch(rest, usize::MAX).unwrap();
+        let (b, tail) = rest.split_at(h.total_len());
+        for r in strata_storage::batch::decode_records(&h, b).unwrap() {
+            out.push((r.offset, String::from_utf8(r.value.unwrap()).unwrap()));
+        }
+        rest = tail;
+    }
+    out
+}
