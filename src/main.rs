@@ -3,7 +3,11 @@
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "strata", version, about = "Strata: a Kafka-compatible log broker on an io_uring/mmap storage engine")]
+#[command(
+    name = "strata",
+    version,
+    about = "Strata: a Kafka-compatible log broker on an io_uring/mmap storage engine"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -13,6 +17,13 @@ struct Cli {
 enum Command {
     /// Run the broker (Kafka protocol) on 127.0.0.1:9092 with ./strata-data by default.
     Serve(strata::serve::ServeArgs),
+    /// Print every batch, record and index entry of segments, partitions or data directories.
+    Dump(strata_tools::dump::DumpArgs),
+    /// Check every batch, offset, index entry and file name; `--repair` runs the engine's recovery.
+    Verify(strata_tools::verify::VerifyArgs),
+    /// Measure throughput and latency: the engine in-process (`--mode embedded`) or, later, a
+    /// broker over the Kafka protocol (`--mode kafka`). Report on stdout, progress on stderr.
+    Bench(strata_tools::bench::BenchArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -26,10 +37,22 @@ fn main() -> std::process::ExitCode {
         .init();
     let cli = Cli::parse();
     let res = match cli.command {
-        Command::Serve(args) => strata::serve::run(args),
+        Command::Serve(args) => strata::serve::run(args).map(|()| std::process::ExitCode::SUCCESS),
+        Command::Dump(args) => strata_tools::dump::run(&args),
+        Command::Verify(args) => strata_tools::verify::run(&args),
+        Command::Bench(args) => match strata_tools::bench::run(args) {
+            Ok(()) => Ok(std::process::ExitCode::SUCCESS),
+            // A failed run exits 1; a usage error (a mode that does not exist yet) exits 2.
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                Ok(std::process::ExitCode::from(
+                    strata_tools::bench::exit_code(&e),
+                ))
+            }
+        },
     };
     match res {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::from(2)

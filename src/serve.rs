@@ -39,7 +39,8 @@ impl ServeArgs {
             let (k, v) = kv
                 .split_once('=')
                 .with_context(|| format!("--set {kv:?}: expected KEY=VALUE"))?;
-            c.set(k.trim(), v.trim()).with_context(|| format!("--set {kv}"))?;
+            c.set(k.trim(), v.trim())
+                .with_context(|| format!("--set {kv}"))?;
         }
         if let Some(d) = &self.data_dir {
             c.set("log.dirs", &d.to_string_lossy())?;
@@ -78,7 +79,11 @@ pub fn run(args: ServeArgs) -> Result<()> {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         tracing::info!(%bound, cluster_id = %broker.cluster_id, "strata broker ready");
         println!("listening on {bound}");
-        let server = tokio::spawn(crate::broker::server::serve(broker.clone(), listener, stop_rx));
+        let server = tokio::spawn(crate::broker::server::serve(
+            broker.clone(),
+            listener,
+            stop_rx,
+        ));
         wait_for_signal().await?;
         tracing::info!("shutting down");
         let _ = stop_tx.send(true);

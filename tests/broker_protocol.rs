@@ -10,7 +10,8 @@ use common::*;
 use kafka_protocol::messages::*;
 
 #[test]
-fn given_any_supported_version_when_api_versions_is_asked_then_it_lists_exactly_what_is_implemented() {
+fn given_any_supported_version_when_api_versions_is_asked_then_it_lists_exactly_what_is_implemented()
+ {
     let b = Broker::start(&[]);
     let mut c = b.client();
     for v in 0..=4 {
@@ -20,8 +21,14 @@ fn given_any_supported_version_when_api_versions_is_asked_then_it_lists_exactly_
         for k in [0, 1, 2, 3, 18, 19, 20, 22, 32] {
             assert!(keys.contains(&k), "v{v}: api {k} missing from {keys:?}");
         }
-        assert!(!keys.contains(&11), "JoinGroup is not implemented, so not advertised");
-        assert!(!keys.contains(&71), "telemetry is not implemented, so not advertised");
+        assert!(
+            !keys.contains(&11),
+            "JoinGroup is not implemented, so not advertised"
+        );
+        assert!(
+            !keys.contains(&71),
+            "telemetry is not implemented, so not advertised"
+        );
     }
 }
 
@@ -35,9 +42,14 @@ fn given_an_unknown_api_versions_version_when_asked_then_error_35_comes_back_in_
     let mut frame = c.read_frame().unwrap();
     let h = <ResponseHeader as kafka_protocol::protocol::Decodable>::decode(&mut frame, 0).unwrap();
     assert_eq!(h.correlation_id, id);
-    let r = <ApiVersionsResponse as kafka_protocol::protocol::Decodable>::decode(&mut frame, 0).unwrap();
+    let r = <ApiVersionsResponse as kafka_protocol::protocol::Decodable>::decode(&mut frame, 0)
+        .unwrap();
     assert_eq!(r.error_code, 35);
-    assert!(r.api_keys.iter().any(|k| k.api_key == 18 && k.max_version == 4));
+    assert!(
+        r.api_keys
+            .iter()
+            .any(|k| k.api_key == 18 && k.max_version == 4)
+    );
     // The connection stays usable: the client retries at a lower version.
     assert_eq!(c.call(&ApiVersionsRequest::default(), 0).error_code, 0);
 }
@@ -58,27 +70,57 @@ fn given_metadata_requests_when_topics_are_null_empty_or_unknown_then_kafka_sema
     let v0_all = c.call(&MetadataRequest::default().with_topics(Some(vec![])), 0);
     assert_eq!(v0_all.topics.len(), 1, "v0: an empty list means all topics");
     use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
-    let ask = |name: &str| Some(vec![MetadataRequestTopic::default().with_name(Some(topic(name)))]);
-    let no_create = c.call(&MetadataRequest::default().with_topics(ask("fresh")).with_allow_auto_topic_creation(false), 12);
+    let ask = |name: &str| {
+        Some(vec![
+            MetadataRequestTopic::default().with_name(Some(topic(name))),
+        ])
+    };
+    let no_create = c.call(
+        &MetadataRequest::default()
+            .with_topics(ask("fresh"))
+            .with_allow_auto_topic_creation(false),
+        12,
+    );
     assert_eq!(no_create.topics[0].error_code, 3);
-    let created = c.call(&MetadataRequest::default().with_topics(ask("fresh")).with_allow_auto_topic_creation(true), 12);
+    let created = c.call(
+        &MetadataRequest::default()
+            .with_topics(ask("fresh"))
+            .with_allow_auto_topic_creation(true),
+        12,
+    );
     assert_eq!(created.topics[0].error_code, 0);
     assert_eq!(created.topics[0].partitions.len(), 1);
-    let bad = c.call(&MetadataRequest::default().with_topics(ask("bad/name")).with_allow_auto_topic_creation(true), 12);
+    let bad = c.call(
+        &MetadataRequest::default()
+            .with_topics(ask("bad/name"))
+            .with_allow_auto_topic_creation(true),
+        12,
+    );
     assert_eq!(bad.topics[0].error_code, 17);
     for v in 0..=12 {
-        let r = c.call(&MetadataRequest::default().with_topics(if v == 0 { Some(vec![]) } else { None }), v);
+        let r = c.call(
+            &MetadataRequest::default().with_topics(if v == 0 { Some(vec![]) } else { None }),
+            v,
+        );
         assert_eq!(r.topics.len(), 2, "v{v}");
     }
 }
 
 #[test]
-fn given_produced_batches_when_fetched_at_every_version_then_records_offsets_and_watermarks_are_exact() {
+fn given_produced_batches_when_fetched_at_every_version_then_records_offsets_and_watermarks_are_exact()
+ {
     let b = Broker::start(&[]);
     let mut c = b.client();
     create_topic(&mut c, "t", 1, &[]);
     for i in 0..5 {
-        let r = produce(&mut c, "t", 0, batch(&[&format!("a{i}"), &format!("b{i}")], None), -1).unwrap();
+        let r = produce(
+            &mut c,
+            "t",
+            0,
+            batch(&[&format!("a{i}"), &format!("b{i}")], None),
+            -1,
+        )
+        .unwrap();
         let p = &r.responses[0].partition_responses[0];
         assert_eq!(p.error_code, 0);
         assert_eq!(p.base_offset, i * 2);
@@ -93,14 +135,27 @@ fn given_produced_batches_when_fetched_at_every_version_then_records_offsets_and
             assert_eq!(p.log_start_offset, 0);
         }
         let vals = values(p.records.as_ref().unwrap());
-        assert_eq!(vals.first().unwrap(), &(2, "a1".to_string()), "the whole batch holding offset 3");
+        assert_eq!(
+            vals.first().unwrap(),
+            &(2, "a1".to_string()),
+            "the whole batch holding offset 3"
+        );
         assert_eq!(vals.last().unwrap(), &(9, "b4".to_string()));
     }
     let out = fetch(&mut c, "t", 0, 11, 0, 12);
-    assert_eq!(out.responses[0].partitions[0].error_code, 1, "OFFSET_OUT_OF_RANGE past the end");
+    assert_eq!(
+        out.responses[0].partitions[0].error_code, 1,
+        "OFFSET_OUT_OF_RANGE past the end"
+    );
     let at_end = fetch(&mut c, "t", 0, 10, 0, 12);
     assert_eq!(at_end.responses[0].partitions[0].error_code, 0);
-    assert!(at_end.responses[0].partitions[0].records.as_ref().unwrap().is_empty());
+    assert!(
+        at_end.responses[0].partitions[0]
+            .records
+            .as_ref()
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[test]
@@ -118,32 +173,52 @@ fn given_a_parked_fetch_when_a_producer_appends_then_the_fetch_returns_the_new_r
     let r = fetch(&mut c, "lp", 0, 0, 20_000, 12);
     let waited = start.elapsed();
     producer.join().unwrap();
-    assert_eq!(values(r.responses[0].partitions[0].records.as_ref().unwrap()), vec![(0, "late".to_string())]);
-    assert!(waited < Duration::from_secs(15), "woken by the produce, not by the 20 s timeout: {waited:?}");
+    assert_eq!(
+        values(r.responses[0].partitions[0].records.as_ref().unwrap()),
+        vec![(0, "late".to_string())]
+    );
+    assert!(
+        waited < Duration::from_secs(15),
+        "woken by the produce, not by the 20 s timeout: {waited:?}"
+    );
     // And with nothing to wake it, the fetch waits out max_wait_ms and returns empty.
     let start = Instant::now();
     let r = fetch(&mut c, "lp", 0, 1, 300, 12);
     assert!(start.elapsed() >= Duration::from_millis(250));
-    assert!(r.responses[0].partitions[0].records.as_ref().unwrap().is_empty());
+    assert!(
+        r.responses[0].partitions[0]
+            .records
+            .as_ref()
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[test]
-fn given_acks_zero_when_producing_then_no_response_is_sent_and_the_next_request_is_answered_in_order() {
+fn given_acks_zero_when_producing_then_no_response_is_sent_and_the_next_request_is_answered_in_order()
+ {
     let b = Broker::start(&[]);
     let mut c = b.client();
     create_topic(&mut c, "a0", 1, &[]);
     assert!(produce(&mut c, "a0", 0, batch(&["x"], None), 0).is_none());
     // The next response on this connection belongs to the next request.
     let r = fetch(&mut c, "a0", 0, 0, 1000, 12);
-    assert_eq!(values(r.responses[0].partitions[0].records.as_ref().unwrap()), vec![(0, "x".to_string())]);
+    assert_eq!(
+        values(r.responses[0].partitions[0].records.as_ref().unwrap()),
+        vec![(0, "x".to_string())]
+    );
 }
 
 #[test]
-fn given_an_idempotent_producer_when_it_retries_or_skips_then_duplicates_get_the_original_offset_and_gaps_are_refused() {
+fn given_an_idempotent_producer_when_it_retries_or_skips_then_duplicates_get_the_original_offset_and_gaps_are_refused()
+ {
     let b = Broker::start(&[]);
     let mut c = b.client();
     create_topic(&mut c, "idem", 1, &[]);
-    let pid = c.call(&InitProducerIdRequest::default().with_transaction_timeout_ms(60000), 4);
+    let pid = c.call(
+        &InitProducerIdRequest::default().with_transaction_timeout_ms(60000),
+        4,
+    );
     assert_eq!(pid.error_code, 0);
     let id = pid.producer_id.0;
     let first = batch(&["one", "two"], Some((id, 0, 0)));
@@ -152,20 +227,44 @@ fn given_an_idempotent_producer_when_it_retries_or_skips_then_duplicates_get_the
     produce(&mut c, "idem", 0, batch(&["three"], Some((id, 0, 2))), -1).unwrap();
     let dup = produce(&mut c, "idem", 0, first, -1).unwrap();
     assert_eq!(dup.responses[0].partition_responses[0].error_code, 0);
-    assert_eq!(dup.responses[0].partition_responses[0].base_offset, 0, "a retry gets its original offset");
+    assert_eq!(
+        dup.responses[0].partition_responses[0].base_offset, 0,
+        "a retry gets its original offset"
+    );
     let gap = produce(&mut c, "idem", 0, batch(&["x"], Some((id, 0, 7))), -1).unwrap();
-    assert_eq!(gap.responses[0].partition_responses[0].error_code, 45, "OUT_OF_ORDER_SEQUENCE_NUMBER");
+    assert_eq!(
+        gap.responses[0].partition_responses[0].error_code, 45,
+        "OUT_OF_ORDER_SEQUENCE_NUMBER"
+    );
     let stale = produce(&mut c, "idem", 0, batch(&["x"], Some((id, 0, 3))), -1).unwrap();
-    assert_eq!(stale.responses[0].partition_responses[0].error_code, 0, "same epoch, next sequence");
+    assert_eq!(
+        stale.responses[0].partition_responses[0].error_code, 0,
+        "same epoch, next sequence"
+    );
     let r = fetch(&mut c, "idem", 0, 0, 0, 12);
-    let vals: Vec<String> = values(r.responses[0].partitions[0].records.as_ref().unwrap()).into_iter().map(|v| v.1).collect();
-    assert_eq!(vals, ["one", "two", "three", "x"], "the retry was not stored twice");
+    let vals: Vec<String> = values(r.responses[0].partitions[0].records.as_ref().unwrap())
+        .into_iter()
+        .map(|v| v.1)
+        .collect();
+    assert_eq!(
+        vals,
+        ["one", "two", "three", "x"],
+        "the retry was not stored twice"
+    );
     // A bumped epoch fences the old one.
-    let bumped = c.call(&InitProducerIdRequest::default().with_producer_id(ProducerId(id)).with_producer_epoch(0), 4);
+    let bumped = c.call(
+        &InitProducerIdRequest::default()
+            .with_producer_id(ProducerId(id))
+            .with_producer_epoch(0),
+        4,
+    );
     assert_eq!(bumped.producer_epoch, 1);
     produce(&mut c, "idem", 0, batch(&["new"], Some((id, 1, 0))), -1).unwrap();
     let fenced = produce(&mut c, "idem", 0, batch(&["old"], Some((id, 0, 4))), -1).unwrap();
-    assert_eq!(fenced.responses[0].partition_responses[0].error_code, 47, "INVALID_PRODUCER_EPOCH");
+    assert_eq!(
+        fenced.responses[0].partition_responses[0].error_code, 47,
+        "INVALID_PRODUCER_EPOCH"
+    );
 }
 
 #[test]
@@ -177,15 +276,22 @@ fn given_list_offsets_when_asked_for_earliest_latest_max_and_by_time_then_offset
     create_topic(&mut c, "lo", 1, &[]);
     for i in 0..4i64 {
         let mut bb = BatchBuilder::new(Compression::Zstd);
-        bb.push(NewRecord::new(vec![1]).with_timestamp(1000 + i * 100)).unwrap();
+        bb.push(NewRecord::new(vec![1]).with_timestamp(1000 + i * 100))
+            .unwrap();
         produce(&mut c, "lo", 0, bytes::Bytes::from(bb.build().unwrap()), 1).unwrap();
     }
     let ask = |c: &mut Client, ts: i64, v: i16| {
-        let req = ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![
-            ListOffsetsTopic::default()
-                .with_name(topic("lo"))
-                .with_partitions(vec![ListOffsetsPartition::default().with_partition_index(0).with_timestamp(ts)]),
-        ]);
+        let req = ListOffsetsRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(vec![
+                ListOffsetsTopic::default()
+                    .with_name(topic("lo"))
+                    .with_partitions(vec![
+                        ListOffsetsPartition::default()
+                            .with_partition_index(0)
+                            .with_timestamp(ts),
+                    ]),
+            ]);
         let r = c.call(&req, v);
         let p = &r.topics[0].partitions[0];
         assert_eq!(p.error_code, 0);
@@ -205,30 +311,78 @@ fn given_topic_admin_when_creating_describing_and_deleting_then_configs_and_erro
     use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
     let b = Broker::start(&["--set", "log.retention.bytes=5000000"]);
     let mut c = b.client();
-    create_topic(&mut c, "cfg", 2, &[("retention.ms", "60000"), ("flush.messages", "1")]);
+    create_topic(
+        &mut c,
+        "cfg",
+        2,
+        &[("retention.ms", "60000"), ("flush.messages", "1")],
+    );
     use kafka_protocol::messages::create_topics_request::CreatableTopic;
-    let dup = c.call(&CreateTopicsRequest::default().with_topics(vec![CreatableTopic::default().with_name(topic("cfg")).with_num_partitions(1).with_replication_factor(1)]), 7);
+    let dup = c.call(
+        &CreateTopicsRequest::default().with_topics(vec![
+            CreatableTopic::default()
+                .with_name(topic("cfg"))
+                .with_num_partitions(1)
+                .with_replication_factor(1),
+        ]),
+        7,
+    );
     assert_eq!(dup.topics[0].error_code, 36, "TOPIC_ALREADY_EXISTS");
-    let rf = c.call(&CreateTopicsRequest::default().with_topics(vec![CreatableTopic::default().with_name(topic("rf3")).with_num_partitions(1).with_replication_factor(3)]), 7);
+    let rf = c.call(
+        &CreateTopicsRequest::default().with_topics(vec![
+            CreatableTopic::default()
+                .with_name(topic("rf3"))
+                .with_num_partitions(1)
+                .with_replication_factor(3),
+        ]),
+        7,
+    );
     assert_eq!(rf.topics[0].error_code, 38, "INVALID_REPLICATION_FACTOR");
     use kafka_protocol::messages::create_topics_request::CreatableTopicConfig;
-    let badcfg = c.call(&CreateTopicsRequest::default().with_topics(vec![CreatableTopic::default().with_name(topic("bc")).with_num_partitions(1).with_replication_factor(1).with_configs(vec![CreatableTopicConfig::default().with_name("retention.ms".into()).with_value(Some("soon".into()))])]), 7);
+    let badcfg = c.call(
+        &CreateTopicsRequest::default().with_topics(vec![
+            CreatableTopic::default()
+                .with_name(topic("bc"))
+                .with_num_partitions(1)
+                .with_replication_factor(1)
+                .with_configs(vec![
+                    CreatableTopicConfig::default()
+                        .with_name("retention.ms".into())
+                        .with_value(Some("soon".into())),
+                ]),
+        ]),
+        7,
+    );
     assert_eq!(badcfg.topics[0].error_code, 40, "INVALID_CONFIG");
     for v in 1..=4 {
-        let r = c.call(&DescribeConfigsRequest::default().with_include_synonyms(true).with_resources(vec![
-            DescribeConfigsResource::default().with_resource_type(2).with_resource_name("cfg".into()),
-        ]), v);
+        let r = c.call(
+            &DescribeConfigsRequest::default()
+                .with_include_synonyms(true)
+                .with_resources(vec![
+                    DescribeConfigsResource::default()
+                        .with_resource_type(2)
+                        .with_resource_name("cfg".into()),
+                ]),
+            v,
+        );
         let res = &r.results[0];
         assert_eq!(res.error_code, 0);
         let get = |k: &str| res.configs.iter().find(|c| c.name.as_str() == k).unwrap();
         assert_eq!(get("retention.ms").value.as_deref(), Some("60000"));
         assert_eq!(get("retention.ms").config_source, 1, "topic override");
         assert_eq!(get("retention.bytes").value.as_deref(), Some("5000000"));
-        assert_eq!(get("retention.bytes").config_source, 4, "static broker config");
+        assert_eq!(
+            get("retention.bytes").config_source,
+            4,
+            "static broker config"
+        );
         assert_eq!(get("compression.type").value.as_deref(), Some("producer"));
         assert_eq!(get("compression.type").config_source, 5, "default");
     }
-    let del = c.call(&DeleteTopicsRequest::default().with_topic_names(vec![topic("cfg"), topic("nope")]), 5);
+    let del = c.call(
+        &DeleteTopicsRequest::default().with_topic_names(vec![topic("cfg"), topic("nope")]),
+        5,
+    );
     assert_eq!(del.responses[0].error_code, 0);
     assert_eq!(del.responses[1].error_code, 3);
     assert!(!b.dir.join("cfg-0").exists() && !b.dir.join("cfg-1").exists());
@@ -250,7 +404,10 @@ fn given_a_clean_shutdown_when_restarted_then_topics_and_records_are_all_there()
     let b2 = Broker::start_in(&dir, &[]);
     let mut c = b2.client();
     let r = fetch(&mut c, "keep", 1, 0, 0, 12);
-    let vals: Vec<String> = values(r.responses[0].partitions[0].records.as_ref().unwrap()).into_iter().map(|v| v.1).collect();
+    let vals: Vec<String> = values(r.responses[0].partitions[0].records.as_ref().unwrap())
+        .into_iter()
+        .map(|v| v.1)
+        .collect();
     assert_eq!(vals, ["v1", "v3", "v5", "v7", "v9"]);
     drop(b);
 }

@@ -18,26 +18,106 @@ use strata_storage::log::{FsyncPolicy, LogConfig};
 /// Every broker-level key Strata understands, its default and what it means. `strata serve
 /// --help-config` prints this table; README.md documents it.
 pub const BROKER_KEYS: &[(&str, &str, &str)] = &[
-    ("log.dirs", "./strata-data", "Data directory (one; `log.dir` is an alias)."),
-    ("listeners", "PLAINTEXT://127.0.0.1:9092", "Address to listen on."),
-    ("advertised.listeners", "", "Address clients are told to connect to (default: the listener)."),
-    ("node.id", "0", "This broker's id in Metadata (`broker.id` is an alias)."),
-    ("num.partitions", "1", "Partitions of an auto-created topic or a CreateTopics with -1."),
-    ("auto.create.topics.enable", "true", "Create unknown topics on Metadata requests that allow it."),
-    ("log.segment.bytes", "1073741824", "Default `segment.bytes`."),
-    ("log.roll.ms", "604800000", "Default `segment.ms` (`log.roll.hours` also accepted)."),
-    ("log.retention.ms", "604800000", "Default `retention.ms`; -1 keeps forever (`log.retention.minutes`/`.hours` also accepted)."),
-    ("log.retention.bytes", "-1", "Default `retention.bytes` per partition; -1 = unlimited."),
-    ("log.retention.check.interval.ms", "300000", "How often retention runs."),
-    ("log.flush.interval.messages", "9223372036854775807", "Default `flush.messages`; 1 means fsync before every acknowledgment (`always`)."),
-    ("log.flush.interval.ms", "", "Default `flush.ms`: background fsync interval (unset: the OS flushes)."),
-    ("log.index.interval.bytes", "4096", "Bytes between offset-index entries."),
-    ("log.preallocate", "true", "Reserve disk blocks for a whole segment when it is created."),
-    ("message.max.bytes", "1048588", "Default `max.message.bytes`: largest batch accepted."),
-    ("compression.type", "producer", "Default topic `compression.type`."),
-    ("log.message.timestamp.type", "CreateTime", "Default `message.timestamp.type`."),
-    ("socket.request.max.bytes", "104857600", "Largest request frame; a larger length prefix closes the connection."),
-    ("strata.io.backend", "auto", "Write path: auto (io_uring if the kernel allows, else plain), io_uring, plain."),
+    (
+        "log.dirs",
+        "./strata-data",
+        "Data directory (one; `log.dir` is an alias).",
+    ),
+    (
+        "listeners",
+        "PLAINTEXT://127.0.0.1:9092",
+        "Address to listen on.",
+    ),
+    (
+        "advertised.listeners",
+        "",
+        "Address clients are told to connect to (default: the listener).",
+    ),
+    (
+        "node.id",
+        "0",
+        "This broker's id in Metadata (`broker.id` is an alias).",
+    ),
+    (
+        "num.partitions",
+        "1",
+        "Partitions of an auto-created topic or a CreateTopics with -1.",
+    ),
+    (
+        "auto.create.topics.enable",
+        "true",
+        "Create unknown topics on Metadata requests that allow it.",
+    ),
+    (
+        "log.segment.bytes",
+        "1073741824",
+        "Default `segment.bytes`.",
+    ),
+    (
+        "log.roll.ms",
+        "604800000",
+        "Default `segment.ms` (`log.roll.hours` also accepted).",
+    ),
+    (
+        "log.retention.ms",
+        "604800000",
+        "Default `retention.ms`; -1 keeps forever (`log.retention.minutes`/`.hours` also accepted).",
+    ),
+    (
+        "log.retention.bytes",
+        "-1",
+        "Default `retention.bytes` per partition; -1 = unlimited.",
+    ),
+    (
+        "log.retention.check.interval.ms",
+        "300000",
+        "How often retention runs.",
+    ),
+    (
+        "log.flush.interval.messages",
+        "9223372036854775807",
+        "Default `flush.messages`; 1 means fsync before every acknowledgment (`always`).",
+    ),
+    (
+        "log.flush.interval.ms",
+        "",
+        "Default `flush.ms`: background fsync interval (unset: the OS flushes).",
+    ),
+    (
+        "log.index.interval.bytes",
+        "4096",
+        "Bytes between offset-index entries.",
+    ),
+    (
+        "log.preallocate",
+        "true",
+        "Reserve disk blocks for a whole segment when it is created.",
+    ),
+    (
+        "message.max.bytes",
+        "1048588",
+        "Default `max.message.bytes`: largest batch accepted.",
+    ),
+    (
+        "compression.type",
+        "producer",
+        "Default topic `compression.type`.",
+    ),
+    (
+        "log.message.timestamp.type",
+        "CreateTime",
+        "Default `message.timestamp.type`.",
+    ),
+    (
+        "socket.request.max.bytes",
+        "104857600",
+        "Largest request frame; a larger length prefix closes the connection.",
+    ),
+    (
+        "strata.io.backend",
+        "auto",
+        "Write path: auto (io_uring if the kernel allows, else plain), io_uring, plain.",
+    ),
 ];
 
 /// Topic-level keys (CreateTopics configs, DescribeConfigs), with the broker key they default to.
@@ -96,7 +176,10 @@ pub fn parse_properties(text: &str) -> Result<Vec<(String, String)>> {
             bail!("line {}: expected key=value, got {line:?}", n + 1);
         };
         let (k, v) = line.split_at(i);
-        out.push((k.trim().to_string(), v.get(1..).unwrap_or("").trim().to_string()));
+        out.push((
+            k.trim().to_string(),
+            v.get(1..).unwrap_or("").trim().to_string(),
+        ));
     }
     Ok(out)
 }
@@ -110,7 +193,14 @@ impl BrokerConfig {
                 let n: i64 = value
                     .parse()
                     .with_context(|| format!("{key}: expected a whole number, got {value:?}"))?;
-                (*target, if n < 0 { n.to_string() } else { (n * mult).to_string() })
+                (
+                    *target,
+                    if n < 0 {
+                        n.to_string()
+                    } else {
+                        (n * mult).to_string()
+                    },
+                )
             }
             None => (key, value.to_string()),
         };
@@ -127,7 +217,8 @@ impl BrokerConfig {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading config file {}", path.display()))?;
         for (k, v) in parse_properties(&text).with_context(|| format!("in {}", path.display()))? {
-            self.set(&k, &v).with_context(|| format!("in {}", path.display()))?;
+            self.set(&k, &v)
+                .with_context(|| format!("in {}", path.display()))?;
         }
         Ok(())
     }
@@ -180,7 +271,11 @@ impl BrokerConfig {
     /// The host and port advertised in Metadata.
     pub fn advertised(&self) -> Result<(String, u16)> {
         let v = self.get("advertised.listeners");
-        let v = if v.is_empty() { self.get("listeners") } else { v };
+        let v = if v.is_empty() {
+            self.get("listeners")
+        } else {
+            v
+        };
         let v = v.strip_prefix("PLAINTEXT://").unwrap_or(v);
         let (host, port) = v
             .rsplit_once(':')
@@ -329,7 +424,8 @@ impl TopicConfig {
         let segment_bytes = num("segment.bytes")?;
         let max_message_bytes = num("max.message.bytes")?;
         let log = LogConfig {
-            segment_bytes: u64::try_from(segment_bytes).context("segment.bytes must be positive")?,
+            segment_bytes: u64::try_from(segment_bytes)
+                .context("segment.bytes must be positive")?,
             segment_ms: ms("segment.ms")?,
             retention_ms: ms("retention.ms")?,
             retention_bytes: (retention_bytes >= 0).then_some(retention_bytes as u64),
@@ -394,7 +490,10 @@ mod tests {
         let t = |pairs: &[(&str, &str)]| {
             TopicConfig::resolve(
                 &b,
-                pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                pairs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
             )
             .unwrap()
             .log
@@ -408,8 +507,11 @@ mod tests {
         );
         assert!(TopicConfig::resolve(&b, [("bogus".to_string(), "1".to_string())].into()).is_err());
         assert!(
-            TopicConfig::resolve(&b, [("cleanup.policy".to_string(), "compact".to_string())].into())
-                .is_err()
+            TopicConfig::resolve(
+                &b,
+                [("cleanup.policy".to_string(), "compact".to_string())].into()
+            )
+            .is_err()
         );
     }
 }

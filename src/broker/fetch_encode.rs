@@ -221,16 +221,20 @@ mod tests {
                                             .with_high_watermark(p.high_watermark)
                                             .with_last_stable_offset(p.last_stable_offset)
                                             .with_log_start_offset(p.log_start_offset)
-                                            .with_aborted_transactions(p.aborted_transactions.as_ref().map(|v| {
-                                                v.iter()
-                                                    .map(|(a, b)| {
-                                                        AbortedTransaction::default()
-                                                            .with_producer_id(ProducerId(*a))
-                                                            .with_first_offset(*b)
-                                                    })
-                                                    .collect()
-                                            }))
-                                            .with_preferred_read_replica(BrokerId(p.preferred_read_replica))
+                                            .with_aborted_transactions(
+                                                p.aborted_transactions.as_ref().map(|v| {
+                                                    v.iter()
+                                                        .map(|(a, b)| {
+                                                            AbortedTransaction::default()
+                                                                .with_producer_id(ProducerId(*a))
+                                                                .with_first_offset(*b)
+                                                        })
+                                                        .collect()
+                                                }),
+                                            )
+                                            .with_preferred_read_replica(BrokerId(
+                                                p.preferred_read_replica,
+                                            ))
                                             .with_records(p.records.clone())
                                     })
                                     .collect(),
@@ -272,7 +276,9 @@ mod tests {
         };
         let chunks = encode(&out, 11);
         assert!(
-            chunks.iter().any(|c| c.as_ptr() == records.as_ptr() && c.len() == records.len()),
+            chunks
+                .iter()
+                .any(|c| c.as_ptr() == records.as_ptr() && c.len() == records.len()),
             "the records chunk must be the very same memory"
         );
     }

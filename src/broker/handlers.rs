@@ -7,15 +7,20 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ::uuid::Uuid;
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
-use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
 };
-use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
@@ -23,7 +28,6 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use tokio::sync::watch;
-use ::uuid::Uuid;
 
 use super::config::{BROKER_KEYS, TOPIC_KEYS};
 use super::fetch_encode::{self, FetchOut, PartitionOut, TopicOut};
@@ -72,14 +76,22 @@ fn uuid(id: u128) -> Uuid {
 }
 
 pub async fn metadata(broker: &Arc<Broker>, req: MetadataRequest, version: i16) -> Reply {
-    let (host, port) = broker.config.advertised().unwrap_or_else(|_| ("127.0.0.1".into(), 9092));
+    let (host, port) = broker
+        .config
+        .advertised()
+        .unwrap_or_else(|_| ("127.0.0.1".into(), 9092));
     // v0: an empty list means all topics; v1+: null means all, empty means none.
     let wanted: Option<Vec<String>> = match req.topics {
         None => None,
         Some(t) if t.is_empty() && version == 0 => None,
-        Some(t) => Some(t.into_iter().filter_map(|t| t.name.map(|n| n.0.to_string())).collect()),
+        Some(t) => Some(
+            t.into_iter()
+                .filter_map(|t| t.name.map(|n| n.0.to_string()))
+                .collect(),
+        ),
     };
-    let allow_create = (version < 4 || req.allow_auto_topic_creation) && broker.config.auto_create_topics();
+    let allow_create =
+        (version < 4 || req.allow_auto_topic_creation) && broker.config.auto_create_topics();
     let mut topics = Vec::new();
     let names: Vec<String> = match &wanted {
         None => broker.topics().iter().map(|t| t.name.clone()).collect(),
@@ -95,9 +107,15 @@ pub async fn metadata(broker: &Arc<Broker>, req: MetadataRequest, version: i16) 
             } else if allow_create {
                 let b = broker.clone();
                 let n = name.clone();
-                match tokio::task::spawn_blocking(move || b.create_topic(&n, -1, BTreeMap::new(), false)).await {
+                match tokio::task::spawn_blocking(move || {
+                    b.create_topic(&n, -1, BTreeMap::new(), false)
+                })
+                .await
+                {
                     Ok(Ok(t)) => topic = Some(t),
-                    Ok(Err(e)) if e.code == ResponseError::TopicAlreadyExists => topic = broker.topic(&name),
+                    Ok(Err(e)) if e.code == ResponseError::TopicAlreadyExists => {
+                        topic = broker.topic(&name)
+                    }
                     Ok(Err(e)) => error = e.code,
                     Err(e) => tracing::error!(error = %e, "topic creation task failed"),
                 }
@@ -150,10 +168,19 @@ pub async fn metadata(broker: &Arc<Broker>, req: MetadataRequest, version: i16) 
 
 pub async fn produce(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> Reply {
     let acks = req.acks;
-    if req.transactional_id.as_ref().is_some_and(|t| !t.0.is_empty()) {
-        return produce_error_all(&req, version, ResponseError::TransactionalIdAuthorizationFailed, acks);
+    if req
+        .transactional_id
+        .as_ref()
+        .is_some_and(|t| !t.0.is_empty())
+    {
+        return produce_error_all(
+            &req,
+            version,
+            ResponseError::TransactionalIdAuthorizationFailed,
+            acks,
+        );
     }
-    if !matches!(acks, 0 | 1 | -1) {
+    if !(-1..=1).contains(&acks) {
         return produce_error_all(&req, version, ResponseError::InvalidRequiredAcks, acks);
     }
     // Every partition's batch is appended concurrently (group commit under fsync=always).
@@ -163,7 +190,14 @@ pub async fn produce(broker: &Arc<Broker>, req: ProduceRequest, version: i16) ->
         let topic = broker.topic(&name);
         for p in t.partition_data {
             let index = p.index;
-            let task = match (&topic, topic.as_ref().and_then(|t| usize::try_from(index).ok().and_then(|i| t.partitions.get(i)))) {
+            let task = match (
+                &topic,
+                topic.as_ref().and_then(|t| {
+                    usize::try_from(index)
+                        .ok()
+                        .and_then(|i| t.partitions.get(i))
+                }),
+            ) {
                 (Some(topic), Some(partition)) => {
                     let b = broker.clone();
                     let partition = partition.clone();
@@ -199,7 +233,9 @@ pub async fn produce(broker: &Arc<Broker>, req: ProduceRequest, version: i16) ->
         let mut r = PartitionProduceResponse::default().with_index(index);
         match result {
             Ok(p) => {
-                r = r.with_base_offset(p.base_offset as i64).with_log_append_time_ms(p.log_append_time);
+                r = r
+                    .with_base_offset(p.base_offset as i64)
+                    .with_log_append_time_ms(p.log_append_time);
                 if version >= 5 {
                     r = r.with_log_start_offset(p.log_start_offset as i64);
                 }
@@ -260,7 +296,12 @@ fn produce_error_all(req: &ProduceRequest, version: i16, e: ResponseError, acks:
 /// The longest a fetch may park; clients ask for ~500 ms.
 const MAX_WAIT_CAP: Duration = Duration::from_secs(30);
 
-pub async fn fetch(broker: &Arc<Broker>, req: FetchRequest, version: i16, mut shutdown: watch::Receiver<bool>) -> Reply {
+pub async fn fetch(
+    broker: &Arc<Broker>,
+    req: FetchRequest,
+    version: i16,
+    mut shutdown: watch::Receiver<bool>,
+) -> Reply {
     let wait = Duration::from_millis(req.max_wait_ms.max(0) as u64).min(MAX_WAIT_CAP);
     let deadline = tokio::time::Instant::now() + wait;
     let min_bytes = req.min_bytes.max(0) as usize;
@@ -284,7 +325,11 @@ pub async fn fetch(broker: &Arc<Broker>, req: FetchRequest, version: i16, mut sh
 /// Reads every requested partition. Returns the response, the record bytes in it, and whether
 /// any partition has an error (errors are answered at once, as Kafka does).
 fn build_fetch(broker: &Broker, req: &FetchRequest, version: i16) -> (FetchOut, usize, bool) {
-    let mut budget = if version >= 3 && req.max_bytes > 0 { req.max_bytes as usize } else { usize::MAX };
+    let mut budget = if version >= 3 && req.max_bytes > 0 {
+        req.max_bytes as usize
+    } else {
+        usize::MAX
+    };
     let mut total = 0usize;
     let mut errors = false;
     let read_committed = req.isolation_level == 1;
@@ -322,7 +367,10 @@ fn build_fetch(broker: &Broker, req: &FetchRequest, version: i16) -> (FetchOut, 
                         let limit = (p.partition_max_bytes.max(0) as usize).min(budget);
                         if limit > 0 || total == 0 {
                             match part.read(p.fetch_offset as u64, limit.max(1)) {
-                                Ok(slice) if !slice.is_empty() && (total == 0 || slice.len() <= budget) => {
+                                Ok(slice)
+                                    if !slice.is_empty()
+                                        && (total == 0 || slice.len() <= budget) =>
+                                {
                                     total += slice.len();
                                     budget = budget.saturating_sub(slice.len());
                                     out.records = Some(Bytes::from_owner(slice));
@@ -378,21 +426,23 @@ pub async fn list_offsets(broker: &Arc<Broker>, req: ListOffsetsRequest, version
                 Some(part) => {
                     let log = part.log.clone();
                     let ts = p.timestamp;
-                    let found = tokio::task::spawn_blocking(move || -> strata_storage::Result<(i64, i64)> {
-                        Ok(match ts {
-                            -2 => (-1, log.log_start_offset() as i64),
-                            -1 => (-1, log.log_end_offset() as i64),
-                            -3 => match log.max_timestamp_offset()? {
-                                Some((t, o)) => (t, o as i64),
-                                None => (-1, -1),
-                            },
-                            t if t >= 0 => match log.offset_for_timestamp(t)? {
-                                Some(o) => (t, o as i64),
-                                None => (-1, -1),
-                            },
-                            _ => (-1, -1),
-                        })
-                    })
+                    let found = tokio::task::spawn_blocking(
+                        move || -> strata_storage::Result<(i64, i64)> {
+                            Ok(match ts {
+                                -2 => (-1, log.log_start_offset() as i64),
+                                -1 => (-1, log.log_end_offset() as i64),
+                                -3 => match log.max_timestamp_offset()? {
+                                    Some((t, o)) => (t, o as i64),
+                                    None => (-1, -1),
+                                },
+                                t if t >= 0 => match log.offset_for_timestamp(t)? {
+                                    Some(o) => (t, o as i64),
+                                    None => (-1, -1),
+                                },
+                                _ => (-1, -1),
+                            })
+                        },
+                    )
                     .await;
                     match found {
                         Ok(Ok((t, o))) => {
@@ -422,7 +472,11 @@ pub async fn list_offsets(broker: &Arc<Broker>, req: ListOffsetsRequest, version
 
 pub fn init_producer_id(broker: &Arc<Broker>, req: InitProducerIdRequest, version: i16) -> Reply {
     let mut resp = InitProducerIdResponse::default();
-    if req.transactional_id.as_ref().is_some_and(|t| !t.0.is_empty()) {
+    if req
+        .transactional_id
+        .as_ref()
+        .is_some_and(|t| !t.0.is_empty())
+    {
         // Transactions are not implemented: refuse clearly rather than pretend.
         resp = resp
             .with_error_code(code(ResponseError::TransactionalIdAuthorizationFailed))
@@ -431,7 +485,11 @@ pub fn init_producer_id(broker: &Arc<Broker>, req: InitProducerIdRequest, versio
         return encode_body(&resp, version);
     }
     // KIP-360: an idempotent producer may ask to bump its epoch.
-    if version >= 3 && req.producer_id.0 >= 0 && req.producer_epoch >= 0 && req.producer_epoch < i16::MAX - 1 {
+    if version >= 3
+        && req.producer_id.0 >= 0
+        && req.producer_epoch >= 0
+        && req.producer_epoch < i16::MAX - 1
+    {
         resp = resp
             .with_producer_id(req.producer_id)
             .with_producer_epoch(req.producer_epoch + 1);
@@ -469,7 +527,10 @@ pub async fn create_topics(broker: &Arc<Broker>, req: CreateTopicsRequest, versi
         let outcome: Result<Arc<Topic>, ProduceError> = if !matches!(t.replication_factor, -1 | 1) {
             Err(ProduceError {
                 code: ResponseError::InvalidReplicationFactor,
-                message: format!("replication factor {} is not available: Strata runs one broker", t.replication_factor),
+                message: format!(
+                    "replication factor {} is not available: Strata runs one broker",
+                    t.replication_factor
+                ),
             })
         } else if !t.assignments.is_empty()
             && (t.num_partitions != -1
@@ -479,7 +540,8 @@ pub async fn create_topics(broker: &Arc<Broker>, req: CreateTopicsRequest, versi
         {
             Err(ProduceError {
                 code: ResponseError::InvalidReplicaAssignment,
-                message: "replica assignments may only name this broker, with num_partitions -1".into(),
+                message: "replica assignments may only name this broker, with num_partitions -1"
+                    .into(),
             })
         } else {
             if !t.assignments.is_empty() {
@@ -488,39 +550,52 @@ pub async fn create_topics(broker: &Arc<Broker>, req: CreateTopicsRequest, versi
             let configs: BTreeMap<String, String> = t
                 .configs
                 .iter()
-                .filter_map(|c| c.value.as_ref().map(|v| (c.name.to_string(), v.to_string())))
+                .filter_map(|c| {
+                    c.value
+                        .as_ref()
+                        .map(|v| (c.name.to_string(), v.to_string()))
+                })
                 .collect();
             let b = broker.clone();
             let n = name.clone();
             let validate_only = req.validate_only;
-            tokio::task::spawn_blocking(move || b.create_topic(&n, partitions, configs, validate_only))
-                .await
-                .unwrap_or_else(|e| {
-                    Err(ProduceError {
-                        code: ResponseError::UnknownServerError,
-                        message: e.to_string(),
-                    })
+            tokio::task::spawn_blocking(move || {
+                b.create_topic(&n, partitions, configs, validate_only)
+            })
+            .await
+            .unwrap_or_else(|e| {
+                Err(ProduceError {
+                    code: ResponseError::UnknownServerError,
+                    message: e.to_string(),
                 })
+            })
         };
         match outcome {
             Ok(topic) => {
                 if version >= 5 {
                     let n = if topic.partitions.is_empty() {
-                        if partitions == -1 { broker.config.num_partitions().unwrap_or(1) } else { partitions }
+                        if partitions == -1 {
+                            broker.config.num_partitions().unwrap_or(1)
+                        } else {
+                            partitions
+                        }
                     } else {
                         topic.partitions.len() as i32
                     };
-                    r = r.with_num_partitions(n).with_replication_factor(1).with_configs(Some(
-                        topic_configs(broker, &topic)
-                            .into_iter()
-                            .map(|(k, v, overridden)| {
-                                CreatableTopicConfigs::default()
-                                    .with_name(s(k))
-                                    .with_value(Some(s(v)))
-                                    .with_config_source(if overridden { 1 } else { 5 })
-                            })
-                            .collect(),
-                    ));
+                    r = r
+                        .with_num_partitions(n)
+                        .with_replication_factor(1)
+                        .with_configs(Some(
+                            topic_configs(broker, &topic)
+                                .into_iter()
+                                .map(|(k, v, overridden)| {
+                                    CreatableTopicConfigs::default()
+                                        .with_name(s(k))
+                                        .with_value(Some(s(v)))
+                                        .with_config_source(if overridden { 1 } else { 5 })
+                                })
+                                .collect(),
+                        ));
                 }
                 if version >= 7 {
                     r = r.with_topic_id(uuid(topic.id));
@@ -538,7 +613,10 @@ pub async fn create_topics(broker: &Arc<Broker>, req: CreateTopicsRequest, versi
         }
         results.push(r);
     }
-    encode_body(&CreateTopicsResponse::default().with_topics(results), version)
+    encode_body(
+        &CreateTopicsResponse::default().with_topics(results),
+        version,
+    )
 }
 
 pub async fn delete_topics(broker: &Arc<Broker>, req: DeleteTopicsRequest, version: i16) -> Reply {
@@ -547,7 +625,11 @@ pub async fn delete_topics(broker: &Arc<Broker>, req: DeleteTopicsRequest, versi
         .iter()
         .map(|n| (Some(n.0.to_string()), Uuid::nil()))
         .collect();
-    targets.extend(req.topics.iter().map(|t| (t.name.as_ref().map(|n| n.0.to_string()), t.topic_id)));
+    targets.extend(
+        req.topics
+            .iter()
+            .map(|t| (t.name.as_ref().map(|n| n.0.to_string()), t.topic_id)),
+    );
     let mut responses = Vec::new();
     for (name, id) in targets {
         let name = name.or_else(|| {
@@ -565,15 +647,21 @@ pub async fn delete_topics(broker: &Arc<Broker>, req: DeleteTopicsRequest, versi
             Some(n) => {
                 let b = broker.clone();
                 let n = n.clone();
-                tokio::task::spawn_blocking(move || b.delete_topic(&n)).await.unwrap_or_else(|e| {
-                    Err(ProduceError {
-                        code: ResponseError::UnknownServerError,
-                        message: e.to_string(),
+                tokio::task::spawn_blocking(move || b.delete_topic(&n))
+                    .await
+                    .unwrap_or_else(|e| {
+                        Err(ProduceError {
+                            code: ResponseError::UnknownServerError,
+                            message: e.to_string(),
+                        })
                     })
-                })
             }
             None => Err(ProduceError {
-                code: if version >= 6 { ResponseError::UnknownTopicId } else { ResponseError::UnknownTopicOrPartition },
+                code: if version >= 6 {
+                    ResponseError::UnknownTopicId
+                } else {
+                    ResponseError::UnknownTopicOrPartition
+                },
                 message: format!("no topic with id {id}"),
             }),
         };
@@ -586,8 +674,14 @@ pub async fn delete_topics(broker: &Arc<Broker>, req: DeleteTopicsRequest, versi
         }
         responses.push(r);
     }
-    encode_body(&DeleteTopicsResponse::default().with_responses(responses), version)
+    encode_body(
+        &DeleteTopicsResponse::default().with_responses(responses),
+        version,
+    )
 }
+
+/// One DescribeConfigs entry: key, value, source, and the broker setting it defaults to.
+type ConfigEntry = (String, String, i8, Option<(String, String, i8)>);
 
 /// Kafka's ConfigSource values.
 const SOURCE_TOPIC: i8 = 1;
@@ -602,31 +696,62 @@ pub fn describe_configs(broker: &Arc<Broker>, req: DescribeConfigsRequest, versi
             .with_resource_type(res.resource_type)
             .with_resource_name(res.resource_name.clone());
         // (key, value, source, synonym: (broker key, value, source))
-        let entries: Result<Vec<(String, String, i8, Option<(String, String, i8)>)>, (ResponseError, String)> =
-            match res.resource_type {
-                2 => match broker.topic(&name) {
-                    Some(topic) => Ok(TOPIC_KEYS
-                        .iter()
-                        .map(|(k, bk)| {
-                            let (v, overridden) = topic.config.value(&broker.config, k);
-                            let broker_source = if broker.config.is_explicit(bk) { SOURCE_STATIC_BROKER } else { SOURCE_DEFAULT };
-                            let source = if overridden { SOURCE_TOPIC } else { broker_source };
-                            let syn = (!bk.is_empty()).then(|| (bk.to_string(), broker.config.get(bk).to_string(), broker_source));
-                            (k.to_string(), v, source, syn)
-                        })
-                        .collect()),
-                    None => Err((ResponseError::UnknownTopicOrPartition, format!("topic {name:?} does not exist"))),
-                },
-                4 if name.is_empty() || name == broker.node_id.to_string() => Ok(BROKER_KEYS
+        let entries: Result<Vec<ConfigEntry>, (ResponseError, String)> = match res.resource_type {
+            2 => match broker.topic(&name) {
+                Some(topic) => Ok(TOPIC_KEYS
                     .iter()
-                    .map(|(k, _, _)| {
-                        let source = if broker.config.is_explicit(k) { SOURCE_STATIC_BROKER } else { SOURCE_DEFAULT };
-                        (k.to_string(), broker.config.get(k).to_string(), source, None)
+                    .map(|(k, bk)| {
+                        let (v, overridden) = topic.config.value(&broker.config, k);
+                        let broker_source = if broker.config.is_explicit(bk) {
+                            SOURCE_STATIC_BROKER
+                        } else {
+                            SOURCE_DEFAULT
+                        };
+                        let source = if overridden {
+                            SOURCE_TOPIC
+                        } else {
+                            broker_source
+                        };
+                        let syn = (!bk.is_empty()).then(|| {
+                            (
+                                bk.to_string(),
+                                broker.config.get(bk).to_string(),
+                                broker_source,
+                            )
+                        });
+                        (k.to_string(), v, source, syn)
                     })
                     .collect()),
-                4 => Err((ResponseError::InvalidRequest, format!("this is broker {}, not {name}", broker.node_id))),
-                other => Err((ResponseError::InvalidRequest, format!("resource type {other} is not supported"))),
-            };
+                None => Err((
+                    ResponseError::UnknownTopicOrPartition,
+                    format!("topic {name:?} does not exist"),
+                )),
+            },
+            4 if name.is_empty() || name == broker.node_id.to_string() => Ok(BROKER_KEYS
+                .iter()
+                .map(|(k, _, _)| {
+                    let source = if broker.config.is_explicit(k) {
+                        SOURCE_STATIC_BROKER
+                    } else {
+                        SOURCE_DEFAULT
+                    };
+                    (
+                        k.to_string(),
+                        broker.config.get(k).to_string(),
+                        source,
+                        None,
+                    )
+                })
+                .collect()),
+            4 => Err((
+                ResponseError::InvalidRequest,
+                format!("this is broker {}, not {name}", broker.node_id),
+            )),
+            other => Err((
+                ResponseError::InvalidRequest,
+                format!("resource type {other} is not supported"),
+            )),
+        };
         match entries {
             Err((e, m)) => {
                 r = r.with_error_code(code(e)).with_error_message(Some(s(m)));
@@ -669,5 +794,8 @@ pub fn describe_configs(broker: &Arc<Broker>, req: DescribeConfigsRequest, versi
         }
         results.push(r);
     }
-    encode_body(&DescribeConfigsResponse::default().with_results(results), version)
+    encode_body(
+        &DescribeConfigsResponse::default().with_results(results),
+        version,
+    )
 }

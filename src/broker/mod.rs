@@ -55,16 +55,21 @@ pub fn random_u128() -> u128 {
     let mut a = s.build_hasher();
     a.write_u64(std::process::id().into());
     let mut b = s.build_hasher();
-    b.write_u128(std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos()));
+    b.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
     (u128::from(a.finish()) << 64) | u128::from(b.finish())
 }
 
 /// Kafka's rule for topic names.
 pub fn validate_topic_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > 249 {
-        return Err(format!("topic name must be 1 to 249 characters, got {}", name.len()));
+        return Err(format!(
+            "topic name must be 1 to 249 characters, got {}",
+            name.len()
+        ));
     }
     if name == "." || name == ".." {
         return Err("topic name cannot be \".\" or \"..\"".into());
@@ -73,7 +78,9 @@ pub fn validate_topic_name(name: &str) -> Result<(), String> {
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
     {
-        return Err(format!("topic name contains {c:?}: only [a-zA-Z0-9._-] are allowed"));
+        return Err(format!(
+            "topic name contains {c:?}: only [a-zA-Z0-9._-] are allowed"
+        ));
     }
     Ok(())
 }
@@ -280,7 +287,8 @@ impl Broker {
             id: format!("{:032x}", random_u128()),
             configs: overrides,
         };
-        let storage_err = |e: anyhow::Error| perr(ResponseError::KafkaStorageError, format!("{e:#}"));
+        let storage_err =
+            |e: anyhow::Error| perr(ResponseError::KafkaStorageError, format!("{e:#}"));
         let topic = self.open_topic(&meta).map_err(storage_err)?;
         let json = serde_json::to_vec_pretty(&meta)
             .map_err(|e| perr(ResponseError::UnknownServerError, e.to_string()))?;
@@ -291,7 +299,10 @@ impl Broker {
     }
 
     fn meta_path(&self, name: &str) -> PathBuf {
-        self.config.data_dir().join("topics").join(format!("{name}.json"))
+        self.config
+            .data_dir()
+            .join("topics")
+            .join(format!("{name}.json"))
     }
 
     /// Deletes a topic and its data. Readers in flight keep their mappings.
@@ -327,7 +338,12 @@ impl Broker {
     }
 
     /// Validates and appends one producer batch (blocking: call from a blocking thread).
-    pub fn produce(&self, partition: &Partition, config: &TopicConfig, records: &[u8]) -> Result<Produced, ProduceError> {
+    pub fn produce(
+        &self,
+        partition: &Partition,
+        config: &TopicConfig,
+        records: &[u8],
+    ) -> Result<Produced, ProduceError> {
         let res = partition.produce(config, records);
         if res.is_ok() {
             self.appended.send_modify(|n| *n = n.wrapping_add(1));
@@ -339,7 +355,9 @@ impl Broker {
     /// stopped, so no connection holds a partition any more; a log still held elsewhere is
     /// synced but not marked clean (its next open recovers it, losing nothing).
     pub fn close(&self) -> Result<()> {
-        let topics: Vec<Arc<Topic>> = std::mem::take(&mut *self.topics.write()).into_values().collect();
+        let topics: Vec<Arc<Topic>> = std::mem::take(&mut *self.topics.write())
+            .into_values()
+            .collect();
         let mut first_err: Option<anyhow::Error> = None;
         let mut note = |r: strata_storage::Result<()>, what: &str| {
             if let Err(e) = r {
@@ -383,13 +401,22 @@ impl Partition {
         let mut next = start;
         let mut states = self.producers.lock();
         while next < end {
-            let Ok(slice) = self.log.read(next, 1 << 20) else { break };
-            let mut scanner = strata_storage::log::scan::BatchScanner::new(&slice, usize::MAX, false);
+            let Ok(slice) = self.log.read(next, 1 << 20) else {
+                break;
+            };
+            let mut scanner =
+                strata_storage::log::scan::BatchScanner::new(&slice, usize::MAX, false);
             let before = next;
             for b in scanner.by_ref() {
                 let h = b.header;
                 if h.producer_id >= 0 && h.base_sequence >= 0 {
-                    states.record(h.producer_id, h.producer_epoch, h.base_sequence, h.record_count, h.base_offset as u64);
+                    states.record(
+                        h.producer_id,
+                        h.producer_epoch,
+                        h.base_sequence,
+                        h.record_count,
+                        h.base_offset as u64,
+                    );
                 }
                 next = h.next_offset() as u64;
             }
@@ -404,14 +431,21 @@ impl Partition {
         if records.len() > max {
             return Err(perr(
                 ResponseError::MessageTooLarge,
-                format!("batch of {} bytes exceeds max.message.bytes {max}", records.len()),
+                format!(
+                    "batch of {} bytes exceeds max.message.bytes {max}",
+                    records.len()
+                ),
             ));
         }
         let h = header::validate_batch(records, max).map_err(|e| match e {
-            strata_storage::batch::BatchError::BadCrc { .. } => perr(ResponseError::CorruptMessage, e.to_string()),
+            strata_storage::batch::BatchError::BadCrc { .. } => {
+                perr(ResponseError::CorruptMessage, e.to_string())
+            }
             strata_storage::batch::BatchError::LengthMismatch { .. } => perr(
                 ResponseError::InvalidRecord,
-                format!("{e} (a produce request must carry exactly one record batch per partition)"),
+                format!(
+                    "{e} (a produce request must carry exactly one record batch per partition)"
+                ),
             ),
             strata_storage::batch::BatchError::BadMagic { .. } => {
                 perr(ResponseError::UnsupportedForMessageFormat, e.to_string())
@@ -419,13 +453,21 @@ impl Partition {
             other => perr(ResponseError::CorruptMessage, other.to_string()),
         })?;
         if h.is_control() {
-            return Err(perr(ResponseError::InvalidRecord, "clients may not produce control batches"));
+            return Err(perr(
+                ResponseError::InvalidRecord,
+                "clients may not produce control batches",
+            ));
         }
         if h.is_transactional() {
-            return Err(perr(ResponseError::InvalidRecord, "transactions are not supported"));
+            return Err(perr(
+                ResponseError::InvalidRecord,
+                "transactions are not supported",
+            ));
         }
         let mut batch = match config.compression {
-            TopicCompression::Codec(c) if h.compression().ok() != Some(c) => recompress(&h, records, c)?,
+            TopicCompression::Codec(c) if h.compression().ok() != Some(c) => {
+                recompress(&h, records, c)?
+            }
             _ => records.to_vec(),
         };
         let append_time = if config.log_append_time {
@@ -438,8 +480,12 @@ impl Partition {
             -1
         };
         let storage = |e: strata_storage::Error| match e {
-            strata_storage::Error::InvalidBatch(b) => perr(ResponseError::CorruptMessage, b.to_string()),
-            strata_storage::Error::BatchTooLarge { .. } => perr(ResponseError::MessageTooLarge, e.to_string()),
+            strata_storage::Error::InvalidBatch(b) => {
+                perr(ResponseError::CorruptMessage, b.to_string())
+            }
+            strata_storage::Error::BatchTooLarge { .. } => {
+                perr(ResponseError::MessageTooLarge, e.to_string())
+            }
             other => {
                 tracing::error!(topic = %self.topic, partition = self.index, error = %other, "append failed");
                 perr(ResponseError::KafkaStorageError, other.to_string())
@@ -456,19 +502,27 @@ impl Partition {
         }
         // Idempotent: check and append as one step.
         let _g = self.idempotent.lock();
-        let check = self
-            .producers
-            .lock()
-            .check(h.producer_id, h.producer_epoch, h.base_sequence, h.record_count);
+        let check = self.producers.lock().check(
+            h.producer_id,
+            h.producer_epoch,
+            h.base_sequence,
+            h.record_count,
+        );
         match check {
             SeqCheck::Duplicate(base) => Ok(produced(base)),
             SeqCheck::OutOfOrder { expected, got } => Err(perr(
                 ResponseError::OutOfOrderSequenceNumber,
-                format!("producer {} expected sequence {expected}, got {got}", h.producer_id),
+                format!(
+                    "producer {} expected sequence {expected}, got {got}",
+                    h.producer_id
+                ),
             )),
             SeqCheck::Fenced { current, got } => Err(perr(
                 ResponseError::InvalidProducerEpoch,
-                format!("producer {} epoch {got} is older than the current {current}", h.producer_id),
+                format!(
+                    "producer {} epoch {got} is older than the current {current}",
+                    h.producer_id
+                ),
             )),
             SeqCheck::Append => {
                 let info = self.log.append_batch(batch).map_err(storage)?;
@@ -492,8 +546,13 @@ impl Partition {
 
 /// Re-encodes a producer's batch with the topic's codec, keeping every record field and the
 /// producer id, epoch and sequence (for `compression.type` other than `producer`).
-fn recompress(h: &BatchHeader, batch: &[u8], codec: strata_storage::batch::Compression) -> Result<Vec<u8>, ProduceError> {
-    let bad = |e: strata_storage::batch::BatchError| perr(ResponseError::CorruptMessage, e.to_string());
+fn recompress(
+    h: &BatchHeader,
+    batch: &[u8],
+    codec: strata_storage::batch::Compression,
+) -> Result<Vec<u8>, ProduceError> {
+    let bad =
+        |e: strata_storage::batch::BatchError| perr(ResponseError::CorruptMessage, e.to_string());
     let mut b = BatchBuilder::new(codec).producer(h.producer_id, h.producer_epoch, h.base_sequence);
     for r in records(h, batch).map_err(bad)? {
         let r = r.map_err(bad)?;

@@ -37,8 +37,14 @@ pub enum SeqCheck {
     Append,
     /// A retry of an accepted batch: answer with this base offset, append nothing.
     Duplicate(u64),
-    OutOfOrder { expected: i32, got: i32 },
-    Fenced { current: i16, got: i16 },
+    OutOfOrder {
+        expected: i32,
+        got: i32,
+    },
+    Fenced {
+        current: i16,
+        got: i16,
+    },
 }
 
 /// Sequence state of one partition.
@@ -166,7 +172,13 @@ mod tests {
         s.record(7, 0, 3, 2, 103);
         assert_eq!(s.check(7, 0, 0, 3), SeqCheck::Duplicate(100));
         assert_eq!(s.check(7, 0, 3, 2), SeqCheck::Duplicate(103));
-        assert_eq!(s.check(7, 0, 9, 1), SeqCheck::OutOfOrder { expected: 5, got: 9 });
+        assert_eq!(
+            s.check(7, 0, 9, 1),
+            SeqCheck::OutOfOrder {
+                expected: 5,
+                got: 9
+            }
+        );
         assert!(matches!(s.check(7, 0, 4, 1), SeqCheck::OutOfOrder { .. }));
     }
 

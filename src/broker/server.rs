@@ -26,7 +26,11 @@ use super::handlers;
 /// The APIs and versions we implement, and therefore advertise in ApiVersions.
 pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Produce, 3, 10),
-    (ApiKey::Fetch, super::fetch_encode::MIN_VERSION, super::fetch_encode::MAX_VERSION),
+    (
+        ApiKey::Fetch,
+        super::fetch_encode::MIN_VERSION,
+        super::fetch_encode::MAX_VERSION,
+    ),
     (ApiKey::ListOffsets, 1, 7),
     (ApiKey::Metadata, 0, 12),
     (ApiKey::ApiVersions, 0, 4),
@@ -65,7 +69,11 @@ pub fn encode_body<R: Encodable>(r: &R, version: i16) -> Reply {
 
 /// Accepts connections until `shutdown` turns true, then waits for open connections to finish
 /// the request they are in.
-pub async fn serve(broker: Arc<Broker>, listener: TcpListener, mut shutdown: watch::Receiver<bool>) -> Result<()> {
+pub async fn serve(
+    broker: Arc<Broker>,
+    listener: TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
@@ -90,9 +98,15 @@ pub async fn serve(broker: Arc<Broker>, listener: TcpListener, mut shutdown: wat
         }
     }
     drop(listener);
-    tracing::info!(connections = tasks.len(), "stopped accepting; finishing in-flight requests");
+    tracing::info!(
+        connections = tasks.len(),
+        "stopped accepting; finishing in-flight requests"
+    );
     let drain = async { while tasks.join_next().await.is_some() {} };
-    if tokio::time::timeout(std::time::Duration::from_secs(30), drain).await.is_err() {
+    if tokio::time::timeout(std::time::Duration::from_secs(30), drain)
+        .await
+        .is_err()
+    {
         tracing::warn!("connections did not finish within 30 s; closing them");
     }
     Ok(())
@@ -127,7 +141,8 @@ async fn connection(
         let frame = Bytes::from(frame);
         let correlation_id = frame
             .get(4..8)
-            .map_or(0, |b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map_or(0, i32::from_be_bytes);
         let (reply, header_version) = dispatch(&broker, frame, &shutdown).await;
         match reply {
             Reply::Nothing => {}
@@ -156,7 +171,10 @@ async fn connection(
 }
 
 /// Writes every chunk, in order, with as few system calls as the kernel allows.
-async fn write_all_vectored(wr: &mut tokio::net::tcp::OwnedWriteHalf, chunks: &[Bytes]) -> std::io::Result<()> {
+async fn write_all_vectored(
+    wr: &mut tokio::net::tcp::OwnedWriteHalf,
+    chunks: &[Bytes],
+) -> std::io::Result<()> {
     let mut i = 0;
     let mut off = 0;
     while i < chunks.len() {
@@ -165,7 +183,13 @@ async fn write_all_vectored(wr: &mut tokio::net::tcp::OwnedWriteHalf, chunks: &[
             .unwrap_or(&[])
             .iter()
             .enumerate()
-            .map(|(k, c)| IoSlice::new(if k == 0 { c.get(off..).unwrap_or(&[]) } else { c }))
+            .map(|(k, c)| {
+                IoSlice::new(if k == 0 {
+                    c.get(off..).unwrap_or(&[])
+                } else {
+                    c
+                })
+            })
             .take(64)
             .collect();
         let mut n = wr.write_vectored(&slices).await?;
@@ -198,7 +222,7 @@ pub enum Decoded {
     Request {
         key: ApiKey,
         version: i16,
-        request: kafka_protocol::messages::RequestKind,
+        request: Box<kafka_protocol::messages::RequestKind>,
     },
     /// ApiVersions at a version we do not know: answer error 35 in the v0 layout.
     ApiVersionsUnsupported,
@@ -207,18 +231,28 @@ pub enum Decoded {
 /// Decodes one frame (everything after the 4-byte size). Never panics, whatever the bytes; an
 /// `Err` means "close the connection" and says why.
 pub fn decode_frame(frame: Bytes) -> Result<Decoded, String> {
-    let head = frame
-        .get(..8)
-        .ok_or_else(|| format!("frame of {} bytes is shorter than a request header", frame.len()))?;
-    let api_key = i16::from_be_bytes([head[0], head[1]]);
-    let version = i16::from_be_bytes([head[2], head[3]]);
+    if frame.len() < 8 {
+        return Err(format!(
+            "frame of {} bytes is shorter than a request header",
+            frame.len()
+        ));
+    }
+    let field = |at: usize| {
+        frame
+            .get(at..at + 2)
+            .and_then(|b| <[u8; 2]>::try_from(b).ok())
+            .map_or(0, i16::from_be_bytes)
+    };
+    let (api_key, version) = (field(0), field(2));
     let key = ApiKey::try_from(api_key).map_err(|_| format!("unknown API key {api_key}"))?;
     let (lo, hi) = supported_range(key).ok_or_else(|| format!("API {key:?} is not supported"))?;
     if version < lo || version > hi {
         if key == ApiKey::ApiVersions {
             return Ok(Decoded::ApiVersionsUnsupported);
         }
-        return Err(format!("{key:?} v{version} is not supported (v{lo}..=v{hi})"));
+        return Err(format!(
+            "{key:?} v{version} is not supported (v{lo}..=v{hi})"
+        ));
     }
     let mut body = frame;
     kafka_protocol::messages::RequestHeader::decode(&mut body, key.request_header_version(version))
@@ -228,20 +262,28 @@ pub fn decode_frame(frame: Bytes) -> Result<Decoded, String> {
     Ok(Decoded::Request {
         key,
         version,
-        request,
+        request: Box::new(request),
     })
 }
 
 /// Decodes the request and calls its handler. Returns the reply and the response header
 /// version to use.
-async fn dispatch(broker: &Arc<Broker>, frame: Bytes, shutdown: &watch::Receiver<bool>) -> (Reply, i16) {
+async fn dispatch(
+    broker: &Arc<Broker>,
+    frame: Bytes,
+    shutdown: &watch::Receiver<bool>,
+) -> (Reply, i16) {
     use kafka_protocol::messages::RequestKind as R;
     let (key, version, request) = match decode_frame(frame) {
-        Ok(Decoded::Request { key, version, request }) => (key, version, request),
+        Ok(Decoded::Request {
+            key,
+            version,
+            request,
+        }) => (key, version, request),
         Ok(Decoded::ApiVersionsUnsupported) => return (handlers::api_versions_unsupported(), 0),
         Err(reason) => return (Reply::Close(reason), 0),
     };
-    let reply = match request {
+    let reply = match *request {
         R::ApiVersions(_) => handlers::api_versions(version),
         R::Metadata(r) => handlers::metadata(broker, r, version).await,
         R::Produce(r) => handlers::produce(broker, r, version).await,
@@ -251,7 +293,10 @@ async fn dispatch(broker: &Arc<Broker>, frame: Bytes, shutdown: &watch::Receiver
         R::CreateTopics(r) => handlers::create_topics(broker, r, version).await,
         R::DeleteTopics(r) => handlers::delete_topics(broker, r, version).await,
         R::DescribeConfigs(r) => handlers::describe_configs(broker, r, version),
-        other => Reply::Close(format!("API {key:?} is not supported ({:?})", std::mem::discriminant(&other))),
+        other => Reply::Close(format!(
+            "API {key:?} is not supported ({:?})",
+            std::mem::discriminant(&other)
+        )),
     };
     (reply, key.response_header_version(version))
 }

@@ -33,8 +33,12 @@ impl Broker {
     pub fn start_in(dir: &Path, extra: &[&str]) -> Broker {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_strata"));
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(dir)
-            .args(extra)
+            .arg(dir);
+        // The suite runs once per write backend (scripts/test-all sets STRATA_TEST_BACKEND).
+        if let Ok(backend) = std::env::var("STRATA_TEST_BACKEND") {
+            cmd.arg("--set").arg(format!("strata.io.backend={backend}"));
+        }
+        cmd.args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
@@ -92,7 +96,9 @@ pub struct Client {
 impl Client {
     pub fn connect(addr: &str) -> Client {
         let stream = TcpStream::connect(addr).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
         Client { stream, next_id: 1 }
     }
 
@@ -132,7 +138,8 @@ impl Client {
         let (id, body) = self.encode_request(req, version);
         self.send_raw(&body);
         let mut frame = self.read_frame().expect("connection closed");
-        let header = ResponseHeader::decode(&mut frame, R::Response::header_version(version)).unwrap();
+        let header =
+            ResponseHeader::decode(&mut frame, R::Response::header_version(version)).unwrap();
         assert_eq!(header.correlation_id, id);
         R::Response::decode(&mut frame, version).unwrap()
     }
@@ -167,7 +174,11 @@ pub fn create_topic(c: &mut Client, name: &str, partitions: i32, configs: &[(&st
             ),
     ]);
     let resp = c.call(&req, 7);
-    assert_eq!(resp.topics[0].error_code, 0, "{:?}", resp.topics[0].error_message);
+    assert_eq!(
+        resp.topics[0].error_code, 0,
+        "{:?}",
+        resp.topics[0].error_message
+    );
 }
 
 /// An uncompressed batch of `values` built with the engine's builder (producer fields optional).
@@ -178,12 +189,19 @@ pub fn batch(values: &[&str], producer: Option<(i64, i16, i32)>) -> Bytes {
         b = b.producer(id, epoch, seq);
     }
     for v in values {
-        b.push(NewRecord::new(v.as_bytes().to_vec()).with_timestamp(1_700_000_000_000)).unwrap();
+        b.push(NewRecord::new(v.as_bytes().to_vec()).with_timestamp(1_700_000_000_000))
+            .unwrap();
     }
     Bytes::from(b.build().unwrap())
 }
 
-pub fn produce(c: &mut Client, name: &str, partition: i32, records: Bytes, acks: i16) -> Option<ProduceResponse> {
+pub fn produce(
+    c: &mut Client,
+    name: &str,
+    partition: i32,
+    records: Bytes,
+    acks: i16,
+) -> Option<ProduceResponse> {
     use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
     let req = ProduceRequest::default()
         .with_acks(acks)
@@ -205,7 +223,14 @@ pub fn produce(c: &mut Client, name: &str, partition: i32, records: Bytes, acks:
     Some(c.call(&req, 9))
 }
 
-pub fn fetch(c: &mut Client, name: &str, partition: i32, offset: i64, max_wait_ms: i32, version: i16) -> FetchResponse {
+pub fn fetch(
+    c: &mut Client,
+    name: &str,
+    partition: i32,
+    offset: i64,
+    max_wait_ms: i32,
+    version: i16,
+) -> FetchResponse {
     use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
     let req = FetchRequest::default()
         .with_replica_id(BrokerId(-1))

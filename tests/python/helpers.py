@@ -1,6 +1,7 @@
 """Client helpers shared by the tests. Every client call has a timeout, so a broker bug fails a
 test instead of hanging it."""
 
+import logging
 import struct
 import time
 import uuid
@@ -11,13 +12,17 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 CALL_TIMEOUT_S = 15
 
+# librdkafka's own log lines go to Python logging (captured by pytest, shown with a failing test)
+# instead of straight to stderr, where a client left over from a test could print them late.
+RDKAFKA_LOG = logging.getLogger("rdkafka")
+
 
 def unique_topic(prefix="t"):
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
 def admin(broker) -> AdminClient:
-    return AdminClient({"bootstrap.servers": broker.bootstrap, "socket.timeout.ms": 10000})
+    return AdminClient({"bootstrap.servers": broker.bootstrap, "socket.timeout.ms": 10000, "logger": RDKAFKA_LOG})
 
 
 def create_topic(broker, name=None, partitions=1, config=None) -> str:
@@ -37,6 +42,7 @@ def producer(broker, **conf) -> Producer:
         "message.timeout.ms": 15000,
         "socket.timeout.ms": 10000,
         "linger.ms": 5,
+        "logger": RDKAFKA_LOG,
     }
     base.update(conf)
     return Producer(base)
@@ -79,6 +85,7 @@ def consumer(broker, **conf) -> Consumer:
         "enable.partition.eof": True,
         "socket.timeout.ms": 10000,
         "fetch.wait.max.ms": 100,
+        "logger": RDKAFKA_LOG,
     }
     base.update(conf)
     return Consumer(base)

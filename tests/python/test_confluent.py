@@ -1,12 +1,13 @@
 """confluent-kafka (librdkafka) producer, consumer and admin client against strata."""
 
+import time
 from collections import defaultdict
 
 import pytest
 from confluent_kafka import TIMESTAMP_CREATE_TIME, TopicPartition
 from confluent_kafka.admin import OffsetSpec
 
-from helpers import CALL_TIMEOUT_S, admin, consume, consumer, create_topic, produce_all, producer, watermarks
+from helpers import CALL_TIMEOUT_S, admin, consume, consumer, create_topic, disk_batches, produce_all, producer, watermarks
 
 BASE_TS = 1_700_000_000_000  # explicit CreateTime timestamps, ms
 
@@ -29,7 +30,16 @@ def as_tuple(m):
     return (m.get("key"), m.get("value"), m.get("headers") or None, (TIMESTAMP_CREATE_TIME, m["timestamp"]))
 
 
-@pytest.mark.parametrize("codec", ["none", "gzip", "snappy", "lz4", "zstd"])
+LZ4_NEEDS_FIND_COORDINATOR = pytest.mark.xfail(
+    strict=True,
+    reason="librdkafka enables its LZ4 feature only when the broker advertises FindCoordinator v0 "
+    "(rdkafka_feature.c), so it sends lz4 batches uncompressed until consumer groups land; "
+    "remove this mark then")
+
+CODECS = {"none": 0, "gzip": 1, "snappy": 2, "lz4": 3, "zstd": 4}
+
+
+@pytest.mark.parametrize("codec", ["none", "gzip", "snappy", pytest.param("lz4", marks=LZ4_NEEDS_FIND_COORDINATOR), "zstd"])
 def test_given_idempotent_acks_all_producer_with_codec_when_consumed_then_keys_values_headers_timestamps_are_exact(broker, codec):
     topic = create_topic(broker)
     sent = sample_messages() * 3  # several batches' worth of records, still in order
@@ -41,6 +51,10 @@ def test_given_idempotent_acks_all_producer_with_codec_when_consumed_then_keys_v
     assert [o[2] for o in d.ok] == list(range(len(sent))), "offsets assigned in order from 0"
     assert [m.offset() for m in got] == list(range(len(sent)))
     assert [(m.key(), m.value(), m.headers(), m.timestamp()) for m in got] == [as_tuple(m) for m in sent]
+    disk = {bt[2] & 7 for f in sorted(broker.partition_dir(topic, 0).glob("*.log")) for bt in disk_batches(f)}
+    # clients send a batch uncompressed when compressing does not make it smaller
+    assert CODECS[codec] in disk and disk <= {0, CODECS[codec]}, \
+        f"codecs of the batches on disk: {disk} (topic compression.type=producer)"
 
 
 def test_given_three_partitions_when_keyed_messages_are_produced_then_each_key_stays_in_one_partition_in_order(broker):
@@ -120,3 +134,49 @@ def test_given_messages_when_consumer_assigned_mid_log_then_it_starts_at_that_of
 def test_given_empty_topic_when_watermarks_are_asked_then_both_are_zero(broker):
     topic = create_topic(broker)
     assert watermarks(broker, topic) == (0, 0)
+
+
+def test_given_log_append_time_topic_when_producing_old_timestamps_then_consumer_sees_broker_append_time(broker):
+    from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME
+    topic = create_topic(broker, config={"message.timestamp.type": "LogAppendTime"})
+    before = int(time.time() * 1000)
+    produce_all(producer(broker), topic, [dict(value=b"old", timestamp=BASE_TS - 10**9)] * 3)
+    after = int(time.time() * 1000)
+
+    got = consume(broker, topic, 3)
+
+    for m in got:
+        kind, ts = m.timestamp()
+        assert kind == TIMESTAMP_LOG_APPEND_TIME, m.timestamp()
+        assert before - 1000 <= ts <= after + 1000, (ts, before, after)
+
+
+def test_given_topic_with_data_when_admin_deletes_it_then_it_is_gone_and_name_can_be_reused(broker):
+    topic = create_topic(broker, config={"retention.ms": "123456"})
+    produce_all(producer(broker), topic, [dict(value=b"first life")])
+    a = admin(broker)
+    from confluent_kafka.admin import ConfigResource
+    desc = a.describe_configs([ConfigResource("topic", topic)], request_timeout=CALL_TIMEOUT_S)
+    entries = next(iter(desc.values())).result(timeout=CALL_TIMEOUT_S)
+    assert entries["retention.ms"].value == "123456"
+
+    a.delete_topics([topic], request_timeout=CALL_TIMEOUT_S)[topic].result(timeout=CALL_TIMEOUT_S)
+    assert topic not in a.list_topics(timeout=CALL_TIMEOUT_S).topics
+    assert not broker.partition_dir(topic, 0).exists() or not any(broker.partition_dir(topic, 0).glob("*.log"))
+
+    create_topic(broker, name=topic)
+    assert watermarks(broker, topic) == (0, 0), "a re-created topic starts empty"
+
+
+def test_given_acks_0_producer_when_sending_then_messages_are_stored_and_connection_stays_usable(broker):
+    topic = create_topic(broker)
+    p = producer(broker, **{"acks": 0, "linger.ms": 0, "enable.idempotence": False})
+
+    produce_all(p, topic, [dict(value=f"fire-and-forget {i}".encode()) for i in range(20)])
+    # A stray response to an acks=0 request would desynchronise the connection's correlation ids:
+    # a later metadata request on the same client must still work.
+    md = p.list_topics(topic, timeout=CALL_TIMEOUT_S)
+
+    assert md.topics[topic].error is None
+    got = consume(broker, topic, 20)
+    assert [m.value() for m in got] == [f"fire-and-forget {i}".encode() for i in range(20)]

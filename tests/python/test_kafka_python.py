@@ -6,7 +6,7 @@ import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType
 
-from helpers import CALL_TIMEOUT_S, create_topic, unique_topic
+from helpers import CALL_TIMEOUT_S, create_topic, disk_batches, unique_topic
 
 TIMEOUT_MS = CALL_TIMEOUT_S * 1000
 
@@ -39,10 +39,10 @@ def kp_admin(broker):
     return KafkaAdminClient(bootstrap_servers=broker.bootstrap, request_timeout_ms=TIMEOUT_MS)
 
 
-@pytest.mark.parametrize("codec", [None, "gzip"])
+@pytest.mark.parametrize("codec", [None, "gzip", "lz4"])
 def test_given_default_kafka_python_producer_when_sending_then_it_is_idempotent_and_consumer_reads_exact_records(broker, codec):
     topic = create_topic(broker)
-    p = kp_producer(broker, compression_type=codec)
+    p = kp_producer(broker, compression_type=codec, linger_ms=50)
     sent = [(f"k{i}".encode(), f"value-{i}".encode() * (i % 5), [("h", str(i).encode()), ("h", b"dup")],
              1_700_000_000_000 + i) for i in range(50)]
     sent.append((None, b"", [], 1_700_000_000_100))
@@ -59,6 +59,10 @@ def test_given_default_kafka_python_producer_when_sending_then_it_is_idempotent_
     got = kp_consume(broker, topic, len(sent))
     assert [(r.offset, r.key, r.value, [tuple(h) for h in r.headers], r.timestamp) for r in got] == \
         [(i, k, v, h, ts) for i, (k, v, h, ts) in enumerate(sent)]
+    disk = {bt[2] & 7 for f in sorted(broker.partition_dir(topic, 0).glob("*.log")) for bt in disk_batches(f)}
+    want = {None: 0, "gzip": 1, "lz4": 3}[codec]
+    # kafka-python sends a batch uncompressed when compressing does not make it smaller
+    assert want in disk and disk <= {0, want}, f"codecs of the batches on disk: {disk}"
 
 
 def test_given_kafka_python_admin_when_creating_describing_deleting_topic_then_configs_round_trip(broker):

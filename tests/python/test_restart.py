@@ -14,6 +14,7 @@ def test_given_fsync_always_and_acks_all_when_broker_is_killed_mid_stream_then_e
                        "message.timeout.ms": 4000, "retries": 1000000, "retry.backoff.ms": 50})
     d = Deliveries()
     stop = threading.Event()
+    produced = [0]
 
     def send():
         i = 0
@@ -21,6 +22,7 @@ def test_given_fsync_always_and_acks_all_when_broker_is_killed_mid_stream_then_e
             try:
                 p.produce(topic, key=f"k{i % 7}".encode(), value=f"v{i:06d}".encode(), on_delivery=d)
                 i += 1
+                produced[0] = i
             except BufferError:
                 pass
             p.poll(0.001 if i % 50 == 0 else 0)
@@ -33,7 +35,7 @@ def test_given_fsync_always_and_acks_all_when_broker_is_killed_mid_stream_then_e
         time.sleep(0.05)
     assert len(d.ok) >= 500, f"only {len(d.ok)} acks before the kill; errors: {d.errors[:3]}"
     rc = b.kill()
-    acked_at_kill = len(d.ok)
+    acked_at_kill, produced_at_kill = len(d.ok), produced[0]
     stop.set()
     t.join(20)
     assert not t.is_alive(), "producer thread did not finish"
@@ -43,7 +45,7 @@ def test_given_fsync_always_and_acks_all_when_broker_is_killed_mid_stream_then_e
     b.start()
     stored = read_all(b, topic, (0, 1), timeout=30)
 
-    print(f"acked before kill: {acked_at_kill}, acked in all: {len(acked)}, errors: {len(d.errors)}, "
+    print(f"produced at kill {produced_at_kill}, in all {produced[0]}; acked before kill: {acked_at_kill}, acked in all: {len(acked)}, errors: {len(d.errors)}, "
           f"read back: {[(pp, len(v)) for pp, v in stored.items()]}")
     by_offset = {(part, m.offset()): m.value() for part, msgs in stored.items() for m in msgs}
     lost = [(part, off, val) for _, part, off, _, val, _ in acked if by_offset.get((part, off)) != val]

@@ -1,1 +1,9 @@
-//! tools
+//! `strata-tools`: Strata's operator tools.
+//!
+//! * [`dump`]: `strata dump`, every batch, record and index entry on disk, decoded by the engine.
+//! * [`verify`]: `strata verify`, every check the engine's recovery makes and more, with a report.
+//! * [`bench`]: `strata bench`, the load generator: throughput, HDR latency percentiles, plots.
+
+pub mod bench;
+pub mod dump;
+pub mod verify;

@@ -46,6 +46,57 @@ pub struct TimeEntry {
     pub relative_offset: u32,
 }
 
+impl OffsetEntry {
+    /// Reads one 8-byte entry (FORMAT.md §4.2); missing bytes read as zero.
+    pub fn parse(entry: &[u8]) -> Self {
+        OffsetEntry {
+            relative_offset: u32_at(entry, 0),
+            position: u32_at(entry, 4),
+        }
+    }
+}
+
+impl TimeEntry {
+    /// Reads one 12-byte entry (FORMAT.md §4.3); missing bytes read as zero.
+    pub fn parse(entry: &[u8]) -> Self {
+        TimeEntry {
+            timestamp: u64_at(entry, 0) as i64,
+            relative_offset: u32_at(entry, 8),
+        }
+    }
+}
+
+/// Which of the two index files (they share the header of FORMAT.md §4.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IndexKind {
+    Offset,
+    Time,
+}
+
+impl IndexKind {
+    pub fn magic(self) -> [u8; 4] {
+        match self {
+            IndexKind::Offset => layout::OFFSET_MAGIC,
+            IndexKind::Time => layout::TIME_MAGIC,
+        }
+    }
+
+    pub fn entry_len(self) -> usize {
+        match self {
+            IndexKind::Offset => layout::OFFSET_ENTRY_LEN,
+            IndexKind::Time => layout::TIME_ENTRY_LEN,
+        }
+    }
+}
+
+/// Checks an index file's header (magic, version, entry size, base offset, entry count against
+/// the length) and CRC, and returns the entry bytes, without judging the entries themselves.
+/// [`OffsetIndex::decode`] and [`TimeIndex::decode`] start with exactly this; the tools call it
+/// so they can report on every entry instead of stopping at the first bad one.
+pub fn check_file(kind: IndexKind, base_offset: u64, buf: &[u8]) -> Result<&[u8], IndexProblem> {
+    decode_file(kind.magic(), kind.entry_len(), base_offset, buf)
+}
+
 /// Why an index file was not trusted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IndexProblem {
@@ -232,10 +283,7 @@ impl OffsetIndex {
         )?;
         let mut idx = OffsetIndex::new();
         for (i, chunk) in body.chunks_exact(layout::OFFSET_ENTRY_LEN).enumerate() {
-            let e = OffsetEntry {
-                relative_offset: u32_at(chunk, 0),
-                position: u32_at(chunk, 4),
-            };
+            let e = OffsetEntry::parse(chunk);
             let at = layout::HEADER_LEN + i * layout::OFFSET_ENTRY_LEN;
             if u64::from(e.position) >= segment_len {
                 return Err(problem(
@@ -322,10 +370,7 @@ impl TimeIndex {
         let body = decode_file(layout::TIME_MAGIC, layout::TIME_ENTRY_LEN, base_offset, buf)?;
         let mut idx = TimeIndex::new();
         for (i, chunk) in body.chunks_exact(layout::TIME_ENTRY_LEN).enumerate() {
-            let e = TimeEntry {
-                timestamp: u64_at(chunk, 0) as i64,
-                relative_offset: u32_at(chunk, 8),
-            };
+            let e = TimeEntry::parse(chunk);
             let at = layout::HEADER_LEN + i * layout::TIME_ENTRY_LEN;
             if u64::from(e.relative_offset) >= end_relative_offset {
                 return Err(problem(

@@ -429,7 +429,12 @@ impl PartitionLog {
     /// ListOffsets `MAX_TIMESTAMP`), or `None` for an empty log.
     pub fn max_timestamp_offset(&self) -> Result<Option<(i64, u64)>> {
         let segs: Vec<Arc<Segment>> = self.inner.segments.read().clone();
-        let Some(max) = segs.iter().map(|s| s.max_timestamp()).max().filter(|t| *t >= 0) else {
+        let Some(max) = segs
+            .iter()
+            .map(|s| s.max_timestamp())
+            .max()
+            .filter(|t| *t >= 0)
+        else {
             return Ok(None);
         };
         Ok(self.offset_for_timestamp(max)?.map(|o| (max, o)))

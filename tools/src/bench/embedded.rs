@@ -1,0 +1,853 @@
+//! `--mode embedded`: the storage engine driven in-process.
+//!
+//! Phases, in order (each optional with `--phases`):
+//! 1. **warmup** (`--warmup S`): producers append for S seconds; the logs are synced and the
+//!    numbers discarded. Measured phases start at the offsets the warmup ended at.
+//! 2. **produce**: producer threads claim batch numbers from one counter; batch `b` holds messages
+//!    `b * batch_size ..` and goes to partition `b % partitions` (round-robin). Each producer
+//!    builds its batch (the compression cost is the producer's, as in a Kafka client) and times
+//!    only the `append_batch` call. The phase ends with `sync()` of every partition, timed, so
+//!    `--fsync never` is measured until the data is on disk.
+//! 3. **consume**: each partition is read by one consumer thread (partition `p` by consumer
+//!    `p % consumers`) from the produce phase's start offset to its end with `read(offset, 1 MiB)`;
+//!    batches are walked with [`BatchScanner`] *with CRC checks*, which also makes the consumer
+//!    touch every byte as a real client would. The record count must equal what was produced.
+//! 4. **e2e**: consumers tail the logs from their end while producers append the same volume
+//!    again; latency is from the send time (carried in the record timestamps) to the moment a
+//!    consumer sees the batch.
+//!
+//! Record timestamps are **microseconds** since the Unix epoch (read from a monotonic clock
+//! anchored once), not Kafka's milliseconds, so e2e latency has µs resolution; the bench logs
+//! disable retention by time so these far-future-looking timestamps are harmless.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, anyhow, bail};
+use hdrhistogram::Histogram;
+use strata_storage::batch::{BatchBuilder, Compression};
+use strata_storage::io::{IoBackend, select_backend};
+use strata_storage::log::scan::BatchScanner;
+use strata_storage::log::{LogConfig, PartitionLog, name};
+
+use super::args::{BenchArgs, Phase};
+use super::hist;
+use super::machine::{self, Machine};
+use super::payload::PayloadPool;
+use super::progress::{self, Progress};
+use super::report::{BaselineReport, ConfigReport, PhaseReport, Report, UNITS};
+use super::units;
+
+/// Bytes asked for per consumer `read` call.
+pub const FETCH_BYTES: usize = 1 << 20;
+/// Block size of the raw baseline.
+pub const BASELINE_BLOCK: usize = 1 << 20;
+/// Worst-case framing per record in a v2 batch (length, attributes, deltas, key/value lengths,
+/// header count as varints), used to size `max_batch_bytes`.
+const RECORD_OVERHEAD: usize = 32;
+
+/// One measured phase's raw data.
+#[derive(Debug)]
+pub struct PhaseData {
+    pub phase: Phase,
+    /// Merged latency histogram (nanoseconds).
+    pub hist: Histogram<u64>,
+    /// `(seconds since phase start, MB/s)` samples.
+    pub throughput: Vec<(f64, f64)>,
+}
+
+/// Everything one run produced, for the report, the `.hgrm` files and the plot.
+#[derive(Debug)]
+pub struct Outcome {
+    pub report: Report,
+    pub phases: Vec<PhaseData>,
+}
+
+/// The send-time clock shared by producers and consumers.
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    origin: Instant,
+    origin_unix_us: i64,
+}
+
+impl Clock {
+    fn new() -> Self {
+        let origin_unix_us = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX / 2));
+        Clock {
+            origin: Instant::now(),
+            origin_unix_us,
+        }
+    }
+
+    /// Microseconds since the Unix epoch, monotonic within the run.
+    fn now_us(&self) -> i64 {
+        self.origin_unix_us.saturating_add(
+            i64::try_from(self.origin.elapsed().as_micros()).unwrap_or(i64::MAX / 2),
+        )
+    }
+}
+
+/// How many records partition `p` receives when `messages` messages go out in batches of
+/// `batch_size`, batch `b` to partition `b % partitions`.
+pub fn records_per_partition(messages: u64, batch_size: u64, partitions: u32) -> Vec<u64> {
+    let parts = u64::from(partitions.max(1));
+    let batch_size = batch_size.max(1);
+    let full = messages / batch_size;
+    let rest = messages % batch_size;
+    let mut v: Vec<u64> = (0..parts)
+        .map(|p| (full / parts + u64::from(p < full % parts)) * batch_size)
+        .collect();
+    if rest > 0
+        && let Some(slot) = v.get_mut((full % parts) as usize)
+    {
+        *slot += rest;
+    }
+    v
+}
+
+/// The largest batch a run can build, with room for framing and incompressible data.
+pub fn max_batch_bytes(message_size: usize, batch_size: u32) -> usize {
+    let raw = 61 + (batch_size as usize).saturating_mul(message_size + RECORD_OVERHEAD);
+    let padded = raw + raw / 64 + 4096;
+    padded.max(LogConfig::default().max_batch_bytes)
+}
+
+struct Setup<'a> {
+    args: &'a BenchArgs,
+    logs: Vec<Arc<PartitionLog>>,
+    pool: PayloadPool,
+    clock: Clock,
+    codec: Compression,
+    max_batch: usize,
+    messages: u64,
+    cores: usize,
+}
+
+/// What the producers of one phase do.
+struct ProduceSpec {
+    /// Messages to send, or `None` to run until `deadline`.
+    messages: Option<u64>,
+    deadline: Option<Instant>,
+}
+
+struct PhaseResult {
+    hist: Histogram<u64>,
+    samples: Vec<(f64, f64)>,
+    seconds: f64,
+    cpu_seconds: f64,
+    messages: u64,
+    disk_bytes: u64,
+}
+
+/// Runs the embedded benchmark.
+pub fn run(args: &BenchArgs) -> anyhow::Result<Outcome> {
+    let messages = args.message_count().map_err(|e| anyhow!(e))?;
+    if args.runs(Phase::Consume) && !args.runs(Phase::Produce) {
+        bail!("--phases: consume reads what the produce phase wrote; add produce");
+    }
+    let total_bytes = messages
+        .checked_mul(args.message_size as u64)
+        .ok_or_else(|| anyhow!("--messages x --message-size overflows"))?;
+    let cpu_start = machine::process_cpu_seconds();
+
+    let temp;
+    let (dir, temporary): (PathBuf, bool) = match &args.data_dir {
+        Some(d) => {
+            std::fs::create_dir_all(d)
+                .with_context(|| format!("creating data dir {}", d.display()))?;
+            (d.clone(), false)
+        }
+        None => {
+            temp = tempfile::Builder::new()
+                .prefix("strata-bench-")
+                .tempdir()
+                .context("creating a temporary data dir")?;
+            (temp.path().to_path_buf(), true)
+        }
+    };
+    let backend: Arc<dyn IoBackend> =
+        select_backend(args.io_backend).context("opening the io backend")?;
+    let machine = Machine::detect(&dir, &backend.kind().to_string());
+
+    let baseline = if args.baseline {
+        Some(run_baseline(&dir, total_bytes)?)
+    } else {
+        None
+    };
+
+    let max_batch = max_batch_bytes(args.message_size, args.batch_size);
+    let config = LogConfig {
+        fsync: args.fsync,
+        max_batch_bytes: max_batch,
+        retention_ms: None,
+        retention_bytes: None,
+        retention_check_interval: None,
+        segment_ms: None,
+        ..LogConfig::default()
+    };
+    let mut logs = Vec::new();
+    for p in 0..args.partitions {
+        let pdir = dir.join(name::partition_dir_name(&args.topic, p));
+        let log = PartitionLog::open(&pdir, config.clone(), backend.clone())
+            .with_context(|| format!("opening partition log {}", pdir.display()))?;
+        logs.push(Arc::new(log));
+    }
+    let batch_bytes = args.message_size.saturating_mul(args.batch_size as usize);
+    let setup = Setup {
+        args,
+        logs,
+        pool: PayloadPool::new(args.payload, args.message_size, batch_bytes, 0x5EED_0001),
+        clock: Clock::new(),
+        codec: args.compression.codec(),
+        max_batch,
+        messages,
+        cores: machine.cores,
+    };
+
+    if args.warmup > 0.0 {
+        let deadline = Instant::now() + Duration::from_secs_f64(args.warmup);
+        produce(
+            &setup,
+            "warmup",
+            &ProduceSpec {
+                messages: None,
+                deadline: Some(deadline),
+            },
+        )
+        .context("warmup")?;
+    }
+
+    let mut phases = Vec::new();
+    let mut produce_report = None;
+    let mut consume_report = None;
+    let mut e2e_report = None;
+    let start_offsets: Vec<u64> = setup.logs.iter().map(|l| l.log_end_offset()).collect();
+    if args.runs(Phase::Produce) {
+        let r = produce(
+            &setup,
+            "produce",
+            &ProduceSpec {
+                messages: Some(messages),
+                deadline: None,
+            },
+        )
+        .context("produce phase")?;
+        let ratio = baseline.as_ref().map(|b| b.write_mb_per_s);
+        produce_report = Some(phase_report(&setup, &r, ratio));
+        phases.push(PhaseData {
+            phase: Phase::Produce,
+            hist: r.hist,
+            throughput: r.samples,
+        });
+    }
+    if args.runs(Phase::Consume) {
+        let r = consume(&setup, &start_offsets).context("consume phase")?;
+        let ratio = baseline.as_ref().map(|b| b.read_mb_per_s);
+        consume_report = Some(phase_report(&setup, &r, ratio));
+        phases.push(PhaseData {
+            phase: Phase::Consume,
+            hist: r.hist,
+            throughput: r.samples,
+        });
+    }
+    if args.runs(Phase::E2e) {
+        let r = end_to_end(&setup).context("e2e phase")?;
+        // e2e ends when consumers have seen the data, not when it is on disk: no disk ratio.
+        e2e_report = Some(phase_report(&setup, &r, None));
+        phases.push(PhaseData {
+            phase: Phase::E2e,
+            hist: r.hist,
+            throughput: r.samples,
+        });
+    }
+
+    let Setup { logs, .. } = setup;
+    for log in logs {
+        let log = Arc::try_unwrap(log).map_err(|_| anyhow!("a partition log is still shared"))?;
+        log.close().context("closing a partition log")?;
+    }
+    let compression_ratio = produce_report
+        .as_ref()
+        .filter(|p: &&PhaseReport| p.disk_bytes > 0)
+        .map(|p| p.bytes as f64 / p.disk_bytes as f64);
+    let report = Report {
+        mode: args.mode,
+        config: ConfigReport {
+            topic: args.topic.clone(),
+            partitions: args.partitions,
+            producers: args.producers,
+            consumers: args.consumers,
+            message_size: args.message_size as u64,
+            batch_size: args.batch_size,
+            messages,
+            total_bytes,
+            payload: args.payload,
+            compression: args.compression,
+            fsync: args.fsync.to_string(),
+            acks: args.acks,
+            rate_mb_per_s: args.rate,
+            warmup_s: args.warmup,
+            data_dir: dir.display().to_string(),
+            temporary_data_dir: temporary,
+            phases: phases.iter().map(|p| p.phase).collect(),
+            max_batch_bytes: max_batch,
+        },
+        machine,
+        produce: produce_report,
+        consume: consume_report,
+        e2e: e2e_report,
+        baseline,
+        compression_ratio,
+        load_generator_cpu_seconds: machine::process_cpu_seconds() - cpu_start,
+        units: UNITS,
+    };
+    Ok(Outcome { report, phases })
+}
+
+fn phase_report(setup: &Setup<'_>, r: &PhaseResult, limit: Option<f64>) -> PhaseReport {
+    let bytes = r.messages * setup.args.message_size as u64;
+    let mb_per_s = units::mb_per_s(bytes, r.seconds);
+    PhaseReport {
+        mb_per_s,
+        msgs_per_s: if r.seconds > 0.0 {
+            r.messages as f64 / r.seconds
+        } else {
+            0.0
+        },
+        messages: r.messages,
+        bytes,
+        disk_bytes: r.disk_bytes,
+        seconds: r.seconds,
+        latency_us: hist::Percentiles::of(&r.hist),
+        cpu_seconds: r.cpu_seconds,
+        cpu_utilization: if r.seconds > 0.0 {
+            r.cpu_seconds / (r.seconds * setup.cores as f64)
+        } else {
+            0.0
+        },
+        baseline_ratio: limit.filter(|l| *l > 0.0).map(|l| mb_per_s / l),
+    }
+}
+
+fn run_baseline(dir: &Path, total_bytes: u64) -> anyhow::Result<BaselineReport> {
+    // The raw limit needs whole blocks; round the volume up to one.
+    let block = BASELINE_BLOCK as u64;
+    let bytes = total_bytes.div_ceil(block).max(1) * block;
+    eprintln!(
+        "baseline: raw O_DIRECT io_uring write+read of {}",
+        units::human_bytes(bytes)
+    );
+    let b = strata_storage::io::uring::direct_baseline(dir, bytes, BASELINE_BLOCK)
+        .with_context(|| format!("raw O_DIRECT baseline in {}", dir.display()))?;
+    let w = b.write.as_secs_f64();
+    let r = b.read.as_secs_f64();
+    Ok(BaselineReport {
+        write_mb_per_s: units::mb_per_s(b.bytes, w),
+        read_mb_per_s: units::mb_per_s(b.bytes, r),
+        bytes: b.bytes,
+        block_size: block,
+        write_seconds: w,
+        read_seconds: r,
+    })
+}
+
+fn disk_size(logs: &[Arc<PartitionLog>]) -> u64 {
+    logs.iter().map(|l| l.size_bytes()).sum()
+}
+
+/// Runs the producers of one phase; returns their merged append-latency histogram.
+fn produce(setup: &Setup<'_>, label: &str, spec: &ProduceSpec) -> anyhow::Result<PhaseResult> {
+    let progress = Progress::default();
+    let next_batch = AtomicU64::new(0);
+    let failed = AtomicBool::new(false);
+    let size_before = disk_size(&setup.logs);
+    let cpu0 = machine::process_cpu_seconds();
+    let target_bytes = spec
+        .messages
+        .map_or(0, |m| m * setup.args.message_size as u64);
+    let started = Instant::now();
+    let (results, sync, samples, seconds) = std::thread::scope(|s| {
+        let monitor = s.spawn(|| progress::monitor(label, &progress, target_bytes, started));
+        let handles: Vec<_> = (0..setup.args.producers)
+            .map(|_| {
+                s.spawn(|| {
+                    let r = producer(setup, spec, &next_batch, &progress, &failed);
+                    if r.is_err() {
+                        failed.store(true, Ordering::Release);
+                    }
+                    r
+                })
+            })
+            .collect();
+        let results: Vec<anyhow::Result<(Histogram<u64>, u64)>> = handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow!("a producer thread panicked")))
+            })
+            .collect();
+        // The phase ends when the data is on disk, whatever the fsync policy.
+        let sync = setup
+            .logs
+            .iter()
+            .try_for_each(|l| l.sync())
+            .context("final sync");
+        let seconds = started.elapsed().as_secs_f64();
+        progress.done.store(true, Ordering::Release);
+        let samples = monitor.join().unwrap_or_default();
+        (results, sync, samples, seconds)
+    });
+    sync?;
+    let mut hists = Vec::new();
+    let mut messages = 0;
+    for r in results {
+        let (h, n) = r?;
+        hists.push(h);
+        messages += n;
+    }
+    if let Some(want) = spec.messages
+        && messages != want
+    {
+        bail!("producers appended {messages} messages, expected {want}");
+    }
+    Ok(PhaseResult {
+        hist: hist::merge(hists),
+        samples,
+        seconds,
+        cpu_seconds: machine::process_cpu_seconds() - cpu0,
+        messages,
+        disk_bytes: disk_size(&setup.logs).saturating_sub(size_before),
+    })
+}
+
+fn producer(
+    setup: &Setup<'_>,
+    spec: &ProduceSpec,
+    next_batch: &AtomicU64,
+    progress: &Progress,
+    failed: &AtomicBool,
+) -> anyhow::Result<(Histogram<u64>, u64)> {
+    let args = setup.args;
+    let batch_size = u64::from(args.batch_size);
+    let msg_bytes = args.message_size as u64;
+    let parts = setup.logs.len() as u64;
+    let per_producer_rate = args.rate.map(|r| r * 1e6 / f64::from(args.producers));
+    let mut h = hist::new_histogram();
+    let mut sent = 0u64;
+    // One builder per producer: its record buffer and zstd context are reused, as a Kafka
+    // client's accumulator would.
+    let mut builder = BatchBuilder::new(setup.codec);
+    let started = Instant::now();
+    loop {
+        if failed.load(Ordering::Acquire) {
+            break;
+        }
+        let b = next_batch.fetch_add(1, Ordering::Relaxed);
+        let first = b * batch_size;
+        let n = match (spec.messages, spec.deadline) {
+            (Some(total), _) => {
+                if first >= total {
+                    break;
+                }
+                batch_size.min(total - first)
+            }
+            (None, Some(deadline)) => {
+                if Instant::now() >= deadline {
+                    break;
+                }
+                batch_size
+            }
+            (None, None) => break,
+        };
+        if let Some(rate) = per_producer_rate {
+            let due = Duration::from_secs_f64((sent * msg_bytes) as f64 / rate);
+            let elapsed = started.elapsed();
+            if due > elapsed {
+                std::thread::sleep(due - elapsed);
+            }
+        }
+        let log = setup
+            .logs
+            .get((b % parts) as usize)
+            .ok_or_else(|| anyhow!("no partition for batch {b}"))?;
+        let timestamp = setup.clock.now_us();
+        builder.clear();
+        for i in 0..n {
+            builder
+                .push_parts(timestamp, None, Some(setup.pool.message(first + i)), &[])
+                .context("encoding a record")?;
+        }
+        let batch = builder
+            .build_reusing()
+            .with_context(|| format!("building a {} batch of {n} messages", setup.codec))?;
+        let t0 = Instant::now();
+        log.append_batch(batch)
+            .with_context(|| format!("appending to {}", log.dir().display()))?;
+        hist::record_ns(&mut h, duration_ns(t0.elapsed()), 1);
+        sent += n;
+        progress.bytes.fetch_add(n * msg_bytes, Ordering::Relaxed);
+    }
+    Ok((h, sent))
+}
+
+fn duration_ns(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Partitions consumer `c` reads: `p % consumers == c`.
+fn assignment(partitions: usize, consumers: usize, c: usize) -> Vec<usize> {
+    (0..partitions)
+        .filter(|p| p % consumers.max(1) == c)
+        .collect()
+}
+
+/// What a consumer counted.
+#[derive(Debug, Default)]
+struct Consumed {
+    records: u64,
+    disk_bytes: u64,
+}
+
+/// Walks the batches of one read result, checking CRCs; returns records, bytes, next offset and
+/// the batches' `(max_timestamp, record_count)`.
+fn walk(
+    data: &[u8],
+    max_batch: usize,
+    mut on_batch: impl FnMut(i64, u64),
+) -> anyhow::Result<(u64, u64, Option<u64>)> {
+    let mut scanner = BatchScanner::new(data, max_batch, true);
+    let mut records = 0u64;
+    let mut bytes = 0u64;
+    let mut next = None;
+    for b in scanner.by_ref() {
+        let n = u64::try_from(b.header.record_count).unwrap_or(0);
+        records += n;
+        bytes += b.header.total_len() as u64;
+        next = Some(u64::try_from(b.header.next_offset()).unwrap_or(0));
+        on_batch(b.header.max_timestamp, n);
+    }
+    if let Some(stop) = scanner.stop() {
+        bail!(
+            "bad batch at byte {} of a read: {}",
+            stop.position,
+            stop.problem
+        );
+    }
+    Ok((records, bytes, next))
+}
+
+fn consume(setup: &Setup<'_>, start_offsets: &[u64]) -> anyhow::Result<PhaseResult> {
+    let progress = Progress::default();
+    let consumers = (setup.args.consumers as usize).min(setup.logs.len()).max(1);
+    let expected = records_per_partition(
+        setup.messages,
+        u64::from(setup.args.batch_size),
+        setup.args.partitions,
+    );
+    let msg_bytes = setup.args.message_size as u64;
+    let cpu0 = machine::process_cpu_seconds();
+    let started = Instant::now();
+    let total = setup.messages * msg_bytes;
+    let (results, samples, seconds) = std::thread::scope(|s| {
+        let monitor = s.spawn(|| progress::monitor("consume", &progress, total, started));
+        let handles: Vec<_> = (0..consumers)
+            .map(|c| {
+                let (progress, expected) = (&progress, &expected);
+                s.spawn(move || -> anyhow::Result<(Histogram<u64>, Consumed)> {
+                    let mut h = hist::new_histogram();
+                    let mut got = Consumed::default();
+                    for p in assignment(setup.logs.len(), consumers, c) {
+                        let (Some(log), Some(&start)) = (setup.logs.get(p), start_offsets.get(p))
+                        else {
+                            continue;
+                        };
+                        let end = log.log_end_offset();
+                        let mut offset = start;
+                        let mut records = 0u64;
+                        while offset < end {
+                            let t0 = Instant::now();
+                            let slice = log
+                                .read(offset, FETCH_BYTES)
+                                .with_context(|| format!("partition {p}: read at {offset}"))?;
+                            hist::record_ns(&mut h, duration_ns(t0.elapsed()), 1);
+                            let (n, bytes, next) = walk(&slice, setup.max_batch, |_, _| {})
+                                .with_context(|| format!("partition {p} at offset {offset}"))?;
+                            let Some(next) = next.filter(|n| *n > offset) else {
+                                bail!("partition {p}: read at {offset} returned no batch before the end {end}");
+                            };
+                            offset = next;
+                            records += n;
+                            got.disk_bytes += bytes;
+                            progress.bytes.fetch_add(n * msg_bytes, Ordering::Relaxed);
+                        }
+                        let want = expected.get(p).copied().unwrap_or(0);
+                        if records != want {
+                            bail!("partition {p}: read {records} records back, {want} were produced");
+                        }
+                        got.records += records;
+                    }
+                    Ok((h, got))
+                })
+            })
+            .collect();
+        let results: Vec<_> = handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow!("a consumer thread panicked")))
+            })
+            .collect();
+        let seconds = started.elapsed().as_secs_f64();
+        progress.done.store(true, Ordering::Release);
+        (results, monitor.join().unwrap_or_default(), seconds)
+    });
+    let mut hists = Vec::new();
+    let mut records = 0;
+    let mut disk_bytes = 0;
+    for r in results {
+        let (h, c) = r?;
+        hists.push(h);
+        records += c.records;
+        disk_bytes += c.disk_bytes;
+    }
+    if records != setup.messages {
+        bail!(
+            "consumers read {records} records, {} were produced",
+            setup.messages
+        );
+    }
+    Ok(PhaseResult {
+        hist: hist::merge(hists),
+        samples,
+        seconds,
+        cpu_seconds: machine::process_cpu_seconds() - cpu0,
+        messages: records,
+        disk_bytes,
+    })
+}
+
+fn end_to_end(setup: &Setup<'_>) -> anyhow::Result<PhaseResult> {
+    let progress = Progress::default();
+    let producer_progress = Progress::default();
+    let consumers = (setup.args.consumers as usize).min(setup.logs.len()).max(1);
+    let expected = records_per_partition(
+        setup.messages,
+        u64::from(setup.args.batch_size),
+        setup.args.partitions,
+    );
+    let start_offsets: Vec<u64> = setup.logs.iter().map(|l| l.log_end_offset()).collect();
+    let msg_bytes = setup.args.message_size as u64;
+    let next_batch = AtomicU64::new(0);
+    let failed = AtomicBool::new(false);
+    let cpu0 = machine::process_cpu_seconds();
+    let total = setup.messages * msg_bytes;
+    let spec = ProduceSpec {
+        messages: Some(setup.messages),
+        deadline: None,
+    };
+    let started = Instant::now();
+    let (consumer_results, producer_results, samples, seconds) = std::thread::scope(|s| {
+        let monitor = s.spawn(|| progress::monitor("e2e", &progress, total, started));
+        let consumer_handles: Vec<_> = (0..consumers)
+            .map(|c| {
+                let (progress, failed, expected, start_offsets) =
+                    (&progress, &failed, &expected, &start_offsets);
+                s.spawn(move || -> anyhow::Result<(Histogram<u64>, Consumed)> {
+                    let r = tail(
+                        setup,
+                        c,
+                        consumers,
+                        expected,
+                        start_offsets,
+                        progress,
+                        failed,
+                    );
+                    if r.is_err() {
+                        failed.store(true, Ordering::Release);
+                    }
+                    r
+                })
+            })
+            .collect();
+        let producer_handles: Vec<_> = (0..setup.args.producers)
+            .map(|_| {
+                s.spawn(|| {
+                    let r = producer(setup, &spec, &next_batch, &producer_progress, &failed);
+                    if r.is_err() {
+                        failed.store(true, Ordering::Release);
+                    }
+                    r
+                })
+            })
+            .collect();
+        let producer_results: Vec<_> = producer_handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow!("a producer thread panicked")))
+            })
+            .collect();
+        let consumer_results: Vec<_> = consumer_handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow!("a consumer thread panicked")))
+            })
+            .collect();
+        let seconds = started.elapsed().as_secs_f64();
+        progress.done.store(true, Ordering::Release);
+        (
+            consumer_results,
+            producer_results,
+            monitor.join().unwrap_or_default(),
+            seconds,
+        )
+    });
+    for r in producer_results {
+        r.context("e2e producer")?;
+    }
+    let mut hists = Vec::new();
+    let mut records = 0;
+    let mut disk_bytes = 0;
+    for r in consumer_results {
+        let (h, c) = r?;
+        hists.push(h);
+        records += c.records;
+        disk_bytes += c.disk_bytes;
+    }
+    if records != setup.messages {
+        bail!(
+            "e2e consumers received {records} records, {} were produced",
+            setup.messages
+        );
+    }
+    Ok(PhaseResult {
+        hist: hist::merge(hists),
+        samples,
+        seconds,
+        cpu_seconds: machine::process_cpu_seconds() - cpu0,
+        messages: records,
+        disk_bytes,
+    })
+}
+
+/// An e2e consumer: polls its partitions until it has received everything they will get.
+fn tail(
+    setup: &Setup<'_>,
+    c: usize,
+    consumers: usize,
+    expected: &[u64],
+    start_offsets: &[u64],
+    progress: &Progress,
+    failed: &AtomicBool,
+) -> anyhow::Result<(Histogram<u64>, Consumed)> {
+    let msg_bytes = setup.args.message_size as u64;
+    let mut h = hist::new_histogram();
+    let mut got = Consumed::default();
+    // (partition, next offset, records still to come)
+    let mut mine: Vec<(usize, u64, u64)> = assignment(setup.logs.len(), consumers, c)
+        .into_iter()
+        .map(|p| {
+            (
+                p,
+                start_offsets.get(p).copied().unwrap_or(0),
+                expected.get(p).copied().unwrap_or(0),
+            )
+        })
+        .collect();
+    let mut idle_rounds = 0u32;
+    while mine.iter().any(|m| m.2 > 0) {
+        if failed.load(Ordering::Acquire) {
+            bail!("stopped: a producer or consumer failed");
+        }
+        let mut progressed = false;
+        for (p, offset, left) in mine.iter_mut().filter(|m| m.2 > 0) {
+            let log = setup
+                .logs
+                .get(*p)
+                .ok_or_else(|| anyhow!("no partition {p}"))?;
+            let slice = log
+                .read(*offset, FETCH_BYTES)
+                .with_context(|| format!("partition {p}: read at {offset}"))?;
+            if slice.is_empty() {
+                continue;
+            }
+            let seen_us = setup.clock.now_us();
+            let (n, bytes, next) = walk(&slice, setup.max_batch, |sent_us, count| {
+                let lat_us = u64::try_from(seen_us.saturating_sub(sent_us)).unwrap_or(0);
+                hist::record_ns(&mut h, lat_us.saturating_mul(1000), count);
+            })
+            .with_context(|| format!("partition {p} at offset {offset}"))?;
+            if let Some(next) = next {
+                *offset = next;
+            }
+            *left = left.saturating_sub(n);
+            got.records += n;
+            got.disk_bytes += bytes;
+            progress.bytes.fetch_add(n * msg_bytes, Ordering::Relaxed);
+            progressed = true;
+        }
+        if progressed {
+            idle_rounds = 0;
+        } else {
+            // Spin briefly (the next batch is usually close), then back off to a short sleep so
+            // idle consumers do not steal the producers' cores.
+            idle_rounds += 1;
+            if idle_rounds < 64 {
+                std::thread::yield_now();
+            } else {
+                std::thread::sleep(Duration::from_micros(50));
+            }
+        }
+    }
+    Ok((h, got))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_go_round_robin_and_every_message_is_counted() {
+        assert_eq!(records_per_partition(10, 3, 2), vec![6, 4]);
+        assert_eq!(records_per_partition(9, 3, 2), vec![6, 3]);
+        assert_eq!(records_per_partition(5, 10, 4), vec![5, 0, 0, 0]);
+        assert_eq!(records_per_partition(4096, 1000, 1), vec![4096]);
+        for (m, b, p) in [(12345, 100, 7), (1, 1, 3), (1000, 1000, 2)] {
+            assert_eq!(records_per_partition(m, b, p).iter().sum::<u64>(), m);
+        }
+    }
+
+    #[test]
+    fn consumers_split_partitions_without_overlap() {
+        let mut all: Vec<usize> = (0..3).flat_map(|c| assignment(8, 3, c)).collect();
+        all.sort_unstable();
+        assert_eq!(all, (0..8).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn batches_of_1000_kib_messages_fit_the_default_limit_and_16_kib_ones_raise_it() {
+        assert_eq!(
+            max_batch_bytes(1024, 1000),
+            LogConfig::default()
+                .max_batch_bytes
+                .max(max_batch_bytes(1024, 1000))
+        );
+        assert!(max_batch_bytes(16 * 1024, 1000) > 16 * 1024 * 1000);
+    }
+
+    #[test]
+    fn the_clock_moves_forward_in_microseconds() {
+        let c = Clock::new();
+        let a = c.now_us();
+        std::thread::sleep(Duration::from_millis(2));
+        let b = c.now_us();
+        assert!(b - a >= 2000, "{a} {b}");
+        assert!(a > 1_600_000_000_000_000, "µs since the epoch: {a}");
+    }
+}

@@ -1,0 +1,641 @@
+//! `strata verify`: check every byte of a data directory, partition, segment or index file.
+//!
+//! Every batch is walked by the engine's [`BatchScanner`] (length bounds, magic, CRC-32C,
+//! contiguous offsets from the file name's base), then checked for a known codec and
+//! `lastOffsetDelta == recordCount - 1`; segments must continue each other; every offset-index
+//! and time-index entry is judged against the batches (see [`index_check`]); file names, orphan
+//! indexes, trailing bytes and the checkpoint are checked too. A walk stops at the first batch it
+//! cannot frame (nothing after it can be trusted) and says how many bytes it left unchecked.
+//!
+//! Read-only unless `--repair`, which runs the engine's own recovery ([`repair`]). Memory is
+//! constant in the size of the data: segments are streamed through one buffer ([`walk`]).
+//! Exit status: 0 clean, 1 problems, 2 usage or I/O error.
+
+pub mod index_check;
+pub mod repair;
+pub mod report;
+pub mod target;
+pub mod walk;
+
+use std::fs::File;
+use std::io::IsTerminal;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use strata_storage::batch::BatchError;
+use strata_storage::log::LogConfig;
+use strata_storage::log::checkpoint::Checkpoint;
+use strata_storage::log::index::{self, IndexKind, OffsetEntry, TimeEntry};
+use strata_storage::log::name::{self, FileKind};
+use strata_storage::log::scan::{ScanProblem, ScanStop};
+
+use index_check::{Finding, OffsetIndexCheck, TimeIndexCheck};
+use report::{Problem, Reporter};
+use target::Target;
+use walk::{Buffer, WalkOptions};
+
+/// `strata verify PATH... [--index-only] [--json] [--repair]`
+#[derive(Debug, Clone, clap::Args)]
+pub struct VerifyArgs {
+    /// Segment (`.log`), index (`.index`, `.timeindex`), partition directory or data directory.
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Walk batch headers without checking CRCs and report on the indexes only.
+    #[arg(long)]
+    pub index_only: bool,
+    /// One JSON object per line (`"type": "problem" | "repair" | "summary"`).
+    #[arg(long)]
+    pub json: bool,
+    /// Run the engine's crash recovery on each partition (truncate a torn tail, rebuild
+    /// indexes), say what it changed, then verify the result. Refuses a locked partition.
+    #[arg(long)]
+    pub repair: bool,
+    /// Largest batch considered legal (the broker's `max.message.bytes`).
+    #[arg(long, value_name = "BYTES", default_value_t = LogConfig::default().max_batch_bytes)]
+    pub max_batch_bytes: usize,
+    /// `index.interval.bytes` used when `--repair` rebuilds indexes.
+    #[arg(long, value_name = "BYTES", default_value_t = LogConfig::default().index_interval_bytes)]
+    pub index_interval_bytes: u32,
+}
+
+/// Runs `strata verify`, writing the report to stdout. `Ok` carries the exit status (0 clean,
+/// 1 problems); an `Err` is a usage or I/O error (exit 2).
+pub fn run(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+    let summary = run_to(args, &mut out, std::io::stderr().is_terminal())?;
+    Ok(if summary.problems == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// [`run`] writing to `out`; returns the summary.
+pub fn run_to(
+    args: &VerifyArgs,
+    out: &mut dyn std::io::Write,
+    progress: bool,
+) -> anyhow::Result<report::Summary> {
+    let targets = args
+        .paths
+        .iter()
+        .map(|p| target::classify(p))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut partitions = Vec::new();
+    let mut files = Vec::new();
+    for t in targets {
+        match t {
+            Target::DataDir(d) => partitions.extend(target::partitions_of(&d)?),
+            Target::Partition(p) => partitions.push(p),
+            Target::File(f, kind) => files.push((f, kind)),
+        }
+    }
+    if args.repair && !files.is_empty() {
+        anyhow::bail!("--repair works on partition or data directories, not on single files");
+    }
+    let mut rep = Reporter::new(out, args.json);
+    if args.repair {
+        for dir in &partitions {
+            repair::repair_partition(dir, args, &mut rep)?;
+        }
+    }
+    if progress {
+        let mut total = 0;
+        for dir in &partitions {
+            total += target::list_partition(dir)?
+                .logs
+                .values()
+                .map(|(_, len)| len)
+                .sum::<u64>();
+        }
+        for (f, _) in &files {
+            total += std::fs::metadata(f).map_or(0, |m| m.len());
+        }
+        rep.show_progress(total);
+    }
+    let mut v = Verifier {
+        args,
+        rep,
+        buf: Buffer::default(),
+    };
+    for dir in &partitions {
+        v.partition(dir)?;
+    }
+    for (f, kind) in &files {
+        v.file(f, *kind)?;
+    }
+    Ok(v.rep.finish()?)
+}
+
+struct Verifier<'a, 'w> {
+    args: &'a VerifyArgs,
+    rep: Reporter<'w>,
+    buf: Buffer,
+}
+
+/// One segment to verify, with whichever index files go with it.
+struct SegmentJob<'p> {
+    log: &'p Path,
+    /// Base offset from the file name (`None` if the name is malformed).
+    base: Option<u64>,
+    len: u64,
+    index: Option<&'p Path>,
+    time_index: Option<&'p Path>,
+    /// A sealed segment of a partition: its index files must exist and the time index's last
+    /// entry must hold the segment's largest timestamp.
+    sealed: bool,
+    /// Report on indexes only (no CRC, no per-batch field checks).
+    index_only: bool,
+}
+
+/// What a segment's walk learned.
+struct SegmentEnd {
+    next_offset: u64,
+    /// The walk stopped at damage: where the segment really ends is unknown, so index entries
+    /// past the stop and the next segment's base are not judged (one problem, not a cascade).
+    damaged: bool,
+}
+
+fn show(p: &Path) -> String {
+    p.display().to_string()
+}
+
+fn problem(
+    file: &Path,
+    position: Option<u64>,
+    check: &'static str,
+    expected: impl Into<String>,
+    found: impl Into<String>,
+    message: impl Into<String>,
+) -> Problem {
+    Problem {
+        file: show(file),
+        position,
+        check,
+        expected: expected.into(),
+        found: found.into(),
+        message: message.into(),
+    }
+}
+
+/// Names the check a scan stop failed, with what was expected and found.
+pub fn classify_stop(p: &ScanProblem) -> (&'static str, String, String) {
+    match p {
+        ScanProblem::Zeroed => ("zeroed", "a batch header".into(), "zero bytes".into()),
+        ScanProblem::OffsetGap { expected, found } => (
+            "offset_gap",
+            format!("offset {expected}"),
+            format!("offset {found}"),
+        ),
+        ScanProblem::Batch(e) => match e {
+            BatchError::BadLength { length, min, max } => (
+                "batch_length",
+                format!("batchLength in [{min}, {max}]"),
+                format!("batchLength {length}"),
+            ),
+            BatchError::Truncated { needed, available } => (
+                "batch_truncated",
+                format!("{needed} bytes"),
+                format!("{available} bytes"),
+            ),
+            BatchError::BadMagic { got } => {
+                ("batch_magic", "magic 2".into(), format!("magic {got}"))
+            }
+            BatchError::BadCrc { expected, got } => (
+                "batch_crc",
+                format!("crc {expected:#010x} (stored)"),
+                format!("crc {got:#010x} (computed)"),
+            ),
+            BatchError::OffsetDeltaMismatch {
+                last_offset_delta,
+                record_count,
+            } => (
+                "batch_offset_delta",
+                "baseOffset >= 0 and lastOffsetDelta >= 0".into(),
+                format!("lastOffsetDelta {last_offset_delta} recordCount {record_count}"),
+            ),
+            _ => ("batch", String::new(), String::new()),
+        },
+    }
+}
+
+impl Verifier<'_, '_> {
+    fn partition(&mut self, dir: &Path) -> anyhow::Result<()> {
+        let l = target::list_partition(dir)?;
+        self.rep.summary.partitions += 1;
+        for (path, kind) in &l.malformed {
+            self.rep.problem(problem(
+                path,
+                None,
+                "file_name",
+                format!("20 digits then {}", kind.suffix()),
+                path.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                "not a segment file name: the engine ignores this file",
+            ));
+        }
+        for (indexes, check) in [
+            (&l.indexes, "index_orphan"),
+            (&l.time_indexes, "time_index_orphan"),
+        ] {
+            for (base, path) in indexes {
+                if !l.logs.contains_key(base) {
+                    self.rep.problem(problem(
+                        path,
+                        None,
+                        check,
+                        format!("a segment {}", name::file_name(*base, FileKind::Log)),
+                        "no such segment",
+                        "index file without a segment (recovery deletes it)",
+                    ));
+                }
+            }
+        }
+        let mut prev_end: Option<u64> = None;
+        let count = l.logs.len();
+        let mut last_end = None;
+        for (i, (base, (path, len))) in l.logs.iter().enumerate() {
+            let sealed = i + 1 < count;
+            if let Some(prev) = prev_end
+                && prev != *base
+            {
+                self.rep.problem(problem(
+                    path,
+                    Some(0),
+                    "segment_gap",
+                    format!("base offset {prev}"),
+                    format!("base offset {base}"),
+                    format!(
+                        "segment starts at offset {base}, but the previous segment ends at {prev}"
+                    ),
+                ));
+            }
+            let end = self.segment(SegmentJob {
+                log: path,
+                base: Some(*base),
+                len: *len,
+                index: l.indexes.get(base).map(PathBuf::as_path),
+                time_index: l.time_indexes.get(base).map(PathBuf::as_path),
+                sealed,
+                index_only: self.args.index_only,
+            })?;
+            prev_end = (!end.damaged).then_some(end.next_offset);
+            last_end = Some((end.next_offset, *len));
+        }
+        if let Some(cp) = &l.checkpoint
+            && !self.args.index_only
+        {
+            self.checkpoint(cp, last_end)?;
+        }
+        Ok(())
+    }
+
+    fn checkpoint(&mut self, path: &Path, last: Option<(u64, u64)>) -> anyhow::Result<()> {
+        let bytes = std::fs::read(path).with_context(|| show(path))?;
+        match Checkpoint::decode(&bytes) {
+            Err(reason) => self.rep.problem(problem(
+                path,
+                None,
+                "checkpoint",
+                "a valid checkpoint",
+                "",
+                format!("{reason} (recovery ignores it and scans every segment)"),
+            )),
+            Ok(cp) if cp.clean => {
+                if let Some((next, len)) = last {
+                    if cp.log_end_offset != next {
+                        self.rep.problem(problem(
+                            path,
+                            Some(16),
+                            "checkpoint",
+                            format!("log_end_offset {next}"),
+                            format!("log_end_offset {}", cp.log_end_offset),
+                            "clean checkpoint's log end offset differs from the last segment's",
+                        ));
+                    }
+                    if cp.active_segment_len != len {
+                        self.rep.problem(problem(
+                            path,
+                            Some(24),
+                            "checkpoint",
+                            format!("active_segment_len {len}"),
+                            format!("active_segment_len {}", cp.active_segment_len),
+                            "clean checkpoint's segment length differs from the last segment's",
+                        ));
+                    }
+                }
+            }
+            Ok(_) => {}
+        }
+        Ok(())
+    }
+
+    fn file(&mut self, path: &Path, kind: FileKind) -> anyhow::Result<()> {
+        let fname = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let base = name::parse_file_name(&fname).map(|(b, _)| b);
+        if base.is_none() {
+            self.rep.problem(problem(
+                path,
+                None,
+                "file_name",
+                format!("20 digits then {}", kind.suffix()),
+                fname.clone(),
+                "not a segment file name: the engine ignores this file",
+            ));
+        }
+        let dir = path.parent().unwrap_or(Path::new("."));
+        match kind {
+            FileKind::Log => {
+                let len = std::fs::metadata(path).with_context(|| show(path))?.len();
+                let idx = base.map(|b| name::segment_path(dir, b, FileKind::Index));
+                let tidx = base.map(|b| name::segment_path(dir, b, FileKind::TimeIndex));
+                self.segment(SegmentJob {
+                    log: path,
+                    base,
+                    len,
+                    index: idx.as_deref().filter(|p| p.exists()),
+                    time_index: tidx.as_deref().filter(|p| p.exists()),
+                    sealed: false,
+                    index_only: self.args.index_only,
+                })?;
+            }
+            FileKind::Index | FileKind::TimeIndex => {
+                let Some(base) = base else { return Ok(()) };
+                let log = name::segment_path(dir, base, FileKind::Log);
+                let Ok(meta) = std::fs::metadata(&log) else {
+                    let check = if kind == FileKind::Index {
+                        "index_orphan"
+                    } else {
+                        "time_index_orphan"
+                    };
+                    self.rep.problem(problem(
+                        path,
+                        None,
+                        check,
+                        format!("a segment {}", show(&log)),
+                        "no such segment",
+                        "index file without a segment (recovery deletes it)",
+                    ));
+                    return Ok(());
+                };
+                self.segment(SegmentJob {
+                    log: &log,
+                    base: Some(base),
+                    len: meta.len(),
+                    index: (kind == FileKind::Index).then_some(path),
+                    time_index: (kind == FileKind::TimeIndex).then_some(path),
+                    sealed: false,
+                    index_only: true,
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    fn load_index(
+        &mut self,
+        path: Option<&Path>,
+        kind: IndexKind,
+        base: u64,
+        sealed: bool,
+        log: &Path,
+    ) -> anyhow::Result<Option<Vec<u8>>> {
+        let (missing, header) = match kind {
+            IndexKind::Offset => ("index_missing", "index_header"),
+            IndexKind::Time => ("time_index_missing", "time_index_header"),
+        };
+        let Some(path) = path else {
+            if sealed {
+                let suffix = match kind {
+                    IndexKind::Offset => FileKind::Index,
+                    IndexKind::Time => FileKind::TimeIndex,
+                };
+                self.rep.problem(problem(
+                    log,
+                    None,
+                    missing,
+                    format!("a file {}", name::file_name(base, suffix)),
+                    "no such file",
+                    "sealed segment without its index (recovery rebuilds it)",
+                ));
+            }
+            return Ok(None);
+        };
+        let bytes = std::fs::read(path).with_context(|| show(path))?;
+        match index::check_file(kind, base, &bytes) {
+            Ok(body) => Ok(Some(body.to_vec())),
+            Err(e) => {
+                self.rep.problem(problem(
+                    path,
+                    Some(e.position),
+                    header,
+                    "a valid header and CRC",
+                    "",
+                    format!("{} (recovery rebuilds this index)", e.reason),
+                ));
+                Ok(None)
+            }
+        }
+    }
+
+    fn segment(&mut self, job: SegmentJob<'_>) -> anyhow::Result<SegmentEnd> {
+        self.rep.summary.segments += 1;
+        self.rep.summary.bytes += job.len;
+        let file = File::open(job.log).with_context(|| show(job.log))?;
+        let ibase = job.base.unwrap_or(0);
+        let oi = self.load_index(job.index, IndexKind::Offset, ibase, job.sealed, job.log)?;
+        let ti = self.load_index(job.time_index, IndexKind::Time, ibase, job.sealed, job.log)?;
+        let mut oic = oi.as_ref().map(|b| {
+            OffsetIndexCheck::new(
+                ibase,
+                b.chunks_exact(index::layout::OFFSET_ENTRY_LEN)
+                    .map(OffsetEntry::parse),
+            )
+        });
+        let mut tic = ti.as_ref().map(|b| {
+            TimeIndexCheck::new(
+                ibase,
+                b.chunks_exact(index::layout::TIME_ENTRY_LEN)
+                    .map(TimeEntry::parse),
+            )
+        });
+
+        let mut start = 0;
+        let mut expect = job.base;
+        let mut next_offset = ibase;
+        let mut end;
+        let mut max_ts = -1i64;
+        let mut damaged = false;
+        loop {
+            let opts = WalkOptions {
+                max_batch_bytes: self.args.max_batch_bytes,
+                verify_crc: !job.index_only,
+                expect_offset: expect,
+                start,
+            };
+            let rep = &mut self.rep;
+            let we = walk::walk(&file, opts, &mut self.buf, |b, _bytes| {
+                let h = &b.header;
+                rep.summary.batches += 1;
+                rep.summary.records += u64::try_from(h.record_count).unwrap_or(0);
+                rep.advance(h.total_len() as u64);
+                if !job.index_only {
+                    if let Err(BatchError::UnknownCodec(id)) = h.compression() {
+                        rep.problem(problem(
+                            job.log,
+                            Some(b.position),
+                            "batch_codec",
+                            "codec id 0..=4",
+                            format!("codec id {id}"),
+                            format!("unknown compression codec id {id}"),
+                        ));
+                    }
+                    if i64::from(h.last_offset_delta) != i64::from(h.record_count) - 1 {
+                        rep.problem(problem(
+                            job.log,
+                            Some(b.position),
+                            "batch_offset_delta",
+                            format!("lastOffsetDelta {}", i64::from(h.record_count) - 1),
+                            format!("lastOffsetDelta {}", h.last_offset_delta),
+                            format!(
+                                "lastOffsetDelta {} does not match recordCount {}",
+                                h.last_offset_delta, h.record_count
+                            ),
+                        ));
+                    }
+                }
+                if let Some(c) = oic.as_mut() {
+                    c.on_batch(b.position, h.base_offset);
+                }
+                if let Some(c) = tic.as_mut() {
+                    c.on_batch(b.position, h.base_offset, h.last_offset(), h.max_timestamp);
+                }
+                max_ts = max_ts.max(h.max_timestamp);
+                next_offset = h.next_offset() as u64;
+                ControlFlow::Continue(())
+            })
+            .with_context(|| show(job.log))?;
+            end = we.end;
+            match we.stop {
+                None => break,
+                Some(ScanStop {
+                    position,
+                    problem: ScanProblem::OffsetGap { expected, found },
+                }) => {
+                    let p = if position == 0 {
+                        problem(
+                            job.log,
+                            Some(0),
+                            "first_offset",
+                            format!("base offset {expected} (the file name)"),
+                            format!("base offset {found}"),
+                            format!(
+                                "first batch starts at offset {found}, but the file is named for {expected}"
+                            ),
+                        )
+                    } else {
+                        problem(
+                            job.log,
+                            Some(position),
+                            "offset_gap",
+                            format!("base offset {expected}"),
+                            format!("base offset {found}"),
+                            format!(
+                                "batch starts at offset {found}, but the previous batch ends at {}",
+                                expected.saturating_sub(1)
+                            ),
+                        )
+                    };
+                    self.rep.problem(p);
+                    start = position;
+                    expect = u64::try_from(found).ok();
+                }
+                Some(stop) => {
+                    let (check, expected, found) = classify_stop(&stop.problem);
+                    let left = job.len.saturating_sub(stop.position);
+                    self.rep.problem(problem(
+                        job.log,
+                        Some(stop.position),
+                        check,
+                        expected,
+                        found,
+                        format!(
+                            "{}; {left} bytes from here to the end of the file are not checked",
+                            stop.problem
+                        ),
+                    ));
+                    self.rep.advance(left);
+                    damaged = true;
+                    break;
+                }
+            }
+        }
+
+        if let (Some(c), Some(path)) = (oic, job.index) {
+            let verdicts = c.finish(end);
+            self.rep.summary.index_entries += verdicts.len() as u64;
+            for v in verdicts {
+                if let Some(f) = v
+                    .finding
+                    .filter(|f| !(damaged && f.check == "index_past_end"))
+                {
+                    let at = index::layout::HEADER_LEN + v.entry * index::layout::OFFSET_ENTRY_LEN;
+                    self.finding(path, at as u64, v.entry, f);
+                }
+            }
+        }
+        if let (Some(c), Some(path)) = (tic, job.time_index) {
+            let verdicts = c.finish(next_offset);
+            let last = verdicts.last().map(|v| (v.entry, v.value));
+            self.rep.summary.index_entries += verdicts.len() as u64;
+            for v in verdicts {
+                if let Some(f) = v
+                    .finding
+                    .filter(|f| !(damaged && f.check == "time_index_past_end"))
+                {
+                    let at = index::layout::HEADER_LEN + v.entry * index::layout::TIME_ENTRY_LEN;
+                    self.finding(path, at as u64, v.entry, f);
+                }
+            }
+            if job.sealed
+                && !damaged
+                && max_ts >= 0
+                && last.is_none_or(|(_, e)| e.timestamp != max_ts)
+            {
+                let at = last.map_or(index::layout::HEADER_LEN, |(i, _)| {
+                    index::layout::HEADER_LEN + i * index::layout::TIME_ENTRY_LEN
+                });
+                self.rep.problem(problem(
+                    path,
+                    Some(at as u64),
+                    "time_index_last",
+                    format!("timestamp {max_ts}"),
+                    last.map_or("no entry".into(), |(_, e)| format!("timestamp {}", e.timestamp)),
+                    "a sealed segment's last time-index entry must hold its largest timestamp (retention reads it)",
+                ));
+            }
+        }
+        Ok(SegmentEnd {
+            next_offset,
+            damaged,
+        })
+    }
+
+    fn finding(&mut self, path: &Path, at: u64, entry: usize, f: Finding) {
+        self.rep.problem(problem(
+            path,
+            Some(at),
+            f.check,
+            f.expected,
+            f.found,
+            format!("entry {entry}: {}", f.message),
+        ));
+    }
+}

@@ -1,0 +1,136 @@
+//! Streaming a segment file through the engine's [`BatchScanner`] in constant memory.
+//!
+//! The file is read with positional reads into one reusable buffer (no `mmap`: this crate has no
+//! `unsafe`, and a file another process truncates cannot fault a read). The scanner runs over
+//! whatever the buffer holds; a batch cut by the end of the *buffer* (not of the file) is read
+//! again after the buffer is refilled, so the scanner only ever reports damage that is really on
+//! disk. The buffer holds at least one maximal batch plus a header, so every legal batch fits.
+
+use std::fs::File;
+use std::ops::ControlFlow;
+use std::os::unix::fs::FileExt;
+
+use strata_storage::batch::BatchError;
+use strata_storage::batch::header::HEADER_LEN;
+use strata_storage::log::scan::{BatchScanner, ScanProblem, ScanStop, ScannedBatch};
+
+/// Smallest read buffer: large reads keep the per-read cost far below the CRC's.
+const MIN_BUFFER: usize = 8 << 20;
+
+/// How to walk a segment.
+#[derive(Debug, Clone, Copy)]
+pub struct WalkOptions {
+    /// Bound on a batch's size (`max.message.bytes`).
+    pub max_batch_bytes: usize,
+    /// Check each batch's CRC-32C (otherwise lengths and magic only: a header walk).
+    pub verify_crc: bool,
+    /// Require the first batch to start at this offset and each later one to continue the last.
+    pub expect_offset: Option<u64>,
+    /// Byte position to start at.
+    pub start: u64,
+}
+
+/// Where a walk ended.
+#[derive(Debug, Clone)]
+pub struct WalkEnd {
+    /// Position after the last batch handed to the callback.
+    pub end: u64,
+    /// Why the walk stopped before the end of the file (positions are absolute).
+    pub stop: Option<ScanStop>,
+}
+
+/// A reusable read buffer: allocate once per run, not per segment.
+#[derive(Debug, Default)]
+pub struct Buffer(Vec<u8>);
+
+impl Buffer {
+    fn ensure(&mut self, max_batch_bytes: usize) -> &mut Vec<u8> {
+        let want = MIN_BUFFER.max(max_batch_bytes.saturating_add(HEADER_LEN));
+        if self.0.len() < want {
+            self.0.resize(want, 0);
+        }
+        &mut self.0
+    }
+}
+
+/// Walks the batches of `file` from `opts.start`, calling `on_batch` with each good batch (its
+/// absolute position and its bytes) until the end of the file, the first problem, or `Break`.
+pub fn walk(
+    file: &File,
+    opts: WalkOptions,
+    buffer: &mut Buffer,
+    mut on_batch: impl FnMut(&ScannedBatch, &[u8]) -> ControlFlow<()>,
+) -> std::io::Result<WalkEnd> {
+    let buf = buffer.ensure(opts.max_batch_bytes);
+    let cap = buf.len();
+    let mut file_pos = opts.start;
+    let mut filled = 0usize;
+    let mut eof = false;
+    let mut expect = opts.expect_offset;
+    loop {
+        while filled < cap && !eof {
+            let dst = buf.get_mut(filled..).unwrap_or_default();
+            let n = match file.read_at(dst, file_pos + filled as u64) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            if n == 0 {
+                eof = true;
+            }
+            filled += n;
+        }
+        let data = buf.get(..filled).unwrap_or_default();
+        let mut scanner = BatchScanner::new(data, opts.max_batch_bytes, opts.verify_crc);
+        if let Some(e) = expect {
+            scanner = scanner.expecting_offset(e);
+        }
+        for b in scanner.by_ref() {
+            let bytes = data
+                .get(b.position as usize..b.end() as usize)
+                .unwrap_or_default();
+            let abs = ScannedBatch {
+                position: file_pos + b.position,
+                header: b.header,
+            };
+            if expect.is_some() {
+                expect = Some(b.header.next_offset() as u64);
+            }
+            if on_batch(&abs, bytes).is_break() {
+                return Ok(WalkEnd {
+                    end: abs.end(),
+                    stop: None,
+                });
+            }
+        }
+        let consumed = scanner.position() as usize;
+        match scanner.stop() {
+            None if eof => {
+                return Ok(WalkEnd {
+                    end: file_pos + consumed as u64,
+                    stop: None,
+                });
+            }
+            None => {}
+            Some(stop) => {
+                let left = filled.saturating_sub(stop.position as usize);
+                let cut_by_buffer = matches!(
+                    stop.problem,
+                    ScanProblem::Batch(BatchError::Truncated { .. })
+                ) || left < HEADER_LEN;
+                if eof || !cut_by_buffer || (consumed == 0 && filled == cap) {
+                    return Ok(WalkEnd {
+                        end: file_pos + consumed as u64,
+                        stop: Some(ScanStop {
+                            position: file_pos + stop.position,
+                            problem: stop.problem.clone(),
+                        }),
+                    });
+                }
+            }
+        }
+        buf.copy_within(consumed..filled, 0);
+        filled -= consumed;
+        file_pos += consumed as u64;
+    }
+}
