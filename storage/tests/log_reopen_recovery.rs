@@ -100,18 +100,18 @@ fn given_a_torn_tail_when_reopened_then_it_is_truncated_and_every_whole_batch_su
 }
 
 #[test]
-fn given_a_flipped_byte_in_a_sealed_segment_when_reopened_after_a_crash_then_open_fails_naming_file_and_position()
+fn given_a_damaged_header_in_a_synced_sealed_segment_when_reopened_then_open_fails_naming_file_and_position()
  {
     let dir = tempfile::tempdir().unwrap();
     let log = open(dir.path(), small_config());
     fill(&log, 60);
     let first = log.segments()[0].clone();
-    drop(log);
-    // Make the whole log suspect: remove the checkpoint so every segment is scanned.
-    std::fs::remove_file(dir.path().join("checkpoint")).unwrap();
+    let second_batch = read_all(&log, 0)[1].2.len() as u64; // position of batch #2 = size of #1
+    log.close().unwrap(); // every sealed segment is synced and below the recovery point
+    // A batchLength no reader could follow, in the middle of a sealed, synced segment.
     let mut f = OpenOptions::new().write(true).open(&first.path).unwrap();
-    f.seek(SeekFrom::Start(500)).unwrap();
-    f.write_all(&[0xff]).unwrap();
+    f.seek(SeekFrom::Start(second_batch + 8)).unwrap();
+    f.write_all(&0x7fff_0000i32.to_be_bytes()).unwrap();
     drop(f);
 
     let err = PartitionLog::open(dir.path(), small_config(), backend()).unwrap_err();
@@ -122,11 +122,8 @@ fn given_a_flipped_byte_in_a_sealed_segment_when_reopened_after_a_crash_then_ope
             reason,
         } => {
             assert_eq!(file, first.path);
-            assert!(
-                position <= 500,
-                "position {position} is the start of the damaged batch"
-            );
-            assert!(reason.contains("CRC"), "{reason}");
+            assert_eq!(position, second_batch);
+            assert!(reason.contains("batchLength"), "{reason}");
         }
         other => panic!("expected Corrupt, got {other:?}"),
     }
@@ -138,9 +135,35 @@ fn given_a_flipped_byte_in_a_sealed_segment_when_reopened_after_a_crash_then_ope
     };
     let log = PartitionLog::open(dir.path(), config, backend()).unwrap();
     assert_eq!(log.segments().len(), 1);
-    assert!(log.log_end_offset() < 240);
+    assert_eq!(log.log_end_offset(), 4, "only the first batch survives");
     assert!(log.recovery_report().segments_removed > 0);
     read_all(&log, 0);
+}
+
+#[test]
+fn given_damage_in_a_segment_past_the_recovery_point_when_reopened_then_the_log_ends_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), small_config());
+    let sent = fill(&log, 60);
+    let first = log.segments()[0].clone();
+    drop(log);
+    // No checkpoint: nothing is known durable, as after a crash before the first seal finished.
+    std::fs::remove_file(dir.path().join("checkpoint")).unwrap();
+    let mut f = OpenOptions::new().write(true).open(&first.path).unwrap();
+    f.seek(SeekFrom::Start(500)).unwrap();
+    f.write_all(&[0xff]).unwrap();
+    drop(f);
+
+    let log = PartitionLog::open(dir.path(), small_config(), backend()).unwrap();
+    let r = log.recovery_report().clone();
+    assert_eq!(r.truncated.len(), 1, "{r:?}");
+    assert_eq!(r.truncated[0].0, first.path);
+    assert!(r.truncated[0].1 <= 500);
+    assert!(r.truncated[0].3.contains("CRC"), "{:?}", r.truncated[0].3);
+    assert!(r.segments_removed > 0);
+    let kept = read_all(&log, 0);
+    assert_same(&kept, &sent[..kept.len()]);
+    assert_eq!(log.segments().len(), 1);
 }
 
 #[test]

@@ -267,6 +267,11 @@ impl WritableFile for FailingFile {
         self.inner.preallocate(len)
     }
 
+    /// A hint that changes no durable state: passed through, not counted.
+    fn start_writeback(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.inner.start_writeback(offset, len)
+    }
+
     fn set_len(&self, len: u64) -> io::Result<()> {
         self.admit(OpClass::Other, "set_len")?;
         self.inner.set_len(len)
@@ -717,6 +722,11 @@ impl WritableFile for ForgetfulFile {
 
     fn preallocate(&self, len: u64) -> io::Result<()> {
         self.inner.preallocate(len)
+    }
+
+    /// Writeback makes nothing durable (only `sync_data` does), so the model is unaffected.
+    fn start_writeback(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.inner.start_writeback(offset, len)
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {

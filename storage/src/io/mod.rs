@@ -103,6 +103,13 @@ pub trait WritableFile: Send + Sync + fmt::Debug {
         self.write_all_at(bufs, offset)?;
         self.sync_data()
     }
+    /// Starts writeback of `len` bytes at `offset` without waiting for it
+    /// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`). A hint that keeps the disk busy while the
+    /// writer goes on; it makes nothing durable. Default: do nothing.
+    fn start_writeback(&self, offset: u64, len: u64) -> io::Result<()> {
+        let _ = (offset, len);
+        Ok(())
+    }
     /// Reserves disk blocks for `len` bytes without changing the file's length
     /// (`fallocate(FALLOC_FL_KEEP_SIZE)`); a no-op where the file system cannot.
     fn preallocate(&self, len: u64) -> io::Result<()>;

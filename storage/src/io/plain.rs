@@ -91,7 +91,36 @@ pub(crate) fn preallocate_keep_size(file: &File, len: u64) -> io::Result<()> {
     }
 }
 
+/// Shared by the backends: `sync_file_range(SYNC_FILE_RANGE_WRITE)`, which queues writeback of
+/// the range and returns without waiting for it.
+pub(crate) fn start_writeback_range(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (
+        libc::off64_t::try_from(offset),
+        libc::off64_t::try_from(len),
+    ) else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "range too large",
+        ));
+    };
+    // SAFETY: `sync_file_range` only reads its integer arguments; the fd is owned by `file`,
+    // which the borrow keeps open for the duration of the call.
+    let rc = unsafe {
+        libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE)
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 impl WritableFile for PlainFile {
+    fn start_writeback(&self, offset: u64, len: u64) -> io::Result<()> {
+        start_writeback_range(&self.file, offset, len)
+    }
+
     fn write_all_at(&self, bufs: &[&[u8]], mut offset: u64) -> io::Result<()> {
         for buf in bufs {
             self.file.write_all_at(buf, offset)?;

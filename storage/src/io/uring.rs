@@ -543,6 +543,11 @@ impl WritableFile for UringFile {
         self.write_and_maybe_sync(bufs, offset, false)
     }
 
+    fn start_writeback(&self, offset: u64, len: u64) -> io::Result<()> {
+        // A plain system call: it returns at once, so a ring round trip would only add work.
+        super::plain::start_writeback_range(&self.file, offset, len)
+    }
+
     fn sync_data(&self) -> io::Result<()> {
         self.write_and_maybe_sync(&[], 0, true)
     }

@@ -148,13 +148,38 @@ struct Inner {
     maintenance: Mutex<()>,
     stop: Mutex<bool>,
     stop_cv: Condvar,
+    /// Segments sealed by a roll whose sync, index files and checkpoint are still to be done.
+    seals: Mutex<SealQueue>,
+    seals_cv: Condvar,
+    /// Bytes written since writeback was last started (`never`/`interval` only).
+    unflushed: AtomicU64,
     _lock: File,
 }
+
+/// Work for the sealer thread: a rolled segment to make durable before the recovery point may
+/// move past it.
+struct SealJob {
+    /// The segment as it was while active (it still holds the writable file).
+    segment: Arc<Segment>,
+    next_offset: u64,
+}
+
+#[derive(Default)]
+struct SealQueue {
+    jobs: std::collections::VecDeque<SealJob>,
+    busy: bool,
+    stop: bool,
+}
+
+/// Under `never`/`interval`, start writeback (not wait for it) every this many bytes, so the
+/// disk works while the producer keeps writing instead of everything landing at the next sync.
+const WRITEBACK_CHUNK: u64 = 8 << 20;
 
 /// One partition's log. `Send + Sync`: share it in an `Arc` between appenders and readers.
 pub struct PartitionLog {
     inner: Arc<Inner>,
     background: Option<JoinHandle<()>>,
+    sealer: Option<JoinHandle<()>>,
     recovery: RecoveryReport,
 }
 
@@ -272,12 +297,17 @@ impl PartitionLog {
             maintenance: Mutex::new(()),
             stop: Mutex::new(false),
             stop_cv: Condvar::new(),
+            seals: Mutex::new(SealQueue::default()),
+            seals_cv: Condvar::new(),
+            unflushed: AtomicU64::new(0),
             _lock: lock,
         });
         let background = spawn_background(&inner)?;
+        let sealer = spawn_sealer(&inner)?;
         Ok(PartitionLog {
             inner,
             background,
+            sealer: Some(sealer),
             recovery: report,
         })
     }
@@ -466,6 +496,16 @@ impl PartitionLog {
         self.inner.enforce_retention(now_ms)
     }
 
+    /// Deletes every whole sealed segment that ends at or before `offset` (all its records are
+    /// below `offset`), oldest first, so the log start moves forward without a gap. The active
+    /// segment is never deleted. For logs that keep their own snapshot of live state (the
+    /// broker's committed-offsets log): once a snapshot starting at `offset` is durable, what
+    /// lies before it can go. A crash part-way leaves a suffix of the doomed segments, never a
+    /// hole. Readers holding slices of deleted segments keep working.
+    pub fn delete_segments_before(&self, offset: u64) -> Result<RetentionReport> {
+        self.inner.delete_segments_before(offset)
+    }
+
     /// Clean shutdown: waits for in-flight appends, syncs, writes the indexes and a clean
     /// checkpoint so the next open scans nothing. (Dropping without `close` is like a crash:
     /// the next open recovers.)
@@ -485,6 +525,7 @@ impl PartitionLog {
                     .map_err(|(op, e)| inner.poisoned(op, &e.to_string()))?;
                 inner.queue.lock().done_seq = upto;
             }
+            inner.wait_for_seals()?;
             inner.close_clean(core)
         })
     }
@@ -496,11 +537,21 @@ impl PartitionLog {
             let _ = h.join();
         }
     }
+
+    /// Stops the sealer after the job it is doing (pending seals are left to recovery).
+    fn stop_sealer(&mut self) {
+        self.inner.seals.lock().stop = true;
+        self.inner.seals_cv.notify_all();
+        if let Some(h) = self.sealer.take() {
+            let _ = h.join();
+        }
+    }
 }
 
 impl Drop for PartitionLog {
     fn drop(&mut self) {
         self.stop_background();
+        self.stop_sealer();
         self.inner.closed.store(true, Ordering::Release);
     }
 }
@@ -658,6 +709,19 @@ impl Inner {
                 w.write_all_at(&bufs, start_pos)
             };
             res.map_err(|e| ("write", Error::io("write", &seg.log_path, e)))?;
+            if !always {
+                let pending = self
+                    .unflushed
+                    .fetch_add(end_pos - start_pos, Ordering::AcqRel)
+                    + (end_pos - start_pos);
+                if pending >= WRITEBACK_CHUNK {
+                    self.unflushed.store(0, Ordering::Release);
+                    // A hint: failure only means the OS flushes later, never lost data.
+                    if let Err(e) = w.start_writeback(end_pos.saturating_sub(pending), pending) {
+                        tracing::debug!(error = %e, "sync_file_range failed");
+                    }
+                }
+            }
             self.index_run(core, run, start_pos);
             seg.publish(SegmentState {
                 len: core.len,
@@ -741,19 +805,26 @@ impl Inner {
         })
     }
 
+    /// Starts a new segment at the next offset. The old segment's fdatasync, index files and
+    /// the checkpoint that moves the recovery point past it are done by the sealer thread, so an
+    /// append never waits for a whole segment to be flushed. Until that is done the old segment
+    /// stays past the recovery point, and a crash makes recovery re-check it.
     fn roll_inner(&self, core: &mut WriterCore) -> Result<()> {
         let old = core.active.clone();
         let w = old
             .writer()
             .ok_or_else(|| Error::Closed(self.dir.clone()))?;
+        // Releases the preallocated blocks past the data (readers never look past it).
         w.set_len(core.len).ctx("truncate", &old.log_path)?;
-        w.sync_data().ctx("fdatasync", &old.log_path)?;
-        self.durable_end
-            .fetch_max(core.next_offset, Ordering::AcqRel);
-        self.write_indexes(core, &old)?;
-
+        if core.max_timestamp >= 0 {
+            old.time_index.write().maybe_push(TimeEntry {
+                timestamp: core.max_timestamp,
+                relative_offset: relative(core.offset_of_max_timestamp, old.base_offset),
+            });
+        }
         let base = core.next_offset;
         let new = self.create_segment(base)?;
+        // The new file's directory entry must be durable before anything in it is acknowledged.
         self.backend
             .sync_dir(&self.dir)
             .ctx("fsync dir", &self.dir)?;
@@ -775,6 +846,10 @@ impl Inner {
             }
             segs.push(new.clone());
         }
+        let job = SealJob {
+            segment: old,
+            next_offset: core.next_offset,
+        };
         *core = WriterCore {
             active: new,
             len: 0,
@@ -784,18 +859,66 @@ impl Inner {
             offset_of_max_timestamp: base,
             first_append_ms: None,
         };
+        self.unflushed.store(0, Ordering::Release);
+        self.seals.lock().jobs.push_back(job);
+        self.seals_cv.notify_all();
+        tracing::debug!(dir = %self.dir.display(), base, "rolled to a new segment");
+        Ok(())
+    }
+
+    /// Makes a rolled segment durable: fdatasync, index files, then the checkpoint that moves
+    /// the recovery point to the next segment.
+    fn seal(&self, job: &SealJob) -> Result<()> {
+        let seg = &job.segment;
+        let w = seg
+            .writer()
+            .ok_or_else(|| Error::Closed(self.dir.clone()))?;
+        w.sync_data().ctx("fdatasync", &seg.log_path)?;
+        // Seals run in roll order, so everything up to this segment's end is now durable.
+        self.durable_end
+            .fetch_max(job.next_offset, Ordering::AcqRel);
+        let still_listed = self
+            .segments
+            .read()
+            .iter()
+            .any(|s| s.base_offset == seg.base_offset);
+        if still_listed {
+            let idx = seg.index.read().encode(seg.base_offset);
+            let tidx = seg.time_index.read().encode(seg.base_offset);
+            write_file_atomic(self.backend.as_ref(), &seg.index_path, &idx)?;
+            write_file_atomic(self.backend.as_ref(), &seg.time_index_path, &tidx)?;
+        }
+        self.backend
+            .sync_dir(&self.dir)
+            .ctx("fsync dir", &self.dir)?;
         let _g = self.maintenance.lock();
         checkpoint::write(
             self.backend.as_ref(),
             &self.dir,
             &Checkpoint {
                 clean: false,
-                recovery_point: base,
-                log_end_offset: base,
+                recovery_point: job.next_offset,
+                log_end_offset: job.next_offset,
                 active_segment_len: 0,
             },
         )?;
-        tracing::debug!(dir = %self.dir.display(), base, "rolled to a new segment");
+        Ok(())
+    }
+
+    /// Blocks until every rolled segment has been sealed.
+    fn wait_for_seals(&self) -> Result<()> {
+        let mut q = self.seals.lock();
+        while !q.jobs.is_empty() || q.busy {
+            if q.stop {
+                break;
+            }
+            self.seals_cv.wait(&mut q);
+        }
+        drop(q);
+        let q = self.queue.lock();
+        if let Some((op, cause)) = &q.failure {
+            return Err(self.poisoned(op, cause));
+        }
         Ok(())
     }
 
@@ -821,13 +944,9 @@ impl Inner {
     }
 
     fn sync(&self) -> Result<()> {
-        {
-            let q = self.queue.lock();
-            if let Some((op, cause)) = &q.failure {
-                return Err(self.poisoned(op, cause));
-            }
-        }
         let end = self.log_end.load(Ordering::Acquire);
+        // Everything before the active segment must be durable too.
+        self.wait_for_seals()?;
         let seg = self.segments.read().last().cloned();
         let Some(seg) = seg else { return Ok(()) };
         let Some(w) = seg.writer() else { return Ok(()) };
@@ -912,6 +1031,38 @@ impl Inner {
     }
 }
 
+impl Inner {
+    fn delete_segments_before(&self, offset: u64) -> Result<RetentionReport> {
+        let _g = self.maintenance.lock();
+        let segs: Vec<Arc<Segment>> = self.segments.read().clone();
+        let sealed = segs.len().saturating_sub(1);
+        let doomed = segs
+            .iter()
+            .take(sealed)
+            .take_while(|s| s.next_offset() <= offset)
+            .count();
+        let mut report = RetentionReport::default();
+        if doomed > 0 {
+            let removed: Vec<Arc<Segment>> = {
+                let mut w = self.segments.write();
+                w.drain(..doomed).collect()
+            };
+            for s in &removed {
+                remove_if_exists(self.backend.as_ref(), &s.log_path)?;
+                remove_if_exists(self.backend.as_ref(), &s.index_path)?;
+                remove_if_exists(self.backend.as_ref(), &s.time_index_path)?;
+                report.segments_deleted += 1;
+                report.bytes_deleted += s.len();
+            }
+            self.backend
+                .sync_dir(&self.dir)
+                .ctx("fsync dir", &self.dir)?;
+        }
+        report.log_start_offset = self.segments.read().first().map_or(0, |s| s.base_offset);
+        Ok(report)
+    }
+}
+
 fn open_active(
     dir: &Path,
     config: &LogConfig,
@@ -935,6 +1086,46 @@ fn open_active(
         index,
         time_index,
     )?))
+}
+
+/// The sealer thread: makes rolled segments durable in the order they rolled.
+fn spawn_sealer(inner: &Arc<Inner>) -> Result<JoinHandle<()>> {
+    let weak: Weak<Inner> = Arc::downgrade(inner);
+    std::thread::Builder::new()
+        .name("strata-log-seal".into())
+        .spawn(move || {
+            loop {
+                let Some(inner) = weak.upgrade() else { return };
+                let job = {
+                    let mut q = inner.seals.lock();
+                    loop {
+                        if q.stop {
+                            return;
+                        }
+                        if let Some(job) = q.jobs.pop_front() {
+                            q.busy = true;
+                            break job;
+                        }
+                        inner.seals_cv.wait(&mut q);
+                    }
+                };
+                let res = inner.seal(&job);
+                if let Err(e) = &res {
+                    tracing::error!(segment = %job.segment.log_path.display(), error = %e, "sealing a segment failed; the log refuses further writes");
+                    inner.queue.lock().failure.get_or_insert(("seal", e.to_string()));
+                }
+                {
+                    let mut q = inner.seals.lock();
+                    q.busy = false;
+                    if res.is_err() {
+                        q.jobs.clear();
+                    }
+                }
+                inner.seals_cv.notify_all();
+                drop(job);
+            }
+        })
+        .map_err(|e| Error::io("spawn thread", PathBuf::new(), e))
 }
 
 /// The background thread: interval fsync and periodic retention.
@@ -1048,15 +1239,16 @@ fn recover(
     let mut i = 0;
     while let Some(&(base, file_len)) = bases.get(i) {
         i += 1;
-        let is_last = i == bases.len();
         let path = name::segment_path(dir, base, FileKind::Log);
         if let Some(exp) = expected_base
             && exp != base
         {
             let reason =
                 format!("segment starts at offset {base}, but the previous segment ends at {exp}");
-            if config.recovery == RecoveryMode::TruncateAtCorruption {
-                tracing::error!(file = %path.display(), %reason, "removing this and every later segment");
+            // Past the recovery point the previous segment was never known durable: a crash
+            // may have cut it short, and what follows it cannot be kept.
+            if base >= recovery_point || config.recovery == RecoveryMode::TruncateAtCorruption {
+                tracing::warn!(file = %path.display(), %reason, "removing this and every later segment");
                 report.segments_removed +=
                     remove_segments(backend, dir, bases.get(i - 1..).unwrap_or(&[]))?;
                 break;
@@ -1090,8 +1282,17 @@ fn recover(
         let mut valid_len = file_len;
         if let Some(stop) = &scan.stop {
             let reason = stop.problem.to_string();
-            if is_last && !trusted {
-                tracing::warn!(file = %path.display(), position = stop.position, bytes = file_len - stop.position, %reason, "truncating torn tail");
+            // Past the recovery point nothing was known durable: bad bytes there are what a
+            // crash leaves (a torn tail, or a segment the OS had not finished writing back), so
+            // the log ends there. Before it, the segment was synced and sealed: bad bytes are
+            // corruption, an error unless the operator chose TruncateAtCorruption.
+            if !trusted || config.recovery == RecoveryMode::TruncateAtCorruption {
+                let later = bases.get(i..).unwrap_or(&[]);
+                if trusted {
+                    tracing::error!(file = %path.display(), position = stop.position, %reason, later_segments = later.len(), "corruption: truncating here and removing every later segment");
+                } else {
+                    tracing::warn!(file = %path.display(), position = stop.position, bytes = file_len - stop.position, %reason, later_segments = later.len(), "truncating what a crash left unwritten");
+                }
                 report.truncated.push((
                     path.clone(),
                     stop.position,
@@ -1103,21 +1304,9 @@ fn recover(
                 w.set_len(stop.position).ctx("truncate", &path)?;
                 w.sync_data().ctx("fdatasync", &path)?;
                 valid_len = stop.position;
-            } else if config.recovery == RecoveryMode::TruncateAtCorruption {
-                tracing::error!(file = %path.display(), position = stop.position, %reason, "corruption: truncating here and removing every later segment");
-                report.truncated.push((
-                    path.clone(),
-                    stop.position,
-                    file_len - stop.position,
-                    reason,
-                ));
-                drop(data);
-                let w = backend.open_writable(&path).ctx("open segment", &path)?;
-                w.set_len(stop.position).ctx("truncate", &path)?;
-                w.sync_data().ctx("fdatasync", &path)?;
-                valid_len = stop.position;
-                report.segments_removed +=
-                    remove_segments(backend, dir, bases.get(i..).unwrap_or(&[]))?;
+                if !later.is_empty() {
+                    report.segments_removed += remove_segments(backend, dir, later)?;
+                }
                 i = bases.len();
             } else {
                 return Err(Error::Corrupt {
@@ -1127,6 +1316,8 @@ fn recover(
                 });
             }
         }
+        // A truncation above removed every later segment: this one is now the last.
+        let is_last = i == bases.len();
         // Indexes: trust the files only if they decode and agree with the scan's end.
         let end_rel = scan.next_offset - base;
         let idx_path = name::segment_path(dir, base, FileKind::Index);
