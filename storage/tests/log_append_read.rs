@@ -174,6 +174,20 @@ fn given_records_when_appended_through_the_records_api_then_they_decode_back_exa
 }
 
 #[test]
+fn given_the_records_api_when_no_codec_is_chosen_then_batches_are_zstd() {
+    use strata_storage::batch::{Compression, NewRecord};
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), small_config());
+    log.append_records([NewRecord::new(b"v".to_vec())], Compression::default())
+        .unwrap();
+    let s = log.read(0, 1 << 20).unwrap();
+    assert_eq!(
+        BatchHeader::parse(&s).unwrap().compression().unwrap(),
+        Compression::Zstd
+    );
+}
+
+#[test]
 fn given_timestamps_across_segments_when_looked_up_then_the_first_offset_at_or_after_is_returned() {
     use strata_storage::batch::{Compression, NewRecord};
     let dir = tempfile::tempdir().unwrap();

@@ -48,13 +48,17 @@ pub const NO_PRODUCER_EPOCH: i16 = -1;
 pub const NO_SEQUENCE: i32 = -1;
 
 /// Compression codec of a batch (attributes bits 0–2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+///
+/// `Compression::default()` is zstd: the records API (`PartitionLog::append_records`) compresses
+/// with it unless told otherwise, since log data compresses well and zstd decodes fast.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Compression {
     None = 0,
     Gzip = 1,
     Snappy = 2,
     Lz4 = 3,
+    #[default]
     Zstd = 4,
 }
 

@@ -382,7 +382,8 @@ impl PartitionLog {
             .append_wait(batch, h.record_count as u64, h.max_timestamp)
     }
 
-    /// Builds a batch from `records` (compressed with `compression`) and appends it.
+    /// Builds a batch from `records` (keys, values, headers, timestamps), compressed with
+    /// `compression` — pass `Compression::default()` for zstd, the default — and appends it.
     pub fn append_records(
         &self,
         records: impl IntoIterator<Item = NewRecord>,
