@@ -179,6 +179,37 @@ fn given_a_parked_fetch_when_a_producer_appends_then_the_fetch_returns_the_new_r
         waited < Duration::from_secs(15),
         "woken by the produce, not by the 20 s timeout: {waited:?}"
     );
+    // min_bytes 0 means "answer at once", whatever max_wait_ms says.
+    {
+        use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+        let req = FetchRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_max_wait_ms(20_000)
+            .with_min_bytes(0)
+            .with_topics(vec![
+                FetchTopic::default()
+                    .with_topic(topic("lp"))
+                    .with_partitions(vec![
+                        FetchPartition::default()
+                            .with_partition(0)
+                            .with_fetch_offset(1)
+                            .with_partition_max_bytes(1 << 20),
+                    ]),
+            ]);
+        let start = Instant::now();
+        let r = c.call(&req, 12);
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "min_bytes=0 must not park"
+        );
+        assert!(
+            r.responses[0].partitions[0]
+                .records
+                .as_ref()
+                .unwrap()
+                .is_empty()
+        );
+    }
     // And with nothing to wake it, the fetch waits out max_wait_ms and returns empty.
     let start = Instant::now();
     let r = fetch(&mut c, "lp", 0, 1, 300, 12);

@@ -310,7 +310,8 @@ pub async fn fetch(
         appended.borrow_and_update();
         let (out, bytes, errors) = build_fetch(broker, &req, version);
         let expired = tokio::time::Instant::now() >= deadline;
-        if bytes >= min_bytes.max(1) || errors || expired || *shutdown.borrow() {
+        // min_bytes 0 answers at once, as in Kafka; otherwise wait for that much data.
+        if bytes >= min_bytes || errors || expired || *shutdown.borrow() {
             return Reply::Body(fetch_encode::encode(&out, version));
         }
         // Long poll: park until something is appended, the wait expires or the broker stops.
