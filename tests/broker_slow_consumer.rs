@@ -23,9 +23,16 @@ fn given_a_consumer_that_stops_reading_when_producers_keep_producing_then_they_a
         let req = FetchRequest::default()
             .with_replica_id(BrokerId(-1))
             .with_max_bytes(50 << 20)
-            .with_topics(vec![FetchTopic::default().with_topic(topic("busy")).with_partitions(vec![
-                FetchPartition::default().with_partition(0).with_fetch_offset(0).with_partition_max_bytes(50 << 20),
-            ])]);
+            .with_topics(vec![
+                FetchTopic::default()
+                    .with_topic(topic("busy"))
+                    .with_partitions(vec![
+                        FetchPartition::default()
+                            .with_partition(0)
+                            .with_fetch_offset(0)
+                            .with_partition_max_bytes(50 << 20),
+                    ]),
+            ]);
         let (_, body) = stuck.encode_request(&req, 12);
         stuck.send_raw(&body);
     }
@@ -36,6 +43,9 @@ fn given_a_consumer_that_stops_reading_when_producers_keep_producing_then_they_a
     }
     let mut healthy = b.client();
     let r = fetch(&mut healthy, "busy", 0, 40, 0, 12);
-    assert_eq!(values(r.responses[0].partitions[0].records.as_ref().unwrap()).len(), 50);
+    assert_eq!(
+        values(r.responses[0].partitions[0].records.as_ref().unwrap()).len(),
+        50
+    );
     drop(stuck);
 }

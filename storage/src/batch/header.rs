@@ -51,7 +51,9 @@ pub const NO_SEQUENCE: i32 = -1;
 ///
 /// `Compression::default()` is zstd: the records API (`PartitionLog::append_records`) compresses
 /// with it unless told otherwise, since log data compresses well and zstd decodes fast.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Compression {
     None = 0,
