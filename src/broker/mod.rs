@@ -10,6 +10,7 @@
 
 pub mod config;
 pub mod fetch_encode;
+pub mod groups;
 pub mod handlers;
 pub mod producer;
 pub mod server;
@@ -150,6 +151,8 @@ pub struct Broker {
     producer_ids: ProducerIdAllocator,
     /// Bumped after every append; long-polling fetches wait on it.
     appended: tokio::sync::watch::Sender<u64>,
+    /// Consumer groups and committed offsets (`__consumer_offsets-0`).
+    pub groups: Arc<groups::Coordinator>,
 }
 
 impl Broker {
@@ -171,7 +174,12 @@ impl Broker {
             }
             Err(e) => return Err(e).context("reading cluster-id"),
         };
+        let groups = Arc::new(
+            groups::Coordinator::open(&config, backend.clone())
+                .context("opening the group coordinator")?,
+        );
         let broker = Arc::new(Broker {
+            groups,
             node_id: config.node_id()?,
             cluster_id,
             producer_ids: ProducerIdAllocator::open(&data_dir)?,
@@ -359,6 +367,10 @@ impl Broker {
             .into_values()
             .collect();
         let mut first_err: Option<anyhow::Error> = None;
+        if let Err(e) = self.groups.close() {
+            tracing::error!(error = %format!("{e:#}"), "closing the offsets log failed");
+            first_err = Some(e);
+        }
         let mut note = |r: strata_storage::Result<()>, what: &str| {
             if let Err(e) = r {
                 tracing::error!(partition = what, error = %e, "closing partition failed");
@@ -437,7 +449,7 @@ impl Partition {
                 ),
             ));
         }
-        let h = header::validate_batch(records, max).map_err(|e| match e {
+        let valid = header::ValidBatch::new(records.to_vec(), max).map_err(|e| match e {
             strata_storage::batch::BatchError::BadCrc { .. } => {
                 perr(ResponseError::CorruptMessage, e.to_string())
             }
@@ -452,6 +464,7 @@ impl Partition {
             }
             other => perr(ResponseError::CorruptMessage, other.to_string()),
         })?;
+        let h = *valid.header();
         if h.is_control() {
             return Err(perr(
                 ResponseError::InvalidRecord,
@@ -464,17 +477,25 @@ impl Partition {
                 "transactions are not supported",
             ));
         }
+        // The bytes stay exactly as validated unless the topic rewrites them (another codec,
+        // LogAppendTime); only then must the engine check them again.
+        let mut rewritten = false;
         let mut batch = match config.compression {
             TopicCompression::Codec(c) if h.compression().ok() != Some(c) => {
+                rewritten = true;
                 recompress(&h, records, c)?
             }
-            _ => records.to_vec(),
+            _ => Vec::new(),
         };
         let append_time = if config.log_append_time {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as i64);
+            if !rewritten {
+                batch = valid.as_bytes().to_vec();
+            }
             header::set_log_append_time(&mut batch, now);
+            rewritten = true;
             now
         } else {
             -1
@@ -491,13 +512,19 @@ impl Partition {
                 perr(ResponseError::KafkaStorageError, other.to_string())
             }
         };
+        // Unchanged bytes go in without a second CRC pass; rewritten ones are checked again.
+        let to_append = if rewritten { Err(batch) } else { Ok(valid) };
+        let append = |b: Result<header::ValidBatch, Vec<u8>>| match b {
+            Ok(v) => self.log.append_validated(v),
+            Err(bytes) => self.log.append_batch(bytes),
+        };
         let produced = |base: u64| Produced {
             base_offset: base,
             log_append_time: append_time,
             log_start_offset: self.log.log_start_offset(),
         };
         if h.producer_id < 0 {
-            let info = self.log.append_batch(batch).map_err(storage)?;
+            let info = append(to_append).map_err(storage)?;
             return Ok(produced(info.base_offset));
         }
         // Idempotent: check and append as one step.
@@ -525,7 +552,7 @@ impl Partition {
                 ),
             )),
             SeqCheck::Append => {
-                let info = self.log.append_batch(batch).map_err(storage)?;
+                let info = append(to_append).map_err(storage)?;
                 self.producers.lock().record(
                     h.producer_id,
                     h.producer_epoch,

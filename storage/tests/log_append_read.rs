@@ -228,3 +228,31 @@ fn given_timestamps_across_segments_when_looked_up_then_the_first_offset_at_or_a
     let log = open(dir.path(), small_config());
     assert_eq!(log.offset_for_timestamp(1000 + 10 * 77).unwrap(), Some(77));
 }
+
+#[test]
+fn given_a_validated_batch_when_appended_then_it_is_stored_and_the_limit_still_applies() {
+    use strata_storage::batch::header::ValidBatch;
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        max_batch_bytes: 4096,
+        ..small_config()
+    };
+    let log = open(dir.path(), config);
+    let b = numbered_batch(0, 3, 50, 7);
+    let valid = ValidBatch::new(b.clone(), 1 << 20).unwrap();
+    assert_eq!(log.append_validated(valid).unwrap().base_offset, 0);
+    let mut bad = b.clone();
+    bad[30] ^= 1;
+    assert!(
+        ValidBatch::new(bad, 1 << 20).is_err(),
+        "validation is where the CRC is checked"
+    );
+    let big = ValidBatch::new(numbered_batch(1, 1, 5000, 0), 1 << 20).unwrap();
+    assert!(matches!(
+        log.append_validated(big),
+        Err(Error::BatchTooLarge { max: 4096, .. })
+    ));
+    let got = read_all(&log, 0);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].2[8..], b[8..]);
+}

@@ -306,6 +306,37 @@ pub fn validate_batch(buf: &[u8], max_total_len: usize) -> Result<BatchHeader, B
     Ok(header)
 }
 
+/// A batch that passed [`validate_batch`], owning its bytes so they cannot change afterwards.
+/// Lets a caller that must inspect a batch before appending it (the broker checks producer ids
+/// and flags) hand it to the log (`PartitionLog::append_validated`) without the CRC being
+/// computed a second time. To modify the bytes, take them back with [`ValidBatch::into_bytes`]
+/// and append them with `append_batch`, which validates again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidBatch {
+    header: BatchHeader,
+    bytes: Vec<u8>,
+}
+
+impl ValidBatch {
+    /// Validates `bytes` as one batch of at most `max_total_len` bytes.
+    pub fn new(bytes: Vec<u8>, max_total_len: usize) -> Result<Self, BatchError> {
+        let header = validate_batch(&bytes, max_total_len)?;
+        Ok(ValidBatch { header, bytes })
+    }
+
+    pub fn header(&self) -> &BatchHeader {
+        &self.header
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
+}
+
 /// Overwrites baseOffset. It lies outside the CRC, so the batch stays valid.
 pub fn set_base_offset(batch: &mut [u8], base_offset: i64) {
     if let Some(field) = batch.get_mut(BASE_OFFSET) {

@@ -382,6 +382,22 @@ impl PartitionLog {
             .append_wait(batch, h.record_count as u64, h.max_timestamp)
     }
 
+    /// Appends a batch validated by [`header::ValidBatch::new`], without checking its CRC a
+    /// second time; otherwise exactly [`PartitionLog::append_batch`].
+    pub fn append_validated(&self, batch: header::ValidBatch) -> Result<AppendInfo> {
+        let max = self.inner.config.max_batch_bytes;
+        let h = *batch.header();
+        let bytes = batch.into_bytes();
+        if bytes.len() > max {
+            return Err(Error::BatchTooLarge {
+                size: bytes.len(),
+                max,
+            });
+        }
+        self.inner
+            .append_wait(bytes, h.record_count as u64, h.max_timestamp)
+    }
+
     /// Builds a batch from `records` (keys, values, headers, timestamps), compressed with
     /// `compression` — pass `Compression::default()` for zstd, the default — and appends it.
     pub fn append_records(
@@ -1034,6 +1050,8 @@ impl Inner {
 
 impl Inner {
     fn delete_segments_before(&self, offset: u64) -> Result<RetentionReport> {
+        // A seal still writing a doomed segment's indexes would leave them orphaned.
+        self.wait_for_seals()?;
         let _g = self.maintenance.lock();
         let segs: Vec<Arc<Segment>> = self.segments.read().clone();
         let sealed = segs.len().saturating_sub(1);
