@@ -24,6 +24,9 @@ enum Command {
     /// Measure throughput and latency: the engine in-process (`--mode embedded`) or, later, a
     /// broker over the Kafka protocol (`--mode kafka`). Report on stdout, progress on stderr.
     Bench(strata_tools::bench::BenchArgs),
+    /// Consumer groups via the Kafka protocol: `list`, or `describe GROUP` (members,
+    /// assignments, committed offsets and lag per partition).
+    Groups(strata::broker::groups::cli::GroupsArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -40,6 +43,7 @@ fn main() -> std::process::ExitCode {
         Command::Serve(args) => strata::serve::run(args).map(|()| std::process::ExitCode::SUCCESS),
         Command::Dump(args) => strata_tools::dump::run(&args),
         Command::Verify(args) => strata_tools::verify::run(&args),
+        Command::Groups(args) => strata::broker::groups::cli::run(&args),
         Command::Bench(args) => match strata_tools::bench::run(args) {
             Ok(()) => Ok(std::process::ExitCode::SUCCESS),
             // A failed run exits 1; a usage error (a mode that does not exist yet) exits 2.

@@ -114,6 +114,26 @@ pub const BROKER_KEYS: &[(&str, &str, &str)] = &[
         "Largest request frame; a larger length prefix closes the connection.",
     ),
     (
+        "group.initial.rebalance.delay.ms",
+        "3000",
+        "How long the first rebalance of an empty consumer group waits for more members to join.",
+    ),
+    (
+        "group.min.session.timeout.ms",
+        "6000",
+        "Smallest session timeout a group member may ask for (else INVALID_SESSION_TIMEOUT).",
+    ),
+    (
+        "group.max.session.timeout.ms",
+        "1800000",
+        "Largest session timeout a group member may ask for (else INVALID_SESSION_TIMEOUT).",
+    ),
+    (
+        "offsets.topic.segment.bytes",
+        "104857600",
+        "Segment size of the committed-offsets log; once the log is larger than this (and than twice its last snapshot) it is compacted to a snapshot of the live offsets.",
+    ),
+    (
         "strata.io.backend",
         "auto",
         "Write path: auto (io_uring if the kernel allows, else plain), io_uring, plain.",
@@ -325,6 +345,38 @@ impl BrokerConfig {
     pub fn retention_check_interval(&self) -> Result<Option<Duration>> {
         let v = self.i64("log.retention.check.interval.ms")?;
         Ok((v > 0).then(|| Duration::from_millis(v as u64)))
+    }
+
+    pub fn preallocate(&self) -> bool {
+        self.bool("log.preallocate").unwrap_or(true)
+    }
+
+    fn millis(&self, key: &str) -> Result<Duration> {
+        let v = self.i64(key)?;
+        if v < 0 {
+            bail!("{key} must be >= 0, got {v}");
+        }
+        Ok(Duration::from_millis(v as u64))
+    }
+
+    pub fn group_initial_rebalance_delay(&self) -> Result<Duration> {
+        self.millis("group.initial.rebalance.delay.ms")
+    }
+
+    pub fn group_min_session_timeout(&self) -> Result<Duration> {
+        self.millis("group.min.session.timeout.ms")
+    }
+
+    pub fn group_max_session_timeout(&self) -> Result<Duration> {
+        self.millis("group.max.session.timeout.ms")
+    }
+
+    pub fn offsets_segment_bytes(&self) -> Result<u64> {
+        let v = self.i64("offsets.topic.segment.bytes")?;
+        if !(4096..=i64::from(i32::MAX)).contains(&v) {
+            bail!("offsets.topic.segment.bytes must be in 4096..=2147483647, got {v}");
+        }
+        Ok(v as u64)
     }
 
     /// The default value of a topic key, from the broker setting it maps to.

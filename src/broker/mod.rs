@@ -75,6 +75,9 @@ pub fn validate_topic_name(name: &str) -> Result<(), String> {
     if name == "." || name == ".." {
         return Err("topic name cannot be \".\" or \"..\"".into());
     }
+    if name == "__consumer_offsets" {
+        return Err("__consumer_offsets is reserved for committed offsets".into());
+    }
     if let Some(c) = name
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))

@@ -21,6 +21,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use super::Broker;
+use super::groups::handlers as groups;
 use super::handlers;
 
 /// The APIs and versions we implement, and therefore advertise in ApiVersions.
@@ -38,6 +39,16 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteTopics, 1, 6),
     (ApiKey::InitProducerId, 0, 4),
     (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::JoinGroup, 0, 7),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 4),
+    (ApiKey::OffsetCommit, 2, 8),
+    (ApiKey::OffsetFetch, 1, 8),
+    (ApiKey::ListGroups, 0, 4),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::DeleteGroups, 0, 2),
 ];
 
 pub fn supported_range(key: ApiKey) -> Option<(i16, i16)> {
@@ -274,6 +285,7 @@ async fn dispatch(
     shutdown: &watch::Receiver<bool>,
 ) -> (Reply, i16) {
     use kafka_protocol::messages::RequestKind as R;
+    let client_id = super::groups::client_id_of(&frame);
     let (key, version, request) = match decode_frame(frame) {
         Ok(Decoded::Request {
             key,
@@ -293,6 +305,18 @@ async fn dispatch(
         R::CreateTopics(r) => handlers::create_topics(broker, r, version).await,
         R::DeleteTopics(r) => handlers::delete_topics(broker, r, version).await,
         R::DescribeConfigs(r) => handlers::describe_configs(broker, r, version),
+        R::FindCoordinator(r) => groups::find_coordinator(broker, r, version),
+        R::JoinGroup(r) => {
+            groups::join_group(broker, r, version, client_id, shutdown.clone()).await
+        }
+        R::SyncGroup(r) => groups::sync_group(broker, r, version, shutdown.clone()).await,
+        R::Heartbeat(r) => groups::heartbeat(broker, r, version),
+        R::LeaveGroup(r) => groups::leave_group(broker, r, version),
+        R::OffsetCommit(r) => groups::offset_commit(broker, r, version).await,
+        R::OffsetFetch(r) => groups::offset_fetch(broker, r, version),
+        R::ListGroups(r) => groups::list_groups(broker, r, version),
+        R::DescribeGroups(r) => groups::describe_groups(broker, r, version),
+        R::DeleteGroups(r) => groups::delete_groups(broker, r, version).await,
         other => Reply::Close(format!(
             "API {key:?} is not supported ({:?})",
             std::mem::discriminant(&other)

@@ -264,3 +264,184 @@ pub fn values(records: &Bytes) -> Vec<(i64, String)> {
     }
     out
 }
+
+// --- consumer groups ---------------------------------------------------------------------------
+
+/// Broker settings for group tests: no initial rebalance delay, short sessions allowed.
+pub const GROUP_SETTINGS: &[&str] = &[
+    "--set",
+    "group.initial.rebalance.delay.ms=0",
+    "--set",
+    "group.min.session.timeout.ms=100",
+];
+
+pub fn group_id(name: &str) -> GroupId {
+    GroupId(StrBytes::from_string(name.to_string()))
+}
+
+pub fn s(v: &str) -> StrBytes {
+    StrBytes::from_string(v.to_string())
+}
+
+/// A JoinGroup request with one protocol per `(name, metadata)`.
+pub fn join_request(
+    group: &str,
+    member_id: &str,
+    instance: Option<&str>,
+    session_ms: i32,
+    rebalance_ms: i32,
+    protocols: &[(&str, &[u8])],
+) -> JoinGroupRequest {
+    use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+    JoinGroupRequest::default()
+        .with_group_id(group_id(group))
+        .with_member_id(s(member_id))
+        .with_group_instance_id(instance.map(s))
+        .with_session_timeout_ms(session_ms)
+        .with_rebalance_timeout_ms(rebalance_ms)
+        .with_protocol_type(s("consumer"))
+        .with_protocols(
+            protocols
+                .iter()
+                .map(|(n, m)| {
+                    JoinGroupRequestProtocol::default()
+                        .with_name(s(n))
+                        .with_metadata(Bytes::copy_from_slice(m))
+                })
+                .collect(),
+        )
+}
+
+/// Joins at v7, answering MEMBER_ID_REQUIRED by rejoining with the given id.
+pub fn join(
+    c: &mut Client,
+    group: &str,
+    instance: Option<&str>,
+    session_ms: i32,
+    protocols: &[(&str, &[u8])],
+) -> JoinGroupResponse {
+    let r = c.call(
+        &join_request(group, "", instance, session_ms, 5000, protocols),
+        7,
+    );
+    if r.error_code != 79 {
+        return r;
+    }
+    let id = r.member_id.to_string();
+    c.call(
+        &join_request(group, &id, instance, session_ms, 5000, protocols),
+        7,
+    )
+}
+
+pub fn sync(
+    c: &mut Client,
+    group: &str,
+    generation: i32,
+    member: &str,
+    assignments: &[(&str, &[u8])],
+) -> SyncGroupResponse {
+    use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
+    c.call(
+        &SyncGroupRequest::default()
+            .with_group_id(group_id(group))
+            .with_generation_id(generation)
+            .with_member_id(s(member))
+            .with_assignments(
+                assignments
+                    .iter()
+                    .map(|(m, a)| {
+                        SyncGroupRequestAssignment::default()
+                            .with_member_id(s(m))
+                            .with_assignment(Bytes::copy_from_slice(a))
+                    })
+                    .collect(),
+            ),
+        5,
+    )
+}
+
+pub fn heartbeat(c: &mut Client, group: &str, generation: i32, member: &str) -> i16 {
+    c.call(
+        &HeartbeatRequest::default()
+            .with_group_id(group_id(group))
+            .with_generation_id(generation)
+            .with_member_id(s(member)),
+        4,
+    )
+    .error_code
+}
+
+/// Commits `(topic, partition, offset, metadata)` at OffsetCommit v8; returns the error codes.
+pub fn commit(
+    c: &mut Client,
+    group: &str,
+    generation: i32,
+    member: &str,
+    offsets: &[(&str, i32, i64, Option<&str>)],
+) -> Vec<i16> {
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    let topics = offsets
+        .iter()
+        .map(|(t, p, o, m)| {
+            OffsetCommitRequestTopic::default()
+                .with_name(topic(t))
+                .with_partitions(vec![
+                    OffsetCommitRequestPartition::default()
+                        .with_partition_index(*p)
+                        .with_committed_offset(*o)
+                        .with_committed_metadata(m.map(s)),
+                ])
+        })
+        .collect();
+    let r = c.call(
+        &OffsetCommitRequest::default()
+            .with_group_id(group_id(group))
+            .with_generation_id_or_member_epoch(generation)
+            .with_member_id(s(member))
+            .with_topics(topics),
+        8,
+    );
+    r.topics
+        .iter()
+        .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
+        .collect()
+}
+
+/// OffsetFetch v7 of `(topic, partition)`: `(offset, metadata)` each.
+pub fn fetch_offsets(
+    c: &mut Client,
+    group: &str,
+    parts: &[(&str, i32)],
+) -> Vec<(i64, Option<String>)> {
+    use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+    let r = c.call(
+        &OffsetFetchRequest::default()
+            .with_group_id(group_id(group))
+            .with_topics(Some(
+                parts
+                    .iter()
+                    .map(|(t, p)| {
+                        OffsetFetchRequestTopic::default()
+                            .with_name(topic(t))
+                            .with_partition_indexes(vec![*p])
+                    })
+                    .collect(),
+            )),
+        7,
+    );
+    assert_eq!(r.error_code, 0);
+    r.topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(|p| {
+                (
+                    p.committed_offset,
+                    p.metadata.as_ref().map(|m| m.to_string()),
+                )
+            })
+        })
+        .collect()
+}

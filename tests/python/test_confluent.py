@@ -30,16 +30,10 @@ def as_tuple(m):
     return (m.get("key"), m.get("value"), m.get("headers") or None, (TIMESTAMP_CREATE_TIME, m["timestamp"]))
 
 
-LZ4_NEEDS_FIND_COORDINATOR = pytest.mark.xfail(
-    strict=True,
-    reason="librdkafka enables its LZ4 feature only when the broker advertises FindCoordinator v0 "
-    "(rdkafka_feature.c), so it sends lz4 batches uncompressed until consumer groups land; "
-    "remove this mark then")
-
 CODECS = {"none": 0, "gzip": 1, "snappy": 2, "lz4": 3, "zstd": 4}
 
 
-@pytest.mark.parametrize("codec", ["none", "gzip", "snappy", pytest.param("lz4", marks=LZ4_NEEDS_FIND_COORDINATOR), "zstd"])
+@pytest.mark.parametrize("codec", ["none", "gzip", "snappy", "lz4", "zstd"])
 def test_given_idempotent_acks_all_producer_with_codec_when_consumed_then_keys_values_headers_timestamps_are_exact(broker, codec):
     topic = create_topic(broker)
     sent = sample_messages() * 3  # several batches' worth of records, still in order

@@ -98,7 +98,21 @@ pub struct BenchArgs {
     /// Broker address (kafka mode).
     #[arg(long, default_value = "127.0.0.1:9092")]
     pub bootstrap: String,
-    /// Where the partition logs go; a temporary directory (removed afterwards) if absent.
+    /// Kafka mode: start `strata serve` from this binary on a free loopback port (data in
+    /// `--data-dir` or a temporary directory), benchmark it, and stop it with SIGTERM.
+    #[arg(long, conflicts_with = "bootstrap")]
+    pub spawn_broker: bool,
+    /// Kafka mode: pid of an already running broker, to report its CPU time per phase (known
+    /// without this flag with `--spawn-broker`).
+    #[arg(long, value_name = "PID")]
+    pub broker_pid: Option<u32>,
+    /// Kafka mode: after the phases, let the consumers long-poll the (now idle) topic for this
+    /// many seconds and report the broker's CPU time meanwhile (needs the broker's pid).
+    #[arg(long, value_name = "SECONDS", default_value = "0", value_parser = units::parse_seconds)]
+    pub idle: f64,
+    /// Where the partition logs go; a temporary directory (removed afterwards) if absent. In
+    /// kafka mode: the spawned broker's data dir, or where an external broker keeps its data
+    /// (for the machine description and `--baseline`).
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
     /// Topic name; partition directories are `<topic>-<n>`.
@@ -134,7 +148,7 @@ pub struct BenchArgs {
     /// Durability policy of the logs: `never`, `always` or `interval:MS`.
     #[arg(long, default_value = "never", value_parser = parse_fsync)]
     pub fsync: FsyncPolicy,
-    /// Producer acks (kafka mode).
+    /// Producer acks (kafka mode): `0` (no response), `1` or `all` (the same with one broker).
     #[arg(long, value_enum, default_value_t = Acks::All)]
     pub acks: Acks,
     /// Cap the produce rate at this many MB/s (10^6 bytes) over all producers.

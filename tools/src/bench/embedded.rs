@@ -67,13 +67,13 @@ pub struct Outcome {
 
 /// The send-time clock shared by producers and consumers.
 #[derive(Debug, Clone, Copy)]
-struct Clock {
+pub(crate) struct Clock {
     origin: Instant,
     origin_unix_us: i64,
 }
 
 impl Clock {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let origin_unix_us = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX / 2));
@@ -84,7 +84,7 @@ impl Clock {
     }
 
     /// Microseconds since the Unix epoch, monotonic within the run.
-    fn now_us(&self) -> i64 {
+    pub(crate) fn now_us(&self) -> i64 {
         self.origin_unix_us.saturating_add(
             i64::try_from(self.origin.elapsed().as_micros()).unwrap_or(i64::MAX / 2),
         )
@@ -295,6 +295,8 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<Outcome> {
             temporary_data_dir: temporary,
             phases: phases.iter().map(|p| p.phase).collect(),
             max_batch_bytes: max_batch,
+            bootstrap: None,
+            spawned_broker: None,
         },
         machine,
         produce: produce_report,
@@ -303,6 +305,8 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<Outcome> {
         baseline,
         compression_ratio,
         load_generator_cpu_seconds: machine::process_cpu_seconds() - cpu_start,
+        broker_cpu_seconds: None,
+        idle: None,
         units: UNITS,
     };
     Ok(Outcome { report, phases })
@@ -330,10 +334,11 @@ fn phase_report(setup: &Setup<'_>, r: &PhaseResult, limit: Option<f64>) -> Phase
             0.0
         },
         baseline_ratio: limit.filter(|l| *l > 0.0).map(|l| mb_per_s / l),
+        broker_cpu_seconds: None,
     }
 }
 
-fn run_baseline(dir: &Path, total_bytes: u64) -> anyhow::Result<BaselineReport> {
+pub(crate) fn run_baseline(dir: &Path, total_bytes: u64) -> anyhow::Result<BaselineReport> {
     // The raw limit needs whole blocks; round the volume up to one.
     let block = BASELINE_BLOCK as u64;
     let bytes = total_bytes.div_ceil(block).max(1) * block;
@@ -494,12 +499,12 @@ fn producer(
     Ok((h, sent))
 }
 
-fn duration_ns(d: Duration) -> u64 {
+pub(crate) fn duration_ns(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// Partitions consumer `c` reads: `p % consumers == c`.
-fn assignment(partitions: usize, consumers: usize, c: usize) -> Vec<usize> {
+pub(crate) fn assignment(partitions: usize, consumers: usize, c: usize) -> Vec<usize> {
     (0..partitions)
         .filter(|p| p % consumers.max(1) == c)
         .collect()

@@ -82,6 +82,14 @@ pub fn process_cpu_seconds() -> f64 {
         .map_or(0.0, |ticks| ticks as f64 / USER_HZ)
 }
 
+/// User + system CPU seconds of process `pid` so far (`/proc/<pid>/stat`), `None` if it is gone.
+pub fn pid_cpu_seconds(pid: u32) -> Option<f64> {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| cpu_ticks_from_stat(&s))
+        .map(|ticks| ticks as f64 / USER_HZ)
+}
+
 /// Clock ticks per second in `/proc/<pid>/stat` (the kernel's `USER_HZ`, 100 on every Linux ABI).
 pub const USER_HZ: f64 = 100.0;
 

@@ -6,13 +6,15 @@
 //! scripts, `.hgrm` files for the HdrHistogram plotter, and an SVG of the curves.
 //!
 //! Layout: [`args`] (the command line), [`units`] (sizes and rates), [`payload`] (message
-//! contents), [`embedded`] (the in-process runner), [`hist`] (histograms and `.hgrm`),
+//! contents), [`embedded`] (the in-process runner), [`kafka`] (the over-the-wire runner and its
+//! small Kafka client), [`hist`] (histograms and `.hgrm`),
 //! [`report`] (JSON + table), [`plot`] (SVG), [`machine`] (cores, kernel, file system, CPU time),
 //! [`progress`] (progress display and throughput samples).
 
 pub mod args;
 pub mod embedded;
 pub mod hist;
+pub mod kafka;
 pub mod machine;
 pub mod payload;
 pub mod plot;
@@ -35,6 +37,11 @@ pub enum BenchError {
     /// The mode exists on the command line but not yet in the code.
     #[error("--mode {mode} is not implemented yet: needs the broker (issue 5)")]
     NotImplemented { mode: &'static str },
+    /// Kafka mode: nothing answers at the bootstrap address.
+    #[error(
+        "cannot reach a broker at {addr}: {reason} (start `strata serve`, pass --bootstrap HOST:PORT, or use --spawn-broker)"
+    )]
+    Unreachable { addr: String, reason: String },
 }
 
 /// Exit status for usage errors and unimplemented modes (clap uses 2 for bad arguments too).
@@ -45,7 +52,7 @@ pub const EXIT_FAILURE: u8 = 1;
 /// The exit status `strata` should use for an error returned by [`run`].
 pub fn exit_code(err: &anyhow::Error) -> u8 {
     match err.downcast_ref::<BenchError>() {
-        Some(BenchError::NotImplemented { .. }) => EXIT_USAGE,
+        Some(BenchError::NotImplemented { .. } | BenchError::Unreachable { .. }) => EXIT_USAGE,
         None => EXIT_FAILURE,
     }
 }
@@ -53,10 +60,17 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
 /// Runs the benchmark the arguments describe and prints its report on stdout (the table, or one
 /// JSON object with `--json`); progress goes to stderr.
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
-    if args.mode == Mode::Kafka {
-        return Err(BenchError::NotImplemented { mode: "kafka" }.into());
+    if args.mode != Mode::Kafka
+        && (args.spawn_broker || args.broker_pid.is_some() || args.idle > 0.0)
+    {
+        anyhow::bail!(
+            "--spawn-broker, --broker-pid and --idle are kafka-mode flags (--mode kafka)"
+        );
     }
-    let outcome = embedded::run(&args)?;
+    let outcome = match args.mode {
+        Mode::Embedded => embedded::run(&args)?,
+        Mode::Kafka => kafka::run(&args)?,
+    };
     if let Some(dir) = &args.hgrm {
         write_hgrms(dir, &outcome)?;
     }
@@ -102,8 +116,18 @@ pub fn write_plot(path: &Path, outcome: &embedded::Outcome) -> anyhow::Result<()
         .collect();
     let c = &outcome.report.config;
     let title = format!(
-        "strata bench embedded: {} B x {} msgs/batch, {} producer(s), {} partition(s), fsync {}, {:?}/{:?}",
-        c.message_size, c.batch_size, c.producers, c.partitions, c.fsync, c.payload, c.compression
+        "strata bench {}: {} B x {} msgs/batch, {} producer(s), {} partition(s), fsync {}, {:?}/{:?}",
+        match outcome.report.mode {
+            Mode::Embedded => "embedded",
+            Mode::Kafka => "kafka",
+        },
+        c.message_size,
+        c.batch_size,
+        c.producers,
+        c.partitions,
+        c.fsync,
+        c.payload,
+        c.compression
     );
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)

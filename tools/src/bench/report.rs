@@ -34,9 +34,16 @@ pub struct Report {
     /// Payload bytes / bytes the produce phase added on disk (batch framing included); > 1 means
     /// compression saved space. `null` when no produce phase ran.
     pub compression_ratio: Option<f64>,
-    /// User + system CPU seconds of the whole benchmark process (the load generator *and* the
-    /// embedded engine), from `/proc/self/stat`.
+    /// User + system CPU seconds of the whole benchmark process (the load generator *and*, in
+    /// embedded mode, the engine), from `/proc/self/stat`.
     pub load_generator_cpu_seconds: f64,
+    /// Kafka mode: user + system CPU seconds the broker process used during the run, from
+    /// `/proc/<pid>/stat` (present with `--spawn-broker` or `--broker-pid`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broker_cpu_seconds: Option<f64>,
+    /// Kafka mode with `--idle S`: what consumers long-polling an idle topic cost.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle: Option<IdleReport>,
     /// Human note on units: MB = 10^6 bytes, latencies in microseconds.
     pub units: &'static str,
 }
@@ -75,6 +82,29 @@ pub struct ConfigReport {
     pub phases: Vec<Phase>,
     /// Largest batch the logs accept (sized to fit `batch_size` messages).
     pub max_batch_bytes: usize,
+    /// Kafka mode: the broker address benchmarked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bootstrap: Option<String>,
+    /// Kafka mode: whether the broker was started by the benchmark (`--spawn-broker`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spawned_broker: Option<bool>,
+}
+
+/// Consumers long-polling a topic nobody writes to (`--idle`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct IdleReport {
+    /// Wall time of the measurement.
+    pub seconds: f64,
+    /// Consumer connections polling.
+    pub consumers: u32,
+    /// Fetch requests they completed (each waits up to `max_wait_ms` = 500).
+    pub fetches: u64,
+    /// Broker CPU seconds (user + system) meanwhile; `null` without the broker's pid.
+    pub broker_cpu_seconds: Option<f64>,
+    /// `broker_cpu_seconds / seconds` in percent of one core.
+    pub broker_cpu_percent_of_core: Option<f64>,
+    /// This process's CPU seconds meanwhile.
+    pub load_generator_cpu_seconds: f64,
 }
 
 /// One phase's numbers.
@@ -100,6 +130,9 @@ pub struct PhaseReport {
     pub cpu_seconds: f64,
     /// `cpu_seconds / (seconds * cores)`: 1.0 means every core was busy.
     pub cpu_utilization: f64,
+    /// Kafka mode: CPU seconds the broker process used during the phase (with its pid known).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broker_cpu_seconds: Option<f64>,
     /// `mb_per_s` divided by the raw limit from `--baseline`: the raw write for produce, the raw
     /// (O_DIRECT, uncached) read for consume. Absent without `--baseline` and for e2e, which ends
     /// when consumers see the data rather than when it is on disk.
@@ -242,7 +275,11 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "load generator + engine CPU: {:.2} s in total; data dir {}{}",
+            "{} CPU: {:.2} s in total; data dir {}{}",
+            match self.mode {
+                Mode::Embedded => "load generator + engine",
+                Mode::Kafka => "load generator",
+            },
             self.load_generator_cpu_seconds,
             c.data_dir,
             if c.temporary_data_dir {
@@ -251,6 +288,34 @@ impl Report {
                 ""
             }
         );
+        if let Some(b) = self.broker_cpu_seconds {
+            let _ = writeln!(s, "broker CPU: {b:.2} s in total");
+        }
+        for (phase, p) in self.phases() {
+            if let Some(b) = p.broker_cpu_seconds {
+                let _ = writeln!(
+                    s,
+                    "  {}: broker CPU {b:.2} s, load generator CPU {:.2} s in {:.2} s",
+                    phase.name(),
+                    p.cpu_seconds,
+                    p.seconds
+                );
+            }
+        }
+        if let Some(i) = &self.idle {
+            let _ = writeln!(
+                s,
+                "idle: {} consumer(s) long-polling for {:.1} s ({} fetches): broker CPU {}, load generator CPU {:.3} s",
+                i.consumers,
+                i.seconds,
+                i.fetches,
+                match (i.broker_cpu_seconds, i.broker_cpu_percent_of_core) {
+                    (Some(c), Some(p)) => format!("{c:.3} s ({p:.2}% of a core)"),
+                    _ => "unknown (no broker pid)".to_string(),
+                },
+                i.load_generator_cpu_seconds
+            );
+        }
         let _ = writeln!(s, "units: {}", self.units);
         s
     }
@@ -274,6 +339,7 @@ mod tests {
             cpu_seconds: 0.01,
             cpu_utilization: 0.5,
             baseline_ratio: Some(0.93),
+            broker_cpu_seconds: None,
         };
         Report {
             mode: Mode::Embedded,
@@ -296,6 +362,8 @@ mod tests {
                 temporary_data_dir: true,
                 phases: vec![Phase::Produce],
                 max_batch_bytes: 1 << 20,
+                bootstrap: None,
+                spawned_broker: None,
             },
             machine: Machine {
                 cores: 2,
@@ -310,6 +378,8 @@ mod tests {
             baseline: None,
             compression_ratio: Some(0.98),
             load_generator_cpu_seconds: 0.02,
+            broker_cpu_seconds: None,
+            idle: None,
             units: UNITS,
         }
     }

@@ -1,0 +1,611 @@
+//! One function per group API: wire types in, wire types out, logic in [`super::state`].
+//!
+//! Rule, as in `broker::handlers`: a response field is set only at versions that define it.
+//! JoinGroup and SyncGroup may wait (the join barrier, the leader's assignment); they await a
+//! oneshot outside every lock, so a waiting member never blocks another connection.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+use tokio::sync::watch;
+
+use super::offsets::{Committed, now_ms};
+use super::state::{JoinOutcome, JoinRequest, Step, SyncOutcome};
+use crate::broker::Broker;
+use crate::broker::server::{Reply, encode_body};
+
+fn s(v: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(v.into())
+}
+
+fn code(e: Option<ResponseError>) -> i16 {
+    e.map_or(0, |e| e.code())
+}
+
+fn ms(v: i32) -> Duration {
+    Duration::from_millis(u64::try_from(v).unwrap_or(0))
+}
+
+pub fn find_coordinator(broker: &Arc<Broker>, req: FindCoordinatorRequest, version: i16) -> Reply {
+    let (host, port) = broker
+        .config
+        .advertised()
+        .unwrap_or_else(|_| ("127.0.0.1".into(), 9092));
+    let error = match req.key_type {
+        0 => None,
+        // Transactions are not implemented: there is no transaction coordinator.
+        1 => Some(ResponseError::CoordinatorNotAvailable),
+        _ => Some(ResponseError::InvalidRequest),
+    };
+    let mut r = FindCoordinatorResponse::default();
+    if version >= 4 {
+        r = r.with_coordinators(
+            req.coordinator_keys
+                .into_iter()
+                .map(|k| {
+                    let c = find_coordinator_response::Coordinator::default().with_key(k);
+                    match error {
+                        None => c
+                            .with_node_id(BrokerId(broker.node_id))
+                            .with_host(s(host.clone()))
+                            .with_port(i32::from(port)),
+                        Some(e) => c
+                            .with_node_id(BrokerId(-1))
+                            .with_port(-1)
+                            .with_error_code(e.code())
+                            .with_error_message(Some(s(e.to_string()))),
+                    }
+                })
+                .collect(),
+        );
+    } else {
+        r = match error {
+            None => r
+                .with_node_id(BrokerId(broker.node_id))
+                .with_host(s(host))
+                .with_port(i32::from(port)),
+            Some(e) => r
+                .with_node_id(BrokerId(-1))
+                .with_port(-1)
+                .with_error_code(e.code()),
+        };
+        if version >= 1 && error.is_some() {
+            r = r.with_error_message(error.map(|e| s(e.to_string())));
+        }
+    }
+    encode_body(&r, version)
+}
+
+fn join_response(o: JoinOutcome, version: i16) -> JoinGroupResponse {
+    let mut r = JoinGroupResponse::default()
+        .with_error_code(code(o.error))
+        .with_generation_id(o.generation)
+        .with_leader(s(o.leader))
+        .with_member_id(s(o.member_id))
+        .with_members(
+            o.members
+                .into_iter()
+                .map(|(id, instance, metadata)| {
+                    let m = join_group_response::JoinGroupResponseMember::default()
+                        .with_member_id(s(id))
+                        .with_metadata(metadata);
+                    if version >= 5 {
+                        m.with_group_instance_id(instance.map(s))
+                    } else {
+                        m
+                    }
+                })
+                .collect(),
+        );
+    if version >= 7 {
+        r = r
+            .with_protocol_type(o.protocol_type.map(s))
+            .with_protocol_name(o.protocol_name.map(s));
+    } else {
+        r = r.with_protocol_name(Some(s(o.protocol_name.unwrap_or_default())));
+    }
+    r
+}
+
+fn group_id_ok(id: &str) -> bool {
+    !id.is_empty()
+}
+
+/// Waits for a parked JoinGroup/SyncGroup answer, or for the broker to stop (then `None`: the
+/// client looks for the coordinator again, as when a Kafka coordinator moves).
+async fn park<T>(
+    rx: tokio::sync::oneshot::Receiver<T>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Option<T> {
+    if *shutdown.borrow() {
+        return None;
+    }
+    tokio::select! {
+        r = rx => r.ok(),
+        _ = shutdown.changed() => None,
+    }
+}
+
+pub async fn join_group(
+    broker: &Arc<Broker>,
+    req: JoinGroupRequest,
+    version: i16,
+    client_id: String,
+    shutdown: watch::Receiver<bool>,
+) -> Reply {
+    let c = &broker.groups;
+    c.ensure_ticker();
+    let group = req.group_id.0.to_string();
+    if !group_id_ok(&group) {
+        let o = JoinOutcome::error(ResponseError::InvalidGroupId, &req.member_id);
+        return encode_body(&join_response(o, version), version);
+    }
+    let session = ms(req.session_timeout_ms);
+    let j = JoinRequest {
+        member_id: req.member_id.to_string(),
+        instance_id: req.group_instance_id.map(|i| i.to_string()),
+        client_id,
+        client_host: String::new(),
+        session_timeout: session,
+        // v0 has no rebalance timeout: Kafka uses the session timeout.
+        rebalance_timeout: if version >= 1 {
+            ms(req.rebalance_timeout_ms)
+        } else {
+            session
+        },
+        protocol_type: req.protocol_type.to_string(),
+        protocols: req
+            .protocols
+            .into_iter()
+            .map(|p| (p.name.to_string(), p.metadata))
+            .collect(),
+        require_known_member_id: version >= 4,
+    };
+    let member = j.member_id.clone();
+    let step = c
+        .with_group(&group, true, |g, now, limits| g.join(j, now, limits))
+        .unwrap_or_else(|| {
+            Step::Now(JoinOutcome::error(
+                ResponseError::CoordinatorNotAvailable,
+                &member,
+            ))
+        });
+    let outcome = match step {
+        Step::Now(o) => o,
+        Step::Wait(rx) => park(rx, shutdown)
+            .await
+            .unwrap_or_else(|| JoinOutcome::error(ResponseError::CoordinatorNotAvailable, &member)),
+    };
+    encode_body(&join_response(outcome, version), version)
+}
+
+pub async fn sync_group(
+    broker: &Arc<Broker>,
+    req: SyncGroupRequest,
+    version: i16,
+    shutdown: watch::Receiver<bool>,
+) -> Reply {
+    let c = &broker.groups;
+    c.ensure_ticker();
+    let group = req.group_id.0.to_string();
+    let member = req.member_id.to_string();
+    let instance = req.group_instance_id.map(|i| i.to_string());
+    let (ptype, pname) = (
+        req.protocol_type.map(|t| t.to_string()),
+        req.protocol_name.map(|t| t.to_string()),
+    );
+    let assignments = req
+        .assignments
+        .into_iter()
+        .map(|a| (a.member_id.to_string(), a.assignment))
+        .collect();
+    let step = c
+        .with_group(&group, false, |g, now, _| {
+            g.sync(
+                &member,
+                instance.as_deref(),
+                req.generation_id,
+                ptype.as_deref(),
+                pname.as_deref(),
+                assignments,
+                now,
+            )
+        })
+        .unwrap_or(Step::Now(SyncOutcome {
+            error: Some(ResponseError::UnknownMemberId),
+            ..SyncOutcome::default()
+        }));
+    let o = match step {
+        Step::Now(o) => o,
+        Step::Wait(rx) => park(rx, shutdown).await.unwrap_or(SyncOutcome {
+            error: Some(ResponseError::CoordinatorNotAvailable),
+            ..SyncOutcome::default()
+        }),
+    };
+    let mut r = SyncGroupResponse::default()
+        .with_error_code(code(o.error))
+        .with_assignment(o.assignment);
+    if version >= 5 {
+        r = r
+            .with_protocol_type(o.protocol_type.map(s))
+            .with_protocol_name(o.protocol_name.map(s));
+    }
+    encode_body(&r, version)
+}
+
+pub fn heartbeat(broker: &Arc<Broker>, req: HeartbeatRequest, version: i16) -> Reply {
+    let c = &broker.groups;
+    c.ensure_ticker();
+    let instance = req.group_instance_id.map(|i| i.to_string());
+    let e = c
+        .with_group(&req.group_id.0, false, |g, now, _| {
+            g.heartbeat(&req.member_id, instance.as_deref(), req.generation_id, now)
+        })
+        .unwrap_or(Some(ResponseError::UnknownMemberId));
+    encode_body(
+        &HeartbeatResponse::default().with_error_code(code(e)),
+        version,
+    )
+}
+
+pub fn leave_group(broker: &Arc<Broker>, req: LeaveGroupRequest, version: i16) -> Reply {
+    let c = &broker.groups;
+    c.ensure_ticker();
+    let members: Vec<(String, Option<String>)> = if version >= 3 {
+        req.members
+            .iter()
+            .map(|m| {
+                (
+                    m.member_id.to_string(),
+                    m.group_instance_id.as_ref().map(|i| i.to_string()),
+                )
+            })
+            .collect()
+    } else {
+        vec![(req.member_id.to_string(), None)]
+    };
+    let results: Vec<Option<ResponseError>> = c
+        .with_group(&req.group_id.0, false, |g, now, limits| {
+            members
+                .iter()
+                .map(|(id, instance)| g.leave(id, instance.as_deref(), now, limits))
+                .collect()
+        })
+        .unwrap_or_else(|| vec![Some(ResponseError::UnknownMemberId); members.len()]);
+    let mut r = LeaveGroupResponse::default();
+    if version >= 3 {
+        r = r.with_members(
+            members
+                .into_iter()
+                .zip(results)
+                .map(|((id, instance), e)| {
+                    leave_group_response::MemberResponse::default()
+                        .with_member_id(s(id))
+                        .with_group_instance_id(instance.map(s))
+                        .with_error_code(code(e))
+                })
+                .collect(),
+        );
+    } else {
+        r = r.with_error_code(code(results.into_iter().next().flatten()));
+    }
+    encode_body(&r, version)
+}
+
+pub async fn offset_commit(broker: &Arc<Broker>, req: OffsetCommitRequest, version: i16) -> Reply {
+    let c = broker.groups.clone();
+    c.ensure_ticker();
+    let group = req.group_id.0.to_string();
+    let member = req.member_id.to_string();
+    let instance = req.group_instance_id.map(|i| i.to_string());
+    let generation = req.generation_id_or_member_epoch;
+    let group_error = if !group_id_ok(&group) {
+        Some(ResponseError::InvalidGroupId)
+    } else {
+        let exists = c.with_group(&group, false, |_, _, _| ()).is_some();
+        if !exists && generation >= 0 {
+            Some(ResponseError::IllegalGeneration)
+        } else {
+            c.with_group(&group, true, |g, _, _| {
+                g.check_commit(&member, instance.as_deref(), generation)
+            })
+            .flatten()
+        }
+    };
+    let now = now_ms();
+    // (topic index, partition index) → error, and the commits to write.
+    let mut errors: Vec<Vec<Option<ResponseError>>> = Vec::new();
+    let mut commits = Vec::new();
+    for t in &req.topics {
+        let mut row = Vec::new();
+        for p in &t.partitions {
+            let e = if group_error.is_some() {
+                group_error
+            } else if broker.partition(&t.name.0, p.partition_index).is_none() {
+                Some(ResponseError::UnknownTopicOrPartition)
+            } else if p
+                .committed_metadata
+                .as_ref()
+                .is_some_and(|m| m.len() > 4096)
+            {
+                Some(ResponseError::OffsetMetadataTooLarge)
+            } else {
+                commits.push((
+                    (group.clone(), t.name.0.to_string(), p.partition_index),
+                    Committed {
+                        offset: p.committed_offset,
+                        leader_epoch: if version >= 6 {
+                            p.committed_leader_epoch
+                        } else {
+                            -1
+                        },
+                        metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
+                        commit_timestamp: now,
+                    },
+                ));
+                None
+            };
+            row.push(e);
+        }
+        errors.push(row);
+    }
+    let mut store_error = None;
+    if !commits.is_empty() {
+        let c2 = c.clone();
+        match tokio::task::spawn_blocking(move || c2.offsets.commit(commits)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::error!(group = %group, error = %format!("{e:#}"), "offset commit failed");
+                store_error = Some(ResponseError::KafkaStorageError);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "offset commit task failed");
+                store_error = Some(ResponseError::UnknownServerError);
+            }
+        }
+    }
+    let topics = req
+        .topics
+        .iter()
+        .zip(errors)
+        .map(|(t, row)| {
+            offset_commit_response::OffsetCommitResponseTopic::default()
+                .with_name(t.name.clone())
+                .with_partitions(
+                    t.partitions
+                        .iter()
+                        .zip(row)
+                        .map(|(p, e)| {
+                            offset_commit_response::OffsetCommitResponsePartition::default()
+                                .with_partition_index(p.partition_index)
+                                .with_error_code(code(e.or(store_error)))
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    encode_body(
+        &OffsetCommitResponse::default().with_topics(topics),
+        version,
+    )
+}
+
+/// (topic, [(partition, committed)]) for a group: the asked partitions, or every committed
+/// one when `topics` is None.
+type Fetched = Vec<(String, Vec<(i32, Option<Committed>)>)>;
+
+fn fetch_group(broker: &Broker, group: &str, topics: Option<Vec<(String, Vec<i32>)>>) -> Fetched {
+    let store = &broker.groups.offsets;
+    match topics {
+        Some(ts) => ts
+            .into_iter()
+            .map(|(t, ps)| {
+                let rows = ps
+                    .into_iter()
+                    .map(|p| (p, store.get(&(group.to_string(), t.clone(), p))))
+                    .collect();
+                (t, rows)
+            })
+            .collect(),
+        None => {
+            let mut out: Fetched = Vec::new();
+            for ((t, p), c) in store.group_offsets(group) {
+                match out.last_mut() {
+                    Some((lt, rows)) if *lt == t => rows.push((p, Some(c))),
+                    _ => out.push((t, vec![(p, Some(c))])),
+                }
+            }
+            out
+        }
+    }
+}
+
+fn committed_fields(c: Option<Committed>) -> (i64, i32, String) {
+    match c {
+        Some(c) => (c.offset, c.leader_epoch, c.metadata.unwrap_or_default()),
+        None => (-1, -1, String::new()),
+    }
+}
+
+pub fn offset_fetch(broker: &Arc<Broker>, req: OffsetFetchRequest, version: i16) -> Reply {
+    broker.groups.ensure_ticker();
+    let mut r = OffsetFetchResponse::default();
+    if version >= 8 {
+        let groups = req
+            .groups
+            .into_iter()
+            .map(|g| {
+                let topics = g.topics.map(|ts| {
+                    ts.into_iter()
+                        .map(|t| (t.name.0.to_string(), t.partition_indexes))
+                        .collect()
+                });
+                let fetched = fetch_group(broker, &g.group_id.0, topics);
+                offset_fetch_response::OffsetFetchResponseGroup::default()
+                    .with_group_id(g.group_id)
+                    .with_topics(
+                        fetched
+                            .into_iter()
+                            .map(|(t, rows)| {
+                                offset_fetch_response::OffsetFetchResponseTopics::default()
+                                    .with_name(TopicName(s(t)))
+                                    .with_partitions(
+                                        rows.into_iter()
+                                            .map(|(p, c)| {
+                                                let (o, e, m) = committed_fields(c);
+                                                offset_fetch_response::OffsetFetchResponsePartitions::default()
+                                                    .with_partition_index(p)
+                                                    .with_committed_offset(o)
+                                                    .with_committed_leader_epoch(e)
+                                                    .with_metadata(Some(s(m)))
+                                            })
+                                            .collect(),
+                                    )
+                            })
+                            .collect(),
+                    )
+            })
+            .collect();
+        r = r.with_groups(groups);
+    } else {
+        let topics = req.topics.map(|ts| {
+            ts.into_iter()
+                .map(|t| (t.name.0.to_string(), t.partition_indexes))
+                .collect()
+        });
+        let fetched = fetch_group(broker, &req.group_id.0, topics);
+        r = r.with_topics(
+            fetched
+                .into_iter()
+                .map(|(t, rows)| {
+                    offset_fetch_response::OffsetFetchResponseTopic::default()
+                        .with_name(TopicName(s(t)))
+                        .with_partitions(
+                            rows.into_iter()
+                                .map(|(p, c)| {
+                                    let (o, e, m) = committed_fields(c);
+                                    let mut part =
+                                        offset_fetch_response::OffsetFetchResponsePartition::default()
+                                            .with_partition_index(p)
+                                            .with_committed_offset(o)
+                                            .with_metadata(Some(s(m)));
+                                    if version >= 5 {
+                                        part = part.with_committed_leader_epoch(e);
+                                    }
+                                    part
+                                })
+                                .collect(),
+                        )
+                })
+                .collect(),
+        );
+    }
+    encode_body(&r, version)
+}
+
+pub fn list_groups(broker: &Arc<Broker>, req: ListGroupsRequest, version: i16) -> Reply {
+    let filter: Vec<String> = if version >= 4 {
+        req.states_filter
+            .iter()
+            .map(|s| s.to_ascii_lowercase())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let groups = broker
+        .groups
+        .each_group(|g| {
+            let state = g.state.name();
+            if !filter.is_empty() && !filter.contains(&state.to_ascii_lowercase()) {
+                return None;
+            }
+            let mut l = list_groups_response::ListedGroup::default()
+                .with_group_id(GroupId(s(g.id.clone())))
+                .with_protocol_type(s(g.protocol_type.clone().unwrap_or_default()));
+            if version >= 4 {
+                l = l.with_group_state(s(state));
+            }
+            Some(l)
+        })
+        .into_iter()
+        .flatten()
+        .collect();
+    encode_body(&ListGroupsResponse::default().with_groups(groups), version)
+}
+
+pub fn describe_groups(broker: &Arc<Broker>, req: DescribeGroupsRequest, version: i16) -> Reply {
+    let groups = req
+        .groups
+        .into_iter()
+        .map(|id| {
+            let described = broker.groups.with_group(&id.0, false, |g, _, _| {
+                let protocol = g.protocol.clone().unwrap_or_default();
+                let members = g
+                    .members
+                    .iter()
+                    .map(|m| {
+                        let mut d = describe_groups_response::DescribedGroupMember::default()
+                            .with_member_id(s(m.id.clone()))
+                            .with_client_id(s(m.client_id.clone()))
+                            .with_client_host(s(m.client_host.clone()))
+                            .with_member_metadata(m.metadata(&protocol))
+                            .with_member_assignment(m.assignment.clone());
+                        if version >= 4 {
+                            d = d.with_group_instance_id(m.instance_id.clone().map(s));
+                        }
+                        d
+                    })
+                    .collect();
+                describe_groups_response::DescribedGroup::default()
+                    .with_group_id(GroupId(s(g.id.clone())))
+                    .with_group_state(s(g.state.name()))
+                    .with_protocol_type(s(g.protocol_type.clone().unwrap_or_default()))
+                    .with_protocol_data(s(protocol))
+                    .with_members(members)
+            });
+            // An unknown group is "Dead" with no error, as Kafka answers before v6.
+            described.unwrap_or_else(|| {
+                describe_groups_response::DescribedGroup::default()
+                    .with_group_id(id)
+                    .with_group_state(s("Dead"))
+            })
+        })
+        .collect();
+    encode_body(
+        &DescribeGroupsResponse::default().with_groups(groups),
+        version,
+    )
+}
+
+pub async fn delete_groups(broker: &Arc<Broker>, req: DeleteGroupsRequest, version: i16) -> Reply {
+    let mut results = Vec::new();
+    for id in req.groups_names {
+        let e = match broker.groups.remove_group_if_empty(&id.0) {
+            Err(e) => Some(e),
+            Ok(()) => {
+                let c = broker.groups.clone();
+                let name = id.0.to_string();
+                match tokio::task::spawn_blocking(move || c.offsets.delete_group(&name)).await {
+                    Ok(Ok(())) => None,
+                    Ok(Err(e)) => {
+                        tracing::error!(group = %id.0, error = %format!("{e:#}"), "deleting offsets failed");
+                        Some(ResponseError::KafkaStorageError)
+                    }
+                    Err(_) => Some(ResponseError::UnknownServerError),
+                }
+            }
+        };
+        results.push(
+            delete_groups_response::DeletableGroupResult::default()
+                .with_group_id(id)
+                .with_error_code(code(e)),
+        );
+    }
+    encode_body(
+        &DeleteGroupsResponse::default().with_results(results),
+        version,
+    )
+}

@@ -1,0 +1,162 @@
+//! Consumer groups (Kafka's classic protocol): the group coordinator and committed offsets.
+//!
+//! * [`state`]: the per-group state machine (join barrier, sync, heartbeats, static members).
+//! * [`offsets`]: committed offsets in the engine's `__consumer_offsets-0` log.
+//! * [`handlers`]: one function per group API, wire types in and out.
+//! * [`cli`]: `strata groups list|describe`, a client of those APIs.
+//!
+//! This broker is the coordinator of every group. Group membership lives in memory (after a
+//! restart members rejoin, as after a coordinator move in Kafka); committed offsets are durable.
+//! A ticker task (started with the first group request) runs the timers: session expiry,
+//! the rebalance deadline and expiry of member ids handed out with MEMBER_ID_REQUIRED.
+//! docs/GROUPS.md describes the state machine and the offsets log format.
+
+pub mod cli;
+pub mod consumer_protocol;
+pub mod handlers;
+pub mod offsets;
+pub mod state;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use parking_lot::Mutex;
+use strata_storage::io::IoBackend;
+
+use super::config::BrokerConfig;
+use offsets::OffsetStore;
+use state::{Group, Limits};
+
+/// How often the ticker looks at timers. Session timeouts are at least
+/// `group.min.session.timeout.ms`, so this granularity is far below anything observable.
+const TICK: Duration = Duration::from_millis(50);
+
+/// The group coordinator.
+#[derive(Debug)]
+pub struct Coordinator {
+    groups: Mutex<BTreeMap<String, Group>>,
+    pub offsets: OffsetStore,
+    limits: Limits,
+    ticker_started: AtomicBool,
+    closed: AtomicBool,
+}
+
+impl Coordinator {
+    /// Opens the offsets log and restores committed offsets (blocking). Groups that have
+    /// offsets exist again, Empty, as in Kafka.
+    pub fn open(config: &BrokerConfig, backend: Arc<dyn IoBackend>) -> Result<Self> {
+        let log = offsets::log_config(config.offsets_segment_bytes()?, config.preallocate());
+        let offsets = OffsetStore::open(
+            &config.data_dir(),
+            log,
+            config.offsets_segment_bytes()?,
+            backend,
+        )?;
+        let now = Instant::now();
+        let groups = offsets
+            .groups()
+            .into_iter()
+            .map(|g| (g.clone(), Group::new(&g, now)))
+            .collect();
+        Ok(Coordinator {
+            groups: Mutex::new(groups),
+            offsets,
+            limits: Limits {
+                initial_rebalance_delay: config.group_initial_rebalance_delay()?,
+                min_session_timeout: config.group_min_session_timeout()?,
+                max_session_timeout: config.group_max_session_timeout()?,
+            },
+            ticker_started: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Runs `f` on the group, creating it (Empty) if `create`.
+    pub fn with_group<T>(
+        &self,
+        id: &str,
+        create: bool,
+        f: impl FnOnce(&mut Group, Instant, &Limits) -> T,
+    ) -> Option<T> {
+        let now = Instant::now();
+        let mut groups = self.groups.lock();
+        if create && !groups.contains_key(id) {
+            groups.insert(id.to_string(), Group::new(id, now));
+        }
+        groups.get_mut(id).map(|g| f(g, now, &self.limits))
+    }
+
+    /// Runs `f` on every group, in id order.
+    pub fn each_group<T>(&self, mut f: impl FnMut(&Group) -> T) -> Vec<T> {
+        self.groups.lock().values().map(&mut f).collect()
+    }
+
+    /// Removes an empty group (DeleteGroups); its offsets are deleted by the caller.
+    pub fn remove_group_if_empty(&self, id: &str) -> Result<(), kafka_protocol::ResponseError> {
+        let mut groups = self.groups.lock();
+        match groups.get(id) {
+            None => Err(kafka_protocol::ResponseError::GroupIdNotFound),
+            Some(g) if !g.is_empty() => Err(kafka_protocol::ResponseError::NonEmptyGroup),
+            Some(_) => {
+                groups.remove(id);
+                Ok(())
+            }
+        }
+    }
+
+    /// Starts the timer task once (needs a tokio runtime: called from the handlers).
+    pub fn ensure_ticker(self: &Arc<Self>) {
+        if self.ticker_started.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(TICK);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                interval.tick().await;
+                let Some(c) = weak.upgrade() else { return };
+                if c.closed.load(Ordering::Acquire) {
+                    return;
+                }
+                let now = Instant::now();
+                let limits = c.limits;
+                for g in c.groups.lock().values_mut() {
+                    g.tick(now, &limits);
+                }
+            }
+        });
+    }
+
+    /// Stops the timers and closes the offsets log cleanly (blocking).
+    pub fn close(&self) -> Result<()> {
+        self.closed.store(true, Ordering::Release);
+        self.offsets.close()
+    }
+}
+
+/// The client id of a request frame (after the 4-byte size), for generated member ids:
+/// api_key i16, api_version i16, correlation_id i32, client_id nullable i16-length string.
+pub fn client_id_of(frame: &[u8]) -> String {
+    let Some(len) = frame
+        .get(8..10)
+        .and_then(|b| <[u8; 2]>::try_from(b).ok())
+        .map(i16::from_be_bytes)
+    else {
+        return String::new();
+    };
+    if len <= 0 {
+        return String::new();
+    }
+    frame
+        .get(10..10 + len as usize)
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .unwrap_or_default()
+}

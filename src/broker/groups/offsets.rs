@@ -1,0 +1,463 @@
+//! Committed offsets, stored by the storage engine in `<data-dir>/__consumer_offsets-0/`.
+//!
+//! Guarantees: a commit is acknowledged only after the engine's fdatasync covered its record
+//! (`FsyncPolicy::Always`); on open the whole log is replayed, later records winning, so the
+//! state after a clean shutdown or a crash is exactly what was acknowledged (plus, possibly,
+//! commits whose fsync completed but whose answer was lost). The log is kept bounded by
+//! snapshotting: when it grows past `max(compact_bytes, 2 × last snapshot)`, the active segment
+//! is rolled, every live offset is rewritten (durably) at the head of the new segment, and the
+//! whole segments before it are deleted. Because a snapshot is made of ordinary commit records,
+//! replay needs no special case: a crash before, during or after the deletion replays a suffix
+//! of old records followed by the snapshot, which yields the same state.
+//!
+//! Concurrency: commits run in parallel (they share the engine's group-commit fsyncs) under a
+//! read lock; compaction takes the write lock. Record formats: docs/GROUPS.md.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use parking_lot::{Mutex, RwLock};
+use strata_storage::batch::{BatchBuilder, Compression, NewRecord};
+use strata_storage::io::IoBackend;
+use strata_storage::log::{FsyncPolicy, LogConfig, PartitionLog};
+
+/// Directory name of the offsets log under the data directory.
+pub const OFFSETS_DIR: &str = "__consumer_offsets-0";
+/// Version of the key and value layouts (docs/GROUPS.md). A reader refuses other versions.
+pub const RECORD_VERSION: i16 = 1;
+/// Records per snapshot batch: keeps each batch far below `max_batch_bytes`.
+const SNAPSHOT_BATCH_RECORDS: usize = 500;
+/// Group ids, topic names and metadata strings are i16-length strings on the wire; anything
+/// longer is refused before it reaches the log.
+const MAX_STRING: usize = i16::MAX as usize;
+
+/// (group, topic, partition).
+pub type OffsetKey = (String, String, i32);
+
+/// One committed offset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: Option<String>,
+    pub commit_timestamp: i64,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    value: Committed,
+    /// Offset of the record in the offsets log that set it: a commit that lost a race to a
+    /// later record for the same key does not overwrite it in memory.
+    log_offset: u64,
+}
+
+/// The committed-offsets store.
+#[derive(Debug)]
+pub struct OffsetStore {
+    log: RwLock<Option<PartitionLog>>,
+    live: Mutex<BTreeMap<OffsetKey, Entry>>,
+    compact_bytes: u64,
+    last_snapshot_bytes: Mutex<u64>,
+}
+
+fn put_str(out: &mut Vec<u8>, s: Option<&str>) -> Result<()> {
+    match s {
+        None => out.extend_from_slice(&(-1i16).to_be_bytes()),
+        Some(s) => {
+            if s.len() > MAX_STRING {
+                bail!("string of {} bytes is longer than {MAX_STRING}", s.len());
+            }
+            out.extend_from_slice(&(s.len() as i16).to_be_bytes());
+            out.extend_from_slice(s.as_bytes());
+        }
+    }
+    Ok(())
+}
+
+/// A bounds-checked reader over one record's key or value.
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn take<const N: usize>(&mut self) -> Result<[u8; N]> {
+        let Some((head, rest)) = self.0.split_first_chunk::<N>() else {
+            bail!("truncated: needed {N} bytes, {} left", self.0.len());
+        };
+        self.0 = rest;
+        Ok(*head)
+    }
+    fn i16(&mut self) -> Result<i16> {
+        Ok(i16::from_be_bytes(self.take()?))
+    }
+    fn i32(&mut self) -> Result<i32> {
+        Ok(i32::from_be_bytes(self.take()?))
+    }
+    fn i64(&mut self) -> Result<i64> {
+        Ok(i64::from_be_bytes(self.take()?))
+    }
+    fn string(&mut self) -> Result<Option<String>> {
+        let n = self.i16()?;
+        if n < 0 {
+            return Ok(None);
+        }
+        let n = n as usize;
+        let Some(bytes) = self.0.get(..n) else {
+            bail!("string of {n} bytes but only {} left", self.0.len());
+        };
+        self.0 = self.0.get(n..).unwrap_or(&[]);
+        Ok(Some(
+            String::from_utf8(bytes.to_vec()).context("string is not UTF-8")?,
+        ))
+    }
+    fn version(&mut self) -> Result<()> {
+        let v = self.i16()?;
+        if v != RECORD_VERSION {
+            bail!("record version {v}, expected {RECORD_VERSION}");
+        }
+        Ok(())
+    }
+    fn end(&self) -> Result<()> {
+        if !self.0.is_empty() {
+            bail!("{} trailing bytes", self.0.len());
+        }
+        Ok(())
+    }
+}
+
+/// Key: version i16 | group string | topic string | partition i32.
+pub fn encode_key(key: &OffsetKey) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(8 + key.0.len() + key.1.len());
+    out.extend_from_slice(&RECORD_VERSION.to_be_bytes());
+    put_str(&mut out, Some(&key.0))?;
+    put_str(&mut out, Some(&key.1))?;
+    out.extend_from_slice(&key.2.to_be_bytes());
+    Ok(out)
+}
+
+pub fn decode_key(bytes: &[u8]) -> Result<OffsetKey> {
+    let mut r = Reader(bytes);
+    r.version()?;
+    let group = r.string()?.context("null group id")?;
+    let topic = r.string()?.context("null topic")?;
+    let partition = r.i32()?;
+    r.end()?;
+    Ok((group, topic, partition))
+}
+
+/// Value: version i16 | offset i64 | leader_epoch i32 | metadata nullable string |
+/// commit_timestamp i64. A null record value is a tombstone (the group was deleted).
+pub fn encode_value(c: &Committed) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(26 + c.metadata.as_ref().map_or(0, String::len));
+    out.extend_from_slice(&RECORD_VERSION.to_be_bytes());
+    out.extend_from_slice(&c.offset.to_be_bytes());
+    out.extend_from_slice(&c.leader_epoch.to_be_bytes());
+    put_str(&mut out, c.metadata.as_deref())?;
+    out.extend_from_slice(&c.commit_timestamp.to_be_bytes());
+    Ok(out)
+}
+
+pub fn decode_value(bytes: &[u8]) -> Result<Committed> {
+    let mut r = Reader(bytes);
+    r.version()?;
+    let offset = r.i64()?;
+    let leader_epoch = r.i32()?;
+    let metadata = r.string()?;
+    let commit_timestamp = r.i64()?;
+    r.end()?;
+    Ok(Committed {
+        offset,
+        leader_epoch,
+        metadata,
+        commit_timestamp,
+    })
+}
+
+/// The engine settings of the offsets log: every commit is durable before it is acknowledged,
+/// and only the store itself deletes segments (no time or size retention).
+pub fn log_config(segment_bytes: u64, preallocate: bool) -> LogConfig {
+    LogConfig {
+        segment_bytes,
+        segment_ms: None,
+        retention_ms: None,
+        retention_bytes: None,
+        retention_check_interval: None,
+        fsync: FsyncPolicy::Always,
+        preallocate,
+        ..LogConfig::default()
+    }
+}
+
+impl OffsetStore {
+    /// Opens (recovering) the offsets log and replays it. Blocking.
+    pub fn open(
+        data_dir: &Path,
+        config: LogConfig,
+        compact_bytes: u64,
+        backend: Arc<dyn IoBackend>,
+    ) -> Result<Self> {
+        let dir = data_dir.join(OFFSETS_DIR);
+        let log = PartitionLog::open(&dir, config, backend)
+            .with_context(|| format!("opening the offsets log {}", dir.display()))?;
+        let live = replay(&log).with_context(|| format!("replaying {}", dir.display()))?;
+        tracing::info!(offsets = live.len(), dir = %dir.display(), "committed offsets restored");
+        Ok(OffsetStore {
+            log: RwLock::new(Some(log)),
+            live: Mutex::new(live),
+            compact_bytes,
+            last_snapshot_bytes: Mutex::new(0),
+        })
+    }
+
+    pub fn get(&self, key: &OffsetKey) -> Option<Committed> {
+        self.live.lock().get(key).map(|e| e.value.clone())
+    }
+
+    /// Every committed offset of `group`, sorted by topic and partition.
+    pub fn group_offsets(&self, group: &str) -> Vec<((String, i32), Committed)> {
+        let live = self.live.lock();
+        let from = (group.to_string(), String::new(), i32::MIN);
+        live.range(from..)
+            .take_while(|(k, _)| k.0 == group)
+            .map(|(k, e)| ((k.1.clone(), k.2), e.value.clone()))
+            .collect()
+    }
+
+    /// Group ids that have at least one committed offset.
+    pub fn groups(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.live.lock().keys().map(|k| k.0.clone()).collect();
+        out.dedup();
+        out
+    }
+
+    /// Stores commits durably (one batch, one fsync), then makes them visible. Blocking.
+    pub fn commit(&self, commits: Vec<(OffsetKey, Committed)>) -> Result<()> {
+        let mut records = Vec::with_capacity(commits.len());
+        for (k, c) in &commits {
+            records.push(
+                NewRecord::new(encode_value(c)?)
+                    .with_key(encode_key(k)?)
+                    .with_timestamp(c.commit_timestamp),
+            );
+        }
+        self.append(records, commits.into_iter().map(|(k, c)| (k, Some(c))))?;
+        self.maybe_compact()
+    }
+
+    /// Deletes every committed offset of `group` (durable tombstones). Blocking.
+    pub fn delete_group(&self, group: &str) -> Result<()> {
+        let keys: Vec<OffsetKey> = self
+            .group_offsets(group)
+            .into_iter()
+            .map(|((t, p), _)| (group.to_string(), t, p))
+            .collect();
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let mut records = Vec::with_capacity(keys.len());
+        for k in &keys {
+            let mut r = NewRecord::new(Vec::new()).with_key(encode_key(k)?);
+            r.value = None;
+            records.push(r.with_timestamp(now_ms()));
+        }
+        self.append(records, keys.into_iter().map(|k| (k, None)))
+    }
+
+    fn append(
+        &self,
+        records: Vec<NewRecord>,
+        updates: impl Iterator<Item = (OffsetKey, Option<Committed>)>,
+    ) -> Result<()> {
+        let guard = self.log.read();
+        let log = guard.as_ref().context("the offsets log is closed")?;
+        let mut b = BatchBuilder::new(Compression::None);
+        for r in records {
+            b.push(r)?;
+        }
+        let info = log.append_batch(b.build()?)?;
+        let mut live = self.live.lock();
+        for (i, (k, v)) in updates.enumerate() {
+            let at = info.base_offset + i as u64;
+            if live.get(&k).is_some_and(|e| e.log_offset > at) {
+                continue;
+            }
+            match v {
+                Some(value) => {
+                    live.insert(
+                        k,
+                        Entry {
+                            value,
+                            log_offset: at,
+                        },
+                    );
+                }
+                None => {
+                    live.remove(&k);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Size of the offsets log on disk (segments), for tests and `maybe_compact`.
+    pub fn log_bytes(&self) -> u64 {
+        self.log.read().as_ref().map_or(0, PartitionLog::size_bytes)
+    }
+
+    fn maybe_compact(&self) -> Result<()> {
+        let threshold = self
+            .compact_bytes
+            .max(self.last_snapshot_bytes.lock().saturating_mul(2));
+        if self.log_bytes() > threshold {
+            self.compact()?;
+        }
+        Ok(())
+    }
+
+    /// Rolls, rewrites every live offset at the head of the new segment, then drops the
+    /// segments before it. Commits wait meanwhile (write lock).
+    pub fn compact(&self) -> Result<()> {
+        let guard = self.log.write();
+        let log = guard.as_ref().context("the offsets log is closed")?;
+        let before = log.size_bytes();
+        log.roll()?;
+        let start = log.log_end_offset();
+        let snapshot: Vec<(OffsetKey, Committed)> = self
+            .live
+            .lock()
+            .iter()
+            .map(|(k, e)| (k.clone(), e.value.clone()))
+            .collect();
+        let mut live = BTreeMap::new();
+        for chunk in snapshot.chunks(SNAPSHOT_BATCH_RECORDS) {
+            let mut b = BatchBuilder::new(Compression::None);
+            for (k, c) in chunk {
+                b.push(
+                    NewRecord::new(encode_value(c)?)
+                        .with_key(encode_key(k)?)
+                        .with_timestamp(c.commit_timestamp),
+                )?;
+            }
+            let info = log.append_batch(b.build()?)?;
+            for (i, (k, c)) in chunk.iter().enumerate() {
+                live.insert(
+                    k.clone(),
+                    Entry {
+                        value: c.clone(),
+                        log_offset: info.base_offset + i as u64,
+                    },
+                );
+            }
+        }
+        let report = log.delete_segments_before(start)?;
+        let after = log.size_bytes();
+        *self.live.lock() = live;
+        *self.last_snapshot_bytes.lock() = after;
+        tracing::info!(
+            before,
+            after,
+            offsets = snapshot.len(),
+            segments_deleted = report.segments_deleted,
+            "compacted the offsets log"
+        );
+        Ok(())
+    }
+
+    /// Clean close (checkpoint written, nothing to recover next time). Blocking.
+    pub fn close(&self) -> Result<()> {
+        if let Some(log) = self.log.write().take() {
+            log.close()?;
+        }
+        Ok(())
+    }
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Reads the whole log, later records winning. A record that does not decode is an error
+/// naming its offset: the engine already verified the batch CRCs, so it is a format bug or a
+/// newer version, not a torn write, and silently dropping a commit would rewind a consumer.
+fn replay(log: &PartitionLog) -> Result<BTreeMap<OffsetKey, Entry>> {
+    let mut live = BTreeMap::new();
+    let mut next = log.log_start_offset();
+    let end = log.log_end_offset();
+    while next < end {
+        let slice = log.read(next, 1 << 20)?;
+        let before = next;
+        for b in strata_storage::log::scan::BatchScanner::new(&slice, usize::MAX, false) {
+            let h = b.header;
+            let pos = b.position as usize;
+            let bytes = slice.get(pos..pos + h.total_len()).unwrap_or(&[]);
+            for r in strata_storage::batch::records(&h, bytes)? {
+                let r = r?;
+                let at = r.offset as u64;
+                if at < next {
+                    continue;
+                }
+                let key = r
+                    .key
+                    .as_deref()
+                    .context("record without key")
+                    .and_then(decode_key)
+                    .with_context(|| format!("offsets log record at offset {at}"))?;
+                match r.value.as_deref() {
+                    None => {
+                        live.remove(&key);
+                    }
+                    Some(v) => {
+                        let value = decode_value(v)
+                            .with_context(|| format!("offsets log record at offset {at}"))?;
+                        live.insert(
+                            key,
+                            Entry {
+                                value,
+                                log_offset: at,
+                            },
+                        );
+                    }
+                }
+            }
+            next = h.next_offset() as u64;
+        }
+        if next == before {
+            bail!("offsets log stuck at offset {next}: no batch could be read");
+        }
+    }
+    Ok(live)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_and_values_roundtrip_and_refuse_damage() {
+        let k = ("g".to_string(), "topic-a".to_string(), 7);
+        assert_eq!(decode_key(&encode_key(&k).unwrap()).unwrap(), k);
+        for metadata in [None, Some(String::new()), Some("meta ✓".to_string())] {
+            let c = Committed {
+                offset: 42,
+                leader_epoch: -1,
+                metadata,
+                commit_timestamp: 1_700_000_000_000,
+            };
+            let bytes = encode_value(&c).unwrap();
+            assert_eq!(decode_value(&bytes).unwrap(), c);
+            for cut in 0..bytes.len() {
+                assert!(decode_value(&bytes[..cut]).is_err(), "truncated at {cut}");
+            }
+            let mut bad = bytes.clone();
+            bad[1] = 9;
+            assert!(decode_value(&bad).is_err(), "unknown version");
+        }
+        let kb = encode_key(&k).unwrap();
+        for cut in 0..kb.len() {
+            assert!(decode_key(&kb[..cut]).is_err());
+        }
+    }
+}

@@ -1,0 +1,1073 @@
+//! `--mode kafka`: a broker driven over the Kafka wire protocol by a small blocking client
+//! ([`client`]), one TCP connection per producer and per consumer thread.
+//!
+//! * **Setup**: ApiVersions handshake (every version used must be advertised), CreateTopics with
+//!   `--partitions` (an existing topic is reused with its own partition count and configs), the
+//!   topic configs `max.message.bytes` (sized to the batches), `message.timestamp.type=CreateTime`
+//!   and the durability policy from `--fsync` (`always` → `flush.messages=1`, `interval:MS` →
+//!   `flush.ms=MS`), then Metadata. With `--spawn-broker` the broker is this binary's
+//!   `strata serve` on a free port, stopped with SIGTERM at the end.
+//! * **produce**: producer threads claim batch numbers from one counter as in embedded mode (batch
+//!   `b` → partition `b % partitions`), build the batch themselves with the engine's
+//!   `BatchBuilder` (compression is the client's cost, as in a Kafka client) and send one Produce
+//!   request per batch, **up to 5 in flight per connection** (`max.in.flight.requests`); a reader
+//!   thread per connection takes the responses. Latency is send → acknowledgment. With `acks=0`
+//!   there is no response: latency is the send, and the phase ends when ListOffsets shows every
+//!   message stored. Unlike embedded mode, the phase does **not** end with an fsync: it ends at
+//!   the last acknowledgment, i.e. what the topic's flush policy promises.
+//! * **consume**: each consumer thread owns the partitions `p % consumers == c` and fetches them
+//!   from where the produce phase started (`max_wait_ms` 500, `min_bytes` 1, `partition_max_bytes`
+//!   1 MiB or one batch, whichever is larger); batches are walked with [`BatchScanner`] with CRC
+//!   checks and their records counted, which must equal what was produced. Latency is per fetch.
+//! * **e2e**: consumers long-poll from the log end while producers send the same volume again;
+//!   latency is the record timestamp (send time, µs) to the fetch response's arrival, weighted per
+//!   message.
+//! * `--idle S`: consumers long-poll the idle topic; the broker's CPU time meanwhile.
+//!
+//! Record timestamps are microseconds since the epoch, as in embedded mode (for µs e2e
+//! resolution); Strata does not police CreateTime values, and `CreateTime` is set on the topic.
+
+pub mod client;
+pub mod spawn;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+use hdrhistogram::Histogram;
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::{
+    BrokerId, CreateTopicsRequest, FetchRequest, ListOffsetsRequest, MetadataRequest, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use strata_storage::batch::{BatchBuilder, Compression};
+use strata_storage::log::FsyncPolicy;
+use strata_storage::log::scan::BatchScanner;
+
+use super::args::{Acks, BenchArgs, Phase};
+use super::embedded::{
+    Clock, Outcome, PhaseData, assignment, duration_ns, max_batch_bytes, records_per_partition,
+    run_baseline,
+};
+use super::hist;
+use super::machine::{self, Machine};
+use super::payload::PayloadPool;
+use super::progress::{self, Progress};
+use super::report::{ConfigReport, IdleReport, PhaseReport, Report, UNITS};
+use super::units;
+use client::Conn;
+
+/// Produce requests in flight per connection (Kafka's `max.in.flight.requests.per.connection`).
+pub const MAX_IN_FLIGHT: usize = 5;
+/// Fetch long-poll wait.
+pub const FETCH_MAX_WAIT_MS: i32 = 500;
+/// Fetch size per partition, at least (Kafka's `max.partition.fetch.bytes` default).
+pub const FETCH_PARTITION_BYTES: usize = 1 << 20;
+/// Fetch size per request (Kafka's `fetch.max.bytes` default).
+pub const FETCH_MAX_BYTES: i32 = 50 << 20;
+/// A consumer that sees no new record for this long fails the run.
+const STALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+struct Setup<'a> {
+    args: &'a BenchArgs,
+    bootstrap: String,
+    topic: TopicName,
+    partitions: u32,
+    pool: PayloadPool,
+    clock: Clock,
+    codec: Compression,
+    max_batch: usize,
+    messages: u64,
+    cores: usize,
+    acks: i16,
+    broker_pid: Option<u32>,
+}
+
+struct ProduceSpec {
+    messages: Option<u64>,
+    deadline: Option<Instant>,
+}
+
+struct PhaseResult {
+    hist: Histogram<u64>,
+    samples: Vec<(f64, f64)>,
+    seconds: f64,
+    cpu_seconds: f64,
+    broker_cpu_seconds: Option<f64>,
+    messages: u64,
+    wire_bytes: u64,
+}
+
+/// CPU seconds of the broker so far, when its pid is known.
+fn broker_cpu(pid: Option<u32>) -> Option<f64> {
+    pid.and_then(machine::pid_cpu_seconds)
+}
+
+/// Runs the kafka-mode benchmark (starting and stopping a broker with `--spawn-broker`).
+pub fn run(args: &BenchArgs) -> anyhow::Result<Outcome> {
+    let messages = args.message_count().map_err(|e| anyhow!(e))?;
+    if args.runs(Phase::Consume) && !args.runs(Phase::Produce) {
+        bail!("--phases: consume reads what the produce phase wrote; add produce");
+    }
+    let total_bytes = messages
+        .checked_mul(args.message_size as u64)
+        .ok_or_else(|| anyhow!("--messages x --message-size overflows"))?;
+    let cpu_start = machine::process_cpu_seconds();
+    let mut spawned = if args.spawn_broker {
+        Some(spawn::SpawnedBroker::start(
+            args.data_dir.as_deref(),
+            args.io_backend,
+        )?)
+    } else {
+        None
+    };
+    let bootstrap = spawned
+        .as_ref()
+        .map_or_else(|| args.bootstrap.clone(), |b| b.addr.clone());
+    let broker_pid = spawned.as_ref().and_then(|b| b.pid()).or(args.broker_pid);
+    let broker_cpu_start = broker_cpu(broker_pid);
+    let data_dir = spawned
+        .as_ref()
+        .map(|b| b.dir.clone())
+        .or_else(|| args.data_dir.clone());
+    let machine = match &data_dir {
+        Some(d) => Machine::detect(d, "broker"),
+        None => Machine {
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            kernel: machine::kernel_release(),
+            filesystem: "unknown (external broker; pass its --data-dir)".into(),
+            device: "unknown".into(),
+            io_backend: "broker".into(),
+        },
+    };
+    let baseline = if args.baseline {
+        let Some(d) = &data_dir else {
+            bail!(
+                "--baseline in kafka mode needs the broker's data dir: --spawn-broker or --data-dir"
+            );
+        };
+        Some(run_baseline(d, total_bytes)?)
+    } else {
+        None
+    };
+
+    let mut admin = Conn::open(&bootstrap)?;
+    let max_batch = max_batch_bytes(args.message_size, args.batch_size);
+    let topic = client::topic_name(&args.topic);
+    let partitions = ensure_topic(&mut admin, args, &topic, max_batch)?;
+    let batch_bytes = args.message_size.saturating_mul(args.batch_size as usize);
+    let setup = Setup {
+        args,
+        bootstrap: bootstrap.clone(),
+        topic,
+        partitions,
+        pool: PayloadPool::new(args.payload, args.message_size, batch_bytes, 0x5EED_0001),
+        clock: Clock::new(),
+        codec: args.compression.codec(),
+        max_batch,
+        messages,
+        cores: machine.cores,
+        acks: match args.acks {
+            Acks::None => 0,
+            Acks::Leader => 1,
+            Acks::All => -1,
+        },
+        broker_pid,
+    };
+
+    if args.warmup > 0.0 {
+        let deadline = Instant::now() + Duration::from_secs_f64(args.warmup);
+        produce(
+            &setup,
+            &mut admin,
+            "warmup",
+            &ProduceSpec {
+                messages: None,
+                deadline: Some(deadline),
+            },
+        )
+        .context("warmup")?;
+    }
+
+    let mut phases = Vec::new();
+    let (mut produce_report, mut consume_report, mut e2e_report) = (None, None, None);
+    let start_offsets = list_end_offsets(&mut admin, &setup)?;
+    if args.runs(Phase::Produce) {
+        let r = produce(
+            &setup,
+            &mut admin,
+            "produce",
+            &ProduceSpec {
+                messages: Some(messages),
+                deadline: None,
+            },
+        )
+        .context("produce phase")?;
+        let ratio = baseline.as_ref().map(|b| b.write_mb_per_s);
+        produce_report = Some(phase_report(&setup, &r, ratio));
+        phases.push(PhaseData {
+            phase: Phase::Produce,
+            hist: r.hist,
+            throughput: r.samples,
+        });
+    }
+    if args.runs(Phase::Consume) {
+        let r = consume(&setup, &start_offsets).context("consume phase")?;
+        let ratio = baseline.as_ref().map(|b| b.read_mb_per_s);
+        consume_report = Some(phase_report(&setup, &r, ratio));
+        phases.push(PhaseData {
+            phase: Phase::Consume,
+            hist: r.hist,
+            throughput: r.samples,
+        });
+    }
+    if args.runs(Phase::E2e) {
+        let r = end_to_end(&setup, &mut admin).context("e2e phase")?;
+        e2e_report = Some(phase_report(&setup, &r, None));
+        phases.push(PhaseData {
+            phase: Phase::E2e,
+            hist: r.hist,
+            throughput: r.samples,
+        });
+    }
+    let idle = if args.idle > 0.0 {
+        Some(idle(&setup, &mut admin).context("idle measurement")?)
+    } else {
+        None
+    };
+    let broker_cpu_seconds = match (broker_cpu_start, broker_cpu(broker_pid)) {
+        (Some(a), Some(b)) => Some(b - a),
+        _ => None,
+    };
+    drop(admin);
+    let (temporary, spawned_flag) = match &spawned {
+        Some(b) => (b.temporary, true),
+        None => (false, false),
+    };
+    if let Some(b) = spawned.as_mut() {
+        b.stop().context("stopping the spawned broker")?;
+    }
+    drop(spawned);
+
+    let compression_ratio = produce_report
+        .as_ref()
+        .filter(|p: &&PhaseReport| p.disk_bytes > 0)
+        .map(|p| p.bytes as f64 / p.disk_bytes as f64);
+    let report = Report {
+        mode: args.mode,
+        config: ConfigReport {
+            topic: args.topic.clone(),
+            partitions,
+            producers: args.producers,
+            consumers: args.consumers,
+            message_size: args.message_size as u64,
+            batch_size: args.batch_size,
+            messages,
+            total_bytes,
+            payload: args.payload,
+            compression: args.compression,
+            fsync: args.fsync.to_string(),
+            acks: args.acks,
+            rate_mb_per_s: args.rate,
+            warmup_s: args.warmup,
+            data_dir: data_dir.as_ref().map_or_else(
+                || "(external broker)".to_string(),
+                |d| d.display().to_string(),
+            ),
+            temporary_data_dir: temporary,
+            phases: phases.iter().map(|p| p.phase).collect(),
+            max_batch_bytes: max_batch,
+            bootstrap: Some(bootstrap),
+            spawned_broker: Some(spawned_flag),
+        },
+        machine,
+        produce: produce_report,
+        consume: consume_report,
+        e2e: e2e_report,
+        baseline,
+        compression_ratio,
+        load_generator_cpu_seconds: machine::process_cpu_seconds() - cpu_start,
+        broker_cpu_seconds,
+        idle,
+        units: UNITS,
+    };
+    Ok(Outcome { report, phases })
+}
+
+fn phase_report(setup: &Setup<'_>, r: &PhaseResult, limit: Option<f64>) -> PhaseReport {
+    let bytes = r.messages * setup.args.message_size as u64;
+    let mb_per_s = units::mb_per_s(bytes, r.seconds);
+    PhaseReport {
+        mb_per_s,
+        msgs_per_s: if r.seconds > 0.0 {
+            r.messages as f64 / r.seconds
+        } else {
+            0.0
+        },
+        messages: r.messages,
+        bytes,
+        disk_bytes: r.wire_bytes,
+        seconds: r.seconds,
+        latency_us: hist::Percentiles::of(&r.hist),
+        cpu_seconds: r.cpu_seconds,
+        cpu_utilization: if r.seconds > 0.0 {
+            r.cpu_seconds / (r.seconds * setup.cores as f64)
+        } else {
+            0.0
+        },
+        baseline_ratio: limit.filter(|l| *l > 0.0).map(|l| mb_per_s / l),
+        broker_cpu_seconds: r.broker_cpu_seconds,
+    }
+}
+
+/// Creates the topic (or reuses an existing one); returns its partition count.
+fn ensure_topic(
+    admin: &mut Conn,
+    args: &BenchArgs,
+    topic: &TopicName,
+    max_batch: usize,
+) -> anyhow::Result<u32> {
+    let mut configs = vec![
+        ("max.message.bytes", max_batch.to_string()),
+        ("message.timestamp.type", "CreateTime".to_string()),
+    ];
+    match args.fsync {
+        FsyncPolicy::Never => {}
+        FsyncPolicy::Always => configs.push(("flush.messages", "1".into())),
+        FsyncPolicy::Interval(d) => configs.push(("flush.ms", d.as_millis().to_string())),
+    }
+    let partitions = i32::try_from(args.partitions).context("--partitions")?;
+    let req = CreateTopicsRequest::default()
+        .with_timeout_ms(30_000)
+        .with_topics(vec![
+            CreatableTopic::default()
+                .with_name(topic.clone())
+                .with_num_partitions(partitions)
+                .with_replication_factor(1)
+                .with_configs(
+                    configs
+                        .iter()
+                        .map(|(k, v)| {
+                            CreatableTopicConfig::default()
+                                .with_name(StrBytes::from_static_str(k))
+                                .with_value(Some(StrBytes::from_string(v.clone())))
+                        })
+                        .collect(),
+                ),
+        ]);
+    let resp = admin.call(&req, client::CREATE_TOPICS_VERSION)?;
+    let t = resp
+        .topics
+        .first()
+        .ok_or_else(|| anyhow!("CreateTopics: empty response"))?;
+    const TOPIC_ALREADY_EXISTS: i16 = 36;
+    let existed = match t.error_code {
+        0 => false,
+        TOPIC_ALREADY_EXISTS => true,
+        code => bail!(
+            "CreateTopics {}: error {code} {}",
+            args.topic,
+            t.error_message.as_deref().unwrap_or("")
+        ),
+    };
+    // Metadata: the partition count (and that every partition has a leader).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let md = admin.call(
+            &MetadataRequest::default()
+                .with_topics(Some(vec![
+                    MetadataRequestTopic::default().with_name(Some(topic.clone())),
+                ]))
+                .with_allow_auto_topic_creation(false),
+            client::METADATA_VERSION,
+        )?;
+        if let Some(t) = md.topics.first()
+            && t.error_code == 0
+            && !t.partitions.is_empty()
+            && t.partitions.iter().all(|p| p.error_code == 0)
+        {
+            let n = u32::try_from(t.partitions.len()).context("partition count")?;
+            if existed {
+                eprintln!(
+                    "topic {} exists with {n} partition(s): reusing it with its own configs{}",
+                    args.topic,
+                    if n == args.partitions {
+                        String::new()
+                    } else {
+                        format!(" (--partitions {} ignored)", args.partitions)
+                    }
+                );
+            }
+            return Ok(n);
+        }
+        if Instant::now() >= deadline {
+            bail!("topic {} has no usable metadata after 10 s", args.topic);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The log end offset of every partition (ListOffsets latest).
+fn list_end_offsets(admin: &mut Conn, setup: &Setup<'_>) -> anyhow::Result<Vec<i64>> {
+    let parts: Vec<i32> = (0..setup.partitions)
+        .map(|p| i32::try_from(p).unwrap_or(i32::MAX))
+        .collect();
+    let req = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![
+            ListOffsetsTopic::default()
+                .with_name(setup.topic.clone())
+                .with_partitions(
+                    parts
+                        .iter()
+                        .map(|&p| {
+                            ListOffsetsPartition::default()
+                                .with_partition_index(p)
+                                .with_timestamp(-1)
+                        })
+                        .collect(),
+                ),
+        ]);
+    let resp = admin.call(&req, client::LIST_OFFSETS_VERSION)?;
+    let mut out = vec![-1i64; parts.len()];
+    for t in &resp.topics {
+        for p in &t.partitions {
+            if p.error_code != 0 {
+                bail!(
+                    "ListOffsets partition {}: error {}",
+                    p.partition_index,
+                    p.error_code
+                );
+            }
+            if let Some(slot) = usize::try_from(p.partition_index)
+                .ok()
+                .and_then(|i| out.get_mut(i))
+            {
+                *slot = p.offset;
+            }
+        }
+    }
+    if out.iter().any(|o| *o < 0) {
+        bail!("ListOffsets did not answer for every partition: {out:?}");
+    }
+    Ok(out)
+}
+
+/// Runs the producers of one phase.
+fn produce(
+    setup: &Setup<'_>,
+    admin: &mut Conn,
+    label: &str,
+    spec: &ProduceSpec,
+) -> anyhow::Result<PhaseResult> {
+    let progress = Progress::default();
+    let next_batch = AtomicU64::new(0);
+    let failed = AtomicBool::new(false);
+    let before = if setup.acks == 0 {
+        Some(list_end_offsets(admin, setup)?)
+    } else {
+        None
+    };
+    let cpu0 = machine::process_cpu_seconds();
+    let bcpu0 = broker_cpu(setup.broker_pid);
+    let target_bytes = spec
+        .messages
+        .map_or(0, |m| m * setup.args.message_size as u64);
+    let started = Instant::now();
+    let (results, samples, seconds, stored) = std::thread::scope(|s| {
+        let monitor = s.spawn(|| progress::monitor(label, &progress, target_bytes, started));
+        let handles: Vec<_> = (0..setup.args.producers)
+            .map(|_| {
+                s.spawn(|| {
+                    let r = producer(setup, spec, &next_batch, &progress, &failed);
+                    if r.is_err() {
+                        failed.store(true, Ordering::Release);
+                    }
+                    r
+                })
+            })
+            .collect();
+        let results: Vec<anyhow::Result<ProducerResult>> = handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow!("a producer thread panicked")))
+            })
+            .collect();
+        // acks=0: the phase ends when the broker has stored everything that was sent.
+        let sent: u64 = results.iter().flatten().map(|r| r.messages).sum();
+        let stored = match &before {
+            Some(before) if !failed.load(Ordering::Acquire) => {
+                wait_stored(admin, setup, before, sent)
+            }
+            _ => Ok(()),
+        };
+        let seconds = started.elapsed().as_secs_f64();
+        progress.done.store(true, Ordering::Release);
+        (results, monitor.join().unwrap_or_default(), seconds, stored)
+    });
+    let mut hists = Vec::new();
+    let (mut messages, mut wire_bytes) = (0, 0);
+    for r in results {
+        let r = r?;
+        hists.push(r.hist);
+        messages += r.messages;
+        wire_bytes += r.batch_bytes;
+    }
+    stored?;
+    if let Some(want) = spec.messages
+        && messages != want
+    {
+        bail!("producers got {messages} messages acknowledged, expected {want}");
+    }
+    let broker_cpu_seconds = match (bcpu0, broker_cpu(setup.broker_pid)) {
+        (Some(a), Some(b)) => Some(b - a),
+        _ => None,
+    };
+    Ok(PhaseResult {
+        hist: hist::merge(hists),
+        samples,
+        seconds,
+        cpu_seconds: machine::process_cpu_seconds() - cpu0,
+        broker_cpu_seconds,
+        messages,
+        wire_bytes,
+    })
+}
+
+/// Polls ListOffsets until `sent` more messages than `before` are stored (acks=0).
+fn wait_stored(
+    admin: &mut Conn,
+    setup: &Setup<'_>,
+    before: &[i64],
+    sent: u64,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + STALL_TIMEOUT;
+    loop {
+        let now = list_end_offsets(admin, setup)?;
+        let stored: i64 = now.iter().zip(before).map(|(a, b)| a - b).sum();
+        if u64::try_from(stored).unwrap_or(0) >= sent {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("acks=0: the broker stored {stored} of {sent} messages sent");
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+struct ProducerResult {
+    hist: Histogram<u64>,
+    /// Messages acknowledged (or sent, with acks=0).
+    messages: u64,
+    /// Bytes of the batches.
+    batch_bytes: u64,
+}
+
+/// One producer connection: this thread builds and sends, a reader thread takes the responses.
+fn producer(
+    setup: &Setup<'_>,
+    spec: &ProduceSpec,
+    next_batch: &AtomicU64,
+    progress: &Progress,
+    failed: &AtomicBool,
+) -> anyhow::Result<ProducerResult> {
+    let args = setup.args;
+    let batch_size = u64::from(args.batch_size);
+    let msg_bytes = args.message_size as u64;
+    let parts = u64::from(setup.partitions);
+    let per_producer_rate = args.rate.map(|r| r * 1e6 / f64::from(args.producers));
+    let mut conn = Conn::open(&setup.bootstrap)?;
+    // Response reader: (correlation id, send instant, messages, batch bytes) per request.
+    let (info_tx, info_rx) = mpsc::channel::<(i32, Instant, u64, u64)>();
+    // In-flight slots: the sender takes one per request, the reader returns it on the response.
+    let (slot_tx, slot_rx) = mpsc::sync_channel::<()>(MAX_IN_FLIGHT);
+    for _ in 0..MAX_IN_FLIGHT {
+        slot_tx.send(()).map_err(|_| anyhow!("in-flight slots"))?;
+    }
+    let acks = setup.acks;
+    let mut reader_stream = conn.try_clone_stream()?;
+    std::thread::scope(|s| {
+        let reader = (acks != 0).then(|| {
+            s.spawn(move || -> anyhow::Result<ProducerResult> {
+                let mut h = hist::new_histogram();
+                let mut buf = bytes::BytesMut::new();
+                let (mut messages, mut batch_bytes) = (0u64, 0u64);
+                while let Ok((id, t0, n, b)) = info_rx.recv() {
+                    let resp = client::recv_produce(&mut reader_stream, &mut buf, id)?;
+                    let lat = t0.elapsed();
+                    for t in &resp.responses {
+                        for p in &t.partition_responses {
+                            if p.error_code != 0 {
+                                bail!(
+                                    "produce to partition {}: error {} {}",
+                                    p.index,
+                                    p.error_code,
+                                    p.error_message.as_deref().unwrap_or("")
+                                );
+                            }
+                        }
+                    }
+                    hist::record_ns(&mut h, duration_ns(lat), 1);
+                    messages += n;
+                    batch_bytes += b;
+                    progress.bytes.fetch_add(n * msg_bytes, Ordering::Relaxed);
+                    // The sender may be gone (failed); then nobody needs the slot.
+                    let _ = slot_tx.send(());
+                }
+                Ok(ProducerResult {
+                    hist: h,
+                    messages,
+                    batch_bytes,
+                })
+            })
+        });
+        let mut send_hist = hist::new_histogram();
+        let (mut sent, mut sent_bytes) = (0u64, 0u64);
+        let sender = (|| -> anyhow::Result<()> {
+            // One builder per producer: its buffer and zstd context are reused, as a Kafka
+            // client's accumulator would.
+            let mut builder = BatchBuilder::new(setup.codec);
+            let started = Instant::now();
+            loop {
+                if failed.load(Ordering::Acquire) {
+                    return Ok(());
+                }
+                let b = next_batch.fetch_add(1, Ordering::Relaxed);
+                let first = b * batch_size;
+                let n = match (spec.messages, spec.deadline) {
+                    (Some(total), _) => {
+                        if first >= total {
+                            return Ok(());
+                        }
+                        batch_size.min(total - first)
+                    }
+                    (None, Some(deadline)) => {
+                        if Instant::now() >= deadline {
+                            return Ok(());
+                        }
+                        batch_size
+                    }
+                    (None, None) => return Ok(()),
+                };
+                if let Some(rate) = per_producer_rate {
+                    let due = Duration::from_secs_f64((sent * msg_bytes) as f64 / rate);
+                    let elapsed = started.elapsed();
+                    if due > elapsed {
+                        std::thread::sleep(due - elapsed);
+                    }
+                }
+                let partition = i32::try_from(b % parts).unwrap_or(0);
+                let timestamp = setup.clock.now_us();
+                builder.clear();
+                for i in 0..n {
+                    builder
+                        .push_parts(timestamp, None, Some(setup.pool.message(first + i)), &[])
+                        .context("encoding a record")?;
+                }
+                let batch = builder
+                    .build_reusing()
+                    .with_context(|| format!("building a {} batch of {n} messages", setup.codec))?;
+                if acks != 0 && slot_rx.recv().is_err() {
+                    // The reader stopped: its error is the one to report.
+                    return Ok(());
+                }
+                let t0 = Instant::now();
+                let id = conn.send_produce(&setup.topic, partition, acks, &batch)?;
+                let len = batch.len() as u64;
+                if acks == 0 {
+                    hist::record_ns(&mut send_hist, duration_ns(t0.elapsed()), 1);
+                    progress.bytes.fetch_add(n * msg_bytes, Ordering::Relaxed);
+                    sent_bytes += len;
+                } else if info_tx.send((id, t0, n, len)).is_err() {
+                    return Ok(());
+                }
+                sent += n;
+            }
+        })();
+        drop(info_tx);
+        if sender.is_err() {
+            failed.store(true, Ordering::Release);
+            // Unblock the reader if it waits for a response that will not come.
+            let _ = conn
+                .try_clone_stream()
+                .map(|s| s.shutdown(std::net::Shutdown::Both));
+        }
+        let reader = reader.map(|r| {
+            r.join()
+                .unwrap_or_else(|_| Err(anyhow!("a producer's reader thread panicked")))
+        });
+        sender?;
+        match reader {
+            Some(r) => r,
+            None => Ok(ProducerResult {
+                hist: send_hist,
+                messages: sent,
+                batch_bytes: sent_bytes,
+            }),
+        }
+    })
+}
+
+/// A consumer's position in one partition.
+#[derive(Debug, Clone, Copy)]
+struct Position {
+    partition: i32,
+    offset: i64,
+    /// Records still expected.
+    left: u64,
+}
+
+/// What a consumer counted.
+#[derive(Debug, Default)]
+struct Consumed {
+    records: u64,
+    batch_bytes: u64,
+    fetches: u64,
+}
+
+/// How a consumer records latency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LatencyOf {
+    /// One value per fetch: request sent → response read.
+    Fetch,
+    /// Per message: record timestamp (send time) → response read.
+    EndToEnd,
+}
+
+/// The fetch request for the partitions that still expect records.
+fn fetch_request(setup: &Setup<'_>, mine: &[Position], max_wait_ms: i32) -> FetchRequest {
+    let part_bytes = i32::try_from(FETCH_PARTITION_BYTES.max(setup.max_batch)).unwrap_or(i32::MAX);
+    FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(max_wait_ms)
+        .with_min_bytes(1)
+        .with_max_bytes(FETCH_MAX_BYTES)
+        .with_session_id(0)
+        .with_session_epoch(-1)
+        .with_topics(vec![
+            FetchTopic::default()
+                .with_topic(setup.topic.clone())
+                .with_partitions(
+                    mine.iter()
+                        .filter(|m| m.left > 0)
+                        .map(|m| {
+                            FetchPartition::default()
+                                .with_partition(m.partition)
+                                .with_fetch_offset(m.offset)
+                                .with_partition_max_bytes(part_bytes)
+                        })
+                        .collect(),
+                ),
+        ])
+}
+
+/// Fetches until every position has received what it expects.
+fn consume_positions(
+    setup: &Setup<'_>,
+    mut mine: Vec<Position>,
+    latency: LatencyOf,
+    progress: &Progress,
+    failed: &AtomicBool,
+) -> anyhow::Result<(Histogram<u64>, Consumed)> {
+    let msg_bytes = setup.args.message_size as u64;
+    let mut conn = Conn::open(&setup.bootstrap)?;
+    let mut h = hist::new_histogram();
+    let mut got = Consumed::default();
+    let mut last_progress = Instant::now();
+    while mine.iter().any(|m| m.left > 0) {
+        if failed.load(Ordering::Acquire) {
+            bail!("stopped: a producer or consumer failed");
+        }
+        let req = fetch_request(setup, &mine, FETCH_MAX_WAIT_MS);
+        let t0 = Instant::now();
+        let resp = conn.call(&req, client::FETCH_VERSION)?;
+        let lat = t0.elapsed();
+        let seen_us = setup.clock.now_us();
+        got.fetches += 1;
+        if resp.error_code != 0 {
+            bail!("fetch: error {}", resp.error_code);
+        }
+        if latency == LatencyOf::Fetch {
+            hist::record_ns(&mut h, duration_ns(lat), 1);
+        }
+        let mut progressed = false;
+        for t in &resp.responses {
+            for pd in &t.partitions {
+                if pd.error_code != 0 {
+                    bail!(
+                        "fetch partition {}: error {}",
+                        pd.partition_index,
+                        pd.error_code
+                    );
+                }
+                let Some(pos) = mine.iter_mut().find(|m| m.partition == pd.partition_index) else {
+                    bail!(
+                        "fetch answered for partition {} not asked for",
+                        pd.partition_index
+                    );
+                };
+                let Some(records) = pd.records.as_ref().filter(|r| !r.is_empty()) else {
+                    continue;
+                };
+                let mut scanner = BatchScanner::new(records, setup.max_batch, true);
+                let mut n_total = 0u64;
+                for b in scanner.by_ref() {
+                    let hd = &b.header;
+                    let next = hd.next_offset();
+                    if next <= pos.offset {
+                        continue;
+                    }
+                    // Records of the batch at or after the fetch offset.
+                    let n = u64::try_from(next - hd.base_offset.max(pos.offset)).unwrap_or(0);
+                    pos.offset = next;
+                    n_total += n;
+                    got.batch_bytes += hd.total_len() as u64;
+                    if latency == LatencyOf::EndToEnd {
+                        let lat_us =
+                            u64::try_from(seen_us.saturating_sub(hd.max_timestamp)).unwrap_or(0);
+                        hist::record_ns(&mut h, lat_us.saturating_mul(1000), n);
+                    }
+                }
+                // Strata returns whole batches only: anything the scanner stops at is an error.
+                if let Some(stop) = scanner.stop() {
+                    bail!(
+                        "partition {}: bad batch at byte {} of a fetch at offset {}: {}",
+                        pd.partition_index,
+                        stop.position,
+                        pos.offset,
+                        stop.problem
+                    );
+                }
+                if n_total > pos.left {
+                    bail!(
+                        "partition {}: received {} more records than were produced",
+                        pd.partition_index,
+                        n_total - pos.left
+                    );
+                }
+                pos.left -= n_total;
+                got.records += n_total;
+                progress
+                    .bytes
+                    .fetch_add(n_total * msg_bytes, Ordering::Relaxed);
+                progressed |= n_total > 0;
+            }
+        }
+        if progressed {
+            last_progress = Instant::now();
+        } else if last_progress.elapsed() > STALL_TIMEOUT {
+            bail!(
+                "no records for {STALL_TIMEOUT:?}; still expected: {:?}",
+                mine.iter().filter(|m| m.left > 0).collect::<Vec<_>>()
+            );
+        }
+    }
+    Ok((h, got))
+}
+
+/// Consumer threads reading `expected[p]` records of every partition from `start[p]`.
+fn run_consumers(
+    setup: &Setup<'_>,
+    label: &str,
+    start: &[i64],
+    latency: LatencyOf,
+    with_producers: Option<&ProduceSpec>,
+) -> anyhow::Result<PhaseResult> {
+    let progress = Progress::default();
+    let producer_progress = Progress::default();
+    let parts = setup.partitions as usize;
+    let consumers = (setup.args.consumers as usize).min(parts).max(1);
+    let expected = records_per_partition(
+        setup.messages,
+        u64::from(setup.args.batch_size),
+        setup.partitions,
+    );
+    let next_batch = AtomicU64::new(0);
+    let failed = AtomicBool::new(false);
+    let cpu0 = machine::process_cpu_seconds();
+    let bcpu0 = broker_cpu(setup.broker_pid);
+    let total = setup.messages * setup.args.message_size as u64;
+    let started = Instant::now();
+    let (consumer_results, producer_results, samples, seconds) = std::thread::scope(|s| {
+        let monitor = s.spawn(|| progress::monitor(label, &progress, total, started));
+        let consumer_handles: Vec<_> = (0..consumers)
+            .map(|c| {
+                let mine: Vec<Position> = assignment(parts, consumers, c)
+                    .into_iter()
+                    .map(|p| Position {
+                        partition: i32::try_from(p).unwrap_or(0),
+                        offset: start.get(p).copied().unwrap_or(0),
+                        left: expected.get(p).copied().unwrap_or(0),
+                    })
+                    .collect();
+                let (progress, failed) = (&progress, &failed);
+                s.spawn(move || {
+                    let r = consume_positions(setup, mine, latency, progress, failed);
+                    if r.is_err() {
+                        failed.store(true, Ordering::Release);
+                    }
+                    r
+                })
+            })
+            .collect();
+        let producer_handles: Vec<_> = match with_producers {
+            Some(spec) => (0..setup.args.producers)
+                .map(|_| {
+                    let (next_batch, producer_progress, failed) =
+                        (&next_batch, &producer_progress, &failed);
+                    s.spawn(move || {
+                        let r = producer(setup, spec, next_batch, producer_progress, failed);
+                        if r.is_err() {
+                            failed.store(true, Ordering::Release);
+                        }
+                        r
+                    })
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        let producer_results: Vec<_> = producer_handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow!("a producer thread panicked")))
+            })
+            .collect();
+        let consumer_results: Vec<_> = consumer_handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow!("a consumer thread panicked")))
+            })
+            .collect();
+        let seconds = started.elapsed().as_secs_f64();
+        progress.done.store(true, Ordering::Release);
+        (
+            consumer_results,
+            producer_results,
+            monitor.join().unwrap_or_default(),
+            seconds,
+        )
+    });
+    for r in producer_results {
+        r.context("e2e producer")?;
+    }
+    let mut hists = Vec::new();
+    let (mut records, mut batch_bytes) = (0, 0);
+    for r in consumer_results {
+        let (h, c) = r?;
+        hists.push(h);
+        records += c.records;
+        batch_bytes += c.batch_bytes;
+    }
+    if records != setup.messages {
+        bail!(
+            "{label}: consumers received {records} records, {} were produced",
+            setup.messages
+        );
+    }
+    let broker_cpu_seconds = match (bcpu0, broker_cpu(setup.broker_pid)) {
+        (Some(a), Some(b)) => Some(b - a),
+        _ => None,
+    };
+    Ok(PhaseResult {
+        hist: hist::merge(hists),
+        samples,
+        seconds,
+        cpu_seconds: machine::process_cpu_seconds() - cpu0,
+        broker_cpu_seconds,
+        messages: records,
+        wire_bytes: batch_bytes,
+    })
+}
+
+fn consume(setup: &Setup<'_>, start: &[i64]) -> anyhow::Result<PhaseResult> {
+    run_consumers(setup, "consume", start, LatencyOf::Fetch, None)
+}
+
+fn end_to_end(setup: &Setup<'_>, admin: &mut Conn) -> anyhow::Result<PhaseResult> {
+    let start = list_end_offsets(admin, setup)?;
+    let spec = ProduceSpec {
+        messages: Some(setup.messages),
+        deadline: None,
+    };
+    run_consumers(setup, "e2e", &start, LatencyOf::EndToEnd, Some(&spec))
+}
+
+/// Consumers long-poll the idle topic from its end for `--idle` seconds.
+fn idle(setup: &Setup<'_>, admin: &mut Conn) -> anyhow::Result<IdleReport> {
+    let start = list_end_offsets(admin, setup)?;
+    let parts = setup.partitions as usize;
+    let consumers = (setup.args.consumers as usize).min(parts).max(1);
+    let wait = Duration::from_secs_f64(setup.args.idle);
+    eprintln!(
+        "idle: {consumers} consumer(s) long-polling {} for {:.1} s",
+        setup.args.topic,
+        wait.as_secs_f64()
+    );
+    let cpu0 = machine::process_cpu_seconds();
+    let bcpu0 = broker_cpu(setup.broker_pid);
+    let started = Instant::now();
+    let deadline = started + wait;
+    let results: Vec<anyhow::Result<u64>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..consumers)
+            .map(|c| {
+                let mine: Vec<Position> = assignment(parts, consumers, c)
+                    .into_iter()
+                    .map(|p| Position {
+                        partition: i32::try_from(p).unwrap_or(0),
+                        offset: start.get(p).copied().unwrap_or(0),
+                        left: 1,
+                    })
+                    .collect();
+                s.spawn(move || -> anyhow::Result<u64> {
+                    let mut conn = Conn::open(&setup.bootstrap)?;
+                    let mut fetches = 0;
+                    while Instant::now() < deadline {
+                        let req = fetch_request(setup, &mine, FETCH_MAX_WAIT_MS);
+                        let resp = conn.call(&req, client::FETCH_VERSION)?;
+                        fetches += 1;
+                        let any = resp.responses.iter().any(|t| {
+                            t.partitions
+                                .iter()
+                                .any(|p| p.records.as_ref().is_some_and(|r| !r.is_empty()))
+                        });
+                        if any {
+                            bail!("idle: the topic is not idle (someone is producing)");
+                        }
+                    }
+                    Ok(fetches)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow!("an idle consumer panicked")))
+            })
+            .collect()
+    });
+    let seconds = started.elapsed().as_secs_f64();
+    let mut fetches = 0;
+    for r in results {
+        fetches += r?;
+    }
+    let broker_cpu_seconds = match (bcpu0, broker_cpu(setup.broker_pid)) {
+        (Some(a), Some(b)) => Some(b - a),
+        _ => None,
+    };
+    Ok(IdleReport {
+        seconds,
+        consumers: u32::try_from(consumers).unwrap_or(u32::MAX),
+        fetches,
+        broker_cpu_seconds,
+        broker_cpu_percent_of_core: broker_cpu_seconds.map(|c| c * 100.0 / seconds.max(1e-9)),
+        load_generator_cpu_seconds: machine::process_cpu_seconds() - cpu0,
+    })
+}
