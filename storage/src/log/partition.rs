@@ -894,6 +894,9 @@ impl Inner {
         // Seals run in roll order, so everything up to this segment's end is now durable.
         self.durable_end
             .fetch_max(job.next_offset, Ordering::AcqRel);
+        // Held from the check to the checkpoint, so retention cannot delete the segment in
+        // between and leave its index files orphaned.
+        let _g = self.maintenance.lock();
         let still_listed = self
             .segments
             .read()
@@ -908,7 +911,6 @@ impl Inner {
         self.backend
             .sync_dir(&self.dir)
             .ctx("fsync dir", &self.dir)?;
-        let _g = self.maintenance.lock();
         checkpoint::write(
             self.backend.as_ref(),
             &self.dir,
@@ -1023,13 +1025,19 @@ impl Inner {
             total -= s.len();
             doomed += 1;
         }
+        self.remove_front(doomed, "retention")
+    }
+
+    /// Removes the `doomed` oldest segments (all sealed). Unlists them first: new reads no
+    /// longer find them, reads in flight hold their mapping and finish undisturbed. Only this
+    /// removes from the front, always under the maintenance lock the caller holds.
+    fn remove_front(&self, doomed: usize, why: &'static str) -> Result<RetentionReport> {
         let mut report = RetentionReport::default();
         if doomed > 0 {
-            // Unlist first: new reads no longer find these segments; reads in flight hold
-            // their mapping and finish undisturbed. Only retention removes from the front.
             let removed: Vec<Arc<Segment>> = {
                 let mut w = self.segments.write();
-                w.drain(..doomed).collect()
+                let n = doomed.min(w.len().saturating_sub(1));
+                w.drain(..n).collect()
             };
             for s in &removed {
                 remove_if_exists(self.backend.as_ref(), &s.log_path)?;
@@ -1037,7 +1045,7 @@ impl Inner {
                 remove_if_exists(self.backend.as_ref(), &s.time_index_path)?;
                 report.segments_deleted += 1;
                 report.bytes_deleted += s.len();
-                tracing::info!(segment = %s.log_path.display(), bytes = s.len(), "retention deleted segment");
+                tracing::info!(segment = %s.log_path.display(), bytes = s.len(), why, "deleted segment");
             }
             self.backend
                 .sync_dir(&self.dir)
@@ -1050,8 +1058,8 @@ impl Inner {
 
 impl Inner {
     fn delete_segments_before(&self, offset: u64) -> Result<RetentionReport> {
-        // A seal still writing a doomed segment's indexes would leave them orphaned.
-        self.wait_for_seals()?;
+        // Under the maintenance lock, like retention and the sealer (which writes a segment's
+        // index files only while the segment is still listed).
         let _g = self.maintenance.lock();
         let segs: Vec<Arc<Segment>> = self.segments.read().clone();
         let sealed = segs.len().saturating_sub(1);
@@ -1060,25 +1068,7 @@ impl Inner {
             .take(sealed)
             .take_while(|s| s.next_offset() <= offset)
             .count();
-        let mut report = RetentionReport::default();
-        if doomed > 0 {
-            let removed: Vec<Arc<Segment>> = {
-                let mut w = self.segments.write();
-                w.drain(..doomed).collect()
-            };
-            for s in &removed {
-                remove_if_exists(self.backend.as_ref(), &s.log_path)?;
-                remove_if_exists(self.backend.as_ref(), &s.index_path)?;
-                remove_if_exists(self.backend.as_ref(), &s.time_index_path)?;
-                report.segments_deleted += 1;
-                report.bytes_deleted += s.len();
-            }
-            self.backend
-                .sync_dir(&self.dir)
-                .ctx("fsync dir", &self.dir)?;
-        }
-        report.log_start_offset = self.segments.read().first().map_or(0, |s| s.base_offset);
-        Ok(report)
+        self.remove_front(doomed, "delete_segments_before")
     }
 }
 
