@@ -2,72 +2,30 @@
 //! correctness of counts, bytes, the JSON schema, the `.hgrm` files and the SVG — not speed.
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
+#[path = "bench_common/mod.rs"]
+mod bench_common;
+
 use std::path::Path;
-use std::process::{Command, Output};
 
-use serde_json::Value;
+use bench_common::{assert_every_phase, assert_phase, bench_json, strata};
 
-fn strata(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_strata"))
-        .args(args)
-        .output()
-        .expect("the strata binary runs")
-}
-
-fn bench_json(extra: &[&str]) -> Value {
-    let mut args = vec!["bench", "--mode", "embedded", "--json"];
-    args.extend_from_slice(extra);
-    let out = strata(&args);
-    assert!(
-        out.status.success(),
-        "strata {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "stdout is not one JSON object ({e}): {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
-}
-
-fn assert_phase(v: &Value, phase: &str, messages: u64, bytes: u64) {
-    let p = &v[phase];
-    assert!(p.is_object(), "phase {phase} missing: {v}");
-    assert_eq!(p["messages"].as_u64(), Some(messages), "{phase}.messages");
-    assert_eq!(p["bytes"].as_u64(), Some(bytes), "{phase}.bytes");
-    for k in ["mb_per_s", "msgs_per_s"] {
-        let x = p[k]
-            .as_f64()
-            .unwrap_or_else(|| panic!("{phase}.{k} missing"));
-        assert!(x > 0.0, "{phase}.{k} = {x}");
-    }
-    let l = &p["latency_us"];
-    let mut last = 0.0;
-    for k in ["p50", "p90", "p99", "p999", "p9999", "max"] {
-        let x = l[k]
-            .as_f64()
-            .unwrap_or_else(|| panic!("{phase}.latency_us.{k} missing"));
-        assert!(x >= last, "{phase}.latency_us.{k} = {x} < {last}");
-        last = x;
-    }
-    assert!(last > 0.0, "{phase}: max latency must be positive");
-}
+const MODE: &str = "embedded";
 
 #[test]
 fn given_4mib_of_1kib_messages_when_benched_then_json_reports_every_phase_with_exact_counts() {
-    let v = bench_json(&[
-        "--total",
-        "4MiB",
-        "--message-size",
-        "1KiB",
-        "--batch-size",
-        "256",
-    ]);
+    let v = bench_json(
+        MODE,
+        &[
+            "--total",
+            "4MiB",
+            "--message-size",
+            "1KiB",
+            "--batch-size",
+            "256",
+        ],
+    );
     assert_eq!(v["mode"], "embedded");
-    for phase in ["produce", "consume", "e2e"] {
-        assert_phase(&v, phase, 4096, 4 << 20);
-    }
+    assert_every_phase(&v, 4096, 4 << 20);
     assert!(v.get("baseline").is_none(), "no baseline unless asked");
     let m = &v["machine"];
     assert!(m["cores"].as_u64().unwrap() >= 1);
@@ -95,33 +53,34 @@ fn given_4mib_of_1kib_messages_when_benched_then_json_reports_every_phase_with_e
 fn given_text_zstd_several_partitions_and_threads_when_benched_then_counts_still_match() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let v = bench_json(&[
-        "--messages",
-        "3001",
-        "--message-size",
-        "512",
-        "--batch-size",
-        "100",
-        "--partitions",
-        "3",
-        "--producers",
-        "2",
-        "--consumers",
-        "2",
-        "--payload",
-        "text",
-        "--compression",
-        "zstd",
-        "--fsync",
-        "always",
-        "--warmup",
-        "0.2",
-        "--data-dir",
-        data.to_str().unwrap(),
-    ]);
-    for phase in ["produce", "consume", "e2e"] {
-        assert_phase(&v, phase, 3001, 3001 * 512);
-    }
+    let v = bench_json(
+        MODE,
+        &[
+            "--messages",
+            "3001",
+            "--message-size",
+            "512",
+            "--batch-size",
+            "100",
+            "--partitions",
+            "3",
+            "--producers",
+            "2",
+            "--consumers",
+            "2",
+            "--payload",
+            "text",
+            "--compression",
+            "zstd",
+            "--fsync",
+            "always",
+            "--warmup",
+            "0.2",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+    );
+    assert_every_phase(&v, 3001, 3001 * 512);
     let ratio = v["compression_ratio"].as_f64().unwrap();
     assert!(
         ratio > 2.0,
@@ -138,35 +97,41 @@ fn given_text_zstd_several_partitions_and_threads_when_benched_then_counts_still
 
 #[test]
 fn given_phases_and_a_rate_when_benched_then_only_those_phases_are_reported() {
-    let v = bench_json(&[
-        "--total",
-        "2MiB",
-        "--message-size",
-        "16KiB",
-        "--batch-size",
-        "8",
-        "--phases",
-        "produce",
-        "--rate",
-        "200",
-        "--fsync",
-        "interval:20",
-    ]);
+    let v = bench_json(
+        MODE,
+        &[
+            "--total",
+            "2MiB",
+            "--message-size",
+            "16KiB",
+            "--batch-size",
+            "8",
+            "--phases",
+            "produce",
+            "--rate",
+            "200",
+            "--fsync",
+            "interval:20",
+        ],
+    );
     assert_phase(&v, "produce", 128, 2 << 20);
     assert!(v.get("consume").is_none() && v.get("e2e").is_none(), "{v}");
 }
 
 #[test]
 fn given_baseline_when_benched_then_the_raw_limit_and_ratios_are_reported() {
-    let v = bench_json(&[
-        "--total",
-        "4MiB",
-        "--batch-size",
-        "512",
-        "--baseline",
-        "--phases",
-        "produce,consume",
-    ]);
+    let v = bench_json(
+        MODE,
+        &[
+            "--total",
+            "4MiB",
+            "--batch-size",
+            "512",
+            "--baseline",
+            "--phases",
+            "produce,consume",
+        ],
+    );
     let b = &v["baseline"];
     assert_eq!(b["bytes"], 4 << 20);
     assert!(b["write_mb_per_s"].as_f64().unwrap() > 0.0);

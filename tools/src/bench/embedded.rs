@@ -20,24 +20,27 @@
 //! anchored once), not Kafka's milliseconds, so e2e latency has µs resolution; the bench logs
 //! disable retention by time so these far-future-looking timestamps are harmless.
 
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, anyhow, bail};
 use hdrhistogram::Histogram;
-use strata_storage::batch::{BatchBuilder, Compression};
 use strata_storage::io::{IoBackend, select_backend};
 use strata_storage::log::scan::BatchScanner;
 use strata_storage::log::{LogConfig, PartitionLog, name};
 
 use super::args::{BenchArgs, Phase};
 use super::hist;
-use super::machine::{self, Machine};
-use super::payload::PayloadPool;
-use super::progress::{self, Progress};
-use super::report::{BaselineReport, ConfigReport, PhaseReport, Report, UNITS};
+use super::machine::Machine;
+use super::phase::{
+    self, Batches, CpuMeter, Crew, Load, PhaseResult, Plan, ProduceSpec, RunFacts, Runner,
+    join_all, join_both, merge, monitored, producers_ok, spawn_flagged, spawn_n,
+};
+use super::progress::Progress;
+use super::report::{BaselineReport, Report};
 use super::units;
 
 /// Bytes asked for per consumer `read` call.
@@ -117,42 +120,49 @@ pub fn max_batch_bytes(message_size: usize, batch_size: u32) -> usize {
 }
 
 struct Setup<'a> {
-    args: &'a BenchArgs,
+    load: Load<'a>,
     logs: Vec<Arc<PartitionLog>>,
-    pool: PayloadPool,
-    clock: Clock,
-    codec: Compression,
-    max_batch: usize,
-    messages: u64,
-    cores: usize,
 }
 
-/// What the producers of one phase do.
-struct ProduceSpec {
-    /// Messages to send, or `None` to run until `deadline`.
-    messages: Option<u64>,
-    deadline: Option<Instant>,
+impl<'a> Deref for Setup<'a> {
+    type Target = Load<'a>;
+
+    fn deref(&self) -> &Load<'a> {
+        &self.load
+    }
 }
 
-struct PhaseResult {
-    hist: Histogram<u64>,
-    samples: Vec<(f64, f64)>,
-    seconds: f64,
-    cpu_seconds: f64,
-    messages: u64,
-    disk_bytes: u64,
+impl<'a> Runner<'a> for Setup<'a> {
+    type Offsets = Vec<u64>;
+
+    fn load(&self) -> &Load<'a> {
+        &self.load
+    }
+
+    fn produce(&mut self, label: &str, spec: &ProduceSpec) -> anyhow::Result<PhaseResult> {
+        produce(self, label, spec)
+    }
+
+    fn end_offsets(&mut self) -> anyhow::Result<Vec<u64>> {
+        Ok(end_offsets(&self.logs))
+    }
+
+    fn consume(&mut self, start: &Vec<u64>) -> anyhow::Result<PhaseResult> {
+        consume(self, start)
+    }
+
+    fn end_to_end(&mut self) -> anyhow::Result<PhaseResult> {
+        end_to_end(self)
+    }
+}
+
+fn end_offsets(logs: &[Arc<PartitionLog>]) -> Vec<u64> {
+    logs.iter().map(|l| l.log_end_offset()).collect()
 }
 
 /// Runs the embedded benchmark.
 pub fn run(args: &BenchArgs) -> anyhow::Result<Outcome> {
-    let messages = args.message_count().map_err(|e| anyhow!(e))?;
-    if args.runs(Phase::Consume) && !args.runs(Phase::Produce) {
-        bail!("--phases: consume reads what the produce phase wrote; add produce");
-    }
-    let total_bytes = messages
-        .checked_mul(args.message_size as u64)
-        .ok_or_else(|| anyhow!("--messages x --message-size overflows"))?;
-    let cpu_start = machine::process_cpu_seconds();
+    let plan = Plan::new(args)?;
 
     let temp;
     let (dir, temporary): (PathBuf, bool) = match &args.data_dir {
@@ -174,7 +184,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<Outcome> {
     let machine = Machine::detect(&dir, &backend.kind().to_string());
 
     let baseline = if args.baseline {
-        Some(run_baseline(&dir, total_bytes)?)
+        Some(run_baseline(&dir, plan.total_bytes)?)
     } else {
         None
     };
@@ -196,146 +206,31 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<Outcome> {
             .with_context(|| format!("opening partition log {}", pdir.display()))?;
         logs.push(Arc::new(log));
     }
-    let batch_bytes = args.message_size.saturating_mul(args.batch_size as usize);
-    let setup = Setup {
-        args,
+    let mut setup = Setup {
         logs,
-        pool: PayloadPool::new(args.payload, args.message_size, batch_bytes, 0x5EED_0001),
-        clock: Clock::new(),
-        codec: args.compression.codec(),
-        max_batch,
-        messages,
-        cores: machine.cores,
+        load: Load::new(args, plan.messages, machine.cores),
     };
-
-    if args.warmup > 0.0 {
-        let deadline = Instant::now() + Duration::from_secs_f64(args.warmup);
-        produce(
-            &setup,
-            "warmup",
-            &ProduceSpec {
-                messages: None,
-                deadline: Some(deadline),
-            },
-        )
-        .context("warmup")?;
-    }
-
-    let mut phases = Vec::new();
-    let mut produce_report = None;
-    let mut consume_report = None;
-    let mut e2e_report = None;
-    let start_offsets: Vec<u64> = setup.logs.iter().map(|l| l.log_end_offset()).collect();
-    if args.runs(Phase::Produce) {
-        let r = produce(
-            &setup,
-            "produce",
-            &ProduceSpec {
-                messages: Some(messages),
-                deadline: None,
-            },
-        )
-        .context("produce phase")?;
-        let ratio = baseline.as_ref().map(|b| b.write_mb_per_s);
-        produce_report = Some(phase_report(&setup, &r, ratio));
-        phases.push(PhaseData {
-            phase: Phase::Produce,
-            hist: r.hist,
-            throughput: r.samples,
-        });
-    }
-    if args.runs(Phase::Consume) {
-        let r = consume(&setup, &start_offsets).context("consume phase")?;
-        let ratio = baseline.as_ref().map(|b| b.read_mb_per_s);
-        consume_report = Some(phase_report(&setup, &r, ratio));
-        phases.push(PhaseData {
-            phase: Phase::Consume,
-            hist: r.hist,
-            throughput: r.samples,
-        });
-    }
-    if args.runs(Phase::E2e) {
-        let r = end_to_end(&setup).context("e2e phase")?;
-        // e2e ends when consumers have seen the data, not when it is on disk: no disk ratio.
-        e2e_report = Some(phase_report(&setup, &r, None));
-        phases.push(PhaseData {
-            phase: Phase::E2e,
-            hist: r.hist,
-            throughput: r.samples,
-        });
-    }
+    let phases = phase::run_phases(&mut setup, baseline.as_ref())?;
 
     let Setup { logs, .. } = setup;
     for log in logs {
         let log = Arc::try_unwrap(log).map_err(|_| anyhow!("a partition log is still shared"))?;
         log.close().context("closing a partition log")?;
     }
-    let compression_ratio = produce_report
-        .as_ref()
-        .filter(|p: &&PhaseReport| p.disk_bytes > 0)
-        .map(|p| p.bytes as f64 / p.disk_bytes as f64);
-    let report = Report {
-        mode: args.mode,
-        config: ConfigReport {
-            topic: args.topic.clone(),
-            partitions: args.partitions,
-            producers: args.producers,
-            consumers: args.consumers,
-            message_size: args.message_size as u64,
-            batch_size: args.batch_size,
-            messages,
-            total_bytes,
-            payload: args.payload,
-            compression: args.compression,
-            fsync: args.fsync.to_string(),
-            acks: args.acks,
-            rate_mb_per_s: args.rate,
-            warmup_s: args.warmup,
-            data_dir: dir.display().to_string(),
-            temporary_data_dir: temporary,
-            phases: phases.iter().map(|p| p.phase).collect(),
-            max_batch_bytes: max_batch,
-            bootstrap: None,
-            spawned_broker: None,
-        },
+    let facts = RunFacts {
+        plan,
+        partitions: args.partitions,
+        max_batch_bytes: max_batch,
+        data_dir: dir.display().to_string(),
+        temporary_data_dir: temporary,
+        bootstrap: None,
+        spawned_broker: None,
         machine,
-        produce: produce_report,
-        consume: consume_report,
-        e2e: e2e_report,
         baseline,
-        compression_ratio,
-        load_generator_cpu_seconds: machine::process_cpu_seconds() - cpu_start,
         broker_cpu_seconds: None,
         idle: None,
-        units: UNITS,
     };
-    Ok(Outcome { report, phases })
-}
-
-fn phase_report(setup: &Setup<'_>, r: &PhaseResult, limit: Option<f64>) -> PhaseReport {
-    let bytes = r.messages * setup.args.message_size as u64;
-    let mb_per_s = units::mb_per_s(bytes, r.seconds);
-    PhaseReport {
-        mb_per_s,
-        msgs_per_s: if r.seconds > 0.0 {
-            r.messages as f64 / r.seconds
-        } else {
-            0.0
-        },
-        messages: r.messages,
-        bytes,
-        disk_bytes: r.disk_bytes,
-        seconds: r.seconds,
-        latency_us: hist::Percentiles::of(&r.hist),
-        cpu_seconds: r.cpu_seconds,
-        cpu_utilization: if r.seconds > 0.0 {
-            r.cpu_seconds / (r.seconds * setup.cores as f64)
-        } else {
-            0.0
-        },
-        baseline_ratio: limit.filter(|l| *l > 0.0).map(|l| mb_per_s / l),
-        broker_cpu_seconds: None,
-    }
+    Ok(phase::outcome(args, phases, facts))
 }
 
 pub(crate) fn run_baseline(dir: &Path, total_bytes: u64) -> anyhow::Result<BaselineReport> {
@@ -367,134 +262,57 @@ fn disk_size(logs: &[Arc<PartitionLog>]) -> u64 {
 /// Runs the producers of one phase; returns their merged append-latency histogram.
 fn produce(setup: &Setup<'_>, label: &str, spec: &ProduceSpec) -> anyhow::Result<PhaseResult> {
     let progress = Progress::default();
-    let next_batch = AtomicU64::new(0);
     let failed = AtomicBool::new(false);
+    let crew = Crew::new(spec, &progress, &failed);
     let size_before = disk_size(&setup.logs);
-    let cpu0 = machine::process_cpu_seconds();
-    let target_bytes = spec
-        .messages
-        .map_or(0, |m| m * setup.args.message_size as u64);
-    let started = Instant::now();
-    let (results, sync, samples, seconds) = std::thread::scope(|s| {
-        let monitor = s.spawn(|| progress::monitor(label, &progress, target_bytes, started));
-        let handles: Vec<_> = (0..setup.args.producers)
-            .map(|_| {
-                s.spawn(|| {
-                    let r = producer(setup, spec, &next_batch, &progress, &failed);
-                    if r.is_err() {
-                        failed.store(true, Ordering::Release);
-                    }
-                    r
-                })
-            })
-            .collect();
-        let results: Vec<anyhow::Result<(Histogram<u64>, u64)>> = handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow!("a producer thread panicked")))
-            })
-            .collect();
+    let meter = CpuMeter::start(None);
+    let target_bytes = spec.target_bytes(setup.args.message_size);
+    let one = || producer(setup, &crew);
+    let ((results, sync), samples, seconds) = monitored(label, &progress, target_bytes, |s| {
+        let handles = spawn_n(s, setup.args.producers, &failed, &one);
+        let results = join_all(handles, "a producer thread panicked");
         // The phase ends when the data is on disk, whatever the fsync policy.
         let sync = setup
             .logs
             .iter()
             .try_for_each(|l| l.sync())
             .context("final sync");
-        let seconds = started.elapsed().as_secs_f64();
-        progress.done.store(true, Ordering::Release);
-        let samples = monitor.join().unwrap_or_default();
-        (results, sync, samples, seconds)
+        (results, sync)
     });
     sync?;
-    let mut hists = Vec::new();
-    let mut messages = 0;
-    for r in results {
-        let (h, n) = r?;
-        hists.push(h);
-        messages += n;
-    }
+    let (hist, messages, _) = merge(results, |(h, n)| (h, n, 0))?;
     if let Some(want) = spec.messages
         && messages != want
     {
         bail!("producers appended {messages} messages, expected {want}");
     }
-    Ok(PhaseResult {
-        hist: hist::merge(hists),
-        samples,
-        seconds,
-        cpu_seconds: machine::process_cpu_seconds() - cpu0,
-        messages,
-        disk_bytes: disk_size(&setup.logs).saturating_sub(size_before),
-    })
+    let disk_bytes = disk_size(&setup.logs).saturating_sub(size_before);
+    Ok(meter.result((hist, messages, disk_bytes), samples, seconds))
 }
 
-fn producer(
-    setup: &Setup<'_>,
-    spec: &ProduceSpec,
-    next_batch: &AtomicU64,
-    progress: &Progress,
-    failed: &AtomicBool,
-) -> anyhow::Result<(Histogram<u64>, u64)> {
-    let args = setup.args;
-    let batch_size = u64::from(args.batch_size);
-    let msg_bytes = args.message_size as u64;
+fn producer(setup: &Setup<'_>, crew: &Crew<'_>) -> anyhow::Result<(Histogram<u64>, u64)> {
+    let msg_bytes = setup.args.message_size as u64;
     let parts = setup.logs.len() as u64;
-    let per_producer_rate = args.rate.map(|r| r * 1e6 / f64::from(args.producers));
     let mut h = hist::new_histogram();
     let mut sent = 0u64;
-    // One builder per producer: its record buffer and zstd context are reused, as a Kafka
-    // client's accumulator would.
-    let mut builder = BatchBuilder::new(setup.codec);
-    let started = Instant::now();
-    loop {
-        if failed.load(Ordering::Acquire) {
+    let mut batches = Batches::new(&setup.load, crew);
+    while !crew.failed() {
+        let Some((b, n)) = batches.claim(sent) else {
             break;
-        }
-        let b = next_batch.fetch_add(1, Ordering::Relaxed);
-        let first = b * batch_size;
-        let n = match (spec.messages, spec.deadline) {
-            (Some(total), _) => {
-                if first >= total {
-                    break;
-                }
-                batch_size.min(total - first)
-            }
-            (None, Some(deadline)) => {
-                if Instant::now() >= deadline {
-                    break;
-                }
-                batch_size
-            }
-            (None, None) => break,
         };
-        if let Some(rate) = per_producer_rate {
-            let due = Duration::from_secs_f64((sent * msg_bytes) as f64 / rate);
-            let elapsed = started.elapsed();
-            if due > elapsed {
-                std::thread::sleep(due - elapsed);
-            }
-        }
         let log = setup
             .logs
             .get((b % parts) as usize)
             .ok_or_else(|| anyhow!("no partition for batch {b}"))?;
-        let timestamp = setup.clock.now_us();
-        builder.clear();
-        for i in 0..n {
-            builder
-                .push_parts(timestamp, None, Some(setup.pool.message(first + i)), &[])
-                .context("encoding a record")?;
-        }
-        let batch = builder
-            .build_reusing()
-            .with_context(|| format!("building a {} batch of {n} messages", setup.codec))?;
+        let batch = batches.build(b, n)?;
         let t0 = Instant::now();
         log.append_batch(batch)
             .with_context(|| format!("appending to {}", log.dir().display()))?;
         hist::record_ns(&mut h, duration_ns(t0.elapsed()), 1);
         sent += n;
-        progress.bytes.fetch_add(n * msg_bytes, Ordering::Relaxed);
+        crew.progress
+            .bytes
+            .fetch_add(n * msg_bytes, Ordering::Relaxed);
     }
     Ok((h, sent))
 }
@@ -547,18 +365,12 @@ fn walk(
 
 fn consume(setup: &Setup<'_>, start_offsets: &[u64]) -> anyhow::Result<PhaseResult> {
     let progress = Progress::default();
-    let consumers = (setup.args.consumers as usize).min(setup.logs.len()).max(1);
-    let expected = records_per_partition(
-        setup.messages,
-        u64::from(setup.args.batch_size),
-        setup.args.partitions,
-    );
+    let consumers = setup.consumers(setup.logs.len());
+    let expected = setup.expected(setup.args.partitions);
     let msg_bytes = setup.args.message_size as u64;
-    let cpu0 = machine::process_cpu_seconds();
-    let started = Instant::now();
+    let meter = CpuMeter::start(None);
     let total = setup.messages * msg_bytes;
-    let (results, samples, seconds) = std::thread::scope(|s| {
-        let monitor = s.spawn(|| progress::monitor("consume", &progress, total, started));
+    let (results, samples, seconds) = monitored("consume", &progress, total, |s| {
         let handles: Vec<_> = (0..consumers)
             .map(|c| {
                 let (progress, expected) = (&progress, &expected);
@@ -599,145 +411,61 @@ fn consume(setup: &Setup<'_>, start_offsets: &[u64]) -> anyhow::Result<PhaseResu
                 })
             })
             .collect();
-        let results: Vec<_> = handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow!("a consumer thread panicked")))
-            })
-            .collect();
-        let seconds = started.elapsed().as_secs_f64();
-        progress.done.store(true, Ordering::Release);
-        (results, monitor.join().unwrap_or_default(), seconds)
+        join_all(handles, "a consumer thread panicked")
     });
-    let mut hists = Vec::new();
-    let mut records = 0;
-    let mut disk_bytes = 0;
-    for r in results {
-        let (h, c) = r?;
-        hists.push(h);
-        records += c.records;
-        disk_bytes += c.disk_bytes;
-    }
-    if records != setup.messages {
-        bail!(
-            "consumers read {records} records, {} were produced",
-            setup.messages
-        );
-    }
-    Ok(PhaseResult {
-        hist: hist::merge(hists),
-        samples,
-        seconds,
-        cpu_seconds: machine::process_cpu_seconds() - cpu0,
-        messages: records,
-        disk_bytes,
-    })
+    let parts = |(h, c): (Histogram<u64>, Consumed)| (h, c.records, c.disk_bytes);
+    let what = "consumers read";
+    meter.consumed(results, parts, setup.messages, what, samples, seconds)
 }
 
 fn end_to_end(setup: &Setup<'_>) -> anyhow::Result<PhaseResult> {
     let progress = Progress::default();
     let producer_progress = Progress::default();
-    let consumers = (setup.args.consumers as usize).min(setup.logs.len()).max(1);
-    let expected = records_per_partition(
-        setup.messages,
-        u64::from(setup.args.batch_size),
-        setup.args.partitions,
-    );
-    let start_offsets: Vec<u64> = setup.logs.iter().map(|l| l.log_end_offset()).collect();
+    let consumers = setup.consumers(setup.logs.len());
+    let expected = setup.expected(setup.args.partitions);
+    let start_offsets = end_offsets(&setup.logs);
     let msg_bytes = setup.args.message_size as u64;
-    let next_batch = AtomicU64::new(0);
     let failed = AtomicBool::new(false);
-    let cpu0 = machine::process_cpu_seconds();
+    let meter = CpuMeter::start(None);
     let total = setup.messages * msg_bytes;
-    let spec = ProduceSpec {
-        messages: Some(setup.messages),
-        deadline: None,
-    };
-    let started = Instant::now();
-    let (consumer_results, producer_results, samples, seconds) = std::thread::scope(|s| {
-        let monitor = s.spawn(|| progress::monitor("e2e", &progress, total, started));
-        let consumer_handles: Vec<_> = (0..consumers)
-            .map(|c| {
-                let (progress, failed, expected, start_offsets) =
-                    (&progress, &failed, &expected, &start_offsets);
-                s.spawn(move || -> anyhow::Result<(Histogram<u64>, Consumed)> {
-                    let r = tail(
-                        setup,
-                        c,
-                        consumers,
-                        expected,
-                        start_offsets,
-                        progress,
-                        failed,
-                    );
-                    if r.is_err() {
-                        failed.store(true, Ordering::Release);
-                    }
-                    r
+    let spec = ProduceSpec::messages(setup.messages);
+    let crew = Crew::new(&spec, &producer_progress, &failed);
+    let one = || producer(setup, &crew);
+    let ((consumer_results, producer_results), samples, seconds) =
+        monitored("e2e", &progress, total, |s| {
+            let consumer_handles: Vec<_> = (0..consumers)
+                .map(|c| {
+                    let (progress, failed, expected, start_offsets) =
+                        (&progress, &failed, &expected, &start_offsets);
+                    spawn_flagged(s, failed, move || {
+                        tail(
+                            setup,
+                            c,
+                            consumers,
+                            expected,
+                            start_offsets,
+                            progress,
+                            failed,
+                        )
+                    })
                 })
-            })
-            .collect();
-        let producer_handles: Vec<_> = (0..setup.args.producers)
-            .map(|_| {
-                s.spawn(|| {
-                    let r = producer(setup, &spec, &next_batch, &producer_progress, &failed);
-                    if r.is_err() {
-                        failed.store(true, Ordering::Release);
-                    }
-                    r
-                })
-            })
-            .collect();
-        let producer_results: Vec<_> = producer_handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow!("a producer thread panicked")))
-            })
-            .collect();
-        let consumer_results: Vec<_> = consumer_handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow!("a consumer thread panicked")))
-            })
-            .collect();
-        let seconds = started.elapsed().as_secs_f64();
-        progress.done.store(true, Ordering::Release);
-        (
-            consumer_results,
-            producer_results,
-            monitor.join().unwrap_or_default(),
-            seconds,
-        )
-    });
-    for r in producer_results {
-        r.context("e2e producer")?;
-    }
-    let mut hists = Vec::new();
-    let mut records = 0;
-    let mut disk_bytes = 0;
-    for r in consumer_results {
-        let (h, c) = r?;
-        hists.push(h);
-        records += c.records;
-        disk_bytes += c.disk_bytes;
-    }
-    if records != setup.messages {
-        bail!(
-            "e2e consumers received {records} records, {} were produced",
-            setup.messages
-        );
-    }
-    Ok(PhaseResult {
-        hist: hist::merge(hists),
+                .collect();
+            join_both(
+                consumer_handles,
+                spawn_n(s, setup.args.producers, &failed, &one),
+            )
+        });
+    producers_ok(producer_results)?;
+    let parts = |(h, c): (Histogram<u64>, Consumed)| (h, c.records, c.disk_bytes);
+    let what = "e2e consumers received";
+    meter.consumed(
+        consumer_results,
+        parts,
+        setup.messages,
+        what,
         samples,
         seconds,
-        cpu_seconds: machine::process_cpu_seconds() - cpu0,
-        messages: records,
-        disk_bytes,
-    })
+    )
 }
 
 /// An e2e consumer: polls its partitions until it has received everything they will get.

@@ -17,6 +17,7 @@ pub mod hist;
 pub mod kafka;
 pub mod machine;
 pub mod payload;
+pub mod phase;
 pub mod plot;
 pub mod progress;
 pub mod report;

@@ -98,17 +98,7 @@ fn latency_panel(s: &mut String, series: &[Series]) {
         let l = v.max(10f64.powi(lo_exp)).log10();
         LAT_TOP + LAT_H - (l - f64::from(lo_exp)) / f64::from(hi_exp - lo_exp) * LAT_H
     };
-    let _ = writeln!(s, r#"<g id="latency-panel">"#);
-    let _ = writeln!(
-        s,
-        r#"<text x="{}" y="{}" text-anchor="middle" font-size="14">Latency by percentile</text>"#,
-        LEFT + PANEL_W / 2.0,
-        LAT_TOP - 12.0
-    );
-    let _ = writeln!(
-        s,
-        r##"<rect x="{LEFT}" y="{LAT_TOP}" width="{PANEL_W}" height="{LAT_H}" fill="none" stroke="#444"/>"##
-    );
+    panel_start(s, "latency-panel", "Latency by percentile", LAT_TOP, LAT_H);
     for (i, label) in X_LABELS.iter().enumerate() {
         let x = LEFT + i as f64 / X_DECADES * PANEL_W;
         let _ = writeln!(
@@ -122,12 +112,7 @@ fn latency_panel(s: &mut String, series: &[Series]) {
             LAT_TOP + LAT_H + 18.0
         );
     }
-    let _ = writeln!(
-        s,
-        r#"<text x="{}" y="{}" text-anchor="middle">Percentile</text>"#,
-        LEFT + PANEL_W / 2.0,
-        LAT_TOP + LAT_H + 40.0
-    );
+    x_axis_title(s, "Percentile", LAT_TOP + LAT_H);
     for e in lo_exp..=hi_exp {
         let y = y_of(10f64.powi(e));
         let label = if e >= 0 {
@@ -135,38 +120,16 @@ fn latency_panel(s: &mut String, series: &[Series]) {
         } else {
             format!("{}", 10f64.powi(e))
         };
-        let _ = writeln!(
-            s,
-            r##"<line class="grid" x1="{LEFT}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#ddd"/>"##,
-            LEFT + PANEL_W
-        );
-        let _ = writeln!(
-            s,
-            r#"<text class="y-tick" x="{:.1}" y="{:.1}" text-anchor="end">{label}</text>"#,
-            LEFT - 6.0,
-            y + 4.0
-        );
+        y_grid_line(s, y, &label);
     }
-    let _ = writeln!(
+    y_axis_title(s, "Latency (µs, log scale)", LAT_TOP + LAT_H / 2.0);
+    polylines(
         s,
-        r#"<text x="24" y="{:.1}" text-anchor="middle" transform="rotate(-90 24 {:.1})">Latency (µs, log scale)</text>"#,
-        LAT_TOP + LAT_H / 2.0,
-        LAT_TOP + LAT_H / 2.0
+        series,
+        "latency",
+        |ser| &ser.latency,
+        |(q, v)| (percentile_x(q), y_of(v)),
     );
-    for (i, ser) in series.iter().enumerate() {
-        let color = COLORS.get(i % COLORS.len()).copied().unwrap_or("#000");
-        let points: Vec<String> = ser
-            .latency
-            .iter()
-            .map(|(q, v)| format!("{:.1},{:.1}", percentile_x(*q), y_of(*v)))
-            .collect();
-        let _ = writeln!(
-            s,
-            r#"<polyline id="latency-{name}" class="series latency {name}" fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#,
-            points.join(" "),
-            name = escape(&ser.name)
-        );
-    }
     let _ = writeln!(s, "</g>");
 }
 
@@ -183,31 +146,11 @@ fn throughput_panel(s: &mut String, series: &[Series]) {
     let v_max = nice_ceiling(v_max.max(1.0));
     let x_of = |t: f64| LEFT + (t / t_max).clamp(0.0, 1.0) * PANEL_W;
     let y_of = |v: f64| TP_TOP + TP_H - (v / v_max).clamp(0.0, 1.0) * TP_H;
-    let _ = writeln!(s, r#"<g id="throughput-panel">"#);
-    let _ = writeln!(
-        s,
-        r#"<text x="{}" y="{}" text-anchor="middle" font-size="14">Throughput over time</text>"#,
-        LEFT + PANEL_W / 2.0,
-        TP_TOP - 12.0
-    );
-    let _ = writeln!(
-        s,
-        r##"<rect x="{LEFT}" y="{TP_TOP}" width="{PANEL_W}" height="{TP_H}" fill="none" stroke="#444"/>"##
-    );
+    panel_start(s, "throughput-panel", "Throughput over time", TP_TOP, TP_H);
     for i in 0..=4 {
         let v = v_max * f64::from(i) / 4.0;
         let y = y_of(v);
-        let _ = writeln!(
-            s,
-            r##"<line class="grid" x1="{LEFT}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#ddd"/>"##,
-            LEFT + PANEL_W
-        );
-        let _ = writeln!(
-            s,
-            r#"<text class="y-tick" x="{:.1}" y="{:.1}" text-anchor="end">{v:.0}</text>"#,
-            LEFT - 6.0,
-            y + 4.0
-        );
+        y_grid_line(s, y, &format!("{v:.0}"));
         let t = t_max * f64::from(i) / 4.0;
         let _ = writeln!(
             s,
@@ -216,33 +159,90 @@ fn throughput_panel(s: &mut String, series: &[Series]) {
             TP_TOP + TP_H + 18.0
         );
     }
+    x_axis_title(s, "Seconds since phase start", TP_TOP + TP_H);
+    y_axis_title(s, "MB/s (10^6 B/s)", TP_TOP + TP_H / 2.0);
+    polylines(
+        s,
+        series,
+        "throughput",
+        |ser| &ser.throughput,
+        |(t, v)| (x_of(t), y_of(v)),
+    );
+    let _ = writeln!(s, "</g>");
+}
+
+/// Opens a panel's group (`id`) with its title and frame, `top` to `top + height`.
+fn panel_start(s: &mut String, id: &str, title: &str, top: f64, height: f64) {
+    let _ = writeln!(s, r#"<g id="{id}">"#);
     let _ = writeln!(
         s,
-        r#"<text x="{}" y="{}" text-anchor="middle">Seconds since phase start</text>"#,
+        r#"<text x="{}" y="{}" text-anchor="middle" font-size="14">{title}</text>"#,
         LEFT + PANEL_W / 2.0,
-        TP_TOP + TP_H + 40.0
+        top - 12.0
     );
     let _ = writeln!(
         s,
-        r#"<text x="24" y="{:.1}" text-anchor="middle" transform="rotate(-90 24 {:.1})">MB/s (10^6 B/s)</text>"#,
-        TP_TOP + TP_H / 2.0,
-        TP_TOP + TP_H / 2.0
+        r##"<rect x="{LEFT}" y="{top}" width="{PANEL_W}" height="{height}" fill="none" stroke="#444"/>"##
     );
+}
+
+/// A horizontal grid line at `y` with its tick label on the left.
+fn y_grid_line(s: &mut String, y: f64, label: &str) {
+    let _ = writeln!(
+        s,
+        r##"<line class="grid" x1="{LEFT}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#ddd"/>"##,
+        LEFT + PANEL_W
+    );
+    let _ = writeln!(
+        s,
+        r#"<text class="y-tick" x="{:.1}" y="{:.1}" text-anchor="end">{label}</text>"#,
+        LEFT - 6.0,
+        y + 4.0
+    );
+}
+
+/// The x axis title below a panel whose frame ends at `bottom`.
+fn x_axis_title(s: &mut String, title: &str, bottom: f64) {
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="{}" text-anchor="middle">{title}</text>"#,
+        LEFT + PANEL_W / 2.0,
+        bottom + 40.0
+    );
+}
+
+/// The y axis title, rotated, centred on `middle`.
+fn y_axis_title(s: &mut String, title: &str, middle: f64) {
+    let _ = writeln!(
+        s,
+        r#"<text x="24" y="{middle:.1}" text-anchor="middle" transform="rotate(-90 24 {middle:.1})">{title}</text>"#
+    );
+}
+
+/// One polyline per series (`kind`: `latency` or `throughput`), its `points` mapped by `xy`.
+fn polylines(
+    s: &mut String,
+    series: &[Series],
+    kind: &str,
+    points: impl Fn(&Series) -> &Vec<(f64, f64)>,
+    xy: impl Fn((f64, f64)) -> (f64, f64),
+) {
     for (i, ser) in series.iter().enumerate() {
         let color = COLORS.get(i % COLORS.len()).copied().unwrap_or("#000");
-        let points: Vec<String> = ser
-            .throughput
+        let points: Vec<String> = points(ser)
             .iter()
-            .map(|(t, v)| format!("{:.1},{:.1}", x_of(*t), y_of(*v)))
+            .map(|p| {
+                let (x, y) = xy(*p);
+                format!("{x:.1},{y:.1}")
+            })
             .collect();
         let _ = writeln!(
             s,
-            r#"<polyline id="throughput-{name}" class="series throughput {name}" fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#,
+            r#"<polyline id="{kind}-{name}" class="series {kind} {name}" fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#,
             points.join(" "),
             name = escape(&ser.name)
         );
     }
-    let _ = writeln!(s, "</g>");
 }
 
 fn legend(s: &mut String, series: &[Series]) {

@@ -30,7 +30,8 @@
 pub mod client;
 pub mod spawn;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::ops::Deref;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -44,21 +45,20 @@ use kafka_protocol::messages::{
     BrokerId, CreateTopicsRequest, FetchRequest, ListOffsetsRequest, MetadataRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
-use strata_storage::batch::{BatchBuilder, Compression};
 use strata_storage::log::FsyncPolicy;
 use strata_storage::log::scan::BatchScanner;
 
-use super::args::{Acks, BenchArgs, Phase};
-use super::embedded::{
-    Clock, Outcome, PhaseData, assignment, duration_ns, max_batch_bytes, records_per_partition,
-    run_baseline,
-};
+use super::args::{Acks, BenchArgs};
+use super::embedded::{Outcome, assignment, duration_ns, max_batch_bytes, run_baseline};
 use super::hist;
 use super::machine::{self, Machine};
-use super::payload::PayloadPool;
-use super::progress::{self, Progress};
-use super::report::{ConfigReport, IdleReport, PhaseReport, Report, UNITS};
-use super::units;
+use super::phase::{
+    self, Batches, CpuMeter, Crew, Load, PhaseResult, Plan, ProduceSpec, RunFacts, Runner,
+    broker_cpu, broker_cpu_since, join_all, join_both, merge, monitored, producers_ok,
+    spawn_flagged, spawn_n,
+};
+use super::progress::Progress;
+use super::report::IdleReport;
 use client::Conn;
 
 /// Produce requests in flight per connection (Kafka's `max.in.flight.requests.per.connection`).
@@ -73,50 +73,55 @@ pub const FETCH_MAX_BYTES: i32 = 50 << 20;
 const STALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 struct Setup<'a> {
-    args: &'a BenchArgs,
+    load: Load<'a>,
     bootstrap: String,
     topic: TopicName,
     partitions: u32,
-    pool: PayloadPool,
-    clock: Clock,
-    codec: Compression,
-    max_batch: usize,
-    messages: u64,
-    cores: usize,
     acks: i16,
     broker_pid: Option<u32>,
 }
 
-struct ProduceSpec {
-    messages: Option<u64>,
-    deadline: Option<Instant>,
+impl<'a> Deref for Setup<'a> {
+    type Target = Load<'a>;
+
+    fn deref(&self) -> &Load<'a> {
+        &self.load
+    }
 }
 
-struct PhaseResult {
-    hist: Histogram<u64>,
-    samples: Vec<(f64, f64)>,
-    seconds: f64,
-    cpu_seconds: f64,
-    broker_cpu_seconds: Option<f64>,
-    messages: u64,
-    wire_bytes: u64,
+/// The phases over the wire, with the admin connection for ListOffsets.
+struct Wire<'s, 'a> {
+    setup: &'s Setup<'a>,
+    admin: &'s mut Conn,
 }
 
-/// CPU seconds of the broker so far, when its pid is known.
-fn broker_cpu(pid: Option<u32>) -> Option<f64> {
-    pid.and_then(machine::pid_cpu_seconds)
+impl<'a> Runner<'a> for Wire<'_, 'a> {
+    type Offsets = Vec<i64>;
+
+    fn load(&self) -> &Load<'a> {
+        &self.setup.load
+    }
+
+    fn produce(&mut self, label: &str, spec: &ProduceSpec) -> anyhow::Result<PhaseResult> {
+        produce(self.setup, self.admin, label, spec)
+    }
+
+    fn end_offsets(&mut self) -> anyhow::Result<Vec<i64>> {
+        list_end_offsets(self.admin, self.setup)
+    }
+
+    fn consume(&mut self, start: &Vec<i64>) -> anyhow::Result<PhaseResult> {
+        consume(self.setup, start)
+    }
+
+    fn end_to_end(&mut self) -> anyhow::Result<PhaseResult> {
+        end_to_end(self.setup, self.admin)
+    }
 }
 
 /// Runs the kafka-mode benchmark (starting and stopping a broker with `--spawn-broker`).
 pub fn run(args: &BenchArgs) -> anyhow::Result<Outcome> {
-    let messages = args.message_count().map_err(|e| anyhow!(e))?;
-    if args.runs(Phase::Consume) && !args.runs(Phase::Produce) {
-        bail!("--phases: consume reads what the produce phase wrote; add produce");
-    }
-    let total_bytes = messages
-        .checked_mul(args.message_size as u64)
-        .ok_or_else(|| anyhow!("--messages x --message-size overflows"))?;
-    let cpu_start = machine::process_cpu_seconds();
+    let plan = Plan::new(args)?;
     let mut spawned = if args.spawn_broker {
         Some(spawn::SpawnedBroker::start(
             args.data_dir.as_deref(),
@@ -150,7 +155,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<Outcome> {
                 "--baseline in kafka mode needs the broker's data dir: --spawn-broker or --data-dir"
             );
         };
-        Some(run_baseline(d, total_bytes)?)
+        Some(run_baseline(d, plan.total_bytes)?)
     } else {
         None
     };
@@ -159,18 +164,11 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<Outcome> {
     let max_batch = max_batch_bytes(args.message_size, args.batch_size);
     let topic = client::topic_name(&args.topic);
     let partitions = ensure_topic(&mut admin, args, &topic, max_batch)?;
-    let batch_bytes = args.message_size.saturating_mul(args.batch_size as usize);
     let setup = Setup {
-        args,
+        load: Load::new(args, plan.messages, machine.cores),
         bootstrap: bootstrap.clone(),
         topic,
         partitions,
-        pool: PayloadPool::new(args.payload, args.message_size, batch_bytes, 0x5EED_0001),
-        clock: Clock::new(),
-        codec: args.compression.codec(),
-        max_batch,
-        messages,
-        cores: machine.cores,
         acks: match args.acks {
             Acks::None => 0,
             Acks::Leader => 1,
@@ -179,70 +177,19 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<Outcome> {
         broker_pid,
     };
 
-    if args.warmup > 0.0 {
-        let deadline = Instant::now() + Duration::from_secs_f64(args.warmup);
-        produce(
-            &setup,
-            &mut admin,
-            "warmup",
-            &ProduceSpec {
-                messages: None,
-                deadline: Some(deadline),
-            },
-        )
-        .context("warmup")?;
-    }
-
-    let mut phases = Vec::new();
-    let (mut produce_report, mut consume_report, mut e2e_report) = (None, None, None);
-    let start_offsets = list_end_offsets(&mut admin, &setup)?;
-    if args.runs(Phase::Produce) {
-        let r = produce(
-            &setup,
-            &mut admin,
-            "produce",
-            &ProduceSpec {
-                messages: Some(messages),
-                deadline: None,
-            },
-        )
-        .context("produce phase")?;
-        let ratio = baseline.as_ref().map(|b| b.write_mb_per_s);
-        produce_report = Some(phase_report(&setup, &r, ratio));
-        phases.push(PhaseData {
-            phase: Phase::Produce,
-            hist: r.hist,
-            throughput: r.samples,
-        });
-    }
-    if args.runs(Phase::Consume) {
-        let r = consume(&setup, &start_offsets).context("consume phase")?;
-        let ratio = baseline.as_ref().map(|b| b.read_mb_per_s);
-        consume_report = Some(phase_report(&setup, &r, ratio));
-        phases.push(PhaseData {
-            phase: Phase::Consume,
-            hist: r.hist,
-            throughput: r.samples,
-        });
-    }
-    if args.runs(Phase::E2e) {
-        let r = end_to_end(&setup, &mut admin).context("e2e phase")?;
-        e2e_report = Some(phase_report(&setup, &r, None));
-        phases.push(PhaseData {
-            phase: Phase::E2e,
-            hist: r.hist,
-            throughput: r.samples,
-        });
-    }
+    let phases = phase::run_phases(
+        &mut Wire {
+            setup: &setup,
+            admin: &mut admin,
+        },
+        baseline.as_ref(),
+    )?;
     let idle = if args.idle > 0.0 {
         Some(idle(&setup, &mut admin).context("idle measurement")?)
     } else {
         None
     };
-    let broker_cpu_seconds = match (broker_cpu_start, broker_cpu(broker_pid)) {
-        (Some(a), Some(b)) => Some(b - a),
-        _ => None,
-    };
+    let broker_cpu_seconds = broker_cpu_since(broker_pid, broker_cpu_start);
     drop(admin);
     let (temporary, spawned_flag) = match &spawned {
         Some(b) => (b.temporary, true),
@@ -253,75 +200,23 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<Outcome> {
     }
     drop(spawned);
 
-    let compression_ratio = produce_report
-        .as_ref()
-        .filter(|p: &&PhaseReport| p.disk_bytes > 0)
-        .map(|p| p.bytes as f64 / p.disk_bytes as f64);
-    let report = Report {
-        mode: args.mode,
-        config: ConfigReport {
-            topic: args.topic.clone(),
-            partitions,
-            producers: args.producers,
-            consumers: args.consumers,
-            message_size: args.message_size as u64,
-            batch_size: args.batch_size,
-            messages,
-            total_bytes,
-            payload: args.payload,
-            compression: args.compression,
-            fsync: args.fsync.to_string(),
-            acks: args.acks,
-            rate_mb_per_s: args.rate,
-            warmup_s: args.warmup,
-            data_dir: data_dir.as_ref().map_or_else(
-                || "(external broker)".to_string(),
-                |d| d.display().to_string(),
-            ),
-            temporary_data_dir: temporary,
-            phases: phases.iter().map(|p| p.phase).collect(),
-            max_batch_bytes: max_batch,
-            bootstrap: Some(bootstrap),
-            spawned_broker: Some(spawned_flag),
-        },
+    let facts = RunFacts {
+        plan,
+        partitions,
+        max_batch_bytes: max_batch,
+        data_dir: data_dir.as_ref().map_or_else(
+            || "(external broker)".to_string(),
+            |d| d.display().to_string(),
+        ),
+        temporary_data_dir: temporary,
+        bootstrap: Some(bootstrap),
+        spawned_broker: Some(spawned_flag),
         machine,
-        produce: produce_report,
-        consume: consume_report,
-        e2e: e2e_report,
         baseline,
-        compression_ratio,
-        load_generator_cpu_seconds: machine::process_cpu_seconds() - cpu_start,
         broker_cpu_seconds,
         idle,
-        units: UNITS,
     };
-    Ok(Outcome { report, phases })
-}
-
-fn phase_report(setup: &Setup<'_>, r: &PhaseResult, limit: Option<f64>) -> PhaseReport {
-    let bytes = r.messages * setup.args.message_size as u64;
-    let mb_per_s = units::mb_per_s(bytes, r.seconds);
-    PhaseReport {
-        mb_per_s,
-        msgs_per_s: if r.seconds > 0.0 {
-            r.messages as f64 / r.seconds
-        } else {
-            0.0
-        },
-        messages: r.messages,
-        bytes,
-        disk_bytes: r.wire_bytes,
-        seconds: r.seconds,
-        latency_us: hist::Percentiles::of(&r.hist),
-        cpu_seconds: r.cpu_seconds,
-        cpu_utilization: if r.seconds > 0.0 {
-            r.cpu_seconds / (r.seconds * setup.cores as f64)
-        } else {
-            0.0
-        },
-        baseline_ratio: limit.filter(|l| *l > 0.0).map(|l| mb_per_s / l),
-        broker_cpu_seconds: r.broker_cpu_seconds,
-    }
+    Ok(phase::outcome(args, phases, facts))
 }
 
 /// Creates the topic (or reuses an existing one); returns its partition count.
@@ -465,39 +360,19 @@ fn produce(
     spec: &ProduceSpec,
 ) -> anyhow::Result<PhaseResult> {
     let progress = Progress::default();
-    let next_batch = AtomicU64::new(0);
     let failed = AtomicBool::new(false);
+    let crew = Crew::new(spec, &progress, &failed);
     let before = if setup.acks == 0 {
         Some(list_end_offsets(admin, setup)?)
     } else {
         None
     };
-    let cpu0 = machine::process_cpu_seconds();
-    let bcpu0 = broker_cpu(setup.broker_pid);
-    let target_bytes = spec
-        .messages
-        .map_or(0, |m| m * setup.args.message_size as u64);
-    let started = Instant::now();
-    let (results, samples, seconds, stored) = std::thread::scope(|s| {
-        let monitor = s.spawn(|| progress::monitor(label, &progress, target_bytes, started));
-        let handles: Vec<_> = (0..setup.args.producers)
-            .map(|_| {
-                s.spawn(|| {
-                    let r = producer(setup, spec, &next_batch, &progress, &failed);
-                    if r.is_err() {
-                        failed.store(true, Ordering::Release);
-                    }
-                    r
-                })
-            })
-            .collect();
-        let results: Vec<anyhow::Result<ProducerResult>> = handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow!("a producer thread panicked")))
-            })
-            .collect();
+    let meter = CpuMeter::start(setup.broker_pid);
+    let target_bytes = spec.target_bytes(setup.args.message_size);
+    let one = || producer(setup, &crew);
+    let ((results, stored), samples, seconds) = monitored(label, &progress, target_bytes, |s| {
+        let handles = spawn_n(s, setup.args.producers, &failed, &one);
+        let results = join_all(handles, "a producer thread panicked");
         // acks=0: the phase ends when the broker has stored everything that was sent.
         let sent: u64 = results.iter().flatten().map(|r| r.messages).sum();
         let stored = match &before {
@@ -506,37 +381,19 @@ fn produce(
             }
             _ => Ok(()),
         };
-        let seconds = started.elapsed().as_secs_f64();
-        progress.done.store(true, Ordering::Release);
-        (results, monitor.join().unwrap_or_default(), seconds, stored)
+        (results, stored)
     });
-    let mut hists = Vec::new();
-    let (mut messages, mut wire_bytes) = (0, 0);
-    for r in results {
-        let r = r?;
-        hists.push(r.hist);
-        messages += r.messages;
-        wire_bytes += r.batch_bytes;
-    }
+    let merged = merge(results, |r| (r.hist, r.messages, r.batch_bytes))?;
     stored?;
     if let Some(want) = spec.messages
-        && messages != want
+        && merged.1 != want
     {
-        bail!("producers got {messages} messages acknowledged, expected {want}");
+        bail!(
+            "producers got {} messages acknowledged, expected {want}",
+            merged.1
+        );
     }
-    let broker_cpu_seconds = match (bcpu0, broker_cpu(setup.broker_pid)) {
-        (Some(a), Some(b)) => Some(b - a),
-        _ => None,
-    };
-    Ok(PhaseResult {
-        hist: hist::merge(hists),
-        samples,
-        seconds,
-        cpu_seconds: machine::process_cpu_seconds() - cpu0,
-        broker_cpu_seconds,
-        messages,
-        wire_bytes,
-    })
+    Ok(meter.result(merged, samples, seconds))
 }
 
 /// Polls ListOffsets until `sent` more messages than `before` are stored (acks=0).
@@ -569,18 +426,9 @@ struct ProducerResult {
 }
 
 /// One producer connection: this thread builds and sends, a reader thread takes the responses.
-fn producer(
-    setup: &Setup<'_>,
-    spec: &ProduceSpec,
-    next_batch: &AtomicU64,
-    progress: &Progress,
-    failed: &AtomicBool,
-) -> anyhow::Result<ProducerResult> {
-    let args = setup.args;
-    let batch_size = u64::from(args.batch_size);
-    let msg_bytes = args.message_size as u64;
+fn producer(setup: &Setup<'_>, crew: &Crew<'_>) -> anyhow::Result<ProducerResult> {
+    let msg_bytes = setup.args.message_size as u64;
     let parts = u64::from(setup.partitions);
-    let per_producer_rate = args.rate.map(|r| r * 1e6 / f64::from(args.producers));
     let mut conn = Conn::open(&setup.bootstrap)?;
     // Response reader: (correlation id, send instant, messages, batch bytes) per request.
     let (info_tx, info_rx) = mpsc::channel::<(i32, Instant, u64, u64)>();
@@ -615,7 +463,9 @@ fn producer(
                     hist::record_ns(&mut h, duration_ns(lat), 1);
                     messages += n;
                     batch_bytes += b;
-                    progress.bytes.fetch_add(n * msg_bytes, Ordering::Relaxed);
+                    crew.progress
+                        .bytes
+                        .fetch_add(n * msg_bytes, Ordering::Relaxed);
                     // The sender may be gone (failed); then nobody needs the slot.
                     let _ = slot_tx.send(());
                 }
@@ -629,49 +479,16 @@ fn producer(
         let mut send_hist = hist::new_histogram();
         let (mut sent, mut sent_bytes) = (0u64, 0u64);
         let sender = (|| -> anyhow::Result<()> {
-            // One builder per producer: its buffer and zstd context are reused, as a Kafka
-            // client's accumulator would.
-            let mut builder = BatchBuilder::new(setup.codec);
-            let started = Instant::now();
+            let mut batches = Batches::new(&setup.load, crew);
             loop {
-                if failed.load(Ordering::Acquire) {
+                if crew.failed() {
                     return Ok(());
                 }
-                let b = next_batch.fetch_add(1, Ordering::Relaxed);
-                let first = b * batch_size;
-                let n = match (spec.messages, spec.deadline) {
-                    (Some(total), _) => {
-                        if first >= total {
-                            return Ok(());
-                        }
-                        batch_size.min(total - first)
-                    }
-                    (None, Some(deadline)) => {
-                        if Instant::now() >= deadline {
-                            return Ok(());
-                        }
-                        batch_size
-                    }
-                    (None, None) => return Ok(()),
+                let Some((b, n)) = batches.claim(sent) else {
+                    return Ok(());
                 };
-                if let Some(rate) = per_producer_rate {
-                    let due = Duration::from_secs_f64((sent * msg_bytes) as f64 / rate);
-                    let elapsed = started.elapsed();
-                    if due > elapsed {
-                        std::thread::sleep(due - elapsed);
-                    }
-                }
                 let partition = i32::try_from(b % parts).unwrap_or(0);
-                let timestamp = setup.clock.now_us();
-                builder.clear();
-                for i in 0..n {
-                    builder
-                        .push_parts(timestamp, None, Some(setup.pool.message(first + i)), &[])
-                        .context("encoding a record")?;
-                }
-                let batch = builder
-                    .build_reusing()
-                    .with_context(|| format!("building a {} batch of {n} messages", setup.codec))?;
+                let batch = batches.build(b, n)?;
                 if acks != 0 && slot_rx.recv().is_err() {
                     // The reader stopped: its error is the one to report.
                     return Ok(());
@@ -681,7 +498,9 @@ fn producer(
                 let len = batch.len() as u64;
                 if acks == 0 {
                     hist::record_ns(&mut send_hist, duration_ns(t0.elapsed()), 1);
-                    progress.bytes.fetch_add(n * msg_bytes, Ordering::Relaxed);
+                    crew.progress
+                        .bytes
+                        .fetch_add(n * msg_bytes, Ordering::Relaxed);
                     sent_bytes += len;
                 } else if info_tx.send((id, t0, n, len)).is_err() {
                     return Ok(());
@@ -691,7 +510,7 @@ fn producer(
         })();
         drop(info_tx);
         if sender.is_err() {
-            failed.store(true, Ordering::Release);
+            crew.failed.store(true, Ordering::Release);
             // Unblock the reader if it waits for a response that will not come.
             let _ = conn
                 .try_clone_stream()
@@ -870,6 +689,24 @@ fn consume_positions(
     Ok((h, got))
 }
 
+/// The positions consumer `c` of `consumers` owns, from `start[p]`, each expecting `left(p)`.
+fn positions(
+    parts: usize,
+    consumers: usize,
+    c: usize,
+    start: &[i64],
+    left: impl Fn(usize) -> u64,
+) -> Vec<Position> {
+    assignment(parts, consumers, c)
+        .into_iter()
+        .map(|p| Position {
+            partition: i32::try_from(p).unwrap_or(0),
+            offset: start.get(p).copied().unwrap_or(0),
+            left: left(p),
+        })
+        .collect()
+}
+
 /// Consumer threads reading `expected[p]` records of every partition from `start[p]`.
 fn run_consumers(
     setup: &Setup<'_>,
@@ -881,109 +718,45 @@ fn run_consumers(
     let progress = Progress::default();
     let producer_progress = Progress::default();
     let parts = setup.partitions as usize;
-    let consumers = (setup.args.consumers as usize).min(parts).max(1);
-    let expected = records_per_partition(
-        setup.messages,
-        u64::from(setup.args.batch_size),
-        setup.partitions,
-    );
-    let next_batch = AtomicU64::new(0);
+    let consumers = setup.consumers(parts);
+    let expected = setup.expected(setup.partitions);
     let failed = AtomicBool::new(false);
-    let cpu0 = machine::process_cpu_seconds();
-    let bcpu0 = broker_cpu(setup.broker_pid);
+    let meter = CpuMeter::start(setup.broker_pid);
     let total = setup.messages * setup.args.message_size as u64;
-    let started = Instant::now();
-    let (consumer_results, producer_results, samples, seconds) = std::thread::scope(|s| {
-        let monitor = s.spawn(|| progress::monitor(label, &progress, total, started));
-        let consumer_handles: Vec<_> = (0..consumers)
-            .map(|c| {
-                let mine: Vec<Position> = assignment(parts, consumers, c)
-                    .into_iter()
-                    .map(|p| Position {
-                        partition: i32::try_from(p).unwrap_or(0),
-                        offset: start.get(p).copied().unwrap_or(0),
-                        left: expected.get(p).copied().unwrap_or(0),
-                    })
-                    .collect();
-                let (progress, failed) = (&progress, &failed);
-                s.spawn(move || {
-                    let r = consume_positions(setup, mine, latency, progress, failed);
-                    if r.is_err() {
-                        failed.store(true, Ordering::Release);
-                    }
-                    r
-                })
-            })
-            .collect();
-        let producer_handles: Vec<_> = match with_producers {
-            Some(spec) => (0..setup.args.producers)
-                .map(|_| {
-                    let (next_batch, producer_progress, failed) =
-                        (&next_batch, &producer_progress, &failed);
-                    s.spawn(move || {
-                        let r = producer(setup, spec, next_batch, producer_progress, failed);
-                        if r.is_err() {
-                            failed.store(true, Ordering::Release);
-                        }
-                        r
-                    })
-                })
-                .collect(),
-            None => Vec::new(),
-        };
-        let producer_results: Vec<_> = producer_handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow!("a producer thread panicked")))
-            })
-            .collect();
-        let consumer_results: Vec<_> = consumer_handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow!("a consumer thread panicked")))
-            })
-            .collect();
-        let seconds = started.elapsed().as_secs_f64();
-        progress.done.store(true, Ordering::Release);
-        (
-            consumer_results,
-            producer_results,
-            monitor.join().unwrap_or_default(),
-            seconds,
-        )
-    });
-    for r in producer_results {
-        r.context("e2e producer")?;
-    }
-    let mut hists = Vec::new();
-    let (mut records, mut batch_bytes) = (0, 0);
-    for r in consumer_results {
-        let (h, c) = r?;
-        hists.push(h);
-        records += c.records;
-        batch_bytes += c.batch_bytes;
-    }
-    if records != setup.messages {
-        bail!(
-            "{label}: consumers received {records} records, {} were produced",
-            setup.messages
-        );
-    }
-    let broker_cpu_seconds = match (bcpu0, broker_cpu(setup.broker_pid)) {
-        (Some(a), Some(b)) => Some(b - a),
-        _ => None,
+    // Without producers (consume phase), none is spawned and `none` is never sent.
+    let none = ProduceSpec::messages(0);
+    let (producers, spec) = match with_producers {
+        Some(spec) => (setup.args.producers, spec),
+        None => (0, &none),
     };
-    Ok(PhaseResult {
-        hist: hist::merge(hists),
+    let crew = Crew::new(spec, &producer_progress, &failed);
+    let one = || producer(setup, &crew);
+    let ((consumer_results, producer_results), samples, seconds) =
+        monitored(label, &progress, total, |s| {
+            let consumer_handles: Vec<_> = (0..consumers)
+                .map(|c| {
+                    let mine = positions(parts, consumers, c, start, |p| {
+                        expected.get(p).copied().unwrap_or(0)
+                    });
+                    let (progress, failed) = (&progress, &failed);
+                    spawn_flagged(s, failed, move || {
+                        consume_positions(setup, mine, latency, progress, failed)
+                    })
+                })
+                .collect();
+            join_both(consumer_handles, spawn_n(s, producers, &failed, &one))
+        });
+    producers_ok(producer_results)?;
+    let parts = |(h, c): (Histogram<u64>, Consumed)| (h, c.records, c.batch_bytes);
+    let what = format!("{label}: consumers received");
+    meter.consumed(
+        consumer_results,
+        parts,
+        setup.messages,
+        &what,
         samples,
         seconds,
-        cpu_seconds: machine::process_cpu_seconds() - cpu0,
-        broker_cpu_seconds,
-        messages: records,
-        wire_bytes: batch_bytes,
-    })
+    )
 }
 
 fn consume(setup: &Setup<'_>, start: &[i64]) -> anyhow::Result<PhaseResult> {
@@ -992,10 +765,7 @@ fn consume(setup: &Setup<'_>, start: &[i64]) -> anyhow::Result<PhaseResult> {
 
 fn end_to_end(setup: &Setup<'_>, admin: &mut Conn) -> anyhow::Result<PhaseResult> {
     let start = list_end_offsets(admin, setup)?;
-    let spec = ProduceSpec {
-        messages: Some(setup.messages),
-        deadline: None,
-    };
+    let spec = ProduceSpec::messages(setup.messages);
     run_consumers(setup, "e2e", &start, LatencyOf::EndToEnd, Some(&spec))
 }
 
@@ -1003,28 +773,20 @@ fn end_to_end(setup: &Setup<'_>, admin: &mut Conn) -> anyhow::Result<PhaseResult
 fn idle(setup: &Setup<'_>, admin: &mut Conn) -> anyhow::Result<IdleReport> {
     let start = list_end_offsets(admin, setup)?;
     let parts = setup.partitions as usize;
-    let consumers = (setup.args.consumers as usize).min(parts).max(1);
+    let consumers = setup.consumers(parts);
     let wait = Duration::from_secs_f64(setup.args.idle);
     eprintln!(
         "idle: {consumers} consumer(s) long-polling {} for {:.1} s",
         setup.args.topic,
         wait.as_secs_f64()
     );
-    let cpu0 = machine::process_cpu_seconds();
-    let bcpu0 = broker_cpu(setup.broker_pid);
+    let meter = CpuMeter::start(setup.broker_pid);
     let started = Instant::now();
     let deadline = started + wait;
     let results: Vec<anyhow::Result<u64>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..consumers)
             .map(|c| {
-                let mine: Vec<Position> = assignment(parts, consumers, c)
-                    .into_iter()
-                    .map(|p| Position {
-                        partition: i32::try_from(p).unwrap_or(0),
-                        offset: start.get(p).copied().unwrap_or(0),
-                        left: 1,
-                    })
-                    .collect();
+                let mine = positions(parts, consumers, c, &start, |_| 1);
                 s.spawn(move || -> anyhow::Result<u64> {
                     let mut conn = Conn::open(&setup.bootstrap)?;
                     let mut fetches = 0;
@@ -1045,29 +807,20 @@ fn idle(setup: &Setup<'_>, admin: &mut Conn) -> anyhow::Result<IdleReport> {
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow!("an idle consumer panicked")))
-            })
-            .collect()
+        join_all(handles, "an idle consumer panicked")
     });
     let seconds = started.elapsed().as_secs_f64();
     let mut fetches = 0;
     for r in results {
         fetches += r?;
     }
-    let broker_cpu_seconds = match (bcpu0, broker_cpu(setup.broker_pid)) {
-        (Some(a), Some(b)) => Some(b - a),
-        _ => None,
-    };
+    let broker_cpu_seconds = meter.broker_cpu_seconds();
     Ok(IdleReport {
         seconds,
         consumers: u32::try_from(consumers).unwrap_or(u32::MAX),
         fetches,
         broker_cpu_seconds,
         broker_cpu_percent_of_core: broker_cpu_seconds.map(|c| c * 100.0 / seconds.max(1e-9)),
-        load_generator_cpu_seconds: machine::process_cpu_seconds() - cpu0,
+        load_generator_cpu_seconds: meter.cpu_seconds(),
     })
 }
