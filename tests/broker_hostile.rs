@@ -145,8 +145,7 @@ fn given_corrupt_or_invalid_batches_when_produced_then_each_gets_its_error_code_
     assert_eq!(code_of(&mut c, big), 10, "MESSAGE_TOO_LARGE");
     let mut control = good.to_vec();
     control[22] |= 1 << 5;
-    let crc = strata_storage::batch::header::compute_crc(&control);
-    control[17..21].copy_from_slice(&crc.to_be_bytes());
+    strata_storage::batch::header::write_crc(&mut control);
     assert_eq!(
         code_of(&mut c, control.into()),
         87,

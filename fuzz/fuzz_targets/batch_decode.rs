@@ -10,7 +10,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use strata_storage::batch::header::{
-    BatchHeader, CRC, HEADER_LEN, LOG_OVERHEAD, MAGIC_V2, compute_crc,
+    BatchHeader, HEADER_LEN, LOG_OVERHEAD, MAGIC_V2, write_crc,
 };
 use strata_storage::batch::record::{decode_records_with_limit, records_with_limit};
 use strata_storage::batch::{check_batch, validate_batch};
@@ -65,9 +65,6 @@ fuzz_target!(|data: &[u8]| {
     h.write_to(&mut head);
     let mut batch = head.to_vec();
     batch.extend_from_slice(payload);
-    let crc = compute_crc(&batch).to_be_bytes();
-    if let Some(field) = batch.get_mut(CRC) {
-        field.copy_from_slice(&crc);
-    }
+    write_crc(&mut batch);
     decode_all(&batch);
 });

@@ -4,7 +4,7 @@
 //! also fixes the CRC), the decoder itself must return a result or an error, never panic.
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
-use strata_storage::batch::header::{BASE_OFFSET, CRC, PARTITION_LEADER_EPOCH, compute_crc};
+use strata_storage::batch::header::{BASE_OFFSET, CRC, PARTITION_LEADER_EPOCH, write_crc};
 use strata_storage::batch::record::decode_records_with_limit;
 use strata_storage::batch::{
     BatchBuilder, Compression, NewRecord, check_batch, decode_records, validate_batch,
@@ -78,8 +78,7 @@ fn given_a_batch_with_any_byte_flipped_and_crc_recomputed_then_decoding_never_pa
             for mask in [0x01u8, 0x02, 0x10, 0x40, 0x80, 0xff] {
                 let mut bad = good.clone();
                 bad[i] ^= mask;
-                let crc = compute_crc(&bad);
-                bad[CRC].copy_from_slice(&crc.to_be_bytes());
+                write_crc(&mut bad);
                 // The header checks may refuse it; whatever they let through goes to the decoder.
                 let Ok(h) = check_batch(&bad, MAX) else {
                     continue;

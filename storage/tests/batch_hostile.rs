@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
 use strata_storage::batch::header::{
-    ATTRIBUTES, BatchHeader, CRC, HEADER_LEN, LOG_OVERHEAD, MAGIC_V2, compute_crc,
+    ATTRIBUTES, BatchHeader, HEADER_LEN, LOG_OVERHEAD, MAGIC_V2, write_crc,
 };
 use strata_storage::batch::record::{DEFAULT_DECOMPRESSED_LIMIT, encode_varint, encode_varlong};
 use strata_storage::batch::{BatchError, Compression, Record, check_batch, decode_records};
@@ -30,8 +30,7 @@ fn craft(codec_id: u8, count: i32, base_timestamp: i64, payload: &[u8]) -> Vec<u
     h.write_to(&mut head);
     let mut batch = head.to_vec();
     batch.extend_from_slice(payload);
-    let crc = compute_crc(&batch);
-    batch[CRC].copy_from_slice(&crc.to_be_bytes());
+    write_crc(&mut batch);
     batch
 }
 
@@ -407,7 +406,6 @@ fn given_a_batch_with_attributes_with_unknown_high_bits_when_decoded_then_codec_
     // Bits above the control flag are unused by Kafka; the decoder reads only the codec bits.
     let mut batch = craft(0, 1, 0, &Body::default().record());
     batch[ATTRIBUTES].copy_from_slice(&0x4000i16.to_be_bytes());
-    let crc = compute_crc(&batch);
-    batch[CRC].copy_from_slice(&crc.to_be_bytes());
+    write_crc(&mut batch);
     assert_eq!(decode(&batch).unwrap().len(), 1);
 }

@@ -4,9 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
 use proptest::prelude::*;
-use strata_storage::batch::header::{
-    BatchHeader, CRC, HEADER_LEN, LOG_OVERHEAD, MAGIC_V2, compute_crc,
-};
+use strata_storage::batch::header::{BatchHeader, HEADER_LEN, LOG_OVERHEAD, MAGIC_V2, write_crc};
 use strata_storage::batch::record::{decode_records_with_limit, records_with_limit};
 use strata_storage::batch::{
     BatchBuilder, Compression, NewRecord, RecordHeader, check_batch, decode_records, validate_batch,
@@ -65,8 +63,7 @@ fn wrap(codec_id: u8, count: i32, payload: &[u8]) -> Vec<u8> {
     h.write_to(&mut head);
     let mut batch = head.to_vec();
     batch.extend_from_slice(payload);
-    let crc = compute_crc(&batch);
-    batch[CRC].copy_from_slice(&crc.to_be_bytes());
+    write_crc(&mut batch);
     batch
 }
 
@@ -138,8 +135,7 @@ proptest! {
             let i = HEADER_LEN + at.index(batch.len() - HEADER_LEN);
             batch[i] ^= mask;
         }
-        let crc = compute_crc(&batch);
-        batch[CRC].copy_from_slice(&crc.to_be_bytes());
+        write_crc(&mut batch);
         let h = validate_batch(&batch, 1 << 20).unwrap();
         let _ = decode_records_with_limit(&h, &batch, 1 << 16);
     }

@@ -9,8 +9,8 @@
 
 use super::compression::{ZSTD_LEVEL, compress_into, zstd_compress_into};
 use super::header::{
-    BatchHeader, CRC, HEADER_LEN, LOG_OVERHEAD, MAGIC_V2, NO_PRODUCER_EPOCH, NO_PRODUCER_ID,
-    NO_SEQUENCE, compute_crc,
+    BatchHeader, HEADER_LEN, LOG_OVERHEAD, MAGIC_V2, NO_PRODUCER_EPOCH, NO_PRODUCER_ID,
+    NO_SEQUENCE, write_crc,
 };
 use super::record::{encode_varint, encode_varlong, varint_len, varlong_len};
 use super::{BatchError, Compression, RecordHeader};
@@ -338,10 +338,7 @@ impl BatchBuilder {
         if let Some(h) = out.get_mut(..HEADER_LEN) {
             h.copy_from_slice(&head);
         }
-        let crc = compute_crc(&out);
-        if let Some(field) = out.get_mut(CRC) {
-            field.copy_from_slice(&crc.to_be_bytes());
-        }
+        write_crc(&mut out);
         Ok(out)
     }
 }

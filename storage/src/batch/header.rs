@@ -246,6 +246,15 @@ pub fn compute_crc(batch: &[u8]) -> u32 {
     crc32c::crc32c(batch.get(CRC_START..).unwrap_or(&[]))
 }
 
+/// Recomputes the CRC of `batch` and stores it in the header (after any field under the CRC
+/// changed). Does nothing to a buffer shorter than the header.
+pub fn write_crc(batch: &mut [u8]) {
+    let crc = compute_crc(batch);
+    if let Some(field) = batch.get_mut(CRC) {
+        field.copy_from_slice(&crc.to_be_bytes());
+    }
+}
+
 /// Checks the batch at the start of `buf`, which may continue with further batches: the length
 /// is within `[MIN_BATCH_LENGTH, max_total_len]` and within `buf`, the magic is 2 and the CRC
 /// matches. Returns the header; the batch is `buf[..header.total_len()]`.
@@ -364,8 +373,7 @@ pub fn set_log_append_time(batch: &mut [u8], timestamp: i64) {
     let attributes = be_i16(batch, ATTRIBUTES) | ATTR_LOG_APPEND_TIME;
     batch[ATTRIBUTES].copy_from_slice(&attributes.to_be_bytes());
     batch[MAX_TIMESTAMP].copy_from_slice(&timestamp.to_be_bytes());
-    let crc = compute_crc(batch);
-    batch[CRC].copy_from_slice(&crc.to_be_bytes());
+    write_crc(batch);
 }
 
 #[cfg(test)]
@@ -421,8 +429,7 @@ mod tests {
         h.write_to(&mut head);
         let mut buf = head.to_vec();
         buf.extend_from_slice(&[1, 2, 3, 4, 5]);
-        let crc = compute_crc(&buf);
-        buf[CRC].copy_from_slice(&crc.to_be_bytes());
+        write_crc(&mut buf);
         buf
     }
 

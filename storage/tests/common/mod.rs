@@ -58,8 +58,7 @@ pub fn raw_batch(values: &[Vec<u8>], ts: i64) -> Vec<u8> {
     h.write_to(&mut head);
     let mut b = head.to_vec();
     b.extend_from_slice(&records);
-    let crc = header::compute_crc(&b);
-    b[header::CRC].copy_from_slice(&crc.to_be_bytes());
+    header::write_crc(&mut b);
     b
 }
 
