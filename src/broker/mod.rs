@@ -33,18 +33,12 @@ use producer::{ProducerIdAllocator, ProducerStates, SeqCheck};
 
 /// Writes `bytes` to `path` durably by atomic replace (tmp, fsync, rename, fsync dir).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let mut f = std::fs::File::create(&tmp).with_context(|| format!("create {}", tmp.display()))?;
-    f.write_all(bytes)
-        .and_then(|()| f.sync_data())
-        .with_context(|| format!("write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("rename to {}", path.display()))?;
+    use strata_storage::io::IoBackend;
+    let plain = strata_storage::io::plain::PlainBackend::new();
+    strata_storage::io::write_file_atomic(&plain, path, bytes)?;
     if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
+        plain
+            .sync_dir(dir)
             .with_context(|| format!("fsync {}", dir.display()))?;
     }
     Ok(())

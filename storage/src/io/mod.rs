@@ -119,6 +119,27 @@ pub trait WritableFile: Send + Sync + fmt::Debug {
     fn file(&self) -> &File;
 }
 
+/// Replaces `path` with `bytes` atomically: writes `<path>.tmp`, fdatasyncs it, renames it over
+/// `path`. A crash leaves the old file or the new one, never a mix (a leftover `.tmp` is
+/// garbage). The rename is durable once the caller syncs the directory, which callers that
+/// replace several files do once for all of them.
+pub fn write_file_atomic(backend: &dyn IoBackend, path: &Path, bytes: &[u8]) -> crate::Result<()> {
+    use crate::error::{Error, IoContext};
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(crate::log::name::TMP_SUFFIX);
+    let tmp = std::path::PathBuf::from(tmp);
+    match backend.remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io("remove", tmp, e)),
+    }
+    let f = backend.create_new(&tmp).ctx("create", &tmp)?;
+    f.write_all_at_and_sync(&[bytes], 0).ctx("write", &tmp)?;
+    drop(f);
+    backend.rename(&tmp, path).ctx("rename", &tmp)?;
+    Ok(())
+}
+
 /// Opens the backend the operator chose. `Auto` probes io_uring once (a ring is created and the
 /// opcodes the write path needs are checked) and falls back to plain I/O with a log line.
 pub fn select_backend(choice: BackendChoice) -> io::Result<Arc<dyn IoBackend>> {

@@ -44,7 +44,7 @@ use std::time::{Duration, Instant};
 use io_uring::{IoUring, Probe, opcode, squeue, types};
 use parking_lot::Mutex;
 
-use super::plain::{open_options, preallocate_keep_size};
+use super::plain::{PlainBackend, open_options, preallocate_keep_size};
 use super::{BackendKind, IoBackend, WritableFile};
 
 /// Submission ring size of each writable file: enough for a produce request of many batches plus
@@ -166,20 +166,21 @@ impl IoBackend for UringBackend {
         Ok(Box::new(UringFile::with_ring(file, ring)))
     }
 
+    // Directory operations are the plain backend's: they are not on the write path.
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        std::fs::rename(from, to)
+        PlainBackend.rename(from, to)
     }
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
-        std::fs::remove_file(path)
+        PlainBackend.remove_file(path)
     }
 
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-        std::fs::create_dir_all(path)
+        PlainBackend.create_dir_all(path)
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        File::open(dir)?.sync_all()
+        PlainBackend.sync_dir(dir)
     }
 }
 

@@ -4,13 +4,12 @@
 //! either the old or the new checkpoint, never a mix. A checkpoint with a bad CRC is treated as
 //! absent (the log then recovers every segment, which is slow but safe).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::error::{IoContext, Result};
 use crate::io::IoBackend;
 
 pub const FILE_NAME: &str = "checkpoint";
-pub const TMP_NAME: &str = "checkpoint.tmp";
 
 /// Byte layout (FORMAT.md §5), big-endian.
 pub mod layout {
@@ -120,20 +119,8 @@ pub fn read(dir: &Path) -> Result<Option<Checkpoint>> {
 
 /// Writes `cp` durably by atomic replace.
 pub fn write(backend: &dyn IoBackend, dir: &Path, cp: &Checkpoint) -> Result<()> {
-    let tmp: PathBuf = dir.join(TMP_NAME);
-    let path = dir.join(FILE_NAME);
-    match backend.remove_file(&tmp) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(crate::Error::io("remove", tmp, e)),
-    }
-    let f = backend.create_new(&tmp).ctx("create", &tmp)?;
-    f.write_all_at_and_sync(&[&cp.encode()], 0)
-        .ctx("write", &tmp)?;
-    drop(f);
-    backend.rename(&tmp, &path).ctx("rename", &tmp)?;
-    backend.sync_dir(dir).ctx("fsync dir", dir)?;
-    Ok(())
+    crate::io::write_file_atomic(backend, &dir.join(FILE_NAME), &cp.encode())?;
+    backend.sync_dir(dir).ctx("fsync dir", dir)
 }
 
 #[cfg(test)]

@@ -39,7 +39,7 @@ use parking_lot::{Condvar, Mutex, RwLock};
 use crate::batch::header;
 use crate::batch::{BatchBuilder, Compression, NewRecord, decode_records};
 use crate::error::{Error, IoContext, Result};
-use crate::io::{IoBackend, WritableFile};
+use crate::io::{IoBackend, WritableFile, write_file_atomic};
 
 use super::checkpoint::{self, Checkpoint};
 use super::config::{FsyncPolicy, LogConfig, RecoveryMode};
@@ -131,6 +131,16 @@ struct WriterCore {
     first_append_ms: Option<i64>,
 }
 
+impl WriterCore {
+    /// The time-index entry for the largest timestamp written so far, if any batch had one.
+    fn max_time_entry(&self) -> Option<TimeEntry> {
+        (self.max_timestamp >= 0).then(|| TimeEntry {
+            timestamp: self.max_timestamp,
+            relative_offset: relative(self.offset_of_max_timestamp, self.active.base_offset),
+        })
+    }
+}
+
 struct Inner {
     dir: PathBuf,
     config: LogConfig,
@@ -197,22 +207,6 @@ pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
-}
-
-fn write_file_atomic(backend: &dyn IoBackend, path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(TMP_SUFFIX);
-    let tmp = PathBuf::from(tmp);
-    match backend.remove_file(&tmp) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(Error::io("remove", tmp, e)),
-    }
-    let f = backend.create_new(&tmp).ctx("create", &tmp)?;
-    f.write_all_at_and_sync(&[bytes], 0).ctx("write", &tmp)?;
-    drop(f);
-    backend.rename(&tmp, path).ctx("rename", &tmp)?;
-    Ok(())
 }
 
 fn remove_if_exists(backend: &dyn IoBackend, path: &Path) -> Result<()> {
@@ -770,11 +764,8 @@ impl Inner {
                     relative_offset: relative(p.base_offset, base),
                     position: pos as u32,
                 });
-                if core.max_timestamp >= 0 {
-                    time_index.maybe_push(TimeEntry {
-                        timestamp: core.max_timestamp,
-                        relative_offset: relative(core.offset_of_max_timestamp, base),
-                    });
+                if let Some(e) = core.max_time_entry() {
+                    time_index.maybe_push(e);
                 }
                 core.bytes_since_index = 0;
             }
@@ -797,20 +788,10 @@ impl Inner {
 
     /// Writes the active segment's indexes (with a final time-index entry) to their files.
     fn write_indexes(&self, core: &WriterCore, seg: &Segment) -> Result<()> {
-        {
-            let mut ti = seg.time_index.write();
-            if core.max_timestamp >= 0 {
-                ti.maybe_push(TimeEntry {
-                    timestamp: core.max_timestamp,
-                    relative_offset: relative(core.offset_of_max_timestamp, seg.base_offset),
-                });
-            }
+        if let Some(e) = core.max_time_entry() {
+            seg.time_index.write().maybe_push(e);
         }
-        let idx = seg.index.read().encode(seg.base_offset);
-        let tidx = seg.time_index.read().encode(seg.base_offset);
-        write_file_atomic(self.backend.as_ref(), &seg.index_path, &idx)?;
-        write_file_atomic(self.backend.as_ref(), &seg.time_index_path, &tidx)?;
-        Ok(())
+        seg.write_index_files(self.backend.as_ref())
     }
 
     /// Seals the active segment (sync, release preallocation, write indexes) and opens a new
@@ -833,11 +814,8 @@ impl Inner {
             .ok_or_else(|| Error::Closed(self.dir.clone()))?;
         // Releases the preallocated blocks past the data (readers never look past it).
         w.set_len(core.len).ctx("truncate", &old.log_path)?;
-        if core.max_timestamp >= 0 {
-            old.time_index.write().maybe_push(TimeEntry {
-                timestamp: core.max_timestamp,
-                relative_offset: relative(core.offset_of_max_timestamp, old.base_offset),
-            });
+        if let Some(e) = core.max_time_entry() {
+            old.time_index.write().maybe_push(e);
         }
         let base = core.next_offset;
         let new = self.create_segment(base)?;
@@ -903,10 +881,7 @@ impl Inner {
             .iter()
             .any(|s| s.base_offset == seg.base_offset);
         if still_listed {
-            let idx = seg.index.read().encode(seg.base_offset);
-            let tidx = seg.time_index.read().encode(seg.base_offset);
-            write_file_atomic(self.backend.as_ref(), &seg.index_path, &idx)?;
-            write_file_atomic(self.backend.as_ref(), &seg.time_index_path, &tidx)?;
+            seg.write_index_files(self.backend.as_ref())?;
         }
         self.backend
             .sync_dir(&self.dir)

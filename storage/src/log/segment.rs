@@ -239,6 +239,15 @@ impl Segment {
         Ok(Some(h))
     }
 
+    /// Writes both index files from the in-memory indexes (atomic replace each; the caller
+    /// syncs the directory).
+    pub fn write_index_files(&self, backend: &dyn crate::io::IoBackend) -> Result<()> {
+        let idx = self.index.read().encode(self.base_offset);
+        let tidx = self.time_index.read().encode(self.base_offset);
+        crate::io::write_file_atomic(backend, &self.index_path, &idx)?;
+        crate::io::write_file_atomic(backend, &self.time_index_path, &tidx)
+    }
+
     /// Largest timestamp for retention: the newest batch timestamp, or the file's modification
     /// time when no batch carries one (Kafka does the same).
     pub fn largest_timestamp_ms(&self) -> i64 {
