@@ -486,6 +486,13 @@ impl PartitionLog {
         self.inner.sync()
     }
 
+    /// Blocks until every rolled segment is sealed: synced, its index files written and the
+    /// recovery point moved past it. Rolling never waits for this (the sealer thread does it);
+    /// a crash before it is done only means the next open re-checks those segments.
+    pub fn wait_for_seals(&self) -> Result<()> {
+        self.inner.wait_for_seals()
+    }
+
     /// Seals the active segment and starts a new one (if the active one holds anything).
     pub fn roll(&self) -> Result<()> {
         self.inner.with_leader(|inner, core| {
