@@ -204,7 +204,7 @@ pub async fn produce(broker: &Arc<Broker>, req: ProduceRequest, version: i16) ->
                     let config = topic.config.clone();
                     let records = p.records;
                     Some(tokio::task::spawn_blocking(move || match records {
-                        Some(r) => b.produce(&partition, &config, &r),
+                        Some(r) => b.produce(&partition, &config, r),
                         None => Err(ProduceError {
                             code: ResponseError::InvalidRecord,
                             message: "null records".into(),

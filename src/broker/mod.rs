@@ -343,11 +343,13 @@ impl Broker {
     }
 
     /// Validates and appends one producer batch (blocking: call from a blocking thread).
+    /// `records` is usually a slice of the request frame; unless the topic rewrites the batch
+    /// it reaches the file without being copied.
     pub fn produce(
         &self,
         partition: &Partition,
         config: &TopicConfig,
-        records: &[u8],
+        records: bytes::Bytes,
     ) -> Result<Produced, ProduceError> {
         let res = partition.produce(config, records);
         if res.is_ok() {
@@ -435,7 +437,11 @@ impl Partition {
         }
     }
 
-    fn produce(&self, config: &TopicConfig, records: &[u8]) -> Result<Produced, ProduceError> {
+    fn produce(
+        &self,
+        config: &TopicConfig,
+        records: bytes::Bytes,
+    ) -> Result<Produced, ProduceError> {
         let max = config.log.max_batch_bytes;
         if records.len() > max {
             return Err(perr(
@@ -446,7 +452,7 @@ impl Partition {
                 ),
             ));
         }
-        let valid = header::ValidBatch::new(records.to_vec(), max).map_err(|e| match e {
+        let valid = header::ValidBatch::new(records, max).map_err(|e| match e {
             strata_storage::batch::BatchError::BadCrc { .. } => {
                 perr(ResponseError::CorruptMessage, e.to_string())
             }
@@ -480,7 +486,7 @@ impl Partition {
         let mut batch = match config.compression {
             TopicCompression::Codec(c) if h.compression().ok() != Some(c) => {
                 rewritten = true;
-                recompress(&h, records, c)?
+                recompress(&h, valid.as_bytes(), c)?
             }
             _ => Vec::new(),
         };

@@ -2,8 +2,9 @@
 //!
 //! Each connection is one task that reads a request, answers it, then reads the next, so
 //! responses leave in request order (clients pipeline; Kafka does the same). Memory per
-//! connection is bounded by `socket.request.max.bytes`, and the frame buffer grows only as bytes
-//! actually arrive, so a huge length prefix followed by silence costs nothing. A frame that is
+//! connection is bounded by `socket.request.max.bytes`; a frame's buffer is allocated whole up to
+//! 8 MiB (so produced batches are never moved in user space) and grows beyond that only as bytes
+//! actually arrive, so a huge length prefix followed by silence costs little. A frame that is
 //! too large, too short, names an unknown API or an unsupported version (other than
 //! ApiVersions), or does not decode closes the connection; the broker keeps serving everyone else.
 
@@ -144,12 +145,9 @@ async fn connection(
             tracing::warn!(%peer, size, max, "closing connection: bad frame size");
             return Ok(());
         }
-        let mut frame = Vec::new();
-        (&mut rd).take(size as u64).read_to_end(&mut frame).await?;
-        if frame.len() != size as usize {
+        let Some(frame) = read_frame(&mut rd, size as usize).await? else {
             return Ok(()); // truncated frame: the peer went away mid-request
-        }
-        let frame = Bytes::from(frame);
+        };
         let correlation_id = frame
             .get(4..8)
             .and_then(|b| <[u8; 4]>::try_from(b).ok())
@@ -179,6 +177,31 @@ async fn connection(
             }
         }
     }
+}
+
+/// A frame's buffer is allocated whole, up to this size, as soon as its length is known: one
+/// allocation, and the body is never moved, so produced batches reach the log without a copy
+/// in user space. Only pages that bytes arrive into are touched, and a larger frame's buffer
+/// grows as its bytes arrive, so a huge length prefix followed by silence costs little.
+const EAGER_FRAME_BYTES: usize = 8 << 20;
+
+/// Reads the `size` bytes of a frame's body. `None` if the peer closed before sending them all.
+async fn read_frame(
+    rd: &mut tokio::net::tcp::OwnedReadHalf,
+    size: usize,
+) -> std::io::Result<Option<Bytes>> {
+    let mut buf = BytesMut::with_capacity(size.min(EAGER_FRAME_BYTES));
+    while buf.len() < size {
+        let left = size - buf.len();
+        if buf.capacity() == buf.len() {
+            buf.reserve(left.min(buf.len().max(EAGER_FRAME_BYTES)));
+        }
+        // `take` keeps the read inside this frame even when the buffer has room beyond it.
+        if (&mut *rd).take(left as u64).read_buf(&mut buf).await? == 0 {
+            return Ok(None);
+        }
+    }
+    Ok(Some(buf.freeze()))
 }
 
 /// Writes every chunk, in order, with as few system calls as the kernel allows.

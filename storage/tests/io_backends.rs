@@ -53,8 +53,9 @@ mod io_backends {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("00000000000000000000.log");
             let file = backend.create_new(&path).unwrap();
-            // More buffers than an io_uring ring has slots, of varied sizes, some empty.
-            let owned: Vec<Vec<u8>> = (0..300u32)
+            // More buffers than an io_uring ring has slots and than one `pwritev` takes
+            // (1024), of varied sizes, some empty.
+            let owned: Vec<Vec<u8>> = (0..2_500u32)
                 .map(|i| vec![(i % 251) as u8; (i as usize * 7) % 50])
                 .collect();
             let bufs: Vec<&[u8]> = owned.iter().map(Vec::as_slice).collect();

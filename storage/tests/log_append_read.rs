@@ -256,3 +256,42 @@ fn given_a_validated_batch_when_appended_then_it_is_stored_and_the_limit_still_a
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].2[8..], b[8..]);
 }
+
+#[test]
+fn given_batches_sliced_from_one_shared_buffer_when_appended_then_offsets_are_assigned_on_disk_and_the_buffer_is_untouched()
+ {
+    // As the broker appends them: every batch of a request is a slice of the request's frame.
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), small_config());
+    let mut frame = b"request header".to_vec();
+    let mut ranges = Vec::new();
+    for b in 0..3u64 {
+        let mut batch = numbered_batch(b, 2, 40, 5);
+        batch[..8].copy_from_slice(&1234i64.to_be_bytes()); // a client's baseOffset, ignored
+        ranges.push(frame.len()..frame.len() + batch.len());
+        frame.extend_from_slice(&batch);
+    }
+    let frame = bytes::Bytes::from(frame);
+    let before = frame.to_vec();
+    for (i, r) in ranges.iter().enumerate() {
+        let info = log.append_batch(frame.slice(r.clone())).unwrap();
+        assert_eq!(info.base_offset, i as u64 * 2);
+    }
+    assert_eq!(frame.to_vec(), before, "the shared buffer is never written");
+    let got = read_all(&log, 0);
+    assert_eq!(got.len(), 3);
+    for (i, (base, _, bytes)) in got.iter().enumerate() {
+        assert_eq!(*base, i as u64 * 2);
+        assert_eq!(
+            bytes[..8],
+            (i as i64 * 2).to_be_bytes(),
+            "baseOffset on disk"
+        );
+        assert_eq!(bytes[8..], frame[ranges[i].clone()][8..]);
+    }
+    // And after a crash-reopen, recovery reads the same offsets from the file.
+    drop(log);
+    let log = open(dir.path(), small_config());
+    assert_eq!(read_all(&log, 0).len(), 3);
+    assert_eq!(log.log_end_offset(), 6);
+}

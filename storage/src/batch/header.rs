@@ -4,6 +4,7 @@
 //! batches byte for byte, so this module is the one place that knows where each field lives; the
 //! tools and the broker decode through it.
 
+use bytes::Bytes;
 use std::ops::Range;
 
 use super::BatchError;
@@ -315,20 +316,24 @@ pub fn validate_batch(buf: &[u8], max_total_len: usize) -> Result<BatchHeader, B
     Ok(header)
 }
 
-/// A batch that passed [`validate_batch`], owning its bytes so they cannot change afterwards.
-/// Lets a caller that must inspect a batch before appending it (the broker checks producer ids
-/// and flags) hand it to the log (`PartitionLog::append_validated`) without the CRC being
-/// computed a second time. To modify the bytes, take them back with [`ValidBatch::into_bytes`]
-/// and append them with `append_batch`, which validates again.
+/// A batch that passed [`validate_batch`], holding its bytes immutably so they cannot change
+/// afterwards. Lets a caller that must inspect a batch before appending it (the broker checks
+/// producer ids and flags) hand it to the log (`PartitionLog::append_validated`) without the CRC
+/// being computed a second time. The bytes may be a slice of a larger shared buffer (the broker
+/// passes the records of a request frame as received): the log never writes into them, it
+/// writes the assigned baseOffset from a buffer of its own. To modify the bytes, copy them and
+/// append the copy with `append_batch`, which validates again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ValidBatch {
     header: BatchHeader,
-    bytes: Vec<u8>,
+    bytes: Bytes,
 }
 
 impl ValidBatch {
-    /// Validates `bytes` as one batch of at most `max_total_len` bytes.
-    pub fn new(bytes: Vec<u8>, max_total_len: usize) -> Result<Self, BatchError> {
+    /// Validates `bytes` as one batch of at most `max_total_len` bytes. A `Vec<u8>` or a
+    /// `Bytes` is taken without a copy.
+    pub fn new(bytes: impl Into<Bytes>, max_total_len: usize) -> Result<Self, BatchError> {
+        let bytes = bytes.into();
         let header = validate_batch(&bytes, max_total_len)?;
         Ok(ValidBatch { header, bytes })
     }
@@ -341,7 +346,7 @@ impl ValidBatch {
         &self.bytes
     }
 
-    pub fn into_bytes(self) -> Vec<u8> {
+    pub fn into_bytes(self) -> Bytes {
         self.bytes
     }
 }

@@ -1,11 +1,11 @@
-//! The plain-file backend: `pwrite` and `fdatasync`, for kernels without io_uring.
+//! The plain-file backend: `pwritev` and `fdatasync`, for kernels without io_uring.
 //!
 //! Thread-safety: every call takes `&self` and uses positional I/O, so concurrent callers never
 //! share a cursor. The engine still serialises writes to one file (one writer per log).
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use super::{BackendKind, IoBackend, WritableFile};
@@ -116,17 +116,85 @@ pub(crate) fn start_writeback_range(file: &File, offset: u64, len: u64) -> io::R
     }
 }
 
+/// At most this many buffers per `pwritev` (Linux's `UIO_MAXIOV`).
+const MAX_IOVECS: usize = 1024;
+
+/// Writes every buffer, in order, from `offset`: one `pwritev` per up to [`MAX_IOVECS`]
+/// buffers, continuing after short writes and `EINTR`.
+pub(crate) fn pwritev_all(file: &File, bufs: &[&[u8]], mut offset: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // Position: buffer `i`, byte `skip` within it.
+    let (mut i, mut skip) = (0usize, 0usize);
+    loop {
+        while bufs.get(i).is_some_and(|b| b.len() <= skip) {
+            i += 1;
+            skip = 0;
+        }
+        let Some(rest) = bufs.get(i..) else {
+            return Ok(());
+        };
+        if rest.is_empty() {
+            return Ok(());
+        }
+        let iov: Vec<libc::iovec> = rest
+            .iter()
+            .enumerate()
+            .map(|(k, b)| {
+                if k == 0 {
+                    b.get(skip..).unwrap_or(&[])
+                } else {
+                    b
+                }
+            })
+            .filter(|b| !b.is_empty())
+            .take(MAX_IOVECS)
+            .map(|b| libc::iovec {
+                iov_base: b.as_ptr() as *mut libc::c_void,
+                iov_len: b.len(),
+            })
+            .collect();
+        let at = libc::off_t::try_from(offset)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "write offset too large"))?;
+        // SAFETY: every iovec points into a slice of `bufs`, borrowed for this whole call, and
+        // `pwritev` only reads them; `iov` outlives the call; the fd is owned by `file`, which
+        // the borrow keeps open. `iov.len()` is at most MAX_IOVECS, so it fits a c_int.
+        let n =
+            unsafe { libc::pwritev(file.as_raw_fd(), iov.as_ptr(), iov.len() as libc::c_int, at) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        // Advance past the `n` bytes written (empty buffers are skipped at the loop's top).
+        let mut n = n as usize;
+        offset += n as u64;
+        while n > 0 {
+            let Some(b) = bufs.get(i) else { break };
+            let left = b.len() - skip;
+            if n >= left {
+                n -= left;
+                i += 1;
+                skip = 0;
+            } else {
+                skip += n;
+                n = 0;
+            }
+        }
+    }
+}
+
 impl WritableFile for PlainFile {
     fn start_writeback(&self, offset: u64, len: u64) -> io::Result<()> {
         start_writeback_range(&self.file, offset, len)
     }
 
-    fn write_all_at(&self, bufs: &[&[u8]], mut offset: u64) -> io::Result<()> {
-        for buf in bufs {
-            self.file.write_all_at(buf, offset)?;
-            offset += buf.len() as u64;
-        }
-        Ok(())
+    fn write_all_at(&self, bufs: &[&[u8]], offset: u64) -> io::Result<()> {
+        pwritev_all(&self.file, bufs, offset)
     }
 
     fn sync_data(&self) -> io::Result<()> {

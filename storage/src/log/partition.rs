@@ -34,6 +34,7 @@ use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::batch::header;
@@ -100,11 +101,22 @@ pub struct RecoveryReport {
     pub segments_removed: usize,
 }
 
+/// A queued batch. Its bytes are exactly what was validated (possibly a slice of a shared
+/// request buffer); the assigned offset is written from `base_offset` by [`Pending::parts`],
+/// never into `batch`, so nothing is copied on the way to the file.
 struct Pending {
-    batch: Vec<u8>,
+    batch: Bytes,
     base_offset: u64,
     next_offset: u64,
     max_timestamp: i64,
+}
+
+impl Pending {
+    /// The batch as written: the assigned baseOffset, then every byte after the batch's own
+    /// baseOffset field. `head` must hold `base_offset.to_be_bytes()`.
+    fn parts<'a>(&'a self, head: &'a [u8; 8]) -> [&'a [u8]; 2] {
+        [head, self.batch.get(8..).unwrap_or(&[])]
+    }
 }
 
 #[derive(Default)]
@@ -363,7 +375,11 @@ impl PartitionLog {
     /// Appends one RecordBatch v2 given as raw bytes (as a producer sent it). Validates it
     /// (length, magic, CRC-32C, codec, offset delta), assigns offsets by rewriting baseOffset and
     /// returns once the batch is stored as the log's fsync policy promises.
-    pub fn append_batch(&self, batch: Vec<u8>) -> Result<AppendInfo> {
+    ///
+    /// `batch` may be a `Vec<u8>` or a `Bytes` (a slice of a larger buffer is fine); it is
+    /// taken without a copy and never modified.
+    pub fn append_batch(&self, batch: impl Into<Bytes>) -> Result<AppendInfo> {
+        let batch: Bytes = batch.into();
         let max = self.inner.config.max_batch_bytes;
         if batch.len() > max {
             return Err(Error::BatchTooLarge {
@@ -595,17 +611,18 @@ impl Inner {
 
     /// Queues a validated batch, assigning its offsets (under the queue lock, so offsets follow
     /// queue order), and waits until a leader (possibly this thread) has stored it.
-    fn append_wait(
-        &self,
-        mut batch: Vec<u8>,
-        count: u64,
-        max_timestamp: i64,
-    ) -> Result<AppendInfo> {
+    fn append_wait(&self, batch: Bytes, count: u64, max_timestamp: i64) -> Result<AppendInfo> {
+        if batch.len() < header::HEADER_LEN {
+            // Validation guarantees a whole header; this keeps `Pending::parts` honest anyway.
+            return Err(Error::InvalidBatch(crate::batch::BatchError::Truncated {
+                needed: header::HEADER_LEN,
+                available: batch.len(),
+            }));
+        }
         let mut q = self.queue.lock();
         self.check_open(&q)?;
         let base = q.next_offset;
         q.next_offset += count;
-        header::set_base_offset(&mut batch, base as i64);
         let seq = q.next_seq;
         q.next_seq += 1;
         q.pending.push(Pending {
@@ -716,7 +733,16 @@ impl Inner {
                 j += 1;
             }
             let run = group.get(i..j).unwrap_or(&[]);
-            let bufs: Vec<&[u8]> = run.iter().map(|p| p.batch.as_slice()).collect();
+            // Two buffers per batch: its assigned baseOffset, then the rest as received.
+            let heads: Vec<[u8; 8]> = run
+                .iter()
+                .map(|p| (p.base_offset as i64).to_be_bytes())
+                .collect();
+            let bufs: Vec<&[u8]> = run
+                .iter()
+                .zip(&heads)
+                .flat_map(|(p, head)| p.parts(head))
+                .collect();
             let seg = core.active.clone();
             let Some(w) = seg.writer() else {
                 return Err(("write", Error::Closed(self.dir.clone())));
