@@ -440,3 +440,60 @@ fn given_a_clean_shutdown_when_restarted_then_topics_and_records_are_all_there()
     assert_eq!(vals, ["v1", "v3", "v5", "v7", "v9"]);
     drop(b);
 }
+
+#[test]
+fn given_pipelined_requests_on_one_connection_when_sent_without_waiting_then_they_are_processed_and_answered_in_order()
+ {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseHeader};
+    use kafka_protocol::protocol::{Decodable, HeaderVersion};
+    let b = Broker::start(&[]);
+    let mut c = b.client();
+    create_topic(&mut c, "piped", 1, &[]);
+    // 60 produce requests (an idempotent producer, so any reordering would be refused as out
+    // of sequence), then a raw garbage frame: all written before a single response is read.
+    let mut ids = Vec::new();
+    for i in 0..60 {
+        let value = format!("p{i}-{}", "x".repeat(i * 200));
+        let req = ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(5000)
+            .with_topic_data(vec![
+                TopicProduceData::default()
+                    .with_name(topic("piped"))
+                    .with_partition_data(vec![
+                        PartitionProduceData::default()
+                            .with_index(0)
+                            .with_records(Some(batch(&[&value], Some((7, 0, i as i32))))),
+                    ]),
+            ]);
+        let (id, body) = c.encode_request(&req, 9);
+        c.send_raw(&body);
+        ids.push(id);
+    }
+    c.send_raw(&[0xff; 20]); // an unknown API key: the connection closes after the others
+    for (i, id) in ids.iter().enumerate() {
+        let mut frame = c
+            .read_frame()
+            .expect("every request before the bad one is answered");
+        let header =
+            ResponseHeader::decode(&mut frame, ProduceResponse::header_version(9)).unwrap();
+        assert_eq!(
+            header.correlation_id, *id,
+            "responses leave in request order"
+        );
+        let r = ProduceResponse::decode(&mut frame, 9).unwrap();
+        let p = &r.responses[0].partition_responses[0];
+        assert_eq!(p.error_code, 0, "request {i}: {:?}", p.error_message);
+        assert_eq!(p.base_offset, i as i64, "appended in the order sent");
+    }
+    assert!(c.is_closed(), "the bad frame closes the connection");
+    let mut other = b.client();
+    let r = fetch(&mut other, "piped", 0, 0, 0, 12);
+    let got = values(r.responses[0].partitions[0].records.as_ref().unwrap());
+    assert_eq!(got.len(), 60);
+    for (i, (offset, v)) in got.iter().enumerate() {
+        assert_eq!(*offset, i as i64);
+        assert!(v.starts_with(&format!("p{i}-")), "{v:.20}");
+    }
+}

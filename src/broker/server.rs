@@ -1,8 +1,11 @@
 //! Connections: Kafka framing, version gating, dispatch, in-order responses, shutdown.
 //!
-//! Each connection is one task that reads a request, answers it, then reads the next, so
-//! responses leave in request order (clients pipeline; Kafka does the same). Memory per
-//! connection is bounded by `socket.request.max.bytes`; a frame's buffer is allocated whole up to
+//! Each connection processes one request at a time, in the order they arrived, so responses
+//! leave in request order and a producer's batches are appended in the order it sent them
+//! (clients pipeline; Kafka does the same). A reader task reads the next request while the
+//! current one is processed, handing over at most one whole frame ahead. Memory per
+//! connection is bounded by three frames of `socket.request.max.bytes` (one being read, one
+//! waiting, one in process); a frame's buffer is allocated whole up to
 //! 8 MiB (so produced batches are never moved in user space) and grows beyond that only as bytes
 //! actually arrive, so a huge length prefix followed by silence costs little. A frame that is
 //! too large, too short, names an unknown API or an unsupported version (other than
@@ -128,26 +131,22 @@ async fn connection(
     broker: Arc<Broker>,
     stream: TcpStream,
     peer: SocketAddr,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
     stream.set_nodelay(true)?;
-    let (mut rd, mut wr) = stream.into_split();
+    let (rd, mut wr) = stream.into_split();
     let max = broker.config.max_frame_bytes();
-    loop {
-        let size = tokio::select! {
-            r = rd.read_i32() => match r {
-                Ok(n) => n,
-                Err(_) => return Ok(()), // peer closed
-            },
-            _ = shutdown.changed() => return Ok(()),
-        };
-        if size < 8 || size as usize > max {
-            tracing::warn!(%peer, size, max, "closing connection: bad frame size");
-            return Ok(());
-        }
-        let Some(frame) = read_frame(&mut rd, size as usize).await? else {
-            return Ok(()); // truncated frame: the peer went away mid-request
-        };
+    // The next request is read while this one is answered (clients pipeline), but requests
+    // are still processed one at a time, in order: at most READ_AHEAD whole frames wait.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(READ_AHEAD);
+    let _reader = AbortOnDrop(tokio::spawn(read_requests(
+        rd,
+        max,
+        peer,
+        shutdown.clone(),
+        tx,
+    )));
+    while let Some(frame) = rx.recv().await {
         let correlation_id = frame
             .get(4..8)
             .and_then(|b| <[u8; 4]>::try_from(b).ok())
@@ -174,6 +173,59 @@ async fn connection(
                 all.push(head.freeze());
                 all.extend(chunks);
                 write_all_vectored(&mut wr, &all).await?;
+            }
+        }
+    }
+    // The reader stopped: the peer closed, sent a bad frame, or the broker is shutting down.
+    // Every request it had read was answered above.
+    Ok(())
+}
+
+/// Request frames read ahead of the one being processed, per connection. With the frame being
+/// read and the one in process, a connection holds at most `READ_AHEAD + 2` frames.
+const READ_AHEAD: usize = 1;
+
+/// Aborts a task when dropped (the connection's reader, when the connection ends).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Reads request frames and hands them to the connection in order. Stops (dropping `tx`) when
+/// the peer closes, when a frame's size is out of bounds (the connection is closed after the
+/// requests before it are answered), or when shutdown begins between two frames.
+async fn read_requests(
+    mut rd: tokio::net::tcp::OwnedReadHalf,
+    max: usize,
+    peer: SocketAddr,
+    mut shutdown: watch::Receiver<bool>,
+    tx: tokio::sync::mpsc::Sender<Bytes>,
+) {
+    loop {
+        let size = tokio::select! {
+            r = rd.read_i32() => match r {
+                Ok(n) => n,
+                Err(_) => return, // peer closed
+            },
+            _ = shutdown.changed() => return,
+        };
+        if size < 8 || size as usize > max {
+            tracing::warn!(%peer, size, max, "closing connection: bad frame size");
+            return;
+        }
+        match read_frame(&mut rd, size as usize).await {
+            Ok(Some(frame)) => {
+                if tx.send(frame).await.is_err() {
+                    return; // the connection ended
+                }
+            }
+            Ok(None) => return, // truncated frame: the peer went away mid-request
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "reading a request failed");
+                return;
             }
         }
     }
