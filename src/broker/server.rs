@@ -90,14 +90,16 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
+    let pool = Arc::new(FramePool::default());
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let broker = broker.clone();
                     let shutdown = shutdown.clone();
+                    let pool = pool.clone();
                     tasks.spawn(async move {
-                        if let Err(e) = connection(broker, stream, peer, shutdown).await {
+                        if let Err(e) = connection(broker, stream, peer, shutdown, pool).await {
                             tracing::debug!(%peer, error = %e, "connection ended");
                         }
                     });
@@ -132,6 +134,7 @@ async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
     shutdown: watch::Receiver<bool>,
+    pool: Arc<FramePool>,
 ) -> Result<()> {
     stream.set_nodelay(true)?;
     let (rd, mut wr) = stream.into_split();
@@ -145,6 +148,7 @@ async fn connection(
         peer,
         shutdown.clone(),
         tx,
+        pool,
     )));
     while let Some(frame) = rx.recv().await {
         let correlation_id = frame
@@ -203,6 +207,7 @@ async fn read_requests(
     peer: SocketAddr,
     mut shutdown: watch::Receiver<bool>,
     tx: tokio::sync::mpsc::Sender<Bytes>,
+    pool: Arc<FramePool>,
 ) {
     loop {
         let size = tokio::select! {
@@ -216,7 +221,7 @@ async fn read_requests(
             tracing::warn!(%peer, size, max, "closing connection: bad frame size");
             return;
         }
-        match read_frame(&mut rd, size as usize).await {
+        match read_frame(&mut rd, size as usize, &pool).await {
             Ok(Some(frame)) => {
                 if tx.send(frame).await.is_err() {
                     return; // the connection ended
@@ -237,12 +242,77 @@ async fn read_requests(
 /// grows as its bytes arrive, so a huge length prefix followed by silence costs little.
 const EAGER_FRAME_BYTES: usize = 8 << 20;
 
+/// Frame buffers from this size up are recycled through a [`FramePool`]: a fresh buffer of a
+/// megabyte costs a page fault and a page clearing per 4 KiB when the socket data is copied in,
+/// which profiling showed to be a tenth of the broker's CPU under produce load.
+const POOLED_MIN_BYTES: usize = 64 << 10;
+
+/// At most this many bytes of idle frame buffers are kept for reuse, broker-wide.
+const POOL_MAX_BYTES: usize = 64 << 20;
+
+/// Idle frame buffers, reused for the next large request.
+#[derive(Debug, Default)]
+pub struct FramePool {
+    free: parking_lot::Mutex<(Vec<Vec<u8>>, usize)>,
+}
+
+impl FramePool {
+    /// An empty buffer with room for `capacity` bytes: a recycled one when one is big enough.
+    fn take(&self, capacity: usize) -> Vec<u8> {
+        if capacity >= POOLED_MIN_BYTES {
+            let mut free = self.free.lock();
+            let (bufs, bytes) = &mut *free;
+            if let Some(i) = bufs.iter().position(|b| b.capacity() >= capacity) {
+                let mut b = bufs.swap_remove(i);
+                *bytes -= b.capacity();
+                b.clear();
+                return b;
+            }
+        }
+        Vec::with_capacity(capacity)
+    }
+
+    /// Keeps `buf` for reuse if it is large enough to be worth it and the pool has room.
+    fn put(&self, buf: Vec<u8>) {
+        let cap = buf.capacity();
+        if !(POOLED_MIN_BYTES..=EAGER_FRAME_BYTES).contains(&cap) {
+            return;
+        }
+        let mut free = self.free.lock();
+        let (bufs, bytes) = &mut *free;
+        if *bytes + cap <= POOL_MAX_BYTES {
+            *bytes += cap;
+            bufs.push(buf);
+        }
+    }
+}
+
+/// A frame's bytes; when the last `Bytes` slice of it is dropped (after the batches in it are
+/// appended), the buffer goes back to the pool.
+struct PooledFrame {
+    buf: Vec<u8>,
+    pool: Arc<FramePool>,
+}
+
+impl AsRef<[u8]> for PooledFrame {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl Drop for PooledFrame {
+    fn drop(&mut self) {
+        self.pool.put(std::mem::take(&mut self.buf));
+    }
+}
+
 /// Reads the `size` bytes of a frame's body. `None` if the peer closed before sending them all.
 async fn read_frame(
     rd: &mut tokio::net::tcp::OwnedReadHalf,
     size: usize,
+    pool: &Arc<FramePool>,
 ) -> std::io::Result<Option<Bytes>> {
-    let mut buf = BytesMut::with_capacity(size.min(EAGER_FRAME_BYTES));
+    let mut buf = pool.take(size.min(EAGER_FRAME_BYTES));
     while buf.len() < size {
         let left = size - buf.len();
         if buf.capacity() == buf.len() {
@@ -250,10 +320,14 @@ async fn read_frame(
         }
         // `take` keeps the read inside this frame even when the buffer has room beyond it.
         if (&mut *rd).take(left as u64).read_buf(&mut buf).await? == 0 {
+            pool.put(buf);
             return Ok(None);
         }
     }
-    Ok(Some(buf.freeze()))
+    Ok(Some(Bytes::from_owner(PooledFrame {
+        buf,
+        pool: pool.clone(),
+    })))
 }
 
 /// Writes every chunk, in order, with as few system calls as the kernel allows.
@@ -398,4 +472,57 @@ async fn dispatch(
         )),
     };
     (reply, key.response_header_version(version))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use super::*;
+
+    #[test]
+    fn frame_pool_reuses_large_buffers_up_to_its_byte_limit_and_never_small_ones() {
+        let pool = Arc::new(FramePool::default());
+        let big = pool.take(1 << 20);
+        let ptr = big.as_ptr();
+        pool.put(big);
+        let again = pool.take(512 << 10);
+        assert_eq!(again.as_ptr(), ptr, "a buffer big enough is reused");
+        assert!(again.is_empty());
+        pool.put(again);
+        assert!(
+            pool.take(2 << 20).capacity() >= 2 << 20,
+            "too small: a new one"
+        );
+
+        let small = pool.take(1000);
+        pool.put(small);
+        assert_eq!(pool.free.lock().0.len(), 1, "small buffers are not kept");
+
+        for _ in 0..(POOL_MAX_BYTES / EAGER_FRAME_BYTES + 3) {
+            pool.put(Vec::with_capacity(EAGER_FRAME_BYTES));
+        }
+        assert!(pool.free.lock().1 <= POOL_MAX_BYTES);
+        pool.put(Vec::with_capacity(EAGER_FRAME_BYTES + 1));
+        assert!(
+            pool.free.lock().1 <= POOL_MAX_BYTES,
+            "oversized ones are not kept"
+        );
+    }
+
+    #[test]
+    fn a_frame_returns_to_the_pool_when_its_last_slice_is_dropped() {
+        let pool = Arc::new(FramePool::default());
+        let mut buf = pool.take(100 << 10);
+        buf.extend_from_slice(&[7u8; 100 << 10]);
+        let frame = Bytes::from_owner(PooledFrame {
+            buf,
+            pool: pool.clone(),
+        });
+        let records = frame.slice(10..20);
+        drop(frame);
+        assert!(pool.free.lock().0.is_empty(), "a slice still uses it");
+        assert_eq!(&records[..], &[7u8; 10]);
+        drop(records);
+        assert_eq!(pool.free.lock().0.len(), 1);
+    }
 }
