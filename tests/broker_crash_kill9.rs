@@ -7,7 +7,7 @@ mod common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 
@@ -49,7 +49,13 @@ fn given_acks_all_and_flush_per_message_when_the_broker_is_killed_then_every_ack
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(800));
+    // Kill mid-stream once the producers have had a few acknowledgments (how long that takes
+    // depends on the machine's load, with an fsync before each one).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while acked.lock().unwrap().len() <= 10 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(200));
     b.kill9();
     stop.store(true, Ordering::Relaxed);
     for p in producers {

@@ -1,6 +1,6 @@
 #!/bin/bash
 set -u
-S=${STRATA:-target/release/strata}; D=/tmp/strata-perf-data; O=/tmp/perf2/out
+S=${STRATA:-target/release/strata}; D=${DATA:-/tmp/strata-perf-data}; O=${OUT:-/tmp/perf2/out}
 mkdir -p $D $O
 C="--total 2GiB --message-size 1KiB --batch-size 1000 --fsync never --acks 1 --phases produce,consume --json"
 for i in 1 2 3; do

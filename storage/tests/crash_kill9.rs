@@ -75,6 +75,7 @@ fn given_an_appender_killed_with_sigkill_when_the_log_reopens_then_every_acknowl
             .spawn()
             .unwrap();
         let stdout = child.stdout.take().unwrap();
+        let (tx, acks) = std::sync::mpsc::channel::<(u64, u64)>();
         let reader = std::thread::spawn(move || {
             BufReader::new(stdout)
                 .lines()
@@ -83,12 +84,23 @@ fn given_an_appender_killed_with_sigkill_when_the_log_reopens_then_every_acknowl
                     let mut it = l.strip_prefix("ack ")?.split(' ');
                     Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
                 })
-                .collect::<Vec<(u64, u64)>>()
+                .for_each(|ack| {
+                    let _ = tx.send(ack);
+                });
         });
+        // Kill at a random moment while the child is appending: count from its first ack, not
+        // from the spawn (starting the process and opening the log take a while under load).
+        let first = acks
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|e| {
+                let _ = child.kill();
+                panic!("round {round}: the child acknowledged nothing within 60 s: {e}")
+            });
         std::thread::sleep(kill_after);
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
-        let round_acks = reader.join().unwrap();
+        reader.join().unwrap();
+        let round_acks: Vec<(u64, u64)> = std::iter::once(first).chain(acks.try_iter()).collect();
         if let Some((_, n)) = round_acks.last() {
             next_batch_no = n + 1;
         }

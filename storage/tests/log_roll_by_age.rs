@@ -12,7 +12,9 @@ use strata_storage::log::LogConfig;
 fn given_segment_ms_when_the_active_segment_gets_older_then_the_next_append_rolls() {
     let dir = tempfile::tempdir().unwrap();
     let config = LogConfig {
-        segment_ms: Some(Duration::from_millis(50)),
+        // Long enough that the first two appends surely land within it, even on a loaded
+        // machine that stalls the test thread for a while.
+        segment_ms: Some(Duration::from_millis(1000)),
         segment_bytes: 1 << 20,
         ..small_config()
     };
@@ -20,7 +22,7 @@ fn given_segment_ms_when_the_active_segment_gets_older_then_the_next_append_roll
     log.append_batch(numbered_batch(0, 1, 10, 0)).unwrap();
     log.append_batch(numbered_batch(1, 1, 10, 0)).unwrap();
     assert_eq!(log.segments().len(), 1);
-    std::thread::sleep(Duration::from_millis(80));
+    std::thread::sleep(Duration::from_millis(1100));
     let info = log.append_batch(numbered_batch(2, 1, 10, 0)).unwrap();
     let segs = log.segments();
     assert_eq!(segs.len(), 2, "{segs:?}");

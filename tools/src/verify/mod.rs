@@ -258,8 +258,19 @@ impl Verifier<'_, '_> {
         let mut prev_end: Option<u64> = None;
         let count = l.logs.len();
         let mut last_end = None;
+        // The engine seals rolled segments in the background (sync, index files) and only
+        // then moves the checkpoint's recovery point past them. After a crash, a valid but
+        // unclean checkpoint says which segments were not sealed yet: recovery seals those, so
+        // missing index files there are the expected state, not damage.
+        let unsealed_from = l
+            .checkpoint
+            .as_deref()
+            .and_then(|p| std::fs::read(p).ok())
+            .and_then(|b| Checkpoint::decode(&b).ok())
+            .filter(|cp| !cp.clean)
+            .map(|cp| cp.recovery_point);
         for (i, (base, (path, len))) in l.logs.iter().enumerate() {
-            let sealed = i + 1 < count;
+            let sealed = i + 1 < count && unsealed_from.is_none_or(|rp| *base < rp);
             if let Some(prev) = prev_end
                 && prev != *base
             {
