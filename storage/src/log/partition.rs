@@ -852,10 +852,16 @@ impl Inner {
         }
         let base = core.next_offset;
         let new = self.create_segment(base)?;
-        // The new file's directory entry must be durable before anything in it is acknowledged.
-        self.backend
-            .sync_dir(&self.dir)
-            .ctx("fsync dir", &self.dir)?;
+        // Under `always` the new file's directory entry must be durable before anything in it
+        // is acknowledged. Under `never`/`interval` nothing in it is promised durable before the
+        // next sync, and a sync first waits for this roll's seal, which fsyncs the directory.
+        // So only `always` waits here: on ext4 a directory fsync commits the journal, which
+        // waits for every data block in writeback (measured at 1.2 s under a 2 GiB produce).
+        if self.config.fsync == FsyncPolicy::Always {
+            self.backend
+                .sync_dir(&self.dir)
+                .ctx("fsync dir", &self.dir)?;
+        }
         let sealed = Arc::new(Segment::sealed(
             &self.dir,
             old.base_offset,
@@ -894,8 +900,9 @@ impl Inner {
         Ok(())
     }
 
-    /// Makes a rolled segment durable: fdatasync, index files, then the checkpoint that moves
-    /// the recovery point to the next segment.
+    /// Makes a rolled segment durable: fdatasync, index files, a directory fsync (which also
+    /// makes the next segment's directory entry durable, see `roll_inner`), then the
+    /// checkpoint that moves the recovery point to the next segment.
     fn seal(&self, job: &SealJob) -> Result<()> {
         let seg = &job.segment;
         let w = seg
