@@ -502,11 +502,16 @@ mod tests {
             pool.put(Vec::with_capacity(EAGER_FRAME_BYTES));
         }
         assert!(pool.free.lock().1 <= POOL_MAX_BYTES);
-        pool.put(Vec::with_capacity(EAGER_FRAME_BYTES + 1));
+        assert!(pool.free.lock().1 > POOL_MAX_BYTES - EAGER_FRAME_BYTES);
+
+        let empty = FramePool::default();
+        empty.put(Vec::with_capacity(EAGER_FRAME_BYTES + 1));
         assert!(
-            pool.free.lock().1 <= POOL_MAX_BYTES,
+            empty.free.lock().0.is_empty(),
             "oversized ones are not kept"
         );
+        empty.put(Vec::with_capacity(EAGER_FRAME_BYTES));
+        assert_eq!(empty.free.lock().0.len(), 1);
     }
 
     #[test]

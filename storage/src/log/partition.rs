@@ -373,8 +373,9 @@ impl PartitionLog {
     }
 
     /// Appends one RecordBatch v2 given as raw bytes (as a producer sent it). Validates it
-    /// (length, magic, CRC-32C, codec, offset delta), assigns offsets by rewriting baseOffset and
-    /// returns once the batch is stored as the log's fsync policy promises.
+    /// (length, magic, CRC-32C, codec, offset delta), assigns offsets (the batch is stored with
+    /// the assigned baseOffset) and returns once the batch is stored as the log's fsync policy
+    /// promises.
     ///
     /// `batch` may be a `Vec<u8>` or a `Bytes` (a slice of a larger buffer is fine); it is
     /// taken without a copy and never modified.
