@@ -60,6 +60,8 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let mut config = args.resolve()?;
     crate::broker::check_data_dir(&config.data_dir())?;
     let addr = config.listen_addr()?;
+    // Settings that depend on each other are checked once all are known.
+    config.queued_request_budget()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("strata-net")

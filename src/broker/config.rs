@@ -114,6 +114,16 @@ pub const BROKER_KEYS: &[(&str, &str, &str)] = &[
         "Largest request frame; a larger length prefix closes the connection.",
     ),
     (
+        "queued.max.request.bytes",
+        "536870912",
+        "Request bytes read but not yet fully processed, summed over all connections; a connection waits (back-pressure) before reading a frame that would exceed it. At least `socket.request.max.bytes`; -1 = unlimited (Kafka's default; ours is bounded).",
+    ),
+    (
+        "max.connections",
+        "2147483647",
+        "Most client connections open at once; further ones wait in the listen backlog until one closes (as in Kafka).",
+    ),
+    (
         "group.initial.rebalance.delay.ms",
         "3000",
         "How long the first rebalance of an empty consumer group waits for more members to join.",
@@ -267,6 +277,17 @@ impl BrokerConfig {
             "auto.create.topics.enable" | "log.preallocate" => self.bool(key).map(drop),
             "log.dirs" => Ok(()),
             "log.flush.interval.ms" if self.get(key).is_empty() => Ok(()),
+            "max.connections" => self.max_connections().map(drop),
+            "socket.request.max.bytes" => {
+                let v = self.i64(key)?;
+                if !(8..=i64::from(i32::MAX)).contains(&v) {
+                    bail!(
+                        "socket.request.max.bytes must be in 8..={}, got {v}",
+                        i32::MAX
+                    );
+                }
+                Ok(())
+            }
             _ => self.i64(key).map(drop),
         }
     }
@@ -327,6 +348,30 @@ impl BrokerConfig {
 
     pub fn auto_create_topics(&self) -> bool {
         self.bool("auto.create.topics.enable").unwrap_or(true)
+    }
+
+    /// `queued.max.request.bytes`: `None` when unlimited (-1). Must admit the largest frame.
+    pub fn queued_request_budget(&self) -> Result<Option<usize>> {
+        let v = self.i64("queued.max.request.bytes")?;
+        if v == -1 {
+            return Ok(None);
+        }
+        let frame = self.max_frame_bytes();
+        match usize::try_from(v) {
+            Ok(n) if n >= frame => Ok(Some(n)),
+            _ => bail!(
+                "queued.max.request.bytes must be -1 or at least socket.request.max.bytes ({frame}), got {v}"
+            ),
+        }
+    }
+
+    /// `max.connections`.
+    pub fn max_connections(&self) -> Result<usize> {
+        let v = self.i64("max.connections")?;
+        match usize::try_from(v) {
+            Ok(n) if n >= 1 => Ok(n),
+            _ => bail!("max.connections must be at least 1, got {v}"),
+        }
     }
 
     pub fn max_frame_bytes(&self) -> usize {

@@ -22,7 +22,7 @@ use kafka_protocol::protocol::{Decodable, Encodable};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use super::Broker;
 use super::groups::handlers as groups;
@@ -91,15 +91,33 @@ pub async fn serve(
 ) -> Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
     let pool = Arc::new(FramePool::default());
+    let budget = broker
+        .config
+        .queued_request_budget()?
+        .map(|n| Arc::new(Semaphore::new(n.min(Semaphore::MAX_PERMITS))));
+    let max_connections = broker.config.max_connections()?;
+    let connections = Arc::new(Semaphore::new(max_connections.min(Semaphore::MAX_PERMITS)));
     loop {
+        // At `max.connections`, stop accepting: new connections wait in the listen backlog.
+        let slot = tokio::select! {
+            p = connections.clone().acquire_owned() => p.ok(),
+            _ = shutdown.changed() => None,
+        };
+        let Some(slot) = slot else {
+            break;
+        };
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let broker = broker.clone();
                     let shutdown = shutdown.clone();
-                    let pool = pool.clone();
+                    let frames = Frames {
+                        pool: pool.clone(),
+                        budget: budget.clone(),
+                    };
                     tasks.spawn(async move {
-                        if let Err(e) = connection(broker, stream, peer, shutdown, pool).await {
+                        let _slot = slot;
+                        if let Err(e) = connection(broker, stream, peer, shutdown, frames).await {
                             tracing::debug!(%peer, error = %e, "connection ended");
                         }
                     });
@@ -134,7 +152,7 @@ async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
     shutdown: watch::Receiver<bool>,
-    pool: Arc<FramePool>,
+    frames: Frames,
 ) -> Result<()> {
     stream.set_nodelay(true)?;
     let (rd, mut wr) = stream.into_split();
@@ -148,7 +166,7 @@ async fn connection(
         peer,
         shutdown.clone(),
         tx,
-        pool,
+        frames,
     )));
     while let Some(frame) = rx.recv().await {
         let correlation_id = frame
@@ -207,7 +225,7 @@ async fn read_requests(
     peer: SocketAddr,
     mut shutdown: watch::Receiver<bool>,
     tx: tokio::sync::mpsc::Sender<Bytes>,
-    pool: Arc<FramePool>,
+    frames: Frames,
 ) {
     loop {
         let size = tokio::select! {
@@ -221,7 +239,18 @@ async fn read_requests(
             tracing::warn!(%peer, size, max, "closing connection: bad frame size");
             return;
         }
-        match read_frame(&mut rd, size as usize, &pool).await {
+        // Wait until the frame fits the broker-wide budget of queued request bytes.
+        let permit = match &frames.budget {
+            None => None,
+            Some(budget) => tokio::select! {
+                p = budget.clone().acquire_many_owned(size as u32) => match p {
+                    Ok(p) => Some(p),
+                    Err(_) => return,
+                },
+                _ = shutdown.changed() => return,
+            },
+        };
+        match read_frame(&mut rd, size as usize, &frames.pool, permit).await {
             Ok(Some(frame)) => {
                 if tx.send(frame).await.is_err() {
                     return; // the connection ended
@@ -249,6 +278,15 @@ const POOLED_MIN_BYTES: usize = 64 << 10;
 
 /// At most this many bytes of idle frame buffers are kept for reuse, broker-wide.
 const POOL_MAX_BYTES: usize = 64 << 20;
+
+/// What the connections share for reading frames.
+#[derive(Debug, Clone)]
+struct Frames {
+    pool: Arc<FramePool>,
+    /// `queued.max.request.bytes` as permits (one per byte), held by a frame until its last
+    /// slice is dropped; `None` when unlimited.
+    budget: Option<Arc<Semaphore>>,
+}
 
 /// Idle frame buffers, reused for the next large request.
 #[derive(Debug, Default)]
@@ -288,10 +326,11 @@ impl FramePool {
 }
 
 /// A frame's bytes; when the last `Bytes` slice of it is dropped (after the batches in it are
-/// appended), the buffer goes back to the pool.
+/// appended), the buffer goes back to the pool and its share of the request budget is released.
 struct PooledFrame {
     buf: Vec<u8>,
     pool: Arc<FramePool>,
+    _permit: Option<OwnedSemaphorePermit>,
 }
 
 impl AsRef<[u8]> for PooledFrame {
@@ -311,6 +350,7 @@ async fn read_frame(
     rd: &mut tokio::net::tcp::OwnedReadHalf,
     size: usize,
     pool: &Arc<FramePool>,
+    permit: Option<OwnedSemaphorePermit>,
 ) -> std::io::Result<Option<Bytes>> {
     let mut buf = pool.take(size.min(EAGER_FRAME_BYTES));
     while buf.len() < size {
@@ -327,6 +367,7 @@ async fn read_frame(
     Ok(Some(Bytes::from_owner(PooledFrame {
         buf,
         pool: pool.clone(),
+        _permit: permit,
     })))
 }
 
@@ -514,6 +555,75 @@ mod tests {
         assert_eq!(empty.free.lock().0.len(), 1);
     }
 
+    #[tokio::test]
+    async fn given_a_request_budget_when_frames_are_held_then_the_reader_stops_until_one_is_released()
+     {
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (server, peer) = listener.accept().await.unwrap();
+        let (rd, _wr) = server.into_split();
+        // Room for exactly three 100 KB frames.
+        let frame_len = 100_000usize;
+        let budget = Arc::new(Semaphore::new(3 * frame_len));
+        let frames = Frames {
+            pool: Arc::new(FramePool::default()),
+            budget: Some(budget.clone()),
+        };
+        let (_stop_tx, stop_rx) = watch::channel(false);
+        let (tx, mut rx) = tokio::sync::mpsc::channel(READ_AHEAD);
+        let reader = AbortOnDrop(tokio::spawn(read_requests(
+            rd,
+            1 << 20,
+            peer,
+            stop_rx,
+            tx,
+            frames,
+        )));
+        for i in 0..5u8 {
+            let mut f = (frame_len as i32).to_be_bytes().to_vec();
+            f.extend(std::iter::repeat_n(i, frame_len));
+            client.write_all(&f).await.unwrap();
+        }
+        let wait = std::time::Duration::from_secs(20);
+        let mut held = Vec::new();
+        for i in 0..3u8 {
+            let f = tokio::time::timeout(wait, rx.recv())
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!((f.len(), f[0]), (frame_len, i));
+            held.push(f);
+        }
+        assert_eq!(
+            budget.available_permits(),
+            0,
+            "three frames use the whole budget"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        assert!(rx.try_recv().is_err(), "a fourth frame does not fit");
+        // A slice keeps its frame's share; dropping the last one releases it.
+        let slice = held.remove(0).slice(0..10);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert!(rx.try_recv().is_err(), "a slice still holds the budget");
+        drop(slice);
+        let f = tokio::time::timeout(wait, rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(f[0], 3);
+        drop(held);
+        drop(f);
+        let f = tokio::time::timeout(wait, rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(f[0], 4);
+        drop(f);
+        drop(reader);
+    }
+
     #[test]
     fn a_frame_returns_to_the_pool_when_its_last_slice_is_dropped() {
         let pool = Arc::new(FramePool::default());
@@ -522,6 +632,7 @@ mod tests {
         let frame = Bytes::from_owner(PooledFrame {
             buf,
             pool: pool.clone(),
+            _permit: None,
         });
         let records = frame.slice(10..20);
         drop(frame);

@@ -1,0 +1,152 @@
+//! Scenario: the broker's resource limits, `max.connections` and `queued.max.request.bytes`,
+//! apply back-pressure without failing or reordering anyone's requests.
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    ApiVersionsRequest, ApiVersionsResponse, ProduceRequest, ProduceResponse, ResponseHeader,
+};
+use kafka_protocol::protocol::{Decodable, HeaderVersion};
+
+#[test]
+fn given_max_connections_when_one_more_client_connects_then_it_is_served_once_another_leaves() {
+    let b = Broker::start(&["--set", "max.connections=2"]);
+    let mut first = b.client();
+    let mut second = b.client();
+    for c in [&mut first, &mut second] {
+        let r = c.call(&ApiVersionsRequest::default(), 3);
+        assert_eq!(r.error_code, 0);
+    }
+    // The third connects (the kernel's listen backlog takes it) but is not accepted yet.
+    let mut third = b.client();
+    third
+        .stream
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let (id, body) = third.encode_request(&ApiVersionsRequest::default(), 3);
+    third.send_raw(&body);
+    assert!(
+        third.read_frame().is_none(),
+        "the broker answered a connection over max.connections"
+    );
+    drop(first);
+    third
+        .stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut frame = third.read_frame().expect("served once a slot is free");
+    let header =
+        ResponseHeader::decode(&mut frame, ApiVersionsResponse::header_version(3)).unwrap();
+    assert_eq!(header.correlation_id, id);
+    assert_eq!(
+        ApiVersionsResponse::decode(&mut frame, 3)
+            .unwrap()
+            .error_code,
+        0
+    );
+    // The one still connected was never disturbed.
+    assert_eq!(second.call(&ApiVersionsRequest::default(), 3).error_code, 0);
+}
+
+#[test]
+fn given_a_small_request_budget_when_many_clients_pipeline_large_produces_then_all_are_stored_in_order()
+ {
+    // Room for two ≈600 KB requests at a time, broker-wide, against 4 clients x 6 in flight.
+    let b = Broker::start(&[
+        "--set",
+        "socket.request.max.bytes=700000",
+        "--set",
+        "queued.max.request.bytes=1400000",
+    ]);
+    let mut admin = b.client();
+    create_topic(&mut admin, "budget", 4, &[]);
+    let value = "v".repeat(600_000);
+    let clients: Vec<_> = (0..4)
+        .map(|p| {
+            let addr = b.addr.clone();
+            let value = value.clone();
+            std::thread::spawn(move || {
+                let mut c = Client::connect(&addr);
+                let mut ids = Vec::new();
+                for i in 0..6 {
+                    let v = format!("{p}:{i}:{value}");
+                    let req = ProduceRequest::default()
+                        .with_acks(-1)
+                        .with_timeout_ms(30_000)
+                        .with_topic_data(vec![
+                            TopicProduceData::default()
+                                .with_name(topic("budget"))
+                                .with_partition_data(vec![
+                                    PartitionProduceData::default()
+                                        .with_index(p)
+                                        .with_records(Some(batch(&[&v], None))),
+                                ]),
+                        ]);
+                    let (id, body) = c.encode_request(&req, 9);
+                    c.send_raw(&body);
+                    ids.push(id);
+                }
+                for (i, id) in ids.into_iter().enumerate() {
+                    let mut frame = c.read_frame().expect("answered");
+                    let h = ResponseHeader::decode(&mut frame, ProduceResponse::header_version(9))
+                        .unwrap();
+                    assert_eq!(h.correlation_id, id);
+                    let r = ProduceResponse::decode(&mut frame, 9).unwrap();
+                    let pr = &r.responses[0].partition_responses[0];
+                    assert_eq!(pr.error_code, 0, "{:?}", pr.error_message);
+                    assert_eq!(pr.base_offset, i as i64);
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+    for p in 0..4 {
+        let mut offset = 0;
+        while offset < 6 {
+            let r = fetch(&mut admin, "budget", p, offset, 0, 12);
+            let got = values(r.responses[0].partitions[0].records.as_ref().unwrap());
+            assert!(!got.is_empty());
+            for (o, v) in got {
+                assert_eq!(o, offset);
+                assert!(v.starts_with(&format!("{p}:{offset}:")));
+                offset += 1;
+            }
+        }
+    }
+}
+
+#[test]
+fn given_a_request_budget_smaller_than_a_frame_when_starting_then_the_broker_refuses_with_a_clear_error()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .args(["--set", "socket.request.max.bytes=2000000"])
+        .args(["--set", "queued.max.request.bytes=1000000"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("queued.max.request.bytes must be -1 or at least socket.request.max.bytes"),
+        "{err}"
+    );
+    for bad in ["max.connections=0", "socket.request.max.bytes=3000000000"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path())
+            .args(["--set", bad])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{bad} was accepted");
+    }
+}
