@@ -305,9 +305,22 @@ pub async fn fetch(
     let wait = Duration::from_millis(req.max_wait_ms.max(0) as u64).min(MAX_WAIT_CAP);
     let deadline = tokio::time::Instant::now() + wait;
     let min_bytes = req.min_bytes.max(0) as usize;
-    let mut appended = broker.subscribe_appends();
+    // Woken only by appends to the partitions asked for (an unknown one is answered at once).
+    let mut appended: Vec<watch::Receiver<u64>> = req
+        .topics
+        .iter()
+        .flat_map(|t| {
+            let name = t.topic.0.to_string();
+            t.partitions
+                .iter()
+                .filter_map(move |p| broker.partition(&name, p.partition))
+        })
+        .map(|p| p.subscribe_appends())
+        .collect();
     loop {
-        appended.borrow_and_update();
+        for r in &mut appended {
+            r.borrow_and_update();
+        }
         let (out, bytes, errors) = build_fetch(broker, &req, version);
         let expired = tokio::time::Instant::now() >= deadline;
         // min_bytes 0 answers at once, as in Kafka; otherwise wait for that much data.
@@ -316,11 +329,25 @@ pub async fn fetch(
         }
         // Long poll: park until something is appended, the wait expires or the broker stops.
         tokio::select! {
-            _ = appended.changed() => {}
+            _ = any_changed(&mut appended) => {}
             _ = tokio::time::sleep_until(deadline) => {}
             _ = shutdown.changed() => {}
         }
     }
+}
+
+/// Resolves once any of `rxs` has changed since it was last seen (or its sender is gone: the
+/// partition was deleted). Never resolves for an empty list.
+async fn any_changed(rxs: &mut [watch::Receiver<u64>]) {
+    let mut waits: Vec<_> = rxs.iter_mut().map(|r| Box::pin(r.changed())).collect();
+    std::future::poll_fn(|cx| {
+        if waits.iter_mut().any(|w| w.as_mut().poll(cx).is_ready()) {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await
 }
 
 /// Reads every requested partition. Returns the response, the record bytes in it, and whether

@@ -116,6 +116,16 @@ pub struct Partition {
     /// Serialises the sequence check and append of idempotent batches (they are rare to
     /// contend: one producer pipelines on one connection, which is processed in order).
     idempotent: Mutex<()>,
+    /// Changes after every append to this partition: wakes the fetches parked on it, and only
+    /// those.
+    appended: tokio::sync::watch::Sender<u64>,
+}
+
+impl Partition {
+    /// A receiver that changes after every append to this partition (for long-poll fetches).
+    pub fn subscribe_appends(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.appended.subscribe()
+    }
 }
 
 /// A topic: its partitions and effective configuration.
@@ -147,7 +157,6 @@ pub struct Broker {
     admin: Mutex<()>,
     producer_ids: ProducerIdAllocator,
     /// Bumped after every append; long-polling fetches wait on it.
-    appended: tokio::sync::watch::Sender<u64>,
     /// Consumer groups and committed offsets (`__consumer_offsets-0`).
     pub groups: Arc<groups::Coordinator>,
 }
@@ -183,7 +192,6 @@ impl Broker {
             backend,
             topics: RwLock::new(BTreeMap::new()),
             admin: Mutex::new(()),
-            appended: tokio::sync::watch::channel(0).0,
             config,
         });
         let mut metas: Vec<PathBuf> = std::fs::read_dir(data_dir.join("topics"))?
@@ -221,6 +229,7 @@ impl Broker {
                 log: Arc::new(log),
                 producers: Mutex::new(ProducerStates::default()),
                 idempotent: Mutex::new(()),
+                appended: tokio::sync::watch::channel(0).0,
             };
             partition.rebuild_producer_state();
             partitions.push(Arc::new(partition));
@@ -337,11 +346,6 @@ impl Broker {
         self.producer_ids.allocate()
     }
 
-    /// A receiver that changes after every append (for long-poll fetches).
-    pub fn subscribe_appends(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.appended.subscribe()
-    }
-
     /// Validates and appends one producer batch (blocking: call from a blocking thread).
     /// `records` is usually a slice of the request frame; unless the topic rewrites the batch
     /// it reaches the file without being copied.
@@ -353,7 +357,7 @@ impl Broker {
     ) -> Result<Produced, ProduceError> {
         let res = partition.produce(config, records);
         if res.is_ok() {
-            self.appended.send_modify(|n| *n = n.wrapping_add(1));
+            partition.appended.send_modify(|n| *n = n.wrapping_add(1));
         }
         res
     }
@@ -603,4 +607,68 @@ pub fn check_data_dir(dir: &Path) -> Result<()> {
         bail!("{} exists and is not a directory", dir.display());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use super::*;
+
+    fn one_record_batch(value: &str) -> bytes::Bytes {
+        let mut b = BatchBuilder::new(strata_storage::batch::Compression::None);
+        b.push(NewRecord::new(value.as_bytes().to_vec())).unwrap();
+        bytes::Bytes::from(b.build().unwrap())
+    }
+
+    #[test]
+    fn an_append_wakes_the_fetches_of_its_own_partition_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = BrokerConfig::default();
+        config
+            .set("log.dirs", dir.path().to_str().unwrap())
+            .unwrap();
+        config.set("strata.io.backend", "plain").unwrap();
+        let broker = Broker::open(config).unwrap();
+        broker.create_topic("a", 2, BTreeMap::new(), false).unwrap();
+        broker.create_topic("b", 1, BTreeMap::new(), false).unwrap();
+        let topic_a = broker.topic("a").unwrap();
+        let (a0, a1) = (
+            broker.partition("a", 0).unwrap(),
+            broker.partition("a", 1).unwrap(),
+        );
+        let b0 = broker.partition("b", 0).unwrap();
+        let (rx_a0, mut rx_a1, rx_b0) = (
+            a0.subscribe_appends(),
+            a1.subscribe_appends(),
+            b0.subscribe_appends(),
+        );
+
+        broker
+            .produce(&a1, &topic_a.config, one_record_batch("x"))
+            .unwrap();
+        assert!(
+            rx_a1.has_changed().unwrap(),
+            "its own partition's fetches wake"
+        );
+        assert!(
+            !rx_a0.has_changed().unwrap(),
+            "another partition of the topic does not"
+        );
+        assert!(!rx_b0.has_changed().unwrap(), "another topic does not");
+        rx_a1.borrow_and_update();
+
+        // A refused batch wakes no one.
+        assert!(
+            broker
+                .produce(
+                    &a0,
+                    &topic_a.config,
+                    bytes::Bytes::from_static(b"not a batch")
+                )
+                .is_err()
+        );
+        assert!(!rx_a0.has_changed().unwrap());
+        drop((a0, a1, b0, topic_a));
+        broker.close().unwrap();
+    }
 }
