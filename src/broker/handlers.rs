@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
+use strata_storage::log::read::ReadSlice;
 
 use ::uuid::Uuid;
 use bytes::Bytes;
@@ -321,10 +322,17 @@ pub async fn fetch(
         for r in &mut appended {
             r.borrow_and_update();
         }
-        let (out, bytes, errors) = build_fetch(broker, &req, version);
+        let (out, bytes, errors, cold) = build_fetch(broker, &req, version);
         let expired = tokio::time::Instant::now() >= deadline;
         // min_bytes 0 answers at once, as in Kafka; otherwise wait for that much data.
         if bytes >= min_bytes || errors || expired || *shutdown.borrow() {
+            if !cold.is_empty() {
+                // The socket write would fault these pages in from the disk on a runtime
+                // thread, stalling every connection it serves: read them in on a blocking
+                // thread first (replaying old data is the common case).
+                let _ = tokio::task::spawn_blocking(move || cold.iter().for_each(|s| s.prefault()))
+                    .await;
+            }
             return Reply::Body(fetch_encode::encode(&out, version));
         }
         // Long poll: park until something is appended, the wait expires or the broker stops.
@@ -350,9 +358,15 @@ async fn any_changed(rxs: &mut [watch::Receiver<u64>]) {
     .await
 }
 
-/// Reads every requested partition. Returns the response, the record bytes in it, and whether
-/// any partition has an error (errors are answered at once, as Kafka does).
-fn build_fetch(broker: &Broker, req: &FetchRequest, version: i16) -> (FetchOut, usize, bool) {
+/// Reads every requested partition. Returns the response, the record bytes in it, whether any
+/// partition has an error (errors are answered at once, as Kafka does), and the record slices
+/// that are not all in memory.
+fn build_fetch(
+    broker: &Broker,
+    req: &FetchRequest,
+    version: i16,
+) -> (FetchOut, usize, bool, Vec<ReadSlice>) {
+    let mut cold = Vec::new();
     let mut budget = if version >= 3 && req.max_bytes > 0 {
         req.max_bytes as usize
     } else {
@@ -401,6 +415,9 @@ fn build_fetch(broker: &Broker, req: &FetchRequest, version: i16) -> (FetchOut, 
                                 {
                                     total += slice.len();
                                     budget = budget.saturating_sub(slice.len());
+                                    if !slice.is_resident() {
+                                        cold.push(slice.clone());
+                                    }
                                     out.records = Some(Bytes::from_owner(slice));
                                 }
                                 Ok(_) => out.records = Some(Bytes::new()),
@@ -436,6 +453,7 @@ fn build_fetch(broker: &Broker, req: &FetchRequest, version: i16) -> (FetchOut, 
         },
         total,
         errors,
+        cold,
     )
 }
 

@@ -168,3 +168,20 @@ pub fn backend_from_env() -> Arc<dyn IoBackend> {
         Err(e) => panic!("STRATA_TEST_BACKEND={choice:?} is not available here: {e}"),
     }
 }
+
+/// Asks the kernel to drop `path`'s clean pages from the page cache
+/// (`posix_fadvise(DONTNEED)`), so the next read comes from the disk: for cold-read tests and
+/// benchmarks. Dirty or mapped pages stay; on tmpfs nothing is dropped.
+pub fn evict_page_cache(path: &Path) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::File::open(path)?;
+    file.sync_data()?;
+    // SAFETY: posix_fadvise only reads its integer arguments; the fd is owned by `file`, open
+    // for the duration of the call.
+    let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::from_raw_os_error(rc))
+    }
+}

@@ -39,6 +39,50 @@ impl ReadSlice {
     pub fn file_position(&self) -> usize {
         self.start
     }
+
+    /// Whether every page of the slice is in memory (`mincore`), so that reading it (or a
+    /// socket write from it) cannot wait for the disk. `false` when the kernel cannot tell.
+    pub fn is_resident(&self) -> bool {
+        let Some(map) = &self.map else { return true };
+        if self.start >= self.end {
+            return true;
+        }
+        let page = page_size();
+        let base = map.as_ptr() as usize;
+        // mincore wants a page-aligned start; the page holding `start` is part of the mapping.
+        let first = (base + self.start) & !(page - 1);
+        let len = base + self.end - first;
+        let mut pages = vec![0u8; len.div_ceil(page)];
+        // SAFETY: [first, first + len) lies within the mapping (its base is page-aligned, and
+        // `end` is at most its length), which `map` keeps alive for the call; `pages` has one
+        // byte per page of that range, as mincore requires, and is only written by it.
+        let rc = unsafe { libc::mincore(first as *mut libc::c_void, len, pages.as_mut_ptr()) };
+        rc == 0 && pages.iter().all(|p| p & 1 == 1)
+    }
+
+    /// Brings every page of the slice into memory by reading a byte of each. May wait for the
+    /// disk: call it from a thread that is allowed to block, not from an async runtime.
+    pub fn prefault(&self) {
+        let page = page_size();
+        for chunk in self.chunks(page) {
+            std::hint::black_box(chunk.first().copied());
+        }
+        // Chunks start mid-page when the slice does, so the last page may not be touched yet.
+        std::hint::black_box(self.last().copied());
+    }
+}
+
+/// The system's page size (4 KiB unless the kernel says otherwise).
+fn page_size() -> usize {
+    static PAGE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *PAGE.get_or_init(|| {
+        // SAFETY: sysconf only reads its integer argument.
+        let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        usize::try_from(n)
+            .ok()
+            .filter(|n| n.is_power_of_two())
+            .unwrap_or(4096)
+    })
 }
 
 impl Deref for ReadSlice {
@@ -63,5 +107,65 @@ impl std::fmt::Debug for ReadSlice {
             .field("start", &self.start)
             .field("len", &(self.end - self.start))
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    #[test]
+    fn a_slice_evicted_from_the_page_cache_is_not_resident_until_prefaulted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("seg");
+        let data: Vec<u8> = (0..(1u32 << 20)).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        file.sync_all().unwrap();
+        // Drop the clean pages from the page cache before anything maps them.
+        // SAFETY: fadvise only reads its integer arguments; the fd is open.
+        let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        assert_eq!(rc, 0);
+        // SAFETY: the test owns the file and nothing truncates it while mapped.
+        let map = unsafe { Mmap::map(&file) }.unwrap();
+        map.advise(memmap2::Advice::Random).unwrap();
+        // Mid-page start and end, so the first and last pages are partial.
+        let slice = ReadSlice::new(Arc::new(map), 5000, 700_001);
+        if slice.is_resident() {
+            println!("skipping: this file system kept the pages cached (tmpfs?)");
+            return;
+        }
+        slice.prefault();
+        assert!(
+            slice.is_resident(),
+            "every page is in memory after prefault"
+        );
+        assert_eq!(&slice[..], &data[5000..700_001]);
+        assert!(ReadSlice::empty().is_resident());
+    }
+
+    #[test]
+    fn prefault_touches_the_last_page_of_a_slice_shorter_than_a_page_that_crosses_a_boundary() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("seg");
+        std::fs::write(&path, vec![7u8; 3 * 4096]).unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        file.sync_all().unwrap();
+        // SAFETY: as above.
+        let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        assert_eq!(rc, 0);
+        // SAFETY: as above.
+        let map = unsafe { Mmap::map(&file) }.unwrap();
+        // No readahead: a fault reads only its own page, so an untouched page stays cold.
+        map.advise(memmap2::Advice::Random).unwrap();
+        let slice = ReadSlice::new(Arc::new(map), 4000, 4200);
+        if slice.is_resident() {
+            println!("skipping: this file system kept the pages cached (tmpfs?)");
+            return;
+        }
+        slice.prefault();
+        assert!(slice.is_resident());
     }
 }
