@@ -530,3 +530,31 @@ fn given_segments_no_longer_in_the_page_cache_when_fetched_then_the_records_come
         }
     }
 }
+
+#[test]
+fn given_a_parked_fetch_when_its_topic_is_deleted_then_it_is_answered_at_once_with_unknown_partition()
+ {
+    let b = Broker::start(&[]);
+    let mut admin = b.client();
+    create_topic(&mut admin, "gone", 1, &[]);
+    let addr = b.addr.clone();
+    let parked = std::thread::spawn(move || {
+        let mut c = Client::connect(&addr);
+        let start = Instant::now();
+        let r = fetch(&mut c, "gone", 0, 0, 20_000, 12);
+        (r, start.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(300)); // let it park
+    let del = admin.call(
+        &DeleteTopicsRequest::default().with_topic_names(vec![topic("gone")]),
+        5,
+    );
+    assert_eq!(del.responses[0].error_code, 0);
+    let (r, waited) = parked.join().unwrap();
+    assert_eq!(r.responses[0].partitions[0].error_code, 3);
+    // Woken by the deletion, not by its 20 s deadline (a wide margin for a loaded machine).
+    assert!(
+        waited < Duration::from_secs(10),
+        "answered after {waited:?}"
+    );
+}

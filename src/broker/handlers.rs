@@ -319,6 +319,9 @@ pub async fn fetch(
         .map(|p| p.subscribe_appends())
         .collect();
     loop {
+        // A deleted partition's channel is closed: stop waiting on it (it would wake at once,
+        // forever, if a topic of the same name were created meanwhile).
+        appended.retain(|r| r.has_changed().is_ok());
         for r in &mut appended {
             r.borrow_and_update();
         }
