@@ -376,42 +376,20 @@ async fn write_all_vectored(
     wr: &mut tokio::net::tcp::OwnedWriteHalf,
     chunks: &[Bytes],
 ) -> std::io::Result<()> {
-    let mut i = 0;
-    let mut off = 0;
-    while i < chunks.len() {
-        let slices: Vec<IoSlice<'_>> = chunks
-            .get(i..)
-            .unwrap_or(&[])
-            .iter()
-            .enumerate()
-            .map(|(k, c)| {
-                IoSlice::new(if k == 0 {
-                    c.get(off..).unwrap_or(&[])
-                } else {
-                    c
-                })
-            })
-            .take(64)
-            .collect();
-        let mut n = wr.write_vectored(&slices).await?;
+    let mut slices: Vec<IoSlice<'_>> = chunks
+        .iter()
+        .filter(|c| !c.is_empty())
+        .map(|c| IoSlice::new(c))
+        .collect();
+    let mut rest: &mut [IoSlice<'_>] = &mut slices;
+    while !rest.is_empty() {
+        // At most 64 buffers per call, well under the kernel's limit of 1024.
+        let window = rest.get(..rest.len().min(64)).unwrap_or_default();
+        let n = wr.write_vectored(window).await?;
         if n == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }
-        while n > 0 && i < chunks.len() {
-            let left = chunks.get(i).map_or(0, |c| c.len() - off);
-            if n >= left {
-                n -= left;
-                i += 1;
-                off = 0;
-            } else {
-                off += n;
-                n = 0;
-            }
-        }
-        while chunks.get(i).is_some_and(|c| c.len() == off) {
-            i += 1;
-            off = 0;
-        }
+        IoSlice::advance_slices(&mut rest, n);
     }
     Ok(())
 }

@@ -4,7 +4,7 @@
 //! share a cursor. The engine still serialises writes to one file (one writer per log).
 
 use std::fs::{File, OpenOptions};
-use std::io;
+use std::io::{self, IoSlice};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
@@ -123,43 +123,28 @@ const MAX_IOVECS: usize = 1024;
 /// buffers, continuing after short writes and `EINTR`.
 pub(crate) fn pwritev_all(file: &File, bufs: &[&[u8]], mut offset: u64) -> io::Result<()> {
     use std::os::fd::AsRawFd;
-    // Position: buffer `i`, byte `skip` within it.
-    let (mut i, mut skip) = (0usize, 0usize);
-    loop {
-        while bufs.get(i).is_some_and(|b| b.len() <= skip) {
-            i += 1;
-            skip = 0;
-        }
-        let Some(rest) = bufs.get(i..) else {
-            return Ok(());
-        };
-        if rest.is_empty() {
-            return Ok(());
-        }
-        let iov: Vec<libc::iovec> = rest
-            .iter()
-            .enumerate()
-            .map(|(k, b)| {
-                if k == 0 {
-                    b.get(skip..).unwrap_or(&[])
-                } else {
-                    b
-                }
-            })
-            .filter(|b| !b.is_empty())
-            .take(MAX_IOVECS)
-            .map(|b| libc::iovec {
-                iov_base: b.as_ptr() as *mut libc::c_void,
-                iov_len: b.len(),
-            })
-            .collect();
+    let mut slices: Vec<IoSlice<'_>> = bufs
+        .iter()
+        .filter(|b| !b.is_empty())
+        .map(|b| IoSlice::new(b))
+        .collect();
+    let mut rest: &mut [IoSlice<'_>] = &mut slices;
+    while !rest.is_empty() {
+        let count = rest.len().min(MAX_IOVECS);
         let at = libc::off_t::try_from(offset)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "write offset too large"))?;
-        // SAFETY: every iovec points into a slice of `bufs`, borrowed for this whole call, and
-        // `pwritev` only reads them; `iov` outlives the call; the fd is owned by `file`, which
-        // the borrow keeps open. `iov.len()` is at most MAX_IOVECS, so it fits a c_int.
-        let n =
-            unsafe { libc::pwritev(file.as_raw_fd(), iov.as_ptr(), iov.len() as libc::c_int, at) };
+        // SAFETY: `IoSlice` is ABI-compatible with `iovec` on Unix; the first `count` entries
+        // point into slices of `bufs`, borrowed for this whole call, and `pwritev` only reads
+        // them. The fd is owned by `file`, which the borrow keeps open. `count` is at most
+        // MAX_IOVECS, so it fits a c_int.
+        let n = unsafe {
+            libc::pwritev(
+                file.as_raw_fd(),
+                rest.as_ptr().cast::<libc::iovec>(),
+                count as libc::c_int,
+                at,
+            )
+        };
         if n < 0 {
             let e = io::Error::last_os_error();
             if e.kind() == io::ErrorKind::Interrupted {
@@ -170,22 +155,10 @@ pub(crate) fn pwritev_all(file: &File, bufs: &[&[u8]], mut offset: u64) -> io::R
         if n == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }
-        // Advance past the `n` bytes written (empty buffers are skipped at the loop's top).
-        let mut n = n as usize;
         offset += n as u64;
-        while n > 0 {
-            let Some(b) = bufs.get(i) else { break };
-            let left = b.len() - skip;
-            if n >= left {
-                n -= left;
-                i += 1;
-                skip = 0;
-            } else {
-                skip += n;
-                n = 0;
-            }
-        }
+        IoSlice::advance_slices(&mut rest, n as usize);
     }
+    Ok(())
 }
 
 impl WritableFile for PlainFile {

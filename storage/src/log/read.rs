@@ -114,29 +114,34 @@ impl std::fmt::Debug for ReadSlice {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
     use super::*;
-    use std::os::fd::AsRawFd;
 
-    #[test]
-    fn a_slice_evicted_from_the_page_cache_is_not_resident_until_prefaulted() {
+    /// `data` written to a file whose pages are then dropped from the page cache, mapped with
+    /// readahead off (a fault reads only its own page, so an untouched page stays cold), and
+    /// sliced at `start..end`. `None` when the file system keeps the pages cached (tmpfs).
+    fn cold_slice(data: &[u8], start: usize, end: usize) -> Option<ReadSlice> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("seg");
-        let data: Vec<u8> = (0..(1u32 << 20)).map(|i| (i % 251) as u8).collect();
-        std::fs::write(&path, &data).unwrap();
+        std::fs::write(&path, data).unwrap();
+        crate::io::evict_page_cache(&path).unwrap();
         let file = std::fs::File::open(&path).unwrap();
-        file.sync_all().unwrap();
-        // Drop the clean pages from the page cache before anything maps them.
-        // SAFETY: fadvise only reads its integer arguments; the fd is open.
-        let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
-        assert_eq!(rc, 0);
         // SAFETY: the test owns the file and nothing truncates it while mapped.
         let map = unsafe { Mmap::map(&file) }.unwrap();
         map.advise(memmap2::Advice::Random).unwrap();
-        // Mid-page start and end, so the first and last pages are partial.
-        let slice = ReadSlice::new(Arc::new(map), 5000, 700_001);
+        let slice = ReadSlice::new(Arc::new(map), start, end);
         if slice.is_resident() {
             println!("skipping: this file system kept the pages cached (tmpfs?)");
-            return;
+            return None;
         }
+        Some(slice)
+    }
+
+    #[test]
+    fn a_slice_evicted_from_the_page_cache_is_not_resident_until_prefaulted() {
+        let data: Vec<u8> = (0..(1u32 << 20)).map(|i| (i % 251) as u8).collect();
+        // Mid-page start and end, so the first and last pages are partial.
+        let Some(slice) = cold_slice(&data, 5000, 700_001) else {
+            return;
+        };
         slice.prefault();
         assert!(
             slice.is_resident(),
@@ -148,23 +153,9 @@ mod tests {
 
     #[test]
     fn prefault_touches_the_last_page_of_a_slice_shorter_than_a_page_that_crosses_a_boundary() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("seg");
-        std::fs::write(&path, vec![7u8; 3 * 4096]).unwrap();
-        let file = std::fs::File::open(&path).unwrap();
-        file.sync_all().unwrap();
-        // SAFETY: as above.
-        let rc = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
-        assert_eq!(rc, 0);
-        // SAFETY: as above.
-        let map = unsafe { Mmap::map(&file) }.unwrap();
-        // No readahead: a fault reads only its own page, so an untouched page stays cold.
-        map.advise(memmap2::Advice::Random).unwrap();
-        let slice = ReadSlice::new(Arc::new(map), 4000, 4200);
-        if slice.is_resident() {
-            println!("skipping: this file system kept the pages cached (tmpfs?)");
+        let Some(slice) = cold_slice(&[7u8; 3 * 4096], 4000, 4200) else {
             return;
-        }
+        };
         slice.prefault();
         assert!(slice.is_resident());
     }
