@@ -237,3 +237,64 @@ fn given_a_running_log_when_a_second_one_opens_the_same_dir_then_it_is_refused()
         Err(Error::Locked(_))
     ));
 }
+
+#[test]
+fn given_a_crash_before_a_rolled_segment_released_its_preallocation_when_reopened_then_recovery_releases_it()
+ {
+    use std::os::unix::fs::MetadataExt;
+    use strata_storage::log::checkpoint::{self, Checkpoint};
+
+    const EXTRA: u64 = 1 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), small_config());
+    let sent = fill(&log, 150);
+    log.wait_for_seals().unwrap();
+    let sealed: Vec<_> = log.segments()[..log.segments().len() - 1].to_vec();
+    assert!(sealed.len() >= 2, "{sealed:?}");
+    drop(log);
+    // What a crash between a roll and its seal leaves: rolled segments still holding blocks
+    // preallocated past their data, and a checkpoint whose recovery point lies before them.
+    let allocated = |base: u64| {
+        let m = std::fs::metadata(segment_path(dir.path(), base, FileKind::Log)).unwrap();
+        (m.blocks() * 512, m.len())
+    };
+    for s in &sealed {
+        let path = segment_path(dir.path(), s.base_offset, FileKind::Log);
+        backend()
+            .open_writable(&path)
+            .unwrap()
+            .preallocate(EXTRA)
+            .unwrap();
+        let (blocks, len) = allocated(s.base_offset);
+        if blocks < EXTRA {
+            eprintln!("this file system does not preallocate; nothing to release");
+            return;
+        }
+        assert!(len < EXTRA, "preallocation must not change the length");
+    }
+    checkpoint::write(
+        backend().as_ref(),
+        dir.path(),
+        &Checkpoint {
+            clean: false,
+            recovery_point: 0,
+            log_end_offset: 0,
+            active_segment_len: 0,
+        },
+    )
+    .unwrap();
+
+    let log = open(dir.path(), small_config());
+    let r = log.recovery_report().clone();
+    assert_eq!(r.segments_scanned as usize, sealed.len() + 1, "{r:?}");
+    assert!(r.truncated.is_empty());
+    for s in &sealed {
+        let (blocks, len) = allocated(s.base_offset);
+        assert!(
+            blocks < len + 64 * 1024,
+            "segment {} keeps {blocks} bytes of blocks for {len} bytes of data",
+            s.base_offset
+        );
+    }
+    assert_same(&read_all(&log, 0), &sent);
+}
