@@ -196,6 +196,12 @@ struct WritebackJob {
     len: u64,
 }
 
+/// What the sealer thread takes from its queue.
+enum SealerWork {
+    Seal(SealJob),
+    Writeback(WritebackJob),
+}
+
 #[derive(Default)]
 struct SealQueue {
     jobs: std::collections::VecDeque<SealJob>,
@@ -1165,17 +1171,17 @@ fn spawn_sealer(inner: &Arc<Inner>) -> Result<JoinHandle<()>> {
                         }
                         if let Some(job) = q.jobs.pop_front() {
                             q.busy = true;
-                            break Ok(job);
+                            break SealerWork::Seal(job);
                         }
                         if let Some(wb) = q.writeback.take() {
-                            break Err(wb);
+                            break SealerWork::Writeback(wb);
                         }
                         inner.seals_cv.wait(&mut q);
                     }
                 };
                 let job = match work {
-                    Ok(job) => job,
-                    Err(wb) => {
+                    SealerWork::Seal(job) => job,
+                    SealerWork::Writeback(wb) => {
                         // A hint: failure only means the OS flushes later, never lost data.
                         if let Some(w) = wb.segment.writer()
                             && let Err(e) = w.start_writeback(wb.offset, wb.len)
