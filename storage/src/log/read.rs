@@ -40,9 +40,12 @@ impl ReadSlice {
         self.start
     }
 
-    /// Whether every page of the slice is in memory (`mincore`), so that reading it (or a
-    /// socket write from it) cannot wait for the disk. `false` when the kernel cannot tell.
-    pub fn is_resident(&self) -> bool {
+    /// Whether every page of the slice is in memory (`mincore`); `false` when the kernel cannot
+    /// tell. Tests only: the broker no longer asks, because a resident page can still make a
+    /// reader wait (the kernel holds it locked while it writes it back), so a fetch touches every
+    /// page with [`ReadSlice::prefault`] off its network threads instead.
+    #[cfg(test)]
+    fn is_resident(&self) -> bool {
         let Some(map) = &self.map else { return true };
         if self.start >= self.end {
             return true;
