@@ -168,7 +168,7 @@ mod io_backends {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("f");
             let file = backend.create_new(&path).unwrap();
-            file.preallocate(1 << 20).unwrap();
+            file.preallocate(0, 1 << 20).unwrap();
             assert_eq!(file.file().metadata().unwrap().len(), 0, "backend {name}");
             file.write_all_at(&[b"0123456789"], 0).unwrap();
             file.set_len(4).unwrap();

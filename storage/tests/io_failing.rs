@@ -19,7 +19,7 @@ mod io_failing {
         backend.create_dir_all(&dir.join("p"))?; // not counted
         let seg = dir.join("p/00000000000000000000.log");
         let file = backend.create_new(&seg)?;
-        file.preallocate(4096)?;
+        file.preallocate(0, 4096)?;
         file.write_all_at(&[b"batch-1", b"batch-2"], 0)?;
         file.sync_data()?;
         file.write_all_at_and_sync(&[b"batch-3"], 14)?;

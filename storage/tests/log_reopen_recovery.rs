@@ -263,7 +263,7 @@ fn given_a_crash_before_a_rolled_segment_released_its_preallocation_when_reopene
         backend()
             .open_writable(&path)
             .unwrap()
-            .preallocate(EXTRA)
+            .preallocate(0, EXTRA)
             .unwrap();
         let (blocks, len) = allocated(s.base_offset);
         if blocks < EXTRA {

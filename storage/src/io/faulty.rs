@@ -262,9 +262,9 @@ impl WritableFile for FailingFile {
         }
     }
 
-    fn preallocate(&self, len: u64) -> io::Result<()> {
+    fn preallocate(&self, offset: u64, len: u64) -> io::Result<()> {
         self.admit(OpClass::Other, "preallocate")?;
-        self.inner.preallocate(len)
+        self.inner.preallocate(offset, len)
     }
 
     /// A hint that changes no durable state: passed through, not counted.
@@ -720,8 +720,8 @@ impl WritableFile for ForgetfulFile {
         self.capture()
     }
 
-    fn preallocate(&self, len: u64) -> io::Result<()> {
-        self.inner.preallocate(len)
+    fn preallocate(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.inner.preallocate(offset, len)
     }
 
     /// Writeback makes nothing durable (only `sync_data` does), so the model is unaffected.

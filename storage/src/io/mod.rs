@@ -110,9 +110,9 @@ pub trait WritableFile: Send + Sync + fmt::Debug {
         let _ = (offset, len);
         Ok(())
     }
-    /// Reserves disk blocks for `len` bytes without changing the file's length
+    /// Reserves disk blocks for `len` bytes at `offset` without changing the file's length
     /// (`fallocate(FALLOC_FL_KEEP_SIZE)`); a no-op where the file system cannot.
-    fn preallocate(&self, len: u64) -> io::Result<()>;
+    fn preallocate(&self, offset: u64, len: u64) -> io::Result<()>;
     /// Sets the file's length (`ftruncate`). Also releases blocks preallocated past the end.
     fn set_len(&self, len: u64) -> io::Result<()>;
     /// The underlying file, for `mmap` and reads. Writing through it bypasses the backend: don't.

@@ -74,13 +74,14 @@ impl IoBackend for PlainBackend {
 
 /// Shared by the backends: `fallocate(FALLOC_FL_KEEP_SIZE)`, treating "not supported by this
 /// file system" as success (preallocation is an optimisation, never a correctness need).
-pub(crate) fn preallocate_keep_size(file: &File, len: u64) -> io::Result<()> {
+pub(crate) fn preallocate_keep_size(file: &File, offset: u64, len: u64) -> io::Result<()> {
     use std::os::fd::AsRawFd;
-    let len = libc::off_t::try_from(len)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "preallocation too large"))?;
+    let too_large = |_| io::Error::new(io::ErrorKind::InvalidInput, "preallocation too large");
+    let offset = libc::off_t::try_from(offset).map_err(too_large)?;
+    let len = libc::off_t::try_from(len).map_err(too_large)?;
     // SAFETY: `fallocate` only reads its integer arguments; the fd is owned by `file`, which the
     // borrow keeps open for the duration of the call.
-    let rc = unsafe { libc::fallocate(file.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, 0, len) };
+    let rc = unsafe { libc::fallocate(file.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, offset, len) };
     if rc == 0 {
         return Ok(());
     }
@@ -174,8 +175,8 @@ impl WritableFile for PlainFile {
         self.file.sync_data()
     }
 
-    fn preallocate(&self, len: u64) -> io::Result<()> {
-        preallocate_keep_size(&self.file, len)
+    fn preallocate(&self, offset: u64, len: u64) -> io::Result<()> {
+        preallocate_keep_size(&self.file, offset, len)
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {

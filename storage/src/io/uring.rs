@@ -557,8 +557,8 @@ impl WritableFile for UringFile {
         self.write_and_maybe_sync(bufs, offset, true)
     }
 
-    fn preallocate(&self, len: u64) -> io::Result<()> {
-        preallocate_keep_size(&self.file, len)
+    fn preallocate(&self, offset: u64, len: u64) -> io::Result<()> {
+        preallocate_keep_size(&self.file, offset, len)
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
@@ -948,7 +948,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
         let file = backend.create_new(&path).unwrap();
-        file.preallocate(1 << 20).unwrap();
+        file.preallocate(0, 1 << 20).unwrap();
         assert_eq!(file.file().metadata().unwrap().len(), 0);
         file.write_all_at(&[b"abcdef"], 0).unwrap();
         file.set_len(3).unwrap();

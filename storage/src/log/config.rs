@@ -88,7 +88,8 @@ pub struct LogConfig {
     pub index_interval_bytes: u32,
     /// Largest batch accepted (`max.message.bytes`, default 1 MiB + 12 bytes of log overhead, as Kafka).
     pub max_batch_bytes: usize,
-    /// Reserve disk blocks for a whole segment when it is created (`fallocate` keep-size).
+    /// Reserve disk blocks for the active segment ahead of its data, [`PREALLOCATE_STEP`] at a
+    /// time (`fallocate` keep-size; `log.preallocate`, default on).
     pub preallocate: bool,
     /// What recovery does with damage.
     pub recovery: RecoveryMode,
@@ -111,6 +112,14 @@ impl Default for LogConfig {
         }
     }
 }
+
+/// How far ahead of its data the active segment's blocks are reserved when
+/// [`LogConfig::preallocate`] is on: the first step when the segment is created or opened, the
+/// next one (by the sealer thread) once half of the last is used. Redpanda's
+/// `segment_fallocation_step` defaults to the same 32 MiB. A whole segment up front would hold
+/// `segment.bytes` of disk per partition from its first record (6 GiB for an idle six-partition
+/// topic at the default 1 GiB).
+pub const PREALLOCATE_STEP: u64 = 32 << 20;
 
 /// Positions in the offset index are u32, so a segment must stay below 4 GiB; like Kafka's
 /// `log.segment.bytes` (an int) the limit is 2 GiB - 1, leaving room for the batch that crosses it.

@@ -14,6 +14,6 @@ pub mod read;
 pub mod scan;
 mod segment;
 
-pub use config::{FsyncPolicy, LogConfig, RecoveryMode};
+pub use config::{FsyncPolicy, LogConfig, PREALLOCATE_STEP, RecoveryMode};
 pub use partition::{AppendInfo, PartitionLog, RecoveryReport, RetentionReport, SegmentInfo};
 pub use read::ReadSlice;

@@ -43,7 +43,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::io::{IoBackend, WritableFile, write_file_atomic};
 
 use super::checkpoint::{self, Checkpoint};
-use super::config::{FsyncPolicy, LogConfig, RecoveryMode};
+use super::config::{FsyncPolicy, LogConfig, PREALLOCATE_STEP, RecoveryMode};
 use super::index::{self, OffsetEntry, OffsetIndex, TimeEntry, TimeIndex};
 use super::name::{self, FileKind, TMP_SUFFIX};
 use super::read::ReadSlice;
@@ -141,6 +141,9 @@ struct WriterCore {
     offset_of_max_timestamp: u64,
     /// Wall-clock ms of the first append into the active segment (for `segment_ms`).
     first_append_ms: Option<i64>,
+    /// End of the blocks reserved (or asked of the sealer) ahead of `len` in the active
+    /// segment; 0 when preallocation is off.
+    reserved: u64,
 }
 
 impl WriterCore {
@@ -196,9 +199,17 @@ struct WritebackJob {
     len: u64,
 }
 
+/// Blocks of the active segment to reserve ahead of the writer.
+struct PreallocJob {
+    segment: Arc<Segment>,
+    offset: u64,
+    len: u64,
+}
+
 /// What the sealer thread takes from its queue.
 enum SealerWork {
     Seal(SealJob),
+    Preallocate(PreallocJob),
     Writeback(WritebackJob),
 }
 
@@ -212,6 +223,10 @@ struct SealQueue {
     /// `sync_file_range` itself: it blocks while the device queue is full or a journal commit
     /// runs (measured at up to 0.86 s while a rolled segment was being synced).
     writeback: Option<WritebackJob>,
+    /// The next step of preallocation for the active segment. Dropped by the roll that seals
+    /// the segment, so no reservation is made past a sealed segment's end after its seal
+    /// released them.
+    preallocate: Option<PreallocJob>,
 }
 
 /// Under `never`/`interval`, start writeback (not wait for it) every this many bytes, so the
@@ -787,6 +802,7 @@ impl Inner {
                 }
             }
             self.index_run(core, run, start_pos);
+            self.reserve_ahead(core, end_pos);
             seg.publish(SegmentState {
                 len: core.len,
                 next_offset: core.next_offset,
@@ -817,6 +833,37 @@ impl Inner {
                     segment: seg.clone(),
                     offset: from,
                     len: to.saturating_sub(from),
+                });
+            }
+        }
+        drop(q);
+        self.seals_cv.notify_all();
+    }
+
+    /// Asks the sealer thread to reserve the next [`PREALLOCATE_STEP`] of the active segment
+    /// once the writer has used half of what is reserved, so `fallocate` (a journal
+    /// transaction) never runs on the appending thread after the segment's first step, and an
+    /// idle partition holds at most one step past its data.
+    fn reserve_ahead(&self, core: &mut WriterCore, written: u64) {
+        let max = self.config.max_segment_len();
+        if !self.config.preallocate
+            || core.reserved >= max
+            || written + PREALLOCATE_STEP / 2 < core.reserved
+        {
+            return;
+        }
+        let from = core.reserved;
+        let to = (written.max(from) + PREALLOCATE_STEP).min(max);
+        core.reserved = to;
+        let seg = core.active.clone();
+        let mut q = self.seals.lock();
+        match &mut q.preallocate {
+            Some(job) if Arc::ptr_eq(&job.segment, &seg) => job.len = to - job.offset,
+            pending => {
+                *pending = Some(PreallocJob {
+                    segment: seg,
+                    offset: from,
+                    len: to - from,
                 });
             }
         }
@@ -890,7 +937,7 @@ impl Inner {
             old.time_index.write().maybe_push(e);
         }
         let base = core.next_offset;
-        let new = self.create_segment(base)?;
+        let (new, reserved) = self.create_segment(base)?;
         // Under `always` the new file's directory entry must be durable before anything in it
         // is acknowledged. Under `never`/`interval` nothing in it is promised durable before the
         // next sync, and a sync first waits for this roll's seal, which fsyncs the directory.
@@ -932,9 +979,19 @@ impl Inner {
             max_timestamp: -1,
             offset_of_max_timestamp: base,
             first_append_ms: None,
+            reserved,
         };
         self.unflushed.store(0, Ordering::Release);
-        self.seals.lock().jobs.push_back(job);
+        {
+            let mut q = self.seals.lock();
+            if q.preallocate
+                .as_ref()
+                .is_some_and(|p| Arc::ptr_eq(&p.segment, &job.segment))
+            {
+                q.preallocate = None;
+            }
+            q.jobs.push_back(job);
+        }
         self.seals_cv.notify_all();
         tracing::debug!(dir = %self.dir.display(), base, "rolled to a new segment");
         Ok(())
@@ -998,7 +1055,8 @@ impl Inner {
         Ok(())
     }
 
-    fn create_segment(&self, base: u64) -> Result<Arc<Segment>> {
+    /// A new active segment and the end of the blocks reserved in it.
+    fn create_segment(&self, base: u64) -> Result<(Arc<Segment>, u64)> {
         let path = name::segment_path(&self.dir, base, FileKind::Log);
         let w = self
             .backend
@@ -1129,6 +1187,8 @@ impl Inner {
     }
 }
 
+/// Opens `w` as the active segment, reserving the first [`PREALLOCATE_STEP`] past its data.
+/// Returns the segment and the end of that reservation (0 when preallocation is off).
 fn open_active(
     dir: &Path,
     config: &LogConfig,
@@ -1137,21 +1197,17 @@ fn open_active(
     state: SegmentState,
     index: OffsetIndex,
     time_index: TimeIndex,
-) -> Result<Arc<Segment>> {
+) -> Result<(Arc<Segment>, u64)> {
     let path = name::segment_path(dir, base, FileKind::Log);
-    if config.preallocate {
-        w.preallocate(config.max_segment_len())
-            .ctx("fallocate", &path)?;
+    let max = config.max_segment_len();
+    let mut reserved = 0;
+    if config.preallocate && state.len < max {
+        let len = PREALLOCATE_STEP.min(max - state.len);
+        w.preallocate(state.len, len).ctx("fallocate", &path)?;
+        reserved = state.len + len;
     }
-    Ok(Arc::new(Segment::active(
-        dir,
-        base,
-        w,
-        config.max_segment_len(),
-        state,
-        index,
-        time_index,
-    )?))
+    let seg = Segment::active(dir, base, w, max, state, index, time_index)?;
+    Ok((Arc::new(seg), reserved))
 }
 
 /// The sealer thread: makes rolled segments durable in the order they rolled and, when it has
@@ -1173,6 +1229,9 @@ fn spawn_sealer(inner: &Arc<Inner>) -> Result<JoinHandle<()>> {
                             q.busy = true;
                             break SealerWork::Seal(job);
                         }
+                        if let Some(p) = q.preallocate.take() {
+                            break SealerWork::Preallocate(p);
+                        }
                         if let Some(wb) = q.writeback.take() {
                             break SealerWork::Writeback(wb);
                         }
@@ -1181,6 +1240,15 @@ fn spawn_sealer(inner: &Arc<Inner>) -> Result<JoinHandle<()>> {
                 };
                 let job = match work {
                     SealerWork::Seal(job) => job,
+                    SealerWork::Preallocate(p) => {
+                        // An optimisation: without it the file system allocates at writeback.
+                        if let Some(w) = p.segment.writer()
+                            && let Err(e) = w.preallocate(p.offset, p.len)
+                        {
+                            tracing::warn!(segment = %p.segment.log_path.display(), error = %e, "fallocate failed");
+                        }
+                        continue;
+                    }
                     SealerWork::Writeback(wb) => {
                         // A hint: failure only means the OS flushes later, never lost data.
                         if let Some(w) = wb.segment.writer()
@@ -1479,7 +1547,7 @@ fn recover(
     }
     let path = name::segment_path(dir, last.base, FileKind::Log);
     let w = backend.open_writable(&path).ctx("open segment", &path)?;
-    let active = open_active(
+    let (active, reserved) = open_active(
         dir,
         config,
         last.base,
@@ -1514,6 +1582,7 @@ fn recover(
         max_timestamp: last.state.max_timestamp,
         offset_of_max_timestamp: last.offset_of_max_timestamp,
         first_append_ms: (last.state.len > 0).then(now_ms),
+        reserved,
     };
     Ok((segments, core, report))
 }
