@@ -141,6 +141,26 @@ fn given_baseline_when_benched_then_the_raw_limit_and_ratios_are_reported() {
 }
 
 #[test]
+fn given_cold_when_benched_then_consume_starts_from_evicted_segments_and_counts_still_match() {
+    let v = bench_json(
+        MODE,
+        &["--total", "4MiB", "--cold", "--phases", "produce,consume"],
+    );
+    assert_phase(&v, "consume", 4096, 4 << 20);
+    let cold = &v["cold"];
+    assert_eq!(cold["files"], 1, "{cold}");
+    let bytes = cold["bytes"].as_u64().unwrap();
+    assert_eq!(bytes, v["produce"]["disk_bytes"].as_u64().unwrap(), "{v}");
+    let resident = cold["resident_bytes"].as_u64().unwrap();
+    // tmpfs keeps every page; a disk-backed file system drops them.
+    assert!(resident < bytes / 4 || resident == bytes, "{cold}");
+
+    let out = strata(&["bench", "--total", "1MiB", "--cold", "--phases", "produce"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("add consume"));
+}
+
+#[test]
 fn given_hgrm_and_plot_when_benched_then_files_have_the_standard_formats() {
     let dir = tempfile::tempdir().unwrap();
     let hgrm = dir.path().join("hgrm");

@@ -114,6 +114,47 @@ fn given_spawn_broker_when_benched_then_it_runs_over_the_wire_and_reports_broker
 }
 
 #[test]
+fn given_cold_when_benched_then_the_broker_replays_from_evicted_segments() {
+    let v = bench_json(
+        MODE,
+        &[
+            "--spawn-broker",
+            "--total",
+            "4MiB",
+            "--cold",
+            "--phases",
+            "produce,consume",
+        ],
+    );
+    assert_phase(&v, "consume", 4096, 4 << 20);
+    let cold = &v["cold"];
+    assert!(cold["files"].as_u64().unwrap() >= 1, "{cold}");
+    let bytes = cold["bytes"].as_u64().unwrap();
+    assert!(bytes >= 4 << 20, "{cold}");
+    let resident = cold["resident_bytes"].as_u64().unwrap();
+    // tmpfs keeps every page; a disk-backed file system drops them.
+    assert!(resident < bytes / 4 || resident == bytes, "{cold}");
+
+    // An external broker's data is not known to be on this machine.
+    let out = strata(&[
+        "bench",
+        "--mode",
+        "kafka",
+        "--bootstrap",
+        "127.0.0.1:9",
+        "--cold",
+        "--total",
+        "1MiB",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--cold") && err.contains("--data-dir"),
+        "{err}"
+    );
+}
+
+#[test]
 fn given_no_broker_when_benched_then_it_fails_fast_with_a_clear_message() {
     // Bind and drop a listener: a loopback port nothing listens on.
     let port = std::net::TcpListener::bind("127.0.0.1:0")

@@ -185,3 +185,36 @@ pub fn evict_page_cache(path: &Path) -> io::Result<()> {
         Err(io::Error::from_raw_os_error(rc))
     }
 }
+
+/// How many of `path`'s bytes are in the page cache (`mincore` over a read-only mapping), so a
+/// cold-read benchmark can say how cold it really was.
+pub fn resident_bytes(path: &Path) -> io::Result<u64> {
+    let file = File::open(path)?;
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(0);
+    }
+    // SAFETY: the mapping is read-only and only its address is used (no byte is read), so a
+    // concurrent truncation cannot fault here.
+    let map = unsafe { memmap2::Mmap::map(&file) }?;
+    // SAFETY: sysconf only reads its integer argument.
+    let page = match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+        n if n > 0 => n as usize,
+        _ => 4096,
+    };
+    let mut pages = vec![0u8; map.len().div_ceil(page)];
+    // SAFETY: the range is the whole mapping (page-aligned, kept alive by `map` for the call);
+    // `pages` has one byte per page of it, as mincore requires, and is only written by it.
+    let rc = unsafe {
+        libc::mincore(
+            map.as_ptr() as *mut libc::c_void,
+            map.len(),
+            pages.as_mut_ptr(),
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let resident = pages.iter().filter(|p| *p & 1 == 1).count() as u64;
+    Ok((resident * page as u64).min(len))
+}

@@ -161,6 +161,11 @@ pub struct BenchArgs {
     /// same directory, and print each phase as a ratio of it.
     #[arg(long)]
     pub baseline: bool,
+    /// Before the consume phase, sync the partitions' segment files and evict them from the
+    /// page cache (`posix_fadvise(DONTNEED)`), so consume replays from the disk. Needs the data
+    /// dir on this machine (kafka mode: `--spawn-broker` or `--data-dir`).
+    #[arg(long)]
+    pub cold: bool,
     /// Print exactly one JSON object on stdout instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -277,6 +282,7 @@ mod tests {
             "--warmup",
             "3",
             "--baseline",
+            "--cold",
             "--json",
             "--hgrm",
             "/tmp/h",
@@ -296,7 +302,7 @@ mod tests {
         );
         assert_eq!(a.acks, Acks::None);
         assert_eq!(a.compression.codec(), Compression::Zstd);
-        assert!(a.baseline && a.json);
+        assert!(a.baseline && a.cold && a.json);
         assert!(!a.runs(Phase::E2e));
     }
 

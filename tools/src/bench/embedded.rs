@@ -12,6 +12,7 @@
 //!    `p % consumers`) from the produce phase's start offset to its end with `read(offset, 1 MiB)`;
 //!    batches are walked with [`BatchScanner`] *with CRC checks*, which also makes the consumer
 //!    touch every byte as a real client would. The record count must equal what was produced.
+//!    With `--cold` the segment files are synced and evicted from the page cache first.
 //! 4. **e2e**: consumers tail the logs from their end while producers append the same volume
 //!    again; latency is from the send time (carried in the record timestamps) to the moment a
 //!    consumer sees the batch.
@@ -153,6 +154,10 @@ impl<'a> Runner<'a> for Setup<'a> {
 
     fn end_to_end(&mut self) -> anyhow::Result<PhaseResult> {
         end_to_end(self)
+    }
+
+    fn partition_dirs(&self) -> Option<Vec<PathBuf>> {
+        Some(self.logs.iter().map(|l| l.dir().to_path_buf()).collect())
     }
 }
 

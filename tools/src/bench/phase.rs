@@ -2,6 +2,7 @@
 //! phase's threads are timed and joined, a phase's numbers ([`PhaseResult`] → [`PhaseReport`]),
 //! and the assembly of the final [`Report`].
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::{Scope, ScopedJoinHandle};
 use std::time::{Duration, Instant};
@@ -9,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow, bail};
 use hdrhistogram::Histogram;
 use strata_storage::batch::{BatchBuilder, Compression};
+use strata_storage::io::{evict_page_cache, resident_bytes};
 
 use super::args::{BenchArgs, Phase};
 use super::embedded::{Clock, Outcome, PhaseData, max_batch_bytes, records_per_partition};
@@ -16,7 +18,9 @@ use super::hist;
 use super::machine::{self, Machine};
 use super::payload::PayloadPool;
 use super::progress::{self, Progress};
-use super::report::{BaselineReport, ConfigReport, IdleReport, PhaseReport, Report, UNITS};
+use super::report::{
+    BaselineReport, ColdReport, ConfigReport, IdleReport, PhaseReport, Report, UNITS,
+};
 use super::units;
 
 /// The volume of a run, checked before anything starts.
@@ -33,6 +37,9 @@ impl Plan {
         let messages = args.message_count().map_err(|e| anyhow!(e))?;
         if args.runs(Phase::Consume) && !args.runs(Phase::Produce) {
             bail!("--phases: consume reads what the produce phase wrote; add produce");
+        }
+        if args.cold && !args.runs(Phase::Consume) {
+            bail!("--cold evicts the data before the consume phase; add consume to --phases");
         }
         let total_bytes = messages
             .checked_mul(args.message_size as u64)
@@ -443,6 +450,7 @@ pub(crate) struct Phases {
     produce: Option<PhaseReport>,
     consume: Option<PhaseReport>,
     e2e: Option<PhaseReport>,
+    cold: Option<ColdReport>,
 }
 
 impl Phases {
@@ -481,6 +489,35 @@ pub(crate) trait Runner<'a> {
     /// Reads back what the produce phase wrote from `start`.
     fn consume(&mut self, start: &Self::Offsets) -> anyhow::Result<PhaseResult>;
     fn end_to_end(&mut self) -> anyhow::Result<PhaseResult>;
+    /// The partitions' directories, if they are on this machine (for `--cold`).
+    fn partition_dirs(&self) -> Option<Vec<PathBuf>>;
+}
+
+/// `--cold`: syncs every segment file (`*.log`) of `dirs` and evicts it from the page cache,
+/// then counts what is still cached (pages a process has mapped, or that went dirty again).
+pub(crate) fn evict_partitions(dirs: &[PathBuf]) -> anyhow::Result<ColdReport> {
+    let mut report = ColdReport::default();
+    for dir in dirs {
+        let entries =
+            std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))?;
+        for entry in entries {
+            let path = entry
+                .with_context(|| format!("listing {}", dir.display()))?
+                .path();
+            if path.extension().is_none_or(|e| e != "log") {
+                continue;
+            }
+            evict_page_cache(&path).with_context(|| format!("evicting {}", path.display()))?;
+            let len = std::fs::metadata(&path)
+                .with_context(|| format!("reading {}", path.display()))?
+                .len();
+            report.files += 1;
+            report.bytes += len;
+            report.resident_bytes +=
+                resident_bytes(&path).with_context(|| format!("mincore of {}", path.display()))?;
+        }
+    }
+    Ok(report)
 }
 
 /// The warmup (`--warmup S`), then the phases `--phases` asks for, in order.
@@ -507,6 +544,17 @@ pub(crate) fn run_phases<'a>(
         phases.push(Phase::Produce, r, args, cores, baseline);
     }
     if args.runs(Phase::Consume) {
+        if args.cold {
+            let dirs = runner.partition_dirs().ok_or_else(|| {
+                anyhow!("--cold needs the partitions on this machine: --spawn-broker or --data-dir")
+            })?;
+            let cold = evict_partitions(&dirs).context("--cold")?;
+            eprintln!(
+                "cold: evicted {} segment file(s), {} bytes; {} bytes still cached",
+                cold.files, cold.bytes, cold.resident_bytes
+            );
+            phases.cold = Some(cold);
+        }
         let r = runner.consume(&start_offsets).context("consume phase")?;
         phases.push(Phase::Consume, r, args, cores, baseline);
     }
@@ -568,6 +616,7 @@ pub(crate) fn outcome(args: &BenchArgs, phases: Phases, facts: RunFacts) -> Outc
         produce: phases.produce,
         consume: phases.consume,
         e2e: phases.e2e,
+        cold: phases.cold,
         baseline: facts.baseline,
         compression_ratio,
         load_generator_cpu_seconds: machine::process_cpu_seconds() - facts.plan.cpu_start,

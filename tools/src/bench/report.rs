@@ -28,6 +28,9 @@ pub struct Report {
     /// Consumers tailing while producers append; latency is send → receipt (absent if not run).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub e2e: Option<PhaseReport>,
+    /// What `--cold` evicted before the consume phase (absent without it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cold: Option<ColdReport>,
     /// The disk's raw limit measured in the same run and directory (present with `--baseline`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub baseline: Option<BaselineReport>,
@@ -88,6 +91,18 @@ pub struct ConfigReport {
     /// Kafka mode: whether the broker was started by the benchmark (`--spawn-broker`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub spawned_broker: Option<bool>,
+}
+
+/// `--cold`: the segment files evicted from the page cache before the consume phase.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ColdReport {
+    /// Segment files (`*.log`) synced and evicted.
+    pub files: usize,
+    /// Their total size.
+    pub bytes: u64,
+    /// Bytes of them still in the page cache afterwards (`mincore`): pages a process has
+    /// mapped stay. Near 0 means consume read from the disk.
+    pub resident_bytes: u64,
 }
 
 /// Consumers long-polling a topic nobody writes to (`--idle`).
@@ -302,6 +317,16 @@ impl Report {
                 );
             }
         }
+        if let Some(c) = &self.cold {
+            let _ = writeln!(
+                s,
+                "cold: consume started with {} of {} evicted from the page cache ({} segment file(s)); {} still cached",
+                human_bytes(c.bytes.saturating_sub(c.resident_bytes)),
+                human_bytes(c.bytes),
+                c.files,
+                human_bytes(c.resident_bytes)
+            );
+        }
         if let Some(i) = &self.idle {
             let _ = writeln!(
                 s,
@@ -375,6 +400,7 @@ mod tests {
             produce: Some(p),
             consume: None,
             e2e: None,
+            cold: None,
             baseline: None,
             compression_ratio: Some(0.98),
             load_generator_cpu_seconds: 0.02,
@@ -407,5 +433,23 @@ mod tests {
         assert!(t.contains("93%"));
         assert!(t.contains("MB = 10^6 bytes"));
         assert!(t.contains("2 cores"));
+        assert!(!t.contains("cold"));
+        let mut r = sample_report();
+        r.cold = Some(ColdReport {
+            files: 2,
+            bytes: 2 << 30,
+            resident_bytes: 1 << 20,
+        });
+        let t = r.to_text();
+        assert!(
+            t.contains("cold: consume started with 2.00 GiB of 2.00 GiB evicted"),
+            "{t}"
+        );
+        assert!(
+            t.contains("2 segment file(s)") && t.contains("1.00 MiB still cached"),
+            "{t}"
+        );
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["cold"]["resident_bytes"], 1 << 20);
     }
 }

@@ -19,6 +19,8 @@
 //!   from where the produce phase started (`max_wait_ms` 500, `min_bytes` 1, `partition_max_bytes`
 //!   1 MiB or one batch, whichever is larger); batches are walked with [`BatchScanner`] with CRC
 //!   checks and their records counted, which must equal what was produced. Latency is per fetch.
+//!   With `--cold` the broker's segment files are synced and evicted from the page cache first
+//!   ([`phase::evict_partitions`]), so the broker reads them from the disk.
 //! * **e2e**: consumers long-poll from the log end while producers send the same volume again;
 //!   latency is the record timestamp (send time, µs) to the fetch response's arrival, weighted per
 //!   message.
@@ -31,6 +33,7 @@ pub mod client;
 pub mod spawn;
 
 use std::ops::Deref;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -45,8 +48,8 @@ use kafka_protocol::messages::{
     BrokerId, CreateTopicsRequest, FetchRequest, ListOffsetsRequest, MetadataRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
-use strata_storage::log::FsyncPolicy;
 use strata_storage::log::scan::BatchScanner;
+use strata_storage::log::{FsyncPolicy, name};
 
 use super::args::{Acks, BenchArgs};
 use super::embedded::{Outcome, assignment, duration_ns, max_batch_bytes, run_baseline};
@@ -79,6 +82,8 @@ struct Setup<'a> {
     partitions: u32,
     acks: i16,
     broker_pid: Option<u32>,
+    /// The broker's data dir, when it is on this machine (for `--cold`).
+    data_dir: Option<PathBuf>,
 }
 
 impl<'a> Deref for Setup<'a> {
@@ -116,6 +121,16 @@ impl<'a> Runner<'a> for Wire<'_, 'a> {
 
     fn end_to_end(&mut self) -> anyhow::Result<PhaseResult> {
         end_to_end(self.setup, self.admin)
+    }
+
+    fn partition_dirs(&self) -> Option<Vec<PathBuf>> {
+        let dir = self.setup.data_dir.as_ref()?;
+        let topic = self.setup.topic.0.as_str();
+        Some(
+            (0..self.setup.partitions)
+                .map(|p| dir.join(name::partition_dir_name(topic, p)))
+                .collect(),
+        )
     }
 }
 
@@ -159,6 +174,9 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<Outcome> {
     } else {
         None
     };
+    if args.cold && data_dir.is_none() {
+        bail!("--cold in kafka mode needs the broker's data dir: --spawn-broker or --data-dir");
+    }
 
     let mut admin = Conn::open(&bootstrap)?;
     let max_batch = max_batch_bytes(args.message_size, args.batch_size);
@@ -175,6 +193,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<Outcome> {
             Acks::All => -1,
         },
         broker_pid,
+        data_dir: data_dir.clone(),
     };
 
     let phases = phase::run_phases(
