@@ -20,7 +20,7 @@
 //!   1 MiB or one batch, whichever is larger); batches are walked with [`BatchScanner`] with CRC
 //!   checks and their records counted, which must equal what was produced. Latency is per fetch.
 //!   With `--cold` the broker's segment files are synced and evicted from the page cache first
-//!   ([`phase::evict_partitions`]), so the broker reads them from the disk.
+//!   (`phase::evict_partitions`), so the broker reads them from the disk.
 //! * **e2e**: consumers long-poll from the log end while producers send the same volume again;
 //!   latency is the record timestamp (send time, µs) to the fetch response's arrival, weighted per
 //!   message.
