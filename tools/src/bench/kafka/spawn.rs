@@ -113,7 +113,7 @@ impl SpawnedBroker {
         self.child.as_ref().map(Child::id)
     }
 
-    /// SIGTERM, then wait for a clean exit (SIGKILL after [`STOP_TIMEOUT`]).
+    /// SIGTERM, then wait for a clean exit (SIGKILL after `STOP_TIMEOUT`).
     pub fn stop(&mut self) -> anyhow::Result<()> {
         let Some(mut child) = self.child.take() else {
             return Ok(());
