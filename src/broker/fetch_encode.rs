@@ -2,12 +2,14 @@
 //!
 //! `kafka-protocol` encodes `records` by copying them into its output buffer. Here the response
 //! is produced as a list of chunks: small owned chunks for the framing and, for each partition,
-//! the `Bytes` that wraps the segment's mapping itself. The connection writes the chunks with a
-//! vectored write, so records go from the page cache (through the mapping) straight to the socket.
+//! the records as they are: a slice of the segment file, which the connection sends with
+//! `sendfile` (so records go from the page cache straight to the socket), or bytes in memory.
 //! A test proves the concatenated chunks equal the crate's own encoding, byte for byte, for every
 //! version we advertise.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, BytesMut};
+
+use super::server::Chunk;
 
 /// Lowest and highest Fetch versions this encoder writes.
 pub const MIN_VERSION: i16 = 4;
@@ -24,7 +26,7 @@ pub struct PartitionOut {
     /// `None` (null) unless the fetch was read_committed; always empty: no transactions.
     pub aborted_transactions: Option<Vec<(i64, i64)>>,
     pub preferred_read_replica: i32,
-    pub records: Option<Bytes>,
+    pub records: Option<Chunk>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -42,7 +44,7 @@ pub struct FetchOut {
 }
 
 struct Writer {
-    chunks: Vec<Bytes>,
+    chunks: Vec<Chunk>,
     cur: BytesMut,
     flexible: bool,
 }
@@ -88,7 +90,7 @@ impl Writer {
     }
 
     /// Nullable bytes: the length goes into the framing, the bytes become their own chunk.
-    fn records(&mut self, r: &Option<Bytes>) {
+    fn records(&mut self, r: &Option<Chunk>) {
         match r {
             None if self.flexible => uvarint(&mut self.cur, 0),
             None => self.cur.put_i32(-1),
@@ -99,7 +101,7 @@ impl Writer {
                     self.cur.put_i32(b.len() as i32);
                 }
                 if !b.is_empty() {
-                    self.chunks.push(self.cur.split().freeze());
+                    self.chunks.push(Chunk::Mem(self.cur.split().freeze()));
                     self.chunks.push(b.clone());
                 }
             }
@@ -108,7 +110,7 @@ impl Writer {
 }
 
 /// Encodes the response body (without size prefix and response header) as chunks.
-pub fn encode(resp: &FetchOut, version: i16) -> Vec<Bytes> {
+pub fn encode(resp: &FetchOut, version: i16) -> Vec<Chunk> {
     let mut w = Writer {
         chunks: Vec::new(),
         cur: BytesMut::with_capacity(256),
@@ -147,7 +149,7 @@ pub fn encode(resp: &FetchOut, version: i16) -> Vec<Bytes> {
     }
     w.tagged_fields();
     if !w.cur.is_empty() {
-        w.chunks.push(w.cur.freeze());
+        w.chunks.push(Chunk::Mem(w.cur.freeze()));
     }
     w.chunks
 }
@@ -156,6 +158,7 @@ pub fn encode(resp: &FetchOut, version: i16) -> Vec<Bytes> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
     use kafka_protocol::messages::fetch_response::{
         AbortedTransaction, FetchResponse, FetchableTopicResponse, PartitionData,
     };
@@ -182,8 +185,8 @@ mod tests {
                     preferred_read_replica: -1,
                     records: match p % 3 {
                         0 => None,
-                        1 => Some(Bytes::new()),
-                        _ => Some(Bytes::from(vec![(seed % 251) as u8; len])),
+                        1 => Some(Chunk::Mem(Bytes::new())),
+                        _ => Some(Chunk::Mem(Bytes::from(vec![(seed % 251) as u8; len]))),
                     },
                 });
             }
@@ -235,7 +238,7 @@ mod tests {
                                             .with_preferred_read_replica(BrokerId(
                                                 p.preferred_read_replica,
                                             ))
-                                            .with_records(p.records.clone())
+                                            .with_records(p.records.as_ref().map(Chunk::to_bytes))
                                     })
                                     .collect(),
                             )
@@ -250,7 +253,7 @@ mod tests {
             for seed in 0..40 {
                 let ours = sample(seed);
                 let chunks = encode(&ours, version);
-                let flat: Vec<u8> = chunks.iter().flat_map(|c| c.iter().copied()).collect();
+                let flat: Vec<u8> = chunks.iter().flat_map(|c| c.to_bytes().to_vec()).collect();
                 let theirs = to_crate(&ours);
                 let mut buf = BytesMut::new();
                 theirs.encode(&mut buf, version).unwrap();
@@ -268,7 +271,7 @@ mod tests {
             topics: vec![TopicOut {
                 name: "t".into(),
                 partitions: vec![PartitionOut {
-                    records: Some(records.clone()),
+                    records: Some(Chunk::Mem(records.clone())),
                     ..PartitionOut::default()
                 }],
             }],
@@ -278,7 +281,7 @@ mod tests {
         assert!(
             chunks
                 .iter()
-                .any(|c| c.as_ptr() == records.as_ptr() && c.len() == records.len()),
+                .any(|c| matches!(c, Chunk::Mem(b) if b.as_ptr() == records.as_ptr() && b.len() == records.len())),
             "the records chunk must be the very same memory"
         );
     }

@@ -32,7 +32,7 @@ use tokio::sync::watch;
 
 use super::config::{BROKER_KEYS, TOPIC_KEYS};
 use super::fetch_encode::{self, FetchOut, PartitionOut, TopicOut};
-use super::server::{Reply, SUPPORTED, encode_body};
+use super::server::{Chunk, Reply, SUPPORTED, encode_body};
 use super::{Broker, ProduceError, Topic};
 
 fn s(v: impl Into<String>) -> StrBytes {
@@ -325,20 +325,20 @@ pub async fn fetch(
         for r in &mut appended {
             r.borrow_and_update();
         }
-        let (out, bytes, errors, slices) = build_fetch(broker, &req, version);
+        let (out, bytes, errors, cold) = build_fetch(broker, &req, version);
         let expired = tokio::time::Instant::now() >= deadline;
         // min_bytes 0 answers at once, as in Kafka; otherwise wait for that much data.
         if bytes >= min_bytes || errors || expired || *shutdown.borrow() {
-            if !slices.is_empty() {
-                // The socket write would take the page faults on these slices on a runtime
-                // thread, stalling every connection it serves while one waits: for the disk
-                // (pages not in memory: a consumer replaying old data), or for a page the
-                // kernel holds locked while it submits writeback (resident, so `mincore`
-                // cannot tell; measured at 0.7-1.1 s when a consumer read a segment being
-                // fsynced). Touch them on a blocking thread first.
-                let _ =
-                    tokio::task::spawn_blocking(move || slices.iter().for_each(|s| s.prefault()))
-                        .await;
+            if !cold.is_empty() {
+                // The records go out with `sendfile`, which reads pages that are not in
+                // memory from the disk, synchronously, on the network thread: every
+                // connection it serves would wait (a consumer replaying old data). Read them
+                // in on a blocking thread first. Pages in memory need nothing: `sendfile`
+                // copies them without mapping them, so it never waits for the page lock that
+                // writeback holds (a fault through the mapping did, for 0.7-1.1 s while a
+                // segment was being fsynced).
+                let _ = tokio::task::spawn_blocking(move || cold.iter().for_each(|s| s.prefault()))
+                    .await;
             }
             return Reply::Body(fetch_encode::encode(&out, version));
         }
@@ -367,13 +367,13 @@ async fn any_changed(rxs: &mut [watch::Receiver<u64>]) {
 
 /// Reads every requested partition. Returns the response, the record bytes in it, whether any
 /// partition has an error (errors are answered at once, as Kafka does), and the record slices
-/// in it (to be touched off the runtime threads before the socket write).
+/// in it that are not all in memory (to be read in off the runtime threads before `sendfile`).
 fn build_fetch(
     broker: &Broker,
     req: &FetchRequest,
     version: i16,
 ) -> (FetchOut, usize, bool, Vec<ReadSlice>) {
-    let mut slices = Vec::new();
+    let mut cold = Vec::new();
     let mut budget = if version >= 3 && req.max_bytes > 0 {
         req.max_bytes as usize
     } else {
@@ -422,10 +422,12 @@ fn build_fetch(
                                 {
                                     total += slice.len();
                                     budget = budget.saturating_sub(slice.len());
-                                    slices.push(slice.clone());
-                                    out.records = Some(Bytes::from_owner(slice));
+                                    if !slice.is_resident() {
+                                        cold.push(slice.clone());
+                                    }
+                                    out.records = Some(Chunk::File(slice));
                                 }
-                                Ok(_) => out.records = Some(Bytes::new()),
+                                Ok(_) => out.records = Some(Chunk::Mem(Bytes::new())),
                                 Err(strata_storage::Error::OffsetOutOfRange { .. }) => {
                                     out.error_code = code(ResponseError::OffsetOutOfRange);
                                     errors = true;
@@ -437,13 +439,13 @@ fn build_fetch(
                                 }
                             }
                         } else {
-                            out.records = Some(Bytes::new());
+                            out.records = Some(Chunk::Mem(Bytes::new()));
                         }
                     }
                 }
             }
             if out.records.is_none() {
-                out.records = Some(Bytes::new());
+                out.records = Some(Chunk::Mem(Bytes::new()));
             }
             partitions.push(out);
         }
@@ -458,7 +460,7 @@ fn build_fetch(
         },
         total,
         errors,
-        slices,
+        cold,
     )
 }
 

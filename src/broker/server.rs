@@ -13,6 +13,7 @@
 
 use std::io::IoSlice;
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::sync::Arc;
 
 use anyhow::Result;
@@ -20,7 +21,8 @@ use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use strata_storage::log::ReadSlice;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
@@ -66,18 +68,51 @@ pub fn supported_range(key: ApiKey) -> Option<(i16, i16)> {
 #[derive(Debug)]
 pub enum Reply {
     /// The response body, as chunks (records stay zero-copy).
-    Body(Vec<Bytes>),
+    Body(Vec<Chunk>),
     /// No response at all (Produce with acks=0).
     Nothing,
     /// Close the connection (malformed request); the reason is logged.
     Close(String),
 }
 
+/// A piece of a response body.
+#[derive(Debug, Clone)]
+pub enum Chunk {
+    /// Bytes in memory (framing, and every response but Fetch's records).
+    Mem(Bytes),
+    /// Record batches in a segment file, sent with `sendfile`: no copy in user space, and no
+    /// page is mapped, so no page fault can stall the network thread on a page that writeback
+    /// holds locked. Pages not in memory must be read in first, off the network threads
+    /// ([`ReadSlice::prefault`]).
+    File(ReadSlice),
+}
+
+impl Chunk {
+    pub fn len(&self) -> usize {
+        match self {
+            Chunk::Mem(b) => b.len(),
+            Chunk::File(s) => s.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The bytes, for tests and tools (a file chunk reads them through its mapping).
+    pub fn to_bytes(&self) -> Bytes {
+        match self {
+            Chunk::Mem(b) => b.clone(),
+            Chunk::File(s) => Bytes::from_owner(s.clone()),
+        }
+    }
+}
+
 /// Encodes a response struct at `version` into one chunk.
 pub fn encode_body<R: Encodable>(r: &R, version: i16) -> Reply {
     let mut buf = BytesMut::new();
     match r.encode(&mut buf, version) {
-        Ok(()) => Reply::Body(vec![buf.freeze()]),
+        Ok(()) => Reply::Body(vec![Chunk::Mem(buf.freeze())]),
         Err(e) => Reply::Close(format!("cannot encode the response at v{version}: {e}")),
     }
 }
@@ -187,14 +222,14 @@ async fn connection(
                     tracing::error!(error = %e, "cannot encode response header");
                     return Ok(());
                 }
-                let len: usize = head.len() + chunks.iter().map(Bytes::len).sum::<usize>();
+                let len: usize = head.len() + chunks.iter().map(Chunk::len).sum::<usize>();
                 let mut size = BytesMut::with_capacity(4);
                 size.extend_from_slice(&(len as i32).to_be_bytes());
                 let mut all = Vec::with_capacity(chunks.len() + 2);
-                all.push(size.freeze());
-                all.push(head.freeze());
+                all.push(Chunk::Mem(size.freeze()));
+                all.push(Chunk::Mem(head.freeze()));
                 all.extend(chunks);
-                write_all_vectored(&mut wr, &all).await?;
+                write_chunks(&mut wr, &all).await?;
             }
         }
     }
@@ -369,6 +404,43 @@ async fn read_frame(
         pool: pool.clone(),
         _permit: permit,
     })))
+}
+
+/// Writes every chunk, in order: runs of in-memory chunks with vectored writes, file chunks
+/// with `sendfile`.
+async fn write_chunks(
+    wr: &mut tokio::net::tcp::OwnedWriteHalf,
+    chunks: &[Chunk],
+) -> std::io::Result<()> {
+    let mut mem: Vec<Bytes> = Vec::new();
+    for chunk in chunks {
+        match chunk {
+            Chunk::Mem(b) => mem.push(b.clone()),
+            Chunk::File(slice) => {
+                write_all_vectored(wr, &mem).await?;
+                mem.clear();
+                send_file(wr.as_ref(), slice).await?;
+            }
+        }
+    }
+    write_all_vectored(wr, &mem).await
+}
+
+/// Sends a whole slice of a segment file with `sendfile`, waiting for room in the socket.
+async fn send_file(socket: &TcpStream, slice: &ReadSlice) -> std::io::Result<()> {
+    let mut sent = 0;
+    while sent < slice.len() {
+        socket.writable().await?;
+        match socket.try_io(Interest::WRITABLE, || slice.send_to(socket.as_fd(), sent)) {
+            // The file ended early: the frame's length is already promised, so the
+            // connection cannot go on. (Published bytes are never truncated; this is a bug.)
+            Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Writes every chunk, in order, with as few system calls as the kernel allows.

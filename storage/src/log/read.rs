@@ -1,22 +1,43 @@
 //! Zero-copy read results.
 
+use std::fs::File;
+use std::io;
 use std::ops::Deref;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::Arc;
 
 use memmap2::Mmap;
 
+/// A segment's read-only mapping and a handle to the same file (its own descriptor), so that a
+/// slice can be mapped *and* sent with `sendfile` for as long as it lives, even after the
+/// segment closed its handles or retention deleted it.
+#[derive(Debug)]
+pub(crate) struct Mapped {
+    pub map: Mmap,
+    pub file: File,
+}
+
+impl Deref for Mapped {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.map
+    }
+}
+
 /// Whole batches read from a segment: a view into the segment's shared mapping. Holding it keeps
-/// the mapping alive, even if retention deletes the segment meanwhile. Cheap to clone, `Send`,
-/// and `AsRef<[u8]>` so it can back a `bytes::Bytes` (`Bytes::from_owner`) without a copy.
+/// the mapping (and a handle to the file) alive, even if retention deletes the segment
+/// meanwhile. Cheap to clone, `Send`, and `AsRef<[u8]>` so it can back a `bytes::Bytes`
+/// (`Bytes::from_owner`) without a copy; [`ReadSlice::send_to`] hands it to a socket without
+/// mapping its pages at all.
 #[derive(Clone)]
 pub struct ReadSlice {
-    map: Option<Arc<Mmap>>,
+    map: Option<Arc<Mapped>>,
     start: usize,
     end: usize,
 }
 
 impl ReadSlice {
-    pub(crate) fn new(map: Arc<Mmap>, start: usize, end: usize) -> Self {
+    pub(crate) fn new(map: Arc<Mapped>, start: usize, end: usize) -> Self {
         let end = end.min(map.len());
         let start = start.min(end);
         ReadSlice {
@@ -40,12 +61,35 @@ impl ReadSlice {
         self.start
     }
 
+    /// Sends bytes `[from, len)` of the slice to `socket` with `sendfile(2)`; returns how many
+    /// went (fewer when the socket's buffer fills; `WouldBlock` when none could). The kernel
+    /// copies pages that are in memory without mapping them into this process and without
+    /// waiting for the page lock writeback holds, which a fault through the mapping would. A
+    /// page that is not in memory is read from the disk first, blocking the caller: see
+    /// [`ReadSlice::is_resident`].
+    pub fn send_to(&self, socket: BorrowedFd<'_>, from: usize) -> io::Result<usize> {
+        let Some(m) = &self.map else { return Ok(0) };
+        let count = (self.end - self.start).saturating_sub(from);
+        if count == 0 {
+            return Ok(0);
+        }
+        let mut offset = libc::off_t::try_from(self.start + from)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset too large"))?;
+        // SAFETY: both descriptors are open for the call (`socket` is borrowed, `m.file` is
+        // owned by the mapping this slice holds); `offset` is a valid, exclusively borrowed
+        // off_t the kernel updates. sendfile reads the file, never our memory.
+        let n =
+            unsafe { libc::sendfile(socket.as_raw_fd(), m.file.as_raw_fd(), &mut offset, count) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+
     /// Whether every page of the slice is in memory (`mincore`); `false` when the kernel cannot
-    /// tell. Tests only: the broker no longer asks, because a resident page can still make a
-    /// reader wait (the kernel holds it locked while it writes it back), so a fetch touches every
-    /// page with [`ReadSlice::prefault`] off its network threads instead.
-    #[cfg(test)]
-    fn is_resident(&self) -> bool {
+    /// tell. A slice that is not can be read in with [`ReadSlice::prefault`] on a thread that may
+    /// block, before [`ReadSlice::send_to`] runs where it must not.
+    pub fn is_resident(&self) -> bool {
         let Some(map) = &self.map else { return true };
         if self.start >= self.end {
             return true;
@@ -130,7 +174,7 @@ mod tests {
         // SAFETY: the test owns the file and nothing truncates it while mapped.
         let map = unsafe { Mmap::map(&file) }.unwrap();
         map.advise(memmap2::Advice::Random).unwrap();
-        let slice = ReadSlice::new(Arc::new(map), start, end);
+        let slice = ReadSlice::new(Arc::new(Mapped { map, file }), start, end);
         if slice.is_resident() {
             println!("skipping: this file system kept the pages cached (tmpfs?)");
             return None;

@@ -3,7 +3,7 @@
 //! Concurrency: one writer (the partition's leader) appends and then *publishes* a new length
 //! with a release store; readers load the length with acquire and only ever touch mapped bytes
 //! below it. Published bytes are never rewritten, so a reader's slice stays valid for as long as
-//! it holds the mapping (`Arc<Mmap>`), even after the segment is sealed or deleted: sealing only
+//! it holds the mapping (`Arc<Mapped>`), even after the segment is sealed or deleted: sealing only
 //! releases preallocated blocks *past* the published length, and deletion unlinks, never truncates.
 
 use std::fs::File;
@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use memmap2::{Mmap, MmapOptions};
+use memmap2::MmapOptions;
 use parking_lot::RwLock;
 
 use crate::batch::header::{BatchHeader, HEADER_LEN};
@@ -20,7 +20,7 @@ use crate::io::WritableFile;
 
 use super::index::{OffsetIndex, TimeIndex};
 use super::name::{FileKind, segment_path};
-use super::read::ReadSlice;
+use super::read::{Mapped, ReadSlice};
 
 /// A segment of a partition log.
 #[derive(Debug)]
@@ -33,7 +33,7 @@ pub(crate) struct Segment {
     writer: Option<Box<dyn WritableFile>>,
     /// Read-only handle for sealed segments (active ones map through `writer`).
     reader: Option<File>,
-    map: OnceLock<Arc<Mmap>>,
+    map: OnceLock<Arc<Mapped>>,
     /// How many bytes to map: the largest the segment can become.
     map_len: u64,
     len: AtomicU64,
@@ -151,7 +151,7 @@ impl Segment {
     }
 
     /// The shared mapping, created on first use.
-    pub fn mapping(&self) -> Result<Option<Arc<Mmap>>> {
+    pub fn mapping(&self) -> Result<Option<Arc<Mapped>>> {
         if let Some(m) = self.map.get() {
             return Ok(Some(m.clone()));
         }
@@ -177,7 +177,9 @@ impl Segment {
         // never more than the file's length. Other processes modifying the file are outside the
         // engine's contract (the partition directory is locked).
         let map = unsafe { MmapOptions::new().len(len).map(file) }.ctx("mmap", &self.log_path)?;
-        let map = Arc::new(map);
+        // A descriptor of its own, for `sendfile` from slices that outlive this segment's.
+        let file = file.try_clone().ctx("dup", &self.log_path)?;
+        let map = Arc::new(Mapped { map, file });
         Ok(Some(self.map.get_or_init(|| map).clone()))
     }
 
