@@ -91,7 +91,7 @@ pub const BROKER_KEYS: &[(&str, &str, &str)] = &[
     (
         "log.preallocate",
         "true",
-        "Reserve disk blocks for a whole segment when it is created.",
+        "Reserve the active segment's disk blocks 32 MiB ahead of its data.",
     ),
     (
         "message.max.bytes",
