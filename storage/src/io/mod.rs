@@ -197,24 +197,45 @@ pub fn resident_bytes(path: &Path) -> io::Result<u64> {
     // SAFETY: the mapping is read-only and only its address is used (no byte is read), so a
     // concurrent truncation cannot fault here.
     let map = unsafe { memmap2::Mmap::map(&file) }?;
-    // SAFETY: sysconf only reads its integer argument.
-    let page = match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
-        n if n > 0 => n as usize,
-        _ => 4096,
-    };
-    let mut pages = vec![0u8; map.len().div_ceil(page)];
-    // SAFETY: the range is the whole mapping (page-aligned, kept alive by `map` for the call);
-    // `pages` has one byte per page of it, as mincore requires, and is only written by it.
-    let rc = unsafe {
-        libc::mincore(
-            map.as_ptr() as *mut libc::c_void,
-            map.len(),
-            pages.as_mut_ptr(),
-        )
-    };
+    let resident = mincore(&map, 0, map.len())?
+        .iter()
+        .filter(|p| *p & 1 == 1)
+        .count() as u64;
+    Ok((resident * page_size() as u64).min(len))
+}
+
+/// `mincore` over the pages of `map` that hold bytes `[start, end)`: one byte per page, bit 0
+/// set when the page is in memory.
+pub(crate) fn mincore(map: &memmap2::Mmap, start: usize, end: usize) -> io::Result<Vec<u8>> {
+    let end = end.min(map.len());
+    if start >= end {
+        return Ok(Vec::new());
+    }
+    let page = page_size();
+    let base = map.as_ptr() as usize;
+    // mincore wants a page-aligned start; the page holding `start` is part of the mapping.
+    let first = (base + start) & !(page - 1);
+    let len = base + end - first;
+    let mut pages = vec![0u8; len.div_ceil(page)];
+    // SAFETY: [first, first + len) lies within the mapping (its base is page-aligned, and `end`
+    // is at most its length), which the borrow of `map` keeps alive for the call; `pages` has
+    // one byte per page of that range, as mincore requires, and is only written by it.
+    let rc = unsafe { libc::mincore(first as *mut libc::c_void, len, pages.as_mut_ptr()) };
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
-    let resident = pages.iter().filter(|p| *p & 1 == 1).count() as u64;
-    Ok((resident * page as u64).min(len))
+    Ok(pages)
+}
+
+/// The system's page size (4 KiB unless the kernel says otherwise).
+pub(crate) fn page_size() -> usize {
+    static PAGE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *PAGE.get_or_init(|| {
+        // SAFETY: sysconf only reads its integer argument.
+        let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        usize::try_from(n)
+            .ok()
+            .filter(|n| n.is_power_of_two())
+            .unwrap_or(4096)
+    })
 }

@@ -90,46 +90,20 @@ impl ReadSlice {
     /// tell. A slice that is not can be read in with [`ReadSlice::prefault`] on a thread that may
     /// block, before [`ReadSlice::send_to`] runs where it must not.
     pub fn is_resident(&self) -> bool {
-        let Some(map) = &self.map else { return true };
-        if self.start >= self.end {
-            return true;
-        }
-        let page = page_size();
-        let base = map.as_ptr() as usize;
-        // mincore wants a page-aligned start; the page holding `start` is part of the mapping.
-        let first = (base + self.start) & !(page - 1);
-        let len = base + self.end - first;
-        let mut pages = vec![0u8; len.div_ceil(page)];
-        // SAFETY: [first, first + len) lies within the mapping (its base is page-aligned, and
-        // `end` is at most its length), which `map` keeps alive for the call; `pages` has one
-        // byte per page of that range, as mincore requires, and is only written by it.
-        let rc = unsafe { libc::mincore(first as *mut libc::c_void, len, pages.as_mut_ptr()) };
-        rc == 0 && pages.iter().all(|p| p & 1 == 1)
+        let Some(m) = &self.map else { return true };
+        crate::io::mincore(&m.map, self.start, self.end)
+            .is_ok_and(|pages| pages.iter().all(|p| p & 1 == 1))
     }
 
     /// Brings every page of the slice into memory by reading a byte of each. May wait for the
     /// disk: call it from a thread that is allowed to block, not from an async runtime.
     pub fn prefault(&self) {
-        let page = page_size();
-        for chunk in self.chunks(page) {
+        for chunk in self.chunks(crate::io::page_size()) {
             std::hint::black_box(chunk.first().copied());
         }
         // Chunks start mid-page when the slice does, so the last page may not be touched yet.
         std::hint::black_box(self.last().copied());
     }
-}
-
-/// The system's page size (4 KiB unless the kernel says otherwise).
-fn page_size() -> usize {
-    static PAGE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *PAGE.get_or_init(|| {
-        // SAFETY: sysconf only reads its integer argument.
-        let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-        usize::try_from(n)
-            .ok()
-            .filter(|n| n.is_power_of_two())
-            .unwrap_or(4096)
-    })
 }
 
 impl Deref for ReadSlice {
