@@ -192,15 +192,8 @@ struct SealJob {
     next_offset: u64,
 }
 
-/// A range of the active segment written since writeback was last started.
-struct WritebackJob {
-    segment: Arc<Segment>,
-    offset: u64,
-    len: u64,
-}
-
-/// Blocks of the active segment to reserve ahead of the writer.
-struct PreallocJob {
+/// A byte range of the active segment: to start writeback of, or to reserve blocks for.
+struct RangeJob {
     segment: Arc<Segment>,
     offset: u64,
     len: u64,
@@ -209,8 +202,8 @@ struct PreallocJob {
 /// What the sealer thread takes from its queue.
 enum SealerWork {
     Seal(SealJob),
-    Preallocate(PreallocJob),
-    Writeback(WritebackJob),
+    Preallocate(RangeJob),
+    Writeback(RangeJob),
 }
 
 #[derive(Default)]
@@ -222,11 +215,11 @@ struct SealQueue {
     /// Writeback for the sealer to start when it has no seal to do. The writer never calls
     /// `sync_file_range` itself: it blocks while the device queue is full or a journal commit
     /// runs (measured at up to 0.86 s while a rolled segment was being synced).
-    writeback: Option<WritebackJob>,
+    writeback: Option<RangeJob>,
     /// The next step of preallocation for the active segment. Dropped by the roll that seals
     /// the segment, so no reservation is made past a sealed segment's end after its seal
     /// released them.
-    preallocate: Option<PreallocJob>,
+    preallocate: Option<RangeJob>,
 }
 
 /// Under `never`/`interval`, start writeback (not wait for it) every this many bytes, so the
@@ -798,7 +791,8 @@ impl Inner {
                     + (end_pos - start_pos);
                 if pending >= WRITEBACK_CHUNK {
                     self.unflushed.store(0, Ordering::Release);
-                    self.request_writeback(&seg, end_pos.saturating_sub(pending), end_pos);
+                    let from = end_pos.saturating_sub(pending);
+                    self.request_range(|q| &mut q.writeback, &seg, from, end_pos);
                 }
             }
             self.index_run(core, run, start_pos);
@@ -820,16 +814,24 @@ impl Inner {
         Ok(())
     }
 
-    /// Asks the sealer thread to start writeback of `seg`'s bytes `[from, to)`, merged with a
-    /// request it has not taken yet. A request for an older segment is dropped: its seal syncs it.
-    fn request_writeback(&self, seg: &Arc<Segment>, from: u64, to: u64) {
+    /// Hands the sealer thread `seg`'s bytes `[from, to)` in the slot `slot` picks (writeback
+    /// or preallocation), merged with a request it has not taken yet. A request for an older
+    /// segment is replaced: a pending writeback is covered by that segment's seal, and a
+    /// pending preallocation was dropped by its roll.
+    fn request_range(
+        &self,
+        slot: impl FnOnce(&mut SealQueue) -> &mut Option<RangeJob>,
+        seg: &Arc<Segment>,
+        from: u64,
+        to: u64,
+    ) {
         let mut q = self.seals.lock();
-        match &mut q.writeback {
-            Some(wb) if Arc::ptr_eq(&wb.segment, seg) && wb.offset <= from => {
-                wb.len = to.saturating_sub(wb.offset);
+        match slot(&mut q) {
+            Some(job) if Arc::ptr_eq(&job.segment, seg) && job.offset <= from => {
+                job.len = to.saturating_sub(job.offset);
             }
             pending => {
-                *pending = Some(WritebackJob {
+                *pending = Some(RangeJob {
                     segment: seg.clone(),
                     offset: from,
                     len: to.saturating_sub(from),
@@ -855,20 +857,7 @@ impl Inner {
         let from = core.reserved;
         let to = (written.max(from) + PREALLOCATE_STEP).min(max);
         core.reserved = to;
-        let seg = core.active.clone();
-        let mut q = self.seals.lock();
-        match &mut q.preallocate {
-            Some(job) if Arc::ptr_eq(&job.segment, &seg) => job.len = to - job.offset,
-            pending => {
-                *pending = Some(PreallocJob {
-                    segment: seg,
-                    offset: from,
-                    len: to - from,
-                });
-            }
-        }
-        drop(q);
-        self.seals_cv.notify_all();
+        self.request_range(|q| &mut q.preallocate, &core.active, from, to);
     }
 
     /// Index entries for batches just written at `start_pos`.
