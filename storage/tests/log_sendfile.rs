@@ -8,9 +8,10 @@ mod common;
 use std::io::{ErrorKind, Read};
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
+use std::path::Path;
 
 use common::*;
-use strata_storage::log::{LogConfig, ReadSlice};
+use strata_storage::log::{LogConfig, PartitionLog, ReadSlice};
 
 /// Sends `slice[from..]` through a non-blocking socket whose other end a thread drains, counting
 /// how often the socket was full. Returns what the reader received and that count.
@@ -44,20 +45,26 @@ fn send_all(slice: &ReadSlice, from: usize) -> (Vec<u8>, usize) {
     (reader.join().unwrap(), full)
 }
 
-#[test]
-fn given_a_slice_of_megabytes_when_sent_to_a_socket_then_the_peer_gets_exactly_its_bytes() {
-    let dir = tempfile::tempdir().unwrap();
+/// A log of `segment_bytes` segments holding `batches` batches of `records` 4 KiB records.
+fn filled_log(dir: &Path, segment_bytes: u64, batches: u64, records: usize) -> PartitionLog {
     let log = open(
-        dir.path(),
+        dir,
         LogConfig {
-            segment_bytes: 64 << 20,
+            segment_bytes,
             ..small_config()
         },
     );
-    for b in 0..24 {
-        log.append_batch(numbered_batch(b, 64, 4096, 1_000))
+    for b in 0..batches {
+        log.append_batch(numbered_batch(b, records, 4096, 1_000))
             .unwrap();
     }
+    log
+}
+
+#[test]
+fn given_a_slice_of_megabytes_when_sent_to_a_socket_then_the_peer_gets_exactly_its_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = filled_log(dir.path(), 64 << 20, 24, 64);
     let slice = log.read(0, 64 << 20).unwrap();
     assert!(slice.len() > 4 << 20, "{} bytes", slice.len());
 
@@ -76,17 +83,7 @@ fn given_a_slice_of_megabytes_when_sent_to_a_socket_then_the_peer_gets_exactly_i
 #[test]
 fn given_a_held_slice_when_its_segment_is_rolled_and_deleted_then_it_can_still_be_sent() {
     let dir = tempfile::tempdir().unwrap();
-    let log = open(
-        dir.path(),
-        LogConfig {
-            segment_bytes: 1 << 20,
-            ..small_config()
-        },
-    );
-    for b in 0..32 {
-        log.append_batch(numbered_batch(b, 16, 4096, 1_000))
-            .unwrap();
-    }
+    let log = filled_log(dir.path(), 1 << 20, 32, 16);
     let slice = log.read(0, 256 << 10).unwrap();
     let expected = slice.to_vec();
     log.wait_for_seals().unwrap();
