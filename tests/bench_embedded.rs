@@ -7,7 +7,7 @@ mod bench_common;
 
 use std::path::Path;
 
-use bench_common::{assert_every_phase, assert_phase, bench_json, strata};
+use bench_common::{assert_every_phase, assert_fails, assert_phase, bench_json, strata};
 
 const MODE: &str = "embedded";
 
@@ -155,9 +155,11 @@ fn given_cold_when_benched_then_consume_starts_from_evicted_segments_and_counts_
     // tmpfs keeps every page; a disk-backed file system drops them.
     assert!(resident < bytes / 4 || resident == bytes, "{cold}");
 
-    let out = strata(&["bench", "--total", "1MiB", "--cold", "--phases", "produce"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("add consume"));
+    assert_fails(
+        &["bench", "--total", "1MiB", "--cold", "--phases", "produce"],
+        1,
+        &["add consume"],
+    );
 }
 
 #[test]
@@ -318,33 +320,29 @@ fn given_bad_arguments_when_run_then_it_exits_non_zero_with_a_message() {
         &["bench", "--total", "1GiB", "--messages", "5"],
         &["bench", "--no-such-flag"],
     ] {
-        let out = strata(args);
-        assert_eq!(out.status.code(), Some(2), "{args:?}");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("error"), "{args:?}: {err}");
-        assert!(out.stdout.is_empty(), "{args:?}");
+        assert_fails(args, 2, &["error"]);
     }
-    let out = strata(&["bench", "--total", "10", "--message-size", "1KiB"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("smaller than one message"));
+    assert_fails(
+        &["bench", "--total", "10", "--message-size", "1KiB"],
+        1,
+        &["smaller than one message"],
+    );
 }
 
 #[test]
 fn given_kafka_mode_without_a_broker_when_run_then_it_says_so_and_exits_2() {
     // Kafka mode itself is tested in tests/bench_kafka.rs; here only that it is wired up.
-    let out = strata(&[
-        "bench",
-        "--mode",
-        "kafka",
-        "--bootstrap",
-        "127.0.0.1:1",
-        "--total",
-        "1MiB",
-    ]);
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("cannot reach a broker at 127.0.0.1:1"),
-        "{err}"
+    assert_fails(
+        &[
+            "bench",
+            "--mode",
+            "kafka",
+            "--bootstrap",
+            "127.0.0.1:1",
+            "--total",
+            "1MiB",
+        ],
+        2,
+        &["cannot reach a broker at 127.0.0.1:1"],
     );
 }

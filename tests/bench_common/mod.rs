@@ -13,6 +13,23 @@ pub fn strata(args: &[&str]) -> Output {
         .expect("the strata binary runs")
 }
 
+/// Runs `strata ARGS...`, which must exit with `code` (2: clap refused the arguments; 1: the
+/// run refused or failed), print nothing on stdout and name every one of `needles` on stderr.
+/// Returns stderr.
+pub fn assert_fails(args: &[&str], code: i32, needles: &[&str]) -> String {
+    let out = strata(args);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(code), "strata {args:?}: {err}");
+    assert!(out.stdout.is_empty(), "strata {args:?} printed on stdout");
+    for needle in needles {
+        assert!(
+            err.contains(needle),
+            "strata {args:?}: {needle:?} not in {err}"
+        );
+    }
+    err
+}
+
 /// `strata bench --mode MODE --json EXTRA...`, which must succeed and print one JSON object.
 pub fn bench_json(mode: &str, extra: &[&str]) -> Value {
     let mut args = vec!["bench", "--mode", mode, "--json"];
