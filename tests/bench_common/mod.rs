@@ -15,8 +15,7 @@ pub fn strata(args: &[&str]) -> Output {
 
 /// Runs `strata ARGS...`, which must exit with `code` (2: clap refused the arguments; 1: the
 /// run refused or failed), print nothing on stdout and name every one of `needles` on stderr.
-/// Returns stderr.
-pub fn assert_fails(args: &[&str], code: i32, needles: &[&str]) -> String {
+pub fn assert_fails(args: &[&str], code: i32, needles: &[&str]) {
     let out = strata(args);
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(code), "strata {args:?}: {err}");
@@ -27,7 +26,6 @@ pub fn assert_fails(args: &[&str], code: i32, needles: &[&str]) -> String {
             "strata {args:?}: {needle:?} not in {err}"
         );
     }
-    err
 }
 
 /// `strata bench --mode MODE --json EXTRA...`, which must succeed and print one JSON object.
