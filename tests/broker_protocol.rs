@@ -296,6 +296,132 @@ fn given_an_idempotent_producer_when_it_retries_or_skips_then_duplicates_get_the
     );
 }
 
+/// `(error_code, base_offset)` of a one-partition produce response.
+fn produced(r: &ProduceResponse) -> (i16, i64) {
+    let p = &r.responses[0].partition_responses[0];
+    (p.error_code, p.base_offset)
+}
+
+/// The `.log` files of a partition directory.
+fn segment_files(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".log")
+        })
+        .count()
+}
+
+#[test]
+fn given_an_idempotent_producer_whose_batch_rolled_into_an_older_segment_when_the_broker_restarts_or_crashes_then_its_retry_is_still_a_duplicate()
+ {
+    for crash in [false, true] {
+        let mut b = Broker::start(&[]);
+        let mut c = b.client();
+        create_topic(&mut c, "idem", 1, &[("segment.bytes", "1024")]);
+        let pid = c.call(
+            &InitProducerIdRequest::default().with_transaction_timeout_ms(60000),
+            4,
+        );
+        let id = pid.producer_id.0;
+        let first = batch(&["a0", "a1"], Some((id, 0, 0)));
+        let r = produce(&mut c, "idem", 0, first.clone(), -1).unwrap();
+        assert_eq!(produced(&r), (0, 0));
+        // Plain batches that roll the producer's batch into an older segment.
+        let filler = "f".repeat(600);
+        for _ in 0..6 {
+            produce(&mut c, "idem", 0, batch(&[&filler], None), -1).unwrap();
+        }
+        assert!(segment_files(&b.dir.join("idem-0")) >= 3);
+        drop(c);
+        if crash {
+            b.kill9();
+        } else {
+            assert_eq!(b.stop(), 0);
+        }
+        let b2 = Broker::start_in(&b.dir, &[]);
+        let mut c = b2.client();
+        let dup = produce(&mut c, "idem", 0, first, -1).unwrap();
+        assert_eq!(
+            produced(&dup),
+            (0, 0),
+            "crash={crash}: the retry gets its original offset and is not stored again"
+        );
+        let next = produce(&mut c, "idem", 0, batch(&["a2"], Some((id, 0, 2))), -1).unwrap();
+        assert_eq!(
+            produced(&next),
+            (0, 8),
+            "crash={crash}: the next sequence follows"
+        );
+        let gap = produce(&mut c, "idem", 0, batch(&["a9"], Some((id, 0, 9))), -1).unwrap();
+        assert_eq!(
+            produced(&gap).0,
+            45,
+            "crash={crash}: OUT_OF_ORDER_SEQUENCE_NUMBER, the sequence is known"
+        );
+        drop(b2);
+        drop(b);
+    }
+}
+
+#[test]
+fn given_a_producer_state_snapshot_ahead_of_the_log_or_damaged_when_the_broker_starts_then_it_is_not_trusted()
+ {
+    // A snapshot that says producer 0 wrote offsets 0..4.
+    let mut b = Broker::start(&[]);
+    let mut c = b.client();
+    create_topic(&mut c, "snap", 1, &[]);
+    produce(&mut c, "snap", 0, batch(&["a", "b"], Some((0, 0, 0))), -1).unwrap();
+    produce(&mut c, "snap", 0, batch(&["c", "d"], Some((0, 0, 2))), -1).unwrap();
+    drop(c);
+    assert_eq!(b.stop(), 0);
+    let ahead = std::fs::read(b.dir.join("snap-0/producer-state")).unwrap();
+
+    // A log that holds one plain batch, as if a crash had cut it after offset 0.
+    let mut b2 = Broker::start(&[]);
+    let mut c = b2.client();
+    create_topic(&mut c, "snap", 1, &[]);
+    produce(&mut c, "snap", 0, batch(&["plain"], None), -1).unwrap();
+    drop(c);
+    assert_eq!(b2.stop(), 0);
+    let snapshot = b2.dir.join("snap-0/producer-state");
+    std::fs::write(&snapshot, &ahead).unwrap();
+    let mut b3 = Broker::start_in(&b2.dir, &[]);
+    assert_ne!(
+        std::fs::read(&snapshot).unwrap(),
+        ahead,
+        "the stale snapshot is replaced at start"
+    );
+    let mut c = b3.client();
+    let r = produce(&mut c, "snap", 0, batch(&["a", "b"], Some((0, 0, 0))), -1).unwrap();
+    assert_eq!(
+        produced(&r),
+        (0, 1),
+        "appended after the plain batch, not answered with offset 0 of a batch the log lacks"
+    );
+    drop(c);
+    assert_eq!(b3.stop(), 0);
+
+    // A damaged snapshot: the broker starts, says so, and rebuilds from the log.
+    let mut bytes = std::fs::read(&snapshot).unwrap();
+    bytes[12] ^= 0xff;
+    std::fs::write(&snapshot, &bytes).unwrap();
+    let b4 = Broker::start_in(&b2.dir, &[]);
+    let mut c = b4.client();
+    let dup = produce(&mut c, "snap", 0, batch(&["a", "b"], Some((0, 0, 0))), -1).unwrap();
+    assert_eq!(
+        produced(&dup),
+        (0, 1),
+        "rebuilt from the last segment's headers"
+    );
+    let r = produce(&mut c, "snap", 0, batch(&["c"], Some((0, 0, 2))), -1).unwrap();
+    assert_eq!(produced(&r), (0, 3));
+}
+
 #[test]
 fn given_list_offsets_when_asked_for_earliest_latest_max_and_by_time_then_offsets_are_right() {
     use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};

@@ -44,6 +44,34 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Reads and decodes a producer-state snapshot: `None` if there is none, an error if it is too
+/// large (checked before reading) or does not decode.
+fn read_snapshot(path: &Path) -> Result<Option<(u64, ProducerStates)>> {
+    use std::io::Read;
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("opening {}", path.display())),
+    };
+    let len = file
+        .metadata()
+        .with_context(|| format!("stat {}", path.display()))?
+        .len();
+    if len > producer::MAX_SNAPSHOT_BYTES {
+        bail!(
+            "{len} bytes, more than the {} a snapshot may have",
+            producer::MAX_SNAPSHOT_BYTES
+        );
+    }
+    let mut bytes = Vec::with_capacity(len as usize);
+    file.take(producer::MAX_SNAPSHOT_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("reading {}", path.display()))?;
+    ProducerStates::decode_snapshot(&bytes)
+        .map(Some)
+        .map_err(|e| anyhow::anyhow!(e))
+}
+
 /// A random 128-bit value from the standard library's randomly keyed hasher (no extra crate).
 pub fn random_u128() -> u128 {
     let s = std::collections::hash_map::RandomState::new();
@@ -116,6 +144,10 @@ pub struct Partition {
     /// Serialises the sequence check and append of idempotent batches (they are rare to
     /// contend: one producer pipelines on one connection, which is processed in order).
     idempotent: Mutex<()>,
+    /// Serialises writers of the producer-state snapshot file.
+    snapshot_write: Mutex<()>,
+    /// Bytes appended since the last snapshot was written.
+    since_snapshot: std::sync::atomic::AtomicU64,
     /// Changes after every append to this partition: wakes the fetches parked on it, and only
     /// those.
     appended: tokio::sync::watch::Sender<u64>,
@@ -229,9 +261,11 @@ impl Broker {
                 log: Arc::new(log),
                 producers: Mutex::new(ProducerStates::default()),
                 idempotent: Mutex::new(()),
+                snapshot_write: Mutex::new(()),
+                since_snapshot: std::sync::atomic::AtomicU64::new(0),
                 appended: tokio::sync::watch::channel(0).0,
             };
-            partition.rebuild_producer_state();
+            partition.load_producer_state();
             partitions.push(Arc::new(partition));
         }
         Ok(Arc::new(Topic {
@@ -355,9 +389,11 @@ impl Broker {
         config: &TopicConfig,
         records: bytes::Bytes,
     ) -> Result<Produced, ProduceError> {
+        let len = records.len() as u64;
         let res = partition.produce(config, records);
         if res.is_ok() {
             partition.appended.send_modify(|n| *n = n.wrapping_add(1));
+            partition.maybe_snapshot(len, config.log.segment_bytes);
         }
         res
     }
@@ -387,6 +423,10 @@ impl Broker {
             };
             for p in partitions {
                 let what = format!("{}-{}", p.topic, p.index);
+                if let Err(e) = p.save_producer_state() {
+                    // Not fatal: the next start rebuilds the state from the log.
+                    tracing::warn!(partition = %what, error = %format!("{e:#}"), "writing the producer-state snapshot failed");
+                }
                 match Arc::try_unwrap(p) {
                     Ok(p) => match Arc::try_unwrap(p.log) {
                         Ok(log) => note(log.close(), &what),
@@ -404,15 +444,48 @@ impl Broker {
 }
 
 impl Partition {
-    /// Rebuilds idempotent-producer state from the batch headers of the last segment.
-    fn rebuild_producer_state(&self) {
-        let start = self
-            .log
-            .segments()
-            .last()
-            .map_or(0, |s| s.base_offset)
-            .max(self.log.log_start_offset());
-        let end = self.log.log_end_offset();
+    fn snapshot_path(&self) -> PathBuf {
+        self.log.dir().join(producer::SNAPSHOT_FILE)
+    }
+
+    /// Loads the idempotent-producer state: the snapshot if there is a usable one, then the
+    /// batch headers past it. Without one (none, damaged, or ahead of a log that lost its tail
+    /// in a crash), the headers of the last segment only, and a fresh snapshot replaces a bad
+    /// one at once, so it can never be taken for valid once the log grows past its offset.
+    fn load_producer_state(&self) {
+        let log_start = self.log.log_start_offset();
+        let log_end = self.log.log_end_offset();
+        let path = self.snapshot_path();
+        let (from, replace) = match read_snapshot(&path) {
+            Ok(None) => (None, false),
+            Ok(Some((end, states))) if end <= log_end => {
+                *self.producers.lock() = states;
+                (Some(end), false)
+            }
+            Ok(Some((end, _))) => {
+                tracing::warn!(file = %path.display(), snapshot_end = end, log_end, "the producer-state snapshot is ahead of the log (its tail was lost in a crash); rebuilding from the last segment");
+                (None, true)
+            }
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %format!("{e:#}"), "ignoring a damaged producer-state snapshot; rebuilding from the last segment");
+                (None, true)
+            }
+        };
+        let start = from
+            .unwrap_or_else(|| self.log.segments().last().map_or(0, |s| s.base_offset))
+            .max(log_start);
+        self.replay_producer_state(start, log_end);
+        if replace && let Err(e) = self.write_snapshot() {
+            // Without a replacement the file must go: once the log grows past its offset it
+            // would pass the check above.
+            let removed = std::fs::remove_file(&path)
+                .and_then(|()| std::fs::File::open(self.log.dir()).and_then(|d| d.sync_all()));
+            tracing::error!(file = %path.display(), error = %format!("{e:#}"), removed = removed.is_ok(), "replacing the producer-state snapshot failed");
+        }
+    }
+
+    /// Records the idempotent batches in `[start, end)` from their headers.
+    fn replay_producer_state(&self, start: u64, end: u64) {
         let mut next = start;
         let mut states = self.producers.lock();
         while next < end {
@@ -439,6 +512,43 @@ impl Partition {
                 break;
             }
         }
+    }
+
+    /// Writes the snapshot once `segment_bytes` have been appended since the last one, so a
+    /// restart after a crash replays at most about one segment of headers. Runs on the
+    /// producing thread, whose response waits for it (one fsync per `segment.bytes`).
+    fn maybe_snapshot(&self, appended: u64, segment_bytes: u64) {
+        use std::sync::atomic::Ordering;
+        let total = self.since_snapshot.fetch_add(appended, Ordering::AcqRel) + appended;
+        if total < segment_bytes {
+            return;
+        }
+        self.since_snapshot.store(0, Ordering::Release);
+        if let Err(e) = self.save_producer_state() {
+            tracing::warn!(topic = %self.topic, partition = self.index, error = %format!("{e:#}"), "writing the producer-state snapshot failed");
+        }
+    }
+
+    /// Writes the snapshot if any idempotent producer has been seen (there is nothing to keep
+    /// otherwise, and a restart without a snapshot replays only the last segment).
+    fn save_producer_state(&self) -> Result<()> {
+        if self.producers.lock().is_empty() {
+            return Ok(());
+        }
+        self.write_snapshot()
+    }
+
+    /// Replaces the snapshot file with the state as of the log end (atomic replace, directory
+    /// fsync). Taken under the idempotent lock, so every idempotent batch below that offset is
+    /// in it and none past it.
+    fn write_snapshot(&self) -> Result<()> {
+        let _w = self.snapshot_write.lock();
+        let bytes = {
+            let _g = self.idempotent.lock();
+            let end = self.log.log_end_offset();
+            self.producers.lock().encode_snapshot(end)
+        };
+        write_atomic(&self.snapshot_path(), &bytes)
     }
 
     fn produce(

@@ -4,8 +4,12 @@
 //! accepted batch's last sequence (`OUT_OF_ORDER_SEQUENCE_NUMBER` otherwise); a batch equal to one
 //! of the last five accepted batches is a retry and is answered with its original base offset
 //! without being appended again; an older epoch is fenced (`INVALID_PRODUCER_EPOCH`); a newer epoch
-//! starts at sequence 0. State is rebuilt from the batch headers of a partition's last segment when
-//! the broker starts, so a producer retrying across a broker restart is still deduplicated.
+//! starts at sequence 0.
+//!
+//! The state survives restarts through a snapshot file per partition (`producer-state`,
+//! FORMAT.md §9): written at clean shutdown and after every `segment.bytes` appended, loaded on
+//! start, then brought up to date from the batch headers past it. Without a usable snapshot the
+//! state is rebuilt from the headers of the last segment only.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -117,6 +121,133 @@ impl ProducerStates {
     }
 }
 
+/// The producer-state snapshot in a partition directory (FORMAT.md §9).
+pub const SNAPSHOT_FILE: &str = "producer-state";
+/// `b"STPS"`: STrata Producer State.
+const SNAPSHOT_MAGIC: [u8; 4] = *b"STPS";
+const SNAPSHOT_VERSION: u16 = 1;
+/// magic, version, flags, end offset, producer count.
+const SNAPSHOT_HEADER: usize = 20;
+/// producer id, epoch, batch count.
+const SNAPSHOT_PRODUCER: usize = 11;
+/// first sequence, last sequence, base offset.
+const SNAPSHOT_BATCH: usize = 16;
+const SNAPSHOT_CRC: usize = 4;
+/// Larger snapshot files are refused before they are read: more than a million producers with
+/// five batches each.
+pub const MAX_SNAPSHOT_BYTES: u64 = 128 << 20;
+
+/// Takes `n` bytes off the front of `rest`, or says the snapshot is truncated.
+fn take<const N: usize>(rest: &mut &[u8]) -> Result<[u8; N], String> {
+    let (head, tail) = rest
+        .split_first_chunk::<N>()
+        .ok_or_else(|| "snapshot truncated".to_string())?;
+    *rest = tail;
+    Ok(*head)
+}
+
+impl ProducerStates {
+    /// True when no idempotent producer has been seen.
+    pub fn is_empty(&self) -> bool {
+        self.producers.is_empty()
+    }
+
+    /// The snapshot of this state as of `end_offset` (every batch below it is included).
+    /// Producers in id order, their batches oldest first; big-endian; CRC-32C last.
+    pub fn encode_snapshot(&self, end_offset: u64) -> Vec<u8> {
+        let mut ids: Vec<&i64> = self.producers.keys().collect();
+        ids.sort_unstable();
+        let batches: usize = self.producers.values().map(|e| e.recent.len()).sum();
+        let mut b = Vec::with_capacity(
+            SNAPSHOT_HEADER
+                + ids.len() * SNAPSHOT_PRODUCER
+                + batches * SNAPSHOT_BATCH
+                + SNAPSHOT_CRC,
+        );
+        b.extend_from_slice(&SNAPSHOT_MAGIC);
+        b.extend_from_slice(&SNAPSHOT_VERSION.to_be_bytes());
+        b.extend_from_slice(&0u16.to_be_bytes());
+        b.extend_from_slice(&end_offset.to_be_bytes());
+        // More than u32::MAX producers cannot be held in memory anyway.
+        b.extend_from_slice(&(ids.len() as u32).to_be_bytes());
+        for id in ids {
+            let Some(e) = self.producers.get(id) else {
+                continue;
+            };
+            b.extend_from_slice(&id.to_be_bytes());
+            b.extend_from_slice(&e.epoch.to_be_bytes());
+            // At most DEDUP_WINDOW (5).
+            b.push(e.recent.len() as u8);
+            for m in &e.recent {
+                b.extend_from_slice(&m.first_seq.to_be_bytes());
+                b.extend_from_slice(&m.last_seq.to_be_bytes());
+                b.extend_from_slice(&m.base_offset.to_be_bytes());
+            }
+        }
+        let crc = crc32c::crc32c(&b);
+        b.extend_from_slice(&crc.to_be_bytes());
+        b
+    }
+
+    /// Decodes a snapshot: its end offset and the state. Every field is checked (CRC first,
+    /// then magic, version, counts against the bytes present); nothing is allocated from a
+    /// count before the bytes for it are known to be there.
+    pub fn decode_snapshot(bytes: &[u8]) -> Result<(u64, ProducerStates), String> {
+        let (body, crc) = bytes
+            .split_last_chunk::<SNAPSHOT_CRC>()
+            .ok_or_else(|| format!("{} bytes is too short for a snapshot", bytes.len()))?;
+        if crc32c::crc32c(body) != u32::from_be_bytes(*crc) {
+            return Err("CRC-32C mismatch".into());
+        }
+        let mut rest = body;
+        if take::<4>(&mut rest)? != SNAPSHOT_MAGIC {
+            return Err("bad magic".into());
+        }
+        let version = u16::from_be_bytes(take(&mut rest)?);
+        if version != SNAPSHOT_VERSION {
+            return Err(format!("unknown version {version}"));
+        }
+        let _flags = take::<2>(&mut rest)?;
+        let end_offset = u64::from_be_bytes(take(&mut rest)?);
+        let count = u32::from_be_bytes(take(&mut rest)?) as usize;
+        if count > rest.len() / SNAPSHOT_PRODUCER {
+            return Err(format!(
+                "{count} producers do not fit in {} bytes",
+                rest.len()
+            ));
+        }
+        let mut producers = HashMap::with_capacity(count);
+        for _ in 0..count {
+            let id = i64::from_be_bytes(take(&mut rest)?);
+            let epoch = i16::from_be_bytes(take(&mut rest)?);
+            let [n] = take::<1>(&mut rest)?;
+            if usize::from(n) > DEDUP_WINDOW {
+                return Err(format!(
+                    "producer {id}: {n} batches, at most {DEDUP_WINDOW}"
+                ));
+            }
+            let mut recent = VecDeque::with_capacity(usize::from(n));
+            for _ in 0..n {
+                recent.push_back(BatchMeta {
+                    first_seq: i32::from_be_bytes(take(&mut rest)?),
+                    last_seq: i32::from_be_bytes(take(&mut rest)?),
+                    base_offset: u64::from_be_bytes(take(&mut rest)?),
+                });
+            }
+            if producers
+                .insert(id, ProducerEntry { epoch, recent })
+                .is_some()
+            {
+                return Err(format!("producer {id} appears twice"));
+            }
+        }
+        if !rest.is_empty() {
+            return Err(format!("{} bytes after the last producer", rest.len()));
+        }
+        Ok((end_offset, ProducerStates { producers }))
+    }
+}
+
 /// Hands out producer ids that are unique across restarts: ids are reserved in blocks, and the
 /// end of the reserved block is persisted (atomic replace) before any id of it is handed out.
 #[derive(Debug)]
@@ -159,7 +290,7 @@ impl ProducerIdAllocator {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 
@@ -204,6 +335,109 @@ mod tests {
         let mut w = ProducerStates::default();
         w.record(1, 0, i32::MAX - 1, 2, 0);
         assert_eq!(w.check(1, 0, 0, 1), SeqCheck::Append);
+    }
+
+    fn sample() -> ProducerStates {
+        let mut s = ProducerStates::default();
+        for i in 0..7 {
+            s.record(42, 3, i * 10, 10, 1000 + i as u64 * 10);
+        }
+        s.record(-5, 0, i32::MAX - 1, 4, 7);
+        s.record(9, i16::MAX, 0, 1, u64::MAX - 1);
+        s
+    }
+
+    /// The state as comparable data (the map's order is arbitrary).
+    fn entries(s: &ProducerStates) -> Vec<(i64, i16, Vec<BatchMeta>)> {
+        let mut v: Vec<_> = s
+            .producers
+            .iter()
+            .map(|(id, e)| (*id, e.epoch, e.recent.iter().copied().collect()))
+            .collect();
+        v.sort_by_key(|e| e.0);
+        v
+    }
+
+    #[test]
+    fn snapshots_round_trip_and_keep_deduplicating() {
+        let s = sample();
+        let bytes = s.encode_snapshot(12_345);
+        assert_eq!(
+            bytes.len(),
+            SNAPSHOT_HEADER + 3 * SNAPSHOT_PRODUCER + 7 * SNAPSHOT_BATCH + SNAPSHOT_CRC
+        );
+        let (end, back) = ProducerStates::decode_snapshot(&bytes).unwrap();
+        assert_eq!(end, 12_345);
+        assert_eq!(entries(&back), entries(&s));
+        assert_eq!(back.check(42, 3, 60, 10), SeqCheck::Duplicate(1060));
+        assert_eq!(back.check(42, 3, 70, 1), SeqCheck::Append);
+        let empty = ProducerStates::default().encode_snapshot(0);
+        assert!(
+            ProducerStates::decode_snapshot(&empty)
+                .unwrap()
+                .1
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn every_flipped_byte_and_every_truncation_of_a_snapshot_is_refused() {
+        let bytes = sample().encode_snapshot(99);
+        for i in 0..bytes.len() {
+            for bit in [0x01u8, 0x80] {
+                let mut bad = bytes.clone();
+                bad[i] ^= bit;
+                assert!(
+                    ProducerStates::decode_snapshot(&bad).is_err(),
+                    "byte {i} bit {bit:#x} flipped was accepted"
+                );
+            }
+        }
+        for len in 0..bytes.len() {
+            assert!(
+                ProducerStates::decode_snapshot(&bytes[..len]).is_err(),
+                "{len}"
+            );
+        }
+    }
+
+    /// A snapshot whose CRC is right but whose fields are not (a bug, or a hand-made file).
+    fn with_crc(mut body: Vec<u8>) -> Vec<u8> {
+        let crc = crc32c::crc32c(&body);
+        body.extend_from_slice(&crc.to_be_bytes());
+        body
+    }
+
+    #[test]
+    fn well_checksummed_snapshots_with_impossible_fields_are_refused_without_allocating() {
+        let good = sample().encode_snapshot(1);
+        let body = &good[..good.len() - SNAPSHOT_CRC];
+        let mut huge = body.to_vec();
+        huge[16..20].copy_from_slice(&u32::MAX.to_be_bytes());
+        let err = ProducerStates::decode_snapshot(&with_crc(huge)).unwrap_err();
+        assert!(err.contains("do not fit"), "{err}");
+        let mut six = body.to_vec();
+        six[SNAPSHOT_HEADER + 10] = 6;
+        assert!(ProducerStates::decode_snapshot(&with_crc(six)).is_err());
+        let mut trailing = body.to_vec();
+        trailing.push(0);
+        let err = ProducerStates::decode_snapshot(&with_crc(trailing)).unwrap_err();
+        assert!(err.contains("after the last producer"), "{err}");
+        let mut version = body.to_vec();
+        version[5] = 2;
+        let err = ProducerStates::decode_snapshot(&with_crc(version)).unwrap_err();
+        assert!(err.contains("version"), "{err}");
+        // The same producer twice.
+        let mut one = ProducerStates::default();
+        one.record(1, 0, 0, 1, 0);
+        let b = one.encode_snapshot(1);
+        let entry = b[SNAPSHOT_HEADER..b.len() - SNAPSHOT_CRC].to_vec();
+        let mut twice = b[..SNAPSHOT_HEADER].to_vec();
+        twice[16..20].copy_from_slice(&2u32.to_be_bytes());
+        twice.extend_from_slice(&entry);
+        twice.extend_from_slice(&entry);
+        let err = ProducerStates::decode_snapshot(&with_crc(twice)).unwrap_err();
+        assert!(err.contains("twice"), "{err}");
     }
 
     #[test]
