@@ -328,7 +328,7 @@ fn given_an_idempotent_producer_whose_batch_rolled_into_an_older_segment_when_th
             4,
         );
         let id = pid.producer_id.0;
-        let first = batch(&["a0", "a1"], Some((id, 0, 0)));
+        let first = batch_at(&["a0", "a1"], Some((id, 0, 0)), now_ms());
         let r = produce(&mut c, "idem", 0, first.clone(), -1).unwrap();
         assert_eq!(produced(&r), (0, 0));
         // Plain batches that roll the producer's batch into an older segment.
@@ -351,13 +351,27 @@ fn given_an_idempotent_producer_whose_batch_rolled_into_an_older_segment_when_th
             (0, 0),
             "crash={crash}: the retry gets its original offset and is not stored again"
         );
-        let next = produce(&mut c, "idem", 0, batch(&["a2"], Some((id, 0, 2))), -1).unwrap();
+        let next = produce(
+            &mut c,
+            "idem",
+            0,
+            batch_at(&["a2"], Some((id, 0, 2)), now_ms()),
+            -1,
+        )
+        .unwrap();
         assert_eq!(
             produced(&next),
             (0, 8),
             "crash={crash}: the next sequence follows"
         );
-        let gap = produce(&mut c, "idem", 0, batch(&["a9"], Some((id, 0, 9))), -1).unwrap();
+        let gap = produce(
+            &mut c,
+            "idem",
+            0,
+            batch_at(&["a9"], Some((id, 0, 9)), now_ms()),
+            -1,
+        )
+        .unwrap();
         assert_eq!(
             produced(&gap).0,
             45,
@@ -375,8 +389,22 @@ fn given_a_producer_state_snapshot_ahead_of_the_log_or_damaged_when_the_broker_s
     let mut b = Broker::start(&[]);
     let mut c = b.client();
     create_topic(&mut c, "snap", 1, &[]);
-    produce(&mut c, "snap", 0, batch(&["a", "b"], Some((0, 0, 0))), -1).unwrap();
-    produce(&mut c, "snap", 0, batch(&["c", "d"], Some((0, 0, 2))), -1).unwrap();
+    produce(
+        &mut c,
+        "snap",
+        0,
+        batch_at(&["a", "b"], Some((0, 0, 0)), now_ms()),
+        -1,
+    )
+    .unwrap();
+    produce(
+        &mut c,
+        "snap",
+        0,
+        batch_at(&["c", "d"], Some((0, 0, 2)), now_ms()),
+        -1,
+    )
+    .unwrap();
     drop(c);
     assert_eq!(b.stop(), 0);
     let ahead = std::fs::read(b.dir.join("snap-0/producer-state")).unwrap();
@@ -397,7 +425,14 @@ fn given_a_producer_state_snapshot_ahead_of_the_log_or_damaged_when_the_broker_s
         "the stale snapshot is replaced at start"
     );
     let mut c = b3.client();
-    let r = produce(&mut c, "snap", 0, batch(&["a", "b"], Some((0, 0, 0))), -1).unwrap();
+    let r = produce(
+        &mut c,
+        "snap",
+        0,
+        batch_at(&["a", "b"], Some((0, 0, 0)), now_ms()),
+        -1,
+    )
+    .unwrap();
     assert_eq!(
         produced(&r),
         (0, 1),
@@ -412,14 +447,63 @@ fn given_a_producer_state_snapshot_ahead_of_the_log_or_damaged_when_the_broker_s
     std::fs::write(&snapshot, &bytes).unwrap();
     let b4 = Broker::start_in(&b2.dir, &[]);
     let mut c = b4.client();
-    let dup = produce(&mut c, "snap", 0, batch(&["a", "b"], Some((0, 0, 0))), -1).unwrap();
+    let dup = produce(
+        &mut c,
+        "snap",
+        0,
+        batch_at(&["a", "b"], Some((0, 0, 0)), now_ms()),
+        -1,
+    )
+    .unwrap();
     assert_eq!(
         produced(&dup),
         (0, 1),
         "rebuilt from the last segment's headers"
     );
-    let r = produce(&mut c, "snap", 0, batch(&["c"], Some((0, 0, 2))), -1).unwrap();
+    let r = produce(
+        &mut c,
+        "snap",
+        0,
+        batch_at(&["c"], Some((0, 0, 2)), now_ms()),
+        -1,
+    )
+    .unwrap();
     assert_eq!(produced(&r), (0, 3));
+}
+
+#[test]
+fn given_producer_id_expiration_when_a_producer_was_idle_longer_then_a_restart_forgets_it_and_keeps_the_others()
+ {
+    let mut b = Broker::start(&["--set", "producer.id.expiration.ms=60000"]);
+    let mut c = b.client();
+    create_topic(&mut c, "exp", 1, &[]);
+    // Producer 1's last batch is two minutes old, producer 2's is fresh.
+    let old = batch_at(&["old"], Some((1, 0, 0)), now_ms() - 120_000);
+    let fresh = batch_at(&["fresh"], Some((2, 0, 0)), now_ms());
+    assert_eq!(
+        produced(&produce(&mut c, "exp", 0, old.clone(), -1).unwrap()),
+        (0, 0)
+    );
+    assert_eq!(
+        produced(&produce(&mut c, "exp", 0, fresh.clone(), -1).unwrap()),
+        (0, 1)
+    );
+    drop(c);
+    assert_eq!(b.stop(), 0);
+    let b2 = Broker::start_in(&b.dir, &["--set", "producer.id.expiration.ms=60000"]);
+    let mut c = b2.client();
+    assert_eq!(
+        produced(&produce(&mut c, "exp", 0, fresh, -1).unwrap()),
+        (0, 1),
+        "a producer within the expiration is still deduplicated"
+    );
+    assert_eq!(
+        produced(&produce(&mut c, "exp", 0, old, -1).unwrap()),
+        (0, 2),
+        "an expired producer is unknown: its batch is appended as new"
+    );
+    drop(b2);
+    drop(b);
 }
 
 #[test]

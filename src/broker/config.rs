@@ -124,6 +124,11 @@ pub const BROKER_KEYS: &[(&str, &str, &str)] = &[
         "Most client connections open at once; further ones wait in the listen backlog until one closes (as in Kafka).",
     ),
     (
+        "producer.id.expiration.ms",
+        "86400000",
+        "Forget an idempotent producer's sequence state when its last batch is older than this.",
+    ),
+    (
         "group.initial.rebalance.delay.ms",
         "3000",
         "How long the first rebalance of an empty consumer group waits for more members to join.",
@@ -278,6 +283,7 @@ impl BrokerConfig {
             "log.dirs" => Ok(()),
             "log.flush.interval.ms" if self.get(key).is_empty() => Ok(()),
             "max.connections" => self.max_connections().map(drop),
+            "producer.id.expiration.ms" => self.producer_id_expiration_ms().map(drop),
             "socket.request.max.bytes" => {
                 let v = self.i64(key)?;
                 if !(8..=i64::from(i32::MAX)).contains(&v) {
@@ -402,6 +408,15 @@ impl BrokerConfig {
             bail!("{key} must be >= 0, got {v}");
         }
         Ok(Duration::from_millis(v as u64))
+    }
+
+    /// `producer.id.expiration.ms`, in ms (> 0).
+    pub fn producer_id_expiration_ms(&self) -> Result<i64> {
+        let v = self.i64("producer.id.expiration.ms")?;
+        if v <= 0 {
+            bail!("producer.id.expiration.ms must be > 0, got {v}");
+        }
+        Ok(v)
     }
 
     pub fn group_initial_rebalance_delay(&self) -> Result<Duration> {
@@ -578,6 +593,7 @@ mod tests {
         assert!(c.set("num.partitions", "many").is_err());
         assert!(c.set("listeners", "nowhere").is_err());
         assert!(c.set("strata.io.backend", "floppy").is_err());
+        assert!(c.set("producer.id.expiration.ms", "0").is_err());
         assert!(parse_properties("novalue").is_err());
     }
 

@@ -44,6 +44,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// How often idle producers are looked for (Kafka's `producer.id.expiration.check.interval.ms`).
+const PRODUCER_EXPIRY_CHECK_MS: i64 = 10 * 60 * 1000;
+
 /// Reads and decodes a producer-state snapshot: `None` if there is none, an error if it is too
 /// large (checked before reading) or does not decode.
 fn read_snapshot(path: &Path) -> Result<Option<(u64, ProducerStates)>> {
@@ -148,6 +151,10 @@ pub struct Partition {
     snapshot_write: Mutex<()>,
     /// Bytes appended since the last snapshot was written.
     since_snapshot: std::sync::atomic::AtomicU64,
+    /// `producer.id.expiration.ms`.
+    producer_expiration_ms: i64,
+    /// Wall-clock ms of the last expiry of idle producers.
+    last_expiry_ms: std::sync::atomic::AtomicI64,
     /// Changes after every append to this partition: wakes the fetches parked on it, and only
     /// those.
     appended: tokio::sync::watch::Sender<u64>,
@@ -250,6 +257,7 @@ impl Broker {
 
     fn open_topic(&self, meta: &TopicMeta) -> Result<Arc<Topic>> {
         let config = TopicConfig::resolve(&self.config, meta.configs.clone())?;
+        let producer_expiration_ms = self.config.producer_id_expiration_ms()?;
         let mut partitions = Vec::new();
         for p in 0..meta.partitions {
             let dir = self.partition_dir(&meta.name, p);
@@ -263,6 +271,8 @@ impl Broker {
                 idempotent: Mutex::new(()),
                 snapshot_write: Mutex::new(()),
                 since_snapshot: std::sync::atomic::AtomicU64::new(0),
+                producer_expiration_ms,
+                last_expiry_ms: std::sync::atomic::AtomicI64::new(groups::offsets::now_ms()),
                 appended: tokio::sync::watch::channel(0).0,
             };
             partition.load_producer_state();
@@ -394,6 +404,7 @@ impl Broker {
         if res.is_ok() {
             partition.appended.send_modify(|n| *n = n.wrapping_add(1));
             partition.maybe_snapshot(len, config.log.segment_bytes);
+            partition.maybe_expire_producers();
         }
         res
     }
@@ -475,6 +486,7 @@ impl Partition {
             .unwrap_or_else(|| self.log.segments().last().map_or(0, |s| s.base_offset))
             .max(log_start);
         self.replay_producer_state(start, log_end);
+        self.expire_producers(groups::offsets::now_ms());
         if replace && let Err(e) = self.write_snapshot() {
             // Without a replacement the file must go: once the log grows past its offset it
             // would pass the check above.
@@ -504,6 +516,7 @@ impl Partition {
                         h.base_sequence,
                         h.record_count,
                         h.base_offset as u64,
+                        h.max_timestamp,
                     );
                 }
                 next = h.next_offset() as u64;
@@ -511,6 +524,31 @@ impl Partition {
             if next == before {
                 break;
             }
+        }
+    }
+
+    /// Forgets producers idle longer than `producer.id.expiration.ms`.
+    fn expire_producers(&self, now_ms: i64) {
+        use std::sync::atomic::Ordering;
+        self.last_expiry_ms.store(now_ms, Ordering::Release);
+        let expired = self
+            .producers
+            .lock()
+            .expire(now_ms, self.producer_expiration_ms);
+        if expired > 0 {
+            tracing::debug!(topic = %self.topic, partition = self.index, expired, "expired idle producers");
+        }
+    }
+
+    /// Runs [`Partition::expire_producers`] at most every [`PRODUCER_EXPIRY_CHECK_MS`]
+    /// (Kafka's `producer.id.expiration.check.interval.ms` default).
+    fn maybe_expire_producers(&self) {
+        use std::sync::atomic::Ordering;
+        let now = groups::offsets::now_ms();
+        if now.saturating_sub(self.last_expiry_ms.load(Ordering::Acquire))
+            >= PRODUCER_EXPIRY_CHECK_MS
+        {
+            self.expire_producers(now);
         }
     }
 
@@ -546,7 +584,9 @@ impl Partition {
         let bytes = {
             let _g = self.idempotent.lock();
             let end = self.log.log_end_offset();
-            self.producers.lock().encode_snapshot(end)
+            let mut states = self.producers.lock();
+            states.expire(groups::offsets::now_ms(), self.producer_expiration_ms);
+            states.encode_snapshot(end)
         };
         write_atomic(&self.snapshot_path(), &bytes)
     }
@@ -670,12 +710,20 @@ impl Partition {
             )),
             SeqCheck::Append => {
                 let info = append(to_append).map_err(storage)?;
+                // What the stored header says (the append time under LogAppendTime), so a
+                // replay of the log rebuilds the same value.
+                let max_timestamp = if append_time >= 0 {
+                    append_time
+                } else {
+                    h.max_timestamp
+                };
                 self.producers.lock().record(
                     h.producer_id,
                     h.producer_epoch,
                     h.base_sequence,
                     h.record_count,
                     info.base_offset,
+                    max_timestamp,
                 );
                 Ok(produced(info.base_offset))
             }

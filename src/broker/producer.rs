@@ -9,7 +9,8 @@
 //! The state survives restarts through a snapshot file per partition (`producer-state`,
 //! FORMAT.md §9): written at clean shutdown and after every `segment.bytes` appended, loaded on
 //! start, then brought up to date from the batch headers past it. Without a usable snapshot the
-//! state is rebuilt from the headers of the last segment only.
+//! state is rebuilt from the headers of the last segment only. A producer whose newest batch
+//! timestamp is older than `producer.id.expiration.ms` is forgotten, as in Kafka.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -32,6 +33,9 @@ pub struct BatchMeta {
 struct ProducerEntry {
     epoch: i16,
     recent: VecDeque<BatchMeta>,
+    /// The largest batch timestamp seen from it (ms), which its expiry counts from, as Kafka's
+    /// `producer.id.expiration.ms`.
+    last_timestamp: i64,
 }
 
 /// What to do with an incoming idempotent batch.
@@ -103,9 +107,21 @@ impl ProducerStates {
         }
     }
 
-    /// Records an appended batch.
-    pub fn record(&mut self, pid: i64, epoch: i16, first_seq: i32, count: i32, base_offset: u64) {
-        let e = self.producers.entry(pid).or_default();
+    /// Records an appended batch whose largest timestamp is `max_timestamp` (ms).
+    pub fn record(
+        &mut self,
+        pid: i64,
+        epoch: i16,
+        first_seq: i32,
+        count: i32,
+        base_offset: u64,
+        max_timestamp: i64,
+    ) {
+        let e = self.producers.entry(pid).or_insert_with(|| ProducerEntry {
+            last_timestamp: max_timestamp,
+            ..ProducerEntry::default()
+        });
+        e.last_timestamp = e.last_timestamp.max(max_timestamp);
         if epoch != e.epoch {
             e.epoch = epoch;
             e.recent.clear();
@@ -128,8 +144,8 @@ const SNAPSHOT_MAGIC: [u8; 4] = *b"STPS";
 const SNAPSHOT_VERSION: u16 = 1;
 /// magic, version, flags, end offset, producer count.
 const SNAPSHOT_HEADER: usize = 20;
-/// producer id, epoch, batch count.
-const SNAPSHOT_PRODUCER: usize = 11;
+/// producer id, epoch, last timestamp, batch count.
+const SNAPSHOT_PRODUCER: usize = 19;
 /// first sequence, last sequence, base offset.
 const SNAPSHOT_BATCH: usize = 16;
 const SNAPSHOT_CRC: usize = 4;
@@ -150,6 +166,16 @@ impl ProducerStates {
     /// True when no idempotent producer has been seen.
     pub fn is_empty(&self) -> bool {
         self.producers.is_empty()
+    }
+
+    /// Forgets the producers whose last batch is more than `max_idle_ms` older than `now_ms`
+    /// (Kafka's `producer.id.expiration.ms`); returns how many. A forgotten producer's next
+    /// batch is accepted at any sequence, and a retry of its old batches is appended again.
+    pub fn expire(&mut self, now_ms: i64, max_idle_ms: i64) -> usize {
+        let before = self.producers.len();
+        let cutoff = now_ms.saturating_sub(max_idle_ms);
+        self.producers.retain(|_, e| e.last_timestamp >= cutoff);
+        before - self.producers.len()
     }
 
     /// The snapshot of this state as of `end_offset` (every batch below it is included).
@@ -176,6 +202,7 @@ impl ProducerStates {
             };
             b.extend_from_slice(&id.to_be_bytes());
             b.extend_from_slice(&e.epoch.to_be_bytes());
+            b.extend_from_slice(&e.last_timestamp.to_be_bytes());
             // At most DEDUP_WINDOW (5).
             b.push(e.recent.len() as u8);
             for m in &e.recent {
@@ -220,6 +247,7 @@ impl ProducerStates {
         for _ in 0..count {
             let id = i64::from_be_bytes(take(&mut rest)?);
             let epoch = i16::from_be_bytes(take(&mut rest)?);
+            let last_timestamp = i64::from_be_bytes(take(&mut rest)?);
             let [n] = take::<1>(&mut rest)?;
             if usize::from(n) > DEDUP_WINDOW {
                 return Err(format!(
@@ -235,7 +263,14 @@ impl ProducerStates {
                 });
             }
             if producers
-                .insert(id, ProducerEntry { epoch, recent })
+                .insert(
+                    id,
+                    ProducerEntry {
+                        epoch,
+                        recent,
+                        last_timestamp,
+                    },
+                )
                 .is_some()
             {
                 return Err(format!("producer {id} appears twice"));
@@ -298,9 +333,9 @@ mod tests {
     fn sequences_must_follow_and_retries_get_their_original_offset() {
         let mut s = ProducerStates::default();
         assert_eq!(s.check(7, 0, 0, 3), SeqCheck::Append);
-        s.record(7, 0, 0, 3, 100);
+        s.record(7, 0, 0, 3, 100, 0);
         assert_eq!(s.check(7, 0, 3, 2), SeqCheck::Append);
-        s.record(7, 0, 3, 2, 103);
+        s.record(7, 0, 3, 2, 103, 0);
         assert_eq!(s.check(7, 0, 0, 3), SeqCheck::Duplicate(100));
         assert_eq!(s.check(7, 0, 3, 2), SeqCheck::Duplicate(103));
         assert_eq!(
@@ -316,11 +351,11 @@ mod tests {
     #[test]
     fn epochs_fence_old_producers_and_restart_sequences() {
         let mut s = ProducerStates::default();
-        s.record(1, 3, 0, 1, 0);
+        s.record(1, 3, 0, 1, 0, 0);
         assert_eq!(s.check(1, 2, 1, 1), SeqCheck::Fenced { current: 3, got: 2 });
         assert_eq!(s.check(1, 4, 0, 1), SeqCheck::Append);
         assert!(matches!(s.check(1, 4, 5, 1), SeqCheck::OutOfOrder { .. }));
-        s.record(1, 4, 0, 1, 1);
+        s.record(1, 4, 0, 1, 1, 0);
         assert_eq!(s.check(1, 4, 1, 1), SeqCheck::Append);
     }
 
@@ -328,31 +363,45 @@ mod tests {
     fn only_the_last_five_batches_are_remembered_and_sequences_wrap() {
         let mut s = ProducerStates::default();
         for i in 0..7 {
-            s.record(1, 0, i, 1, i as u64);
+            s.record(1, 0, i, 1, i as u64, 0);
         }
         assert!(matches!(s.check(1, 0, 0, 1), SeqCheck::OutOfOrder { .. }));
         assert_eq!(s.check(1, 0, 2, 1), SeqCheck::Duplicate(2));
         let mut w = ProducerStates::default();
-        w.record(1, 0, i32::MAX - 1, 2, 0);
+        w.record(1, 0, i32::MAX - 1, 2, 0, 0);
         assert_eq!(w.check(1, 0, 0, 1), SeqCheck::Append);
     }
 
     fn sample() -> ProducerStates {
         let mut s = ProducerStates::default();
         for i in 0..7 {
-            s.record(42, 3, i * 10, 10, 1000 + i as u64 * 10);
+            s.record(
+                42,
+                3,
+                i * 10,
+                10,
+                1000 + i as u64 * 10,
+                1_700_000_000_000 + i64::from(i),
+            );
         }
-        s.record(-5, 0, i32::MAX - 1, 4, 7);
-        s.record(9, i16::MAX, 0, 1, u64::MAX - 1);
+        s.record(-5, 0, i32::MAX - 1, 4, 7, -1);
+        s.record(9, i16::MAX, 0, 1, u64::MAX - 1, i64::MAX);
         s
     }
 
     /// The state as comparable data (the map's order is arbitrary).
-    fn entries(s: &ProducerStates) -> Vec<(i64, i16, Vec<BatchMeta>)> {
+    fn entries(s: &ProducerStates) -> Vec<(i64, i16, i64, Vec<BatchMeta>)> {
         let mut v: Vec<_> = s
             .producers
             .iter()
-            .map(|(id, e)| (*id, e.epoch, e.recent.iter().copied().collect()))
+            .map(|(id, e)| {
+                (
+                    *id,
+                    e.epoch,
+                    e.last_timestamp,
+                    e.recent.iter().copied().collect(),
+                )
+            })
             .collect();
         v.sort_by_key(|e| e.0);
         v
@@ -417,7 +466,7 @@ mod tests {
         let err = ProducerStates::decode_snapshot(&with_crc(huge)).unwrap_err();
         assert!(err.contains("do not fit"), "{err}");
         let mut six = body.to_vec();
-        six[SNAPSHOT_HEADER + 10] = 6;
+        six[SNAPSHOT_HEADER + SNAPSHOT_PRODUCER - 1] = 6;
         assert!(ProducerStates::decode_snapshot(&with_crc(six)).is_err());
         let mut trailing = body.to_vec();
         trailing.push(0);
@@ -429,7 +478,7 @@ mod tests {
         assert!(err.contains("version"), "{err}");
         // The same producer twice.
         let mut one = ProducerStates::default();
-        one.record(1, 0, 0, 1, 0);
+        one.record(1, 0, 0, 1, 0, 0);
         let b = one.encode_snapshot(1);
         let entry = b[SNAPSHOT_HEADER..b.len() - SNAPSHOT_CRC].to_vec();
         let mut twice = b[..SNAPSHOT_HEADER].to_vec();
@@ -438,6 +487,29 @@ mod tests {
         twice.extend_from_slice(&entry);
         let err = ProducerStates::decode_snapshot(&with_crc(twice)).unwrap_err();
         assert!(err.contains("twice"), "{err}");
+    }
+
+    #[test]
+    fn producers_idle_past_the_expiration_are_forgotten() {
+        let mut s = ProducerStates::default();
+        s.record(1, 0, 0, 1, 0, 1_000);
+        s.record(2, 0, 0, 1, 1, 5_000);
+        s.record(2, 0, 1, 1, 2, 4_000);
+        assert_eq!(s.expire(10_000, 6_000), 1, "producer 1 was idle 9 s");
+        assert_eq!(
+            s.check(1, 0, 7, 1),
+            SeqCheck::Append,
+            "forgotten: any sequence"
+        );
+        assert_eq!(
+            s.check(2, 0, 1, 1),
+            SeqCheck::Duplicate(2),
+            "kept: 5 s is its newest"
+        );
+        assert_eq!(s.expire(11_001, 6_000), 1);
+        assert!(s.is_empty());
+        s.record(3, 0, 0, 1, 0, i64::MIN);
+        assert_eq!(s.expire(i64::MIN, i64::MAX), 0, "no overflow");
     }
 
     #[test]

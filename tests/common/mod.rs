@@ -183,13 +183,26 @@ pub fn create_topic(c: &mut Client, name: &str, partitions: i32, configs: &[(&st
 
 /// An uncompressed batch of `values` built with the engine's builder (producer fields optional).
 pub fn batch(values: &[&str], producer: Option<(i64, i16, i32)>) -> Bytes {
+    batch_at(values, producer, 1_700_000_000_000)
+}
+
+/// Wall-clock milliseconds now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// [`batch`] with every record stamped `timestamp` (ms).
+pub fn batch_at(values: &[&str], producer: Option<(i64, i16, i32)>, timestamp: i64) -> Bytes {
     use strata_storage::batch::{BatchBuilder, Compression, NewRecord};
     let mut b = BatchBuilder::new(Compression::None);
     if let Some((id, epoch, seq)) = producer {
         b = b.producer(id, epoch, seq);
     }
     for v in values {
-        b.push(NewRecord::new(v.as_bytes().to_vec()).with_timestamp(1_700_000_000_000))
+        b.push(NewRecord::new(v.as_bytes().to_vec()).with_timestamp(timestamp))
             .unwrap();
     }
     Bytes::from(b.build().unwrap())
