@@ -302,6 +302,13 @@ fn produced(r: &ProduceResponse) -> (i16, i64) {
     (p.error_code, p.base_offset)
 }
 
+/// Produces `values` to partition 0 as one batch of `producer` (id, epoch, first sequence),
+/// stamped now: `(error_code, base_offset)`.
+fn send_as(c: &mut Client, name: &str, values: &[&str], producer: (i64, i16, i32)) -> (i16, i64) {
+    let records = batch_at(values, Some(producer), now_ms());
+    produced(&produce(c, name, 0, records, -1).unwrap())
+}
+
 /// The `.log` files of a partition directory.
 fn segment_files(dir: &std::path::Path) -> usize {
     std::fs::read_dir(dir)
@@ -351,29 +358,13 @@ fn given_an_idempotent_producer_whose_batch_rolled_into_an_older_segment_when_th
             (0, 0),
             "crash={crash}: the retry gets its original offset and is not stored again"
         );
-        let next = produce(
-            &mut c,
-            "idem",
-            0,
-            batch_at(&["a2"], Some((id, 0, 2)), now_ms()),
-            -1,
-        )
-        .unwrap();
         assert_eq!(
-            produced(&next),
+            send_as(&mut c, "idem", &["a2"], (id, 0, 2)),
             (0, 8),
             "crash={crash}: the next sequence follows"
         );
-        let gap = produce(
-            &mut c,
-            "idem",
-            0,
-            batch_at(&["a9"], Some((id, 0, 9)), now_ms()),
-            -1,
-        )
-        .unwrap();
         assert_eq!(
-            produced(&gap).0,
+            send_as(&mut c, "idem", &["a9"], (id, 0, 9)).0,
             45,
             "crash={crash}: OUT_OF_ORDER_SEQUENCE_NUMBER, the sequence is known"
         );
@@ -425,16 +416,8 @@ fn given_a_producer_state_snapshot_ahead_of_the_log_or_damaged_when_the_broker_s
         "the stale snapshot is replaced at start"
     );
     let mut c = b3.client();
-    let r = produce(
-        &mut c,
-        "snap",
-        0,
-        batch_at(&["a", "b"], Some((0, 0, 0)), now_ms()),
-        -1,
-    )
-    .unwrap();
     assert_eq!(
-        produced(&r),
+        send_as(&mut c, "snap", &["a", "b"], (0, 0, 0)),
         (0, 1),
         "appended after the plain batch, not answered with offset 0 of a batch the log lacks"
     );
@@ -447,28 +430,12 @@ fn given_a_producer_state_snapshot_ahead_of_the_log_or_damaged_when_the_broker_s
     std::fs::write(&snapshot, &bytes).unwrap();
     let b4 = Broker::start_in(&b2.dir, &[]);
     let mut c = b4.client();
-    let dup = produce(
-        &mut c,
-        "snap",
-        0,
-        batch_at(&["a", "b"], Some((0, 0, 0)), now_ms()),
-        -1,
-    )
-    .unwrap();
     assert_eq!(
-        produced(&dup),
+        send_as(&mut c, "snap", &["a", "b"], (0, 0, 0)),
         (0, 1),
         "rebuilt from the last segment's headers"
     );
-    let r = produce(
-        &mut c,
-        "snap",
-        0,
-        batch_at(&["c"], Some((0, 0, 2)), now_ms()),
-        -1,
-    )
-    .unwrap();
-    assert_eq!(produced(&r), (0, 3));
+    assert_eq!(send_as(&mut c, "snap", &["c"], (0, 0, 2)), (0, 3));
 }
 
 #[test]
