@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use parking_lot::{Condvar, Mutex};
-use strata_storage::io::{BackendKind, IoBackend, WritableFile};
+use strata_storage::io::{BackendKind, DirectFile, IoBackend, WritableFile};
 use strata_storage::log::{FsyncPolicy, LogConfig, PREALLOCATE_STEP, PartitionLog};
 
 /// What a file was asked to do.
@@ -79,6 +79,9 @@ impl IoBackend for Recording {
     }
     fn open_writable(&self, path: &Path) -> io::Result<Box<dyn WritableFile>> {
         Ok(self.wrap(path, self.inner.open_writable(path)?))
+    }
+    fn open_direct(&self, path: &Path) -> io::Result<Box<dyn DirectFile>> {
+        self.inner.open_direct(path)
     }
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         self.inner.rename(from, to)

@@ -25,16 +25,16 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use super::plain::PlainBackend;
-use super::{BackendKind, IoBackend, WritableFile};
+use super::{BackendKind, DirectBuf, DirectFile, IoBackend, WritableFile};
 
 // ------------------------------------------------------------------------------------------------
 // FailingBackend
 // ------------------------------------------------------------------------------------------------
 
 /// When a [`FailingBackend`] injects failures. Operation indices count from 0 and cover every
-/// mutating call: `create_new`, `open_writable`, `write_all_at`, `write_all_at_and_sync`,
-/// `sync_data`, `rename`, `remove_file`, `sync_dir`, `set_len`, `preallocate` (not
-/// `create_dir_all`, not reads).
+/// mutating call: `create_new`, `open_writable`, `open_direct`, a direct write's `submit`,
+/// `write_all_at`, `write_all_at_and_sync`, `sync_data`, `rename`, `remove_file`, `sync_dir`,
+/// `set_len`, `preallocate` (not `create_dir_all`, not reads).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailMode {
     /// The first `n` operations succeed; every later one fails (a disk that died).
@@ -204,6 +204,14 @@ impl IoBackend for FailingBackend {
         Ok(self.wrap(self.inner.open_writable(path)?))
     }
 
+    fn open_direct(&self, path: &Path) -> io::Result<Box<dyn DirectFile>> {
+        self.admit(OpClass::Other, "open_direct")?;
+        Ok(Box::new(FailingDirect {
+            inner: self.inner.open_direct(path)?,
+            state: Arc::clone(&self.state),
+        }))
+    }
+
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         self.admit(OpClass::Other, "rename")?;
         self.inner.rename(from, to)
@@ -279,6 +287,29 @@ impl WritableFile for FailingFile {
 
     fn file(&self) -> &File {
         self.inner.file()
+    }
+}
+
+/// A direct file of a [`FailingBackend`]: each `submit` is one operation (`direct_write`); an
+/// injected failure means the write was not started.
+#[derive(Debug)]
+struct FailingDirect {
+    inner: Box<dyn DirectFile>,
+    state: Arc<Mutex<FailState>>,
+}
+
+impl DirectFile for FailingDirect {
+    fn submit(&self, id: u64, bufs: Vec<DirectBuf>, offset: u64) -> io::Result<()> {
+        self.state.lock().admit(OpClass::Other, "direct_write")?;
+        self.inner.submit(id, bufs, offset)
+    }
+
+    fn complete(&self, min: usize) -> io::Result<Vec<(u64, io::Result<()>)>> {
+        self.inner.complete(min)
+    }
+
+    fn is_async(&self) -> bool {
+        self.inner.is_async()
     }
 }
 
@@ -623,6 +654,14 @@ impl IoBackend for ForgetfulBackend {
         };
         let epoch = model.epoch;
         Ok(self.wrap(file, ino, epoch))
+    }
+
+    /// Direct writes change the file's content like any other write: a later sync of one of
+    /// the file's writable handles captures them, so the handle needs no model of its own.
+    fn open_direct(&self, path: &Path) -> io::Result<Box<dyn DirectFile>> {
+        let mut model = self.model.lock();
+        model.adopt(&key(path), path)?;
+        self.inner.open_direct(path)
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {

@@ -19,9 +19,15 @@ use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
+pub(crate) mod aligned;
 pub mod faulty;
 pub mod plain;
 pub mod uring;
+
+/// Alignment of every O_DIRECT write (buffer address, length and file offset): the largest
+/// logical block size in common use, so direct writes work on any device (this machine's disk
+/// has 512-byte blocks; 4Kn drives need 4096).
+pub const DIRECT_ALIGN: usize = 4096;
 
 /// Which backend a log writes through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -80,6 +86,12 @@ pub trait IoBackend: Send + Sync + fmt::Debug {
     fn create_new(&self, path: &Path) -> io::Result<Box<dyn WritableFile>>;
     /// Opens an existing file for writing and reading (never creates it).
     fn open_writable(&self, path: &Path) -> io::Result<Box<dyn WritableFile>>;
+    /// Opens an existing file a second time, for writes that bypass the page cache (`O_DIRECT`),
+    /// which may stay in flight across calls (see [`DirectFile`]). A write through it is durable
+    /// under the same contract as any other: once a later `sync_data` of a [`WritableFile`] of
+    /// the same file returned `Ok`. File systems without O_DIRECT (tmpfs) fail here with
+    /// `EINVAL`.
+    fn open_direct(&self, path: &Path) -> io::Result<Box<dyn DirectFile>>;
     /// Renames `from` to `to`, replacing `to` if it exists. Durable after `sync_dir`.
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Removes a file. Durable after `sync_dir`.
@@ -119,6 +131,47 @@ pub trait WritableFile: Send + Sync + fmt::Debug {
     fn file(&self) -> &File;
 }
 
+/// Whole [`DIRECT_ALIGN`] blocks of memory to write with O_DIRECT, owned by the write until it
+/// completes: a block-aligned range of one of the engine's staging buffers, or a block of its
+/// own. Only the engine makes them; other backends pass them along.
+#[derive(Debug)]
+pub struct DirectBuf(pub(crate) aligned::Owned);
+
+impl DirectBuf {
+    /// The bytes to write: a multiple of [`DIRECT_ALIGN`] long, starting at an aligned address.
+    pub fn as_slice(&self) -> &[u8] {
+        self.0.as_slice()
+    }
+}
+
+/// A file open for writes that bypass the page cache (`O_DIRECT`).
+///
+/// Writes are submitted with an id and reported by [`DirectFile::complete`]. An asynchronous
+/// backend (io_uring) returns from `submit` while the write is in flight, owning its buffers
+/// until it completes; a synchronous one (plain `pwritev`) performs the write inside `submit`.
+///
+/// **Order:** the writes of one file are performed one after another, in submission order: a
+/// write starts only once every write submitted before it has completed, and completions are
+/// reported in that order. So consecutive writes may overlap (the engine's do, by one block),
+/// and a write can be queued behind the one at the device without waiting for it. Dropping the
+/// file waits for every write in flight.
+///
+/// Concurrency: `submit` and `complete` may be called from different threads at once (one
+/// thread submitting, another reaping); calls of each are serialised internally.
+pub trait DirectFile: Send + Sync + fmt::Debug {
+    /// Starts writing `bufs` back to back from `offset`, a multiple of [`DIRECT_ALIGN`]. The
+    /// outcome is reported under `id` by a later [`DirectFile::complete`]. An `Err` here means
+    /// the write was not started.
+    fn submit(&self, id: u64, bufs: Vec<DirectBuf>, offset: u64) -> io::Result<()>;
+    /// Writes completed since the last call, waiting until at least `min` are available (`min`
+    /// must not exceed the writes in flight). A write that failed or wrote fewer bytes than
+    /// submitted reports an error.
+    fn complete(&self, min: usize) -> io::Result<Vec<(u64, io::Result<()>)>>;
+    /// Whether writes stay in flight after `submit` returns, so that someone must wait for
+    /// them with `complete`.
+    fn is_async(&self) -> bool;
+}
+
 /// Replaces `path` with `bytes` atomically: writes `<path>.tmp`, fdatasyncs it, renames it over
 /// `path`. A crash leaves the old file or the new one, never a mix (a leftover `.tmp` is
 /// garbage). The rename is durable once the caller syncs the directory, which callers that
@@ -154,6 +207,27 @@ pub fn select_backend(choice: BackendChoice) -> io::Result<Arc<dyn IoBackend>> {
             }
         },
     }
+}
+
+/// Checks that `backend` can write files under `dir` with O_DIRECT (a direct-mode log needs it):
+/// creates a scratch file, writes one block through [`IoBackend::open_direct`], removes the file.
+/// Fails with the error the file system gave (`EINVAL` on tmpfs and others without O_DIRECT).
+pub fn probe_direct(backend: &dyn IoBackend, dir: &Path) -> io::Result<()> {
+    let path = dir.join(format!(".strata-direct-probe-{}.tmp", std::process::id()));
+    drop(std::fs::File::create(&path)?);
+    let res = (|| {
+        let file = backend.open_direct(&path)?;
+        let block = aligned::AlignedBuf::new(DIRECT_ALIGN, DIRECT_ALIGN)?;
+        let buf = aligned::Owned::block(block)
+            .ok_or_else(|| io::Error::other("probe block not aligned"))?;
+        file.submit(0, vec![DirectBuf(buf)], 0)?;
+        for (_, res) in file.complete(1)? {
+            res?;
+        }
+        Ok(())
+    })();
+    let _ = std::fs::remove_file(&path);
+    res
 }
 
 /// The backend tests run on: `STRATA_TEST_BACKEND=plain|io_uring|auto` (default `auto`), so the

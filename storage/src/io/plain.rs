@@ -8,7 +8,9 @@ use std::io::{self, IoSlice};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-use super::{BackendKind, IoBackend, WritableFile};
+use parking_lot::Mutex;
+
+use super::{BackendKind, DirectBuf, DirectFile, IoBackend, WritableFile};
 
 /// `pwrite`/`fdatasync` through `std::fs`.
 #[derive(Debug, Default, Clone, Copy)]
@@ -42,6 +44,14 @@ pub(crate) fn open_options(create_new: bool) -> OpenOptions {
     o
 }
 
+/// Opens an existing file for O_DIRECT writes (see [`IoBackend::open_direct`]).
+pub(crate) fn open_direct_file(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC | libc::O_DIRECT)
+        .open(path)
+}
+
 impl IoBackend for PlainBackend {
     fn kind(&self) -> BackendKind {
         BackendKind::Plain
@@ -53,6 +63,13 @@ impl IoBackend for PlainBackend {
 
     fn open_writable(&self, path: &Path) -> io::Result<Box<dyn WritableFile>> {
         Ok(Box::new(PlainFile::new(open_options(false).open(path)?)))
+    }
+
+    fn open_direct(&self, path: &Path) -> io::Result<Box<dyn DirectFile>> {
+        Ok(Box::new(PlainDirect {
+            file: open_direct_file(path)?,
+            done: Mutex::new(Vec::new()),
+        }))
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
@@ -114,6 +131,32 @@ pub(crate) fn start_writeback_range(file: &File, offset: u64, len: u64) -> io::R
         Ok(())
     } else {
         Err(io::Error::last_os_error())
+    }
+}
+
+/// O_DIRECT writes with `pwritev`, performed inside `submit` (one at a time: the caller's thread
+/// waits for the device).
+#[derive(Debug)]
+pub struct PlainDirect {
+    file: File,
+    /// Outcomes not yet collected by `complete`.
+    done: Mutex<Vec<(u64, io::Result<()>)>>,
+}
+
+impl DirectFile for PlainDirect {
+    fn submit(&self, id: u64, bufs: Vec<DirectBuf>, offset: u64) -> io::Result<()> {
+        let slices: Vec<&[u8]> = bufs.iter().map(DirectBuf::as_slice).collect();
+        let res = pwritev_all(&self.file, &slices, offset);
+        self.done.lock().push((id, res));
+        Ok(())
+    }
+
+    fn complete(&self, _min: usize) -> io::Result<Vec<(u64, io::Result<()>)>> {
+        Ok(std::mem::take(&mut *self.done.lock()))
+    }
+
+    fn is_async(&self) -> bool {
+        false
     }
 }
 

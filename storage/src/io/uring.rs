@@ -31,21 +31,20 @@
 //! Calls take `&self`; the ring sits behind a mutex, so concurrent calls on one file are serialised.
 //! The engine has one writer per log anyway.
 
-use std::alloc::Layout;
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
 use io_uring::{IoUring, Probe, opcode, squeue, types};
 use parking_lot::Mutex;
 
+use super::aligned::AlignedBuf;
 use super::plain::{PlainBackend, open_options, preallocate_keep_size};
-use super::{BackendKind, IoBackend, WritableFile};
+use super::{BackendKind, DirectBuf, DirectFile, IoBackend, WritableFile};
 
 /// Submission ring size of each writable file: enough for a produce request of many batches plus
 /// the linked fsync, small enough that thousands of open segments cost little locked memory.
@@ -55,9 +54,7 @@ pub const RING_ENTRIES: u32 = 64;
 /// caps one write at `MAX_RW_COUNT` (just under 2 GiB) anyway; larger buffers are split.
 pub const MAX_SQE_BYTES: usize = 1 << 30;
 
-/// Alignment (and block-size granularity) of the O_DIRECT baseline: the largest logical block size
-/// in common use, so the buffer is aligned for any device.
-pub const DIRECT_ALIGN: usize = 4096;
+pub use super::DIRECT_ALIGN;
 
 /// After this many `io_uring_enter` calls in a row that neither submitted nor completed anything,
 /// while nothing is in the kernel's hands, the ring is given up on (poisoned).
@@ -119,8 +116,8 @@ fn check_opcodes(ring: &IoUring, needed: &[(&str, u8)]) -> io::Result<()> {
 }
 
 impl UringBackend {
-    /// Creates a small ring, checks that the kernel supports `IORING_OP_WRITE` and
-    /// `IORING_OP_FSYNC`, and proves `io_uring_enter` works with a no-op round trip.
+    /// Creates a small ring, checks that the kernel supports `IORING_OP_WRITE`,
+    /// `IORING_OP_WRITEV` and `IORING_OP_FSYNC`, and proves `io_uring_enter` works with a no-op round trip.
     ///
     /// Returns an `Unsupported` error naming what is missing (ring creation refused, e.g. by
     /// `kernel.io_uring_disabled`; probe unsupported; opcodes missing) — never panics.
@@ -130,6 +127,7 @@ impl UringBackend {
             &ring.ring,
             &[
                 ("IORING_OP_WRITE", opcode::Write::CODE),
+                ("IORING_OP_WRITEV", opcode::Writev::CODE),
                 ("IORING_OP_FSYNC", opcode::Fsync::CODE),
             ],
         )?;
@@ -164,6 +162,17 @@ impl IoBackend for UringBackend {
         let ring = Ring::new(RING_ENTRIES)?;
         let file = open_options(false).open(path)?;
         Ok(Box::new(UringFile::with_ring(file, ring)))
+    }
+
+    fn open_direct(&self, path: &Path) -> io::Result<Box<dyn DirectFile>> {
+        let ring = new_ring(RING_ENTRIES)?;
+        let file = super::plain::open_direct_file(path)?;
+        Ok(Box::new(UringDirect {
+            file,
+            ring,
+            sq: Mutex::new(DirectState::default()),
+            cq: Mutex::new(()),
+        }))
     }
 
     // Directory operations are the plain backend's: they are not on the write path.
@@ -570,6 +579,219 @@ impl WritableFile for UringFile {
     }
 }
 
+/// Most buffers in one direct write (the engine uses two: whole blocks and a tail block).
+const MAX_DIRECT_BUFS: usize = 8;
+
+/// O_DIRECT writes kept in flight through io_uring: [`DirectFile::submit`] pushes one
+/// `IORING_OP_WRITEV` and enters the ring without waiting; [`DirectFile::complete`] waits for
+/// and reaps completions. The caller's thread is free while the device writes.
+///
+/// Every write carries `IOSQE_IO_DRAIN`: the kernel starts it only after every earlier entry of
+/// the ring completed, which gives the order [`DirectFile`] promises without a round trip
+/// through user space between two writes (the next one starts from the kernel's completion of
+/// the previous).
+///
+/// # Memory safety
+/// The kernel reads a write's iovec array and buffers after `submit` returned. Both live in
+/// `inflight` (owned heap memory: moving them does not move the bytes) from before the entry
+/// becomes visible to the kernel until its completion has been reaped; only `complete` removes
+/// them, after reading the completion. Dropping the file waits for every write in flight; if
+/// the ring cannot be entered any more, the memory of writes still in flight is leaked, never
+/// freed.
+pub struct UringDirect {
+    file: File,
+    ring: IoUring,
+    /// The submission side: the ring's submission queue and the writes in flight.
+    sq: Mutex<DirectState>,
+    /// The completion side: serialises access to the ring's completion queue.
+    cq: Mutex<()>,
+}
+
+#[derive(Debug, Default)]
+struct DirectState {
+    inflight: std::collections::HashMap<u64, InFlight>,
+}
+
+#[derive(Debug)]
+struct InFlight {
+    /// Held, never read here: the kernel reads them until the completion is reaped.
+    #[expect(dead_code, reason = "kept alive for the kernel, which reads it")]
+    bufs: Vec<DirectBuf>,
+    /// The iovec array the entry points to; its entries point into `bufs`.
+    iovecs: Iovecs,
+    len: usize,
+}
+
+/// An iovec array for the kernel.
+#[derive(Debug)]
+struct Iovecs(Box<[libc::iovec]>);
+
+// SAFETY: the iovecs point into buffers owned by the same `InFlight` (immutable, `Send + Sync`
+// memory); the array itself is only read, by the kernel, so moving or sharing it between
+// threads is sound.
+unsafe impl Send for Iovecs {}
+// SAFETY: as above.
+unsafe impl Sync for Iovecs {}
+
+impl std::fmt::Debug for UringDirect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UringDirect")
+            .field("in_flight", &self.sq.lock().inflight.len())
+            .finish()
+    }
+}
+
+impl UringDirect {
+    /// Reaps every available completion.
+    fn reap(&self) -> Vec<(u64, io::Result<()>)> {
+        // SAFETY: the completion queue is only ever borrowed here, under `self.cq`, which every
+        // caller holds, so no other `CompletionQueue` exists.
+        let cqes: Vec<(u64, i32)> = unsafe { self.ring.completion_shared() }
+            .map(|c| (c.user_data(), c.result()))
+            .collect();
+        let mut done = Vec::new();
+        let mut st = self.sq.lock();
+        for (id, result) in cqes {
+            // The kernel is done with this write: its buffers may go (after this loop).
+            let Some(w) = st.inflight.remove(&id) else {
+                continue; // not one of ours: impossible, and nothing to free
+            };
+            let outcome = if result < 0 {
+                Err(io::Error::from_raw_os_error(-result))
+            } else if result as usize != w.len {
+                Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    format!("short O_DIRECT write: {result} of {} bytes", w.len),
+                ))
+            } else {
+                Ok(())
+            };
+            done.push((id, outcome));
+        }
+        done
+    }
+}
+
+impl DirectFile for UringDirect {
+    fn submit(&self, id: u64, bufs: Vec<DirectBuf>, offset: u64) -> io::Result<()> {
+        if bufs.is_empty() || bufs.len() > MAX_DIRECT_BUFS {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("a direct write takes 1 to {MAX_DIRECT_BUFS} buffers"),
+            ));
+        }
+        let iovecs: Box<[libc::iovec]> = bufs
+            .iter()
+            .map(|b| libc::iovec {
+                iov_base: b.as_slice().as_ptr().cast_mut().cast(),
+                iov_len: b.as_slice().len(),
+            })
+            .collect();
+        let len: usize = bufs.iter().map(|b| b.as_slice().len()).sum();
+        if len > MAX_SQE_BYTES {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "direct write too large",
+            ));
+        }
+        let mut st = self.sq.lock();
+        if st.inflight.contains_key(&id) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("direct write {id} is already in flight"),
+            ));
+        }
+        // Registered before the kernel can see the entry, so `reap` always finds it; the entry
+        // is built from the registered iovec array, the memory the kernel will read.
+        let w = st.inflight.entry(id).insert_entry(InFlight {
+            bufs,
+            iovecs: Iovecs(iovecs),
+            len,
+        });
+        let iov = &w.get().iovecs.0;
+        let entry = opcode::Writev::new(
+            types::Fd(self.file.as_raw_fd()),
+            iov.as_ptr(),
+            iov.len() as u32,
+        )
+        .offset(offset)
+        .build()
+        .flags(squeue::Flags::IO_DRAIN)
+        .user_data(id);
+        {
+            // SAFETY: the submission queue is only ever borrowed here, under `self.sq`, so no
+            // other `SubmissionQueue` exists.
+            let mut sq = unsafe { self.ring.submission_shared() };
+            // SAFETY: the entry points to the iovec array and, through it, to the buffers just
+            // moved into `inflight` (heap memory that moving does not move), which stay there
+            // until its completion is reaped (see the type's docs).
+            if unsafe { sq.push(&entry) }.is_err() {
+                // Nothing was pushed: the kernel never saw these buffers.
+                st.inflight.remove(&id);
+                return Err(io::Error::other(
+                    "io_uring submission queue full (too many direct writes in flight)",
+                ));
+            }
+            // Dropping `sq` publishes the new tail to the kernel.
+        }
+        drop(st);
+        loop {
+            match self.ring.submitter().submit() {
+                Ok(_) => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // The entries stay queued (and registered): the next enter, by `complete`,
+                // submits them. The error tells the caller this write is in doubt.
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn complete(&self, min: usize) -> io::Result<Vec<(u64, io::Result<()>)>> {
+        let _cq = self.cq.lock();
+        let mut done = self.reap();
+        while done.len() < min {
+            let in_flight = self.sq.lock().inflight.len();
+            if in_flight == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "waiting for more direct writes than are in flight",
+                ));
+            }
+            match self.ring.submitter().submit_and_wait(1) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // Completion queue busy: reap (below) and try again.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EBUSY) | Some(libc::EAGAIN)) => {}
+                Err(e) => return Err(e),
+            }
+            done.extend(self.reap());
+        }
+        Ok(done)
+    }
+
+    fn is_async(&self) -> bool {
+        true
+    }
+}
+
+impl Drop for UringDirect {
+    fn drop(&mut self) {
+        let mut failures = 0;
+        while !self.sq.get_mut().inflight.is_empty() {
+            if let Err(e) = self.complete(1) {
+                failures += 1;
+                if failures > 100 {
+                    // The kernel may still read these buffers: never free them.
+                    tracing::error!(error = %e, "io_uring direct writes cannot be reaped; leaking their buffers");
+                    std::mem::forget(std::mem::take(&mut self.sq.get_mut().inflight));
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+}
+
 /// What the raw disk did in [`direct_baseline`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DirectBaseline {
@@ -579,52 +801,6 @@ pub struct DirectBaseline {
     pub read: Duration,
     /// Bytes written and then read (`total_bytes` rounded up to whole blocks).
     pub bytes: u64,
-}
-
-/// A heap buffer aligned for O_DIRECT, freed on drop.
-#[derive(Debug)]
-struct AlignedBuf {
-    ptr: NonNull<u8>,
-    layout: Layout,
-}
-
-impl AlignedBuf {
-    fn new(len: usize, align: usize) -> io::Result<Self> {
-        let layout = Layout::from_size_align(len, align)
-            .ok()
-            .filter(|l| l.size() > 0)
-            .ok_or_else(|| {
-                io::Error::new(io::ErrorKind::InvalidInput, "bad aligned buffer size")
-            })?;
-        // SAFETY: `layout` has a non-zero size (checked above).
-        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
-        let ptr = NonNull::new(ptr).ok_or_else(|| {
-            io::Error::new(io::ErrorKind::OutOfMemory, "cannot allocate aligned buffer")
-        })?;
-        Ok(AlignedBuf { ptr, layout })
-    }
-
-    fn len(&self) -> usize {
-        self.layout.size()
-    }
-
-    fn as_slice(&self) -> &[u8] {
-        // SAFETY: `ptr` points to `len` initialised (zeroed at allocation) bytes owned by `self`;
-        // the shared borrow of `self` excludes writers.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len()) }
-    }
-
-    fn as_mut_slice(&mut self) -> &mut [u8] {
-        // SAFETY: as in `as_slice`, and the exclusive borrow of `self` excludes every other access.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len()) }
-    }
-}
-
-impl Drop for AlignedBuf {
-    fn drop(&mut self) {
-        // SAFETY: allocated in `new` with exactly this layout, freed only here.
-        unsafe { std::alloc::dealloc(self.ptr.as_ptr(), self.layout) }
-    }
 }
 
 /// splitmix64: a tiny deterministic generator, enough to fill a buffer with incompressible bytes.
@@ -779,8 +955,17 @@ pub fn direct_baseline(
         let offset = block * block_size as u64;
         // SAFETY: `buf` is owned here, `block_size` long and not otherwise accessed during the
         // call; `one_io` returns only when the kernel is done with it.
-        unsafe { one_io(&mut ring, fd, false, buf.ptr.as_ptr(), len, offset) }
-            .map_err(|e| io::Error::new(e.kind(), format!("O_DIRECT write at {offset}: {e}")))?;
+        unsafe {
+            one_io(
+                &mut ring,
+                fd,
+                false,
+                buf.as_mut_slice().as_mut_ptr(),
+                len,
+                offset,
+            )
+        }
+        .map_err(|e| io::Error::new(e.kind(), format!("O_DIRECT write at {offset}: {e}")))?;
     }
     let mut sync = [opcode::Fsync::new(fd)
         .flags(types::FsyncFlags::DATASYNC)
@@ -800,8 +985,17 @@ pub fn direct_baseline(
         let offset = block * block_size as u64;
         // SAFETY: as for the writes; the kernel writes into `buf`, which nothing else touches
         // until `one_io` returns.
-        unsafe { one_io(&mut ring, fd, true, buf.ptr.as_ptr(), len, offset) }
-            .map_err(|e| io::Error::new(e.kind(), format!("O_DIRECT read at {offset}: {e}")))?;
+        unsafe {
+            one_io(
+                &mut ring,
+                fd,
+                true,
+                buf.as_mut_slice().as_mut_ptr(),
+                len,
+                offset,
+            )
+        }
+        .map_err(|e| io::Error::new(e.kind(), format!("O_DIRECT read at {offset}: {e}")))?;
     }
     let read = start.elapsed();
     // Every block holds the same bytes: the last one read must match what was written.
@@ -1078,13 +1272,5 @@ mod tests {
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
         let err = direct_baseline(dir.path(), 1 << 20, 0).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
-    }
-
-    #[test]
-    fn aligned_buffer_is_aligned() {
-        let buf = AlignedBuf::new(8192, DIRECT_ALIGN).unwrap();
-        assert_eq!(buf.ptr.as_ptr() as usize % DIRECT_ALIGN, 0);
-        assert!(buf.as_slice().iter().all(|&b| b == 0));
-        assert!(AlignedBuf::new(0, DIRECT_ALIGN).is_err());
     }
 }

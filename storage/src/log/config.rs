@@ -65,6 +65,43 @@ pub enum RecoveryMode {
     TruncateAtCorruption,
 }
 
+/// How appended batches reach the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WriteMode {
+    /// Through the page cache (`write`/`pwritev`, or io_uring writes): an append costs a copy
+    /// into the cache and the OS writes it back, with the engine starting writeback every few
+    /// MiB. Consumers read the fresh pages from memory. Kafka's model.
+    #[default]
+    Buffered,
+    /// `O_DIRECT` writes from the engine's own aligned staging buffers, which also serve reads of
+    /// the newest batches ([`LogConfig::direct_cache_bytes`]); older reads go to the file (page
+    /// cache or disk). An append returns once its direct write completed, so it survives a
+    /// process crash as under `Buffered` (machine crashes: see [`FsyncPolicy`]). Follows the
+    /// disk's own speed where page-cache writeback cannot (storage/FORMAT.md §8,
+    /// PERFORMANCE.md). Redpanda's model. Needs a file system with O_DIRECT (not tmpfs).
+    Direct,
+}
+
+impl std::str::FromStr for WriteMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "buffered" => Ok(WriteMode::Buffered),
+            "direct" => Ok(WriteMode::Direct),
+            other => Err(format!("unknown write mode {other:?} (buffered or direct)")),
+        }
+    }
+}
+
+impl std::fmt::Display for WriteMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            WriteMode::Buffered => "buffered",
+            WriteMode::Direct => "direct",
+        })
+    }
+}
+
 /// Kafka's defaults where Kafka has one (`log.segment.bytes`, `log.retention.hours`, …).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogConfig {
@@ -93,6 +130,12 @@ pub struct LogConfig {
     pub preallocate: bool,
     /// What recovery does with damage.
     pub recovery: RecoveryMode,
+    /// How appends reach the file (default [`WriteMode::Buffered`]).
+    pub write_mode: WriteMode,
+    /// Under [`WriteMode::Direct`]: how many bytes of the newest batches stay in the engine's
+    /// memory to answer reads without the disk (default 32 MiB per partition; at least one
+    /// staging buffer, [`LogConfig::direct_chunk_bytes`], is always kept).
+    pub direct_cache_bytes: usize,
 }
 
 impl Default for LogConfig {
@@ -109,6 +152,8 @@ impl Default for LogConfig {
             max_batch_bytes: 1_048_588,
             preallocate: true,
             recovery: RecoveryMode::Strict,
+            write_mode: WriteMode::Buffered,
+            direct_cache_bytes: 32 << 20,
         }
     }
 }
@@ -154,6 +199,16 @@ impl LogConfig {
             return Err(Error::Config("fsync interval must be > 0".into()));
         }
         Ok(())
+    }
+
+    /// Under [`WriteMode::Direct`], the size of one staging buffer: a quarter of the cache,
+    /// between 1 and 8 MiB (whole 4 KiB blocks). A batch larger than that gets a buffer of its
+    /// own. Reads from memory stop at a buffer's end, so a fetch there may return less than it
+    /// asked for (never less than one batch).
+    pub fn direct_chunk_bytes(&self) -> usize {
+        (self.direct_cache_bytes / 4)
+            .clamp(1 << 20, 8 << 20)
+            .next_multiple_of(crate::io::DIRECT_ALIGN)
     }
 
     /// The largest a segment can become: a batch may start just below `segment_bytes`.

@@ -7,6 +7,7 @@
 
 pub mod checkpoint;
 pub mod config;
+mod direct;
 pub mod index;
 pub mod name;
 pub mod partition;
@@ -14,6 +15,6 @@ pub mod read;
 pub mod scan;
 mod segment;
 
-pub use config::{FsyncPolicy, LogConfig, PREALLOCATE_STEP, RecoveryMode};
+pub use config::{FsyncPolicy, LogConfig, PREALLOCATE_STEP, RecoveryMode, WriteMode};
 pub use partition::{AppendInfo, PartitionLog, RecoveryReport, RetentionReport, SegmentInfo};
 pub use read::ReadSlice;

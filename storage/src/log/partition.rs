@@ -43,12 +43,13 @@ use crate::error::{Error, IoContext, Result};
 use crate::io::{IoBackend, WritableFile, write_file_atomic};
 
 use super::checkpoint::{self, Checkpoint};
-use super::config::{FsyncPolicy, LogConfig, PREALLOCATE_STEP, RecoveryMode};
+use super::config::{FsyncPolicy, LogConfig, PREALLOCATE_STEP, RecoveryMode, WriteMode};
+use super::direct::{DirectWrite, Flight, Flights, Part, Stage, Step, TailCache};
 use super::index::{self, OffsetEntry, OffsetIndex, TimeEntry, TimeIndex};
 use super::name::{self, FileKind, TMP_SUFFIX};
 use super::read::ReadSlice;
 use super::scan::{self, relative};
-use super::segment::{Segment, SegmentState};
+use super::segment::{Segment, SegmentState, Want};
 
 /// Name of the lock file that keeps two processes off one partition directory.
 pub const LOCK_FILE: &str = ".lock";
@@ -99,6 +100,10 @@ pub struct RecoveryReport {
     pub indexes_rebuilt: usize,
     /// Segments removed by `TruncateAtCorruption`.
     pub segments_removed: usize,
+    /// Bytes of zero padding cut from the end of segments written with
+    /// [`super::WriteMode::Direct`] and not yet truncated to their data by a seal or a clean
+    /// close (not damage: nothing was lost).
+    pub padding_trimmed: u64,
 }
 
 /// A queued batch. Its bytes are exactly what was validated (possibly a slice of a shared
@@ -125,6 +130,9 @@ struct Queue {
     next_seq: u64,
     /// Every append with a sequence number below this has completed.
     done_seq: u64,
+    /// Every append with a sequence number below this has been taken by a leader: it will be
+    /// written (or fail with the log), even if the log closes meanwhile.
+    taken_seq: u64,
     pending: Vec<Pending>,
     leader: bool,
     failure: Option<(&'static str, String)>,
@@ -144,6 +152,8 @@ struct WriterCore {
     /// End of the blocks reserved (or asked of the sealer) ahead of `len` in the active
     /// segment; 0 when preallocation is off.
     reserved: u64,
+    /// The direct write path's staging (`WriteMode::Direct` only).
+    stage: Option<Stage>,
 }
 
 impl WriterCore {
@@ -179,7 +189,32 @@ struct Inner {
     seals_cv: Condvar,
     /// Bytes written since writeback was last started (`never`/`interval` only).
     unflushed: AtomicU64,
+    /// The direct write path's shared state (`WriteMode::Direct` only).
+    direct: Option<DirectShared>,
     _lock: File,
+}
+
+/// What leaders, the reaper thread and readers share under `WriteMode::Direct` (see
+/// [`super::direct`]).
+struct DirectShared {
+    /// The newest staging buffers, which answer reads.
+    cache: RwLock<TailCache>,
+    /// Staged writes and rolls, and the write in flight, until published. Lock order: the
+    /// writer core, then this, then the append queue.
+    flights: Mutex<Flights<RollSwap>>,
+    /// Signalled when a write goes in flight (for the reaper) and when one is published (for
+    /// `wait_writes`).
+    flights_cv: Condvar,
+    /// Tells the reaper thread to exit.
+    stop: AtomicBool,
+}
+
+/// A roll's effect on the segment list: the old active segment is replaced by its sealed
+/// view, the new one appended, and the old one handed to the sealer.
+struct RollSwap {
+    sealed: Arc<Segment>,
+    new: Arc<Segment>,
+    job: SealJob,
 }
 
 /// Work for the sealer thread: a rolled segment to make durable before the recovery point may
@@ -232,6 +267,8 @@ pub struct PartitionLog {
     inner: Arc<Inner>,
     background: Option<JoinHandle<()>>,
     sealer: Option<JoinHandle<()>>,
+    /// The direct path's reaper thread (`WriteMode::Direct` on an asynchronous backend).
+    reaper: Option<JoinHandle<()>>,
     recovery: RecoveryReport,
 }
 
@@ -316,6 +353,14 @@ impl PartitionLog {
 
         let (segments, core, report) = recover(&dir, &config, backend.as_ref())?;
         let end = core.next_offset;
+        let direct = (config.write_mode == WriteMode::Direct).then(|| DirectShared {
+            cache: RwLock::new(TailCache::new(
+                config.direct_cache_bytes.max(config.direct_chunk_bytes()),
+            )),
+            flights: Mutex::new(Flights::default()),
+            flights_cv: Condvar::new(),
+            stop: AtomicBool::new(false),
+        });
         let inner = Arc::new(Inner {
             dir,
             config,
@@ -336,14 +381,17 @@ impl PartitionLog {
             seals: Mutex::new(SealQueue::default()),
             seals_cv: Condvar::new(),
             unflushed: AtomicU64::new(0),
+            direct,
             _lock: lock,
         });
         let background = spawn_background(&inner)?;
         let sealer = spawn_sealer(&inner)?;
+        let reaper = spawn_reaper(&inner)?;
         Ok(PartitionLog {
             inner,
             background,
             sealer: Some(sealer),
+            reaper,
             recovery: report,
         })
     }
@@ -455,7 +503,10 @@ impl PartitionLog {
 
     /// Reads whole batches starting with the one that contains `offset`, at most `max_bytes`
     /// but always at least one batch. Empty at the log end; [`Error::OffsetOutOfRange`] outside
-    /// `[log_start, log_end]`. The result borrows the segment's mapping: no copy is made.
+    /// `[log_start, log_end]`. The result borrows the segment's mapping, or under
+    /// [`WriteMode::Direct`] the staging buffer that still holds the batches: no copy is made.
+    /// A read from a staging buffer stops at the buffer's end, so it may return less than
+    /// `max_bytes` (never less than one batch).
     pub fn read(&self, offset: u64, max_bytes: usize) -> Result<ReadSlice> {
         let end = self.inner.log_end.load(Ordering::Acquire);
         let seg = {
@@ -477,6 +528,22 @@ impl PartitionLog {
                 None => return Ok(ReadSlice::empty()),
             }
         };
+        if let Some(d) = &self.inner.direct
+            && seg.is_active()
+        {
+            let want = Want {
+                offset,
+                max_bytes,
+                end_offset: end,
+            };
+            let cached = d
+                .cache
+                .read()
+                .read(seg.base_offset, seg.len(), &want, &seg.log_path)?;
+            if let Some(slice) = cached {
+                return Ok(slice);
+            }
+        }
         seg.read(offset, max_bytes, end)
     }
 
@@ -547,7 +614,9 @@ impl PartitionLog {
                 inner.roll(core)?;
             }
             Ok(())
-        })
+        })?;
+        // Under `WriteMode::Direct` the swap waits for the old segment's writes.
+        self.inner.wait_writes()
     }
 
     /// Applies retention now: deletes whole sealed segments that are too old or that put the
@@ -581,15 +650,19 @@ impl PartitionLog {
             // Finish appends that were queued before close: they were promised an answer.
             let (group, upto) = {
                 let mut q = inner.queue.lock();
+                q.taken_seq = q.next_seq;
                 (std::mem::take(&mut q.pending), q.next_seq)
             };
             inner.closed.store(true, Ordering::Release);
             if !group.is_empty() {
-                inner
-                    .write_group(core, &group)
+                let done = inner
+                    .write_group(core, &group, upto)
                     .map_err(|(op, e)| inner.poisoned(op, &e.to_string()))?;
-                inner.queue.lock().done_seq = upto;
+                if done {
+                    inner.queue.lock().done_seq = upto;
+                }
             }
+            inner.wait_writes()?;
             inner.wait_for_seals()?;
             inner.close_clean(core)
         })
@@ -599,6 +672,20 @@ impl PartitionLog {
         *self.inner.stop.lock() = true;
         self.inner.stop_cv.notify_all();
         if let Some(h) = self.background.take() {
+            let _ = h.join();
+        }
+    }
+
+    /// Stops the direct path's reaper thread once the completion it waits for arrived (writes
+    /// still in flight complete at the device; their appends are not acknowledged, as after a
+    /// crash).
+    fn stop_reaper(&mut self) {
+        if let Some(d) = &self.inner.direct {
+            d.stop.store(true, Ordering::Release);
+            let _g = d.flights.lock();
+            d.flights_cv.notify_all();
+        }
+        if let Some(h) = self.reaper.take() {
             let _ = h.join();
         }
     }
@@ -616,6 +703,7 @@ impl PartitionLog {
 impl Drop for PartitionLog {
     fn drop(&mut self) {
         self.stop_background();
+        self.stop_reaper();
         self.stop_sealer();
         self.inner.closed.store(true, Ordering::Release);
     }
@@ -673,22 +761,28 @@ impl Inner {
             if let Some((op, cause)) = &q.failure {
                 return Err(self.poisoned(op, cause));
             }
-            if self.closed.load(Ordering::Acquire) {
+            // A batch a leader took is written even if the log closes meanwhile.
+            if self.closed.load(Ordering::Acquire) && seq >= q.taken_seq {
                 return Err(Error::Closed(self.dir.clone()));
             }
-            if !q.leader {
+            // Lead only when something is queued: under `WriteMode::Direct` this append may
+            // already be staged and waiting for the writer thread.
+            if !q.leader && !q.pending.is_empty() {
                 q.leader = true;
                 let group = std::mem::take(&mut q.pending);
                 let upto = q.next_seq;
+                q.taken_seq = upto;
                 drop(q);
                 let res = {
                     let mut core = self.core.lock();
-                    self.write_group(&mut core, &group)
+                    self.write_group(&mut core, &group, upto)
                 };
                 q = self.queue.lock();
                 q.leader = false;
                 match res {
-                    Ok(()) => q.done_seq = upto,
+                    Ok(true) => q.done_seq = q.done_seq.max(upto),
+                    // The writer thread completes it (`WriteMode::Direct`).
+                    Ok(false) => {}
                     Err((op, e)) => {
                         tracing::error!(dir = %self.dir.display(), op, error = %e, "write failed; the log refuses further writes");
                         q.failure = Some((op, e.to_string()));
@@ -738,8 +832,255 @@ impl Inner {
         }
     }
 
-    /// Writes a group of queued batches. On error returns the failed operation's name.
+    /// Writes a group of queued batches whose appends have sequence numbers below `upto`.
+    /// Returns `true` when they are stored (buffered path), `false` when they were handed to the
+    /// writer thread, which completes them (direct path). On error returns the failed
+    /// operation's name.
     fn write_group(
+        &self,
+        core: &mut WriterCore,
+        group: &[Pending],
+        upto: u64,
+    ) -> Result<bool, (&'static str, Error)> {
+        if self.direct.is_some() {
+            self.stage_group(core, group, upto)?;
+            Ok(false)
+        } else {
+            self.write_group_buffered(core, group)?;
+            Ok(true)
+        }
+    }
+
+    /// The direct path's half of a group (see [`super::direct`]): copies every batch into the
+    /// staging buffers, rolling where needed, updates the indexes and queues the writes, the
+    /// last one carrying what to publish when it completes.
+    fn stage_group(
+        &self,
+        core: &mut WriterCore,
+        group: &[Pending],
+        upto: u64,
+    ) -> Result<(), (&'static str, Error)> {
+        let Some(d) = &self.direct else {
+            return Err(("stage", Error::Closed(self.dir.clone())));
+        };
+        let mut writes = Vec::new();
+        for p in group {
+            if self.needs_roll(core, p.batch.len()) {
+                self.roll(core).map_err(|e| ("roll", e))?;
+            }
+            let seg = core.active.clone();
+            let start_pos = core.len;
+            let head = (p.base_offset as i64).to_be_bytes();
+            let Some(stage) = core.stage.as_mut() else {
+                return Err(("stage", Error::Closed(self.dir.clone())));
+            };
+            stage
+                .copy(
+                    &seg,
+                    start_pos,
+                    p.base_offset,
+                    &head,
+                    p.batch.get(8..).unwrap_or(&[]),
+                    &d.cache,
+                    &mut writes,
+                )
+                .map_err(|e| ("stage", e))?;
+            for w in writes.drain(..) {
+                self.submit_direct(w).map_err(|e| ("write", e))?;
+            }
+            self.index_run(core, std::slice::from_ref(p), start_pos);
+            self.reserve_ahead(core, core.len);
+        }
+        let state = SegmentState {
+            len: core.len,
+            next_offset: core.next_offset,
+            max_timestamp: core.max_timestamp,
+        };
+        let seg = core.active.clone();
+        let Some(stage) = core.stage.as_mut() else {
+            return Err(("stage", Error::Closed(self.dir.clone())));
+        };
+        let last = stage
+            .emit(&seg, Some((state, upto)), &d.cache)
+            .map_err(|e| ("stage", e))?;
+        if let Some(w) = last {
+            self.submit_direct(w).map_err(|e| ("write", e))?;
+        }
+        Ok(())
+    }
+
+    /// Stages a write; submits it at once if there is room in flight (else it is merged into a
+    /// later one). On a synchronous backend this also completes and publishes it; on io_uring
+    /// the reaper thread does. An error poisons the log (the caller reports it).
+    fn submit_direct(&self, w: DirectWrite) -> Result<()> {
+        let Some(d) = &self.direct else {
+            return Err(Error::Closed(self.dir.clone()));
+        };
+        let mut f = d.flights.lock();
+        if let Some(e) = self.failed_error() {
+            return Err(e);
+        }
+        f.stage(w);
+        self.advance(&mut f)
+    }
+
+    /// Moves the direct path on: applies the rolls that are due and submits writes while there
+    /// is room in flight. On a synchronous backend a write has completed when `submit` returns,
+    /// so it is published here and the loop goes on until nothing is staged.
+    fn advance(&self, f: &mut Flights<RollSwap>) -> Result<()> {
+        loop {
+            let mut submitted = None;
+            for step in f.take_next()? {
+                match step {
+                    Step::Roll(swap) => self.apply_roll(swap),
+                    Step::Publish(flight) => self.publish_flights(f, vec![flight])?,
+                    Step::Submit(part) => submitted = Some(self.submit_part(f, part)?),
+                }
+            }
+            let Some(segment) = submitted else {
+                return Ok(());
+            };
+            let Some(file) = segment.direct_writer() else {
+                return Err(Error::Closed(self.dir.clone()));
+            };
+            if let Some(d) = &self.direct
+                && file.is_async()
+            {
+                d.flights_cv.notify_all();
+                return Ok(());
+            }
+            let done = file.complete(0);
+            let flights = self.completion(f, done, &segment)?;
+            self.publish_flights(f, flights)?;
+        }
+    }
+
+    /// Submits the write that is now in flight; returns its segment.
+    fn submit_part(&self, f: &mut Flights<RollSwap>, part: Part) -> Result<Arc<Segment>> {
+        let segment = part.segment.clone();
+        let file = segment
+            .direct_writer()
+            .ok_or_else(|| Error::Closed(self.dir.clone()))?;
+        if let Err(e) = file.submit(part.id, part.bufs, part.offset) {
+            let e = Error::io("write", &segment.log_path, e);
+            self.fail_writes(f, &e);
+            return Err(e);
+        }
+        Ok(segment)
+    }
+
+    /// The writes in flight that `done` (completions of `segment`'s direct file, in
+    /// submission order) reports completed, oldest first; a failed write poisons the log.
+    fn completion(
+        &self,
+        f: &mut Flights<RollSwap>,
+        done: std::io::Result<Vec<(u64, std::io::Result<()>)>>,
+        segment: &Segment,
+    ) -> Result<Vec<Flight>> {
+        let fail = |f: &mut Flights<RollSwap>, e: std::io::Error| {
+            let e = Error::io("write", &segment.log_path, e);
+            self.fail_writes(f, &e);
+            e
+        };
+        let mut flights = Vec::new();
+        for (id, res) in done.map_err(|e| fail(f, e))? {
+            res.map_err(|e| fail(f, e))?;
+            flights.extend(f.completed(id));
+        }
+        Ok(flights)
+    }
+
+    /// Publishes completed writes, oldest first (after one fdatasync per segment that covers
+    /// them, under `always`).
+    fn publish_flights(&self, f: &mut Flights<RollSwap>, flights: Vec<Flight>) -> Result<()> {
+        let always = self.config.fsync == FsyncPolicy::Always;
+        let mut synced: Option<&Arc<Segment>> = None;
+        for flight in &flights {
+            if always && !synced.is_some_and(|s| Arc::ptr_eq(s, &flight.segment)) {
+                let res = flight
+                    .segment
+                    .writer()
+                    .ok_or_else(|| Error::Closed(self.dir.clone()))
+                    .and_then(|w| {
+                        w.sync_data()
+                            .map_err(|e| Error::io("fdatasync", &flight.segment.log_path, e))
+                    });
+                if let Err(e) = res {
+                    self.fail_writes(f, &e);
+                    return Err(e);
+                }
+                synced = Some(&flight.segment);
+            }
+        }
+        for flight in &flights {
+            if let Some((state, upto)) = flight.publish {
+                self.publish_direct(&flight.segment, state, upto, always);
+            }
+        }
+        if let Some(d) = &self.direct {
+            d.flights_cv.notify_all();
+        }
+        Ok(())
+    }
+
+    fn failed(&self) -> bool {
+        self.queue.lock().failure.is_some()
+    }
+
+    fn failed_error(&self) -> Option<Error> {
+        let q = self.queue.lock();
+        q.failure
+            .as_ref()
+            .map(|(op, cause)| self.poisoned(op, cause))
+    }
+
+    /// Blocks until every staged direct write is published (or the log failed); then fails if
+    /// the log is poisoned. Returns at once under `WriteMode::Buffered`.
+    fn wait_writes(&self) -> Result<()> {
+        if let Some(d) = &self.direct {
+            let mut f = d.flights.lock();
+            while !f.is_empty() && !self.failed() && !d.stop.load(Ordering::Acquire) {
+                d.flights_cv.wait(&mut f);
+            }
+        }
+        match self.failed_error() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Makes a completed direct write visible and releases its appenders.
+    fn publish_direct(&self, seg: &Segment, state: SegmentState, upto: u64, durable: bool) {
+        seg.publish(state);
+        if durable {
+            self.durable_end
+                .fetch_max(state.next_offset, Ordering::AcqRel);
+        }
+        self.log_end.store(state.next_offset, Ordering::Release);
+        let mut q = self.queue.lock();
+        q.done_seq = q.done_seq.max(upto);
+        drop(q);
+        self.queue_cv.notify_all();
+    }
+
+    /// A direct write failed: poison the log, fail every waiting append, forget what was
+    /// staged (writes already at the device complete on their own).
+    fn fail_writes(&self, f: &mut Flights<RollSwap>, e: &Error) {
+        tracing::error!(dir = %self.dir.display(), error = %e, "write failed; the log refuses further writes");
+        let mut q = self.queue.lock();
+        q.failure.get_or_insert(("write", e.to_string()));
+        q.pending.clear();
+        drop(q);
+        self.queue_cv.notify_all();
+        f.clear();
+        if let Some(d) = &self.direct {
+            d.flights_cv.notify_all();
+        }
+    }
+
+    /// Writes a group of queued batches through the page cache. On error returns the failed
+    /// operation's name.
+    fn write_group_buffered(
         &self,
         core: &mut WriterCore,
         group: &[Pending],
@@ -948,20 +1289,21 @@ impl Inner {
             old.index.read().clone(),
             old.time_index.read().clone(),
         )?);
-        {
-            let mut segs = self.segments.write();
-            if let Some(last) = segs.last_mut() {
-                *last = sealed;
-            }
-            segs.push(new.clone());
-        }
         let job = SealJob {
-            segment: old,
+            segment: old.clone(),
             len: core.len,
             next_offset: core.next_offset,
         };
+        let mut stage = core.stage.take();
+        if let (Some(stage), Some(d)) = (stage.as_mut(), &self.direct) {
+            // The old segment's last bytes are staged before the swap that follows them.
+            if let Some(w) = stage.emit(&old, None, &d.cache)? {
+                self.submit_direct(w)?;
+            }
+            stage.finish_segment();
+        }
         *core = WriterCore {
-            active: new,
+            active: new.clone(),
             len: 0,
             next_offset: base,
             bytes_since_index: 0,
@@ -969,8 +1311,34 @@ impl Inner {
             offset_of_max_timestamp: base,
             first_append_ms: None,
             reserved,
+            stage,
         };
         self.unflushed.store(0, Ordering::Release);
+        let swap = RollSwap { sealed, new, job };
+        match &self.direct {
+            Some(d) => {
+                // Applied once the old segment's writes are published.
+                let mut f = d.flights.lock();
+                f.roll(swap);
+                self.advance(&mut f)?;
+            }
+            None => self.apply_roll(swap),
+        }
+        tracing::debug!(dir = %self.dir.display(), base, "rolled to a new segment");
+        Ok(())
+    }
+
+    /// Lists a roll's new segment in place of the old one (now read through its sealed view)
+    /// and hands the old one to the sealer.
+    fn apply_roll(&self, swap: RollSwap) {
+        let RollSwap { sealed, new, job } = swap;
+        {
+            let mut segs = self.segments.write();
+            if let Some(last) = segs.last_mut() {
+                *last = sealed;
+            }
+            segs.push(new);
+        }
         {
             let mut q = self.seals.lock();
             if q.preallocate
@@ -982,8 +1350,6 @@ impl Inner {
             q.jobs.push_back(job);
         }
         self.seals_cv.notify_all();
-        tracing::debug!(dir = %self.dir.display(), base, "rolled to a new segment");
-        Ok(())
     }
 
     /// Makes a rolled segment durable: release of the blocks preallocated past its data
@@ -1054,6 +1420,7 @@ impl Inner {
         open_active(
             &self.dir,
             &self.config,
+            self.backend.as_ref(),
             base,
             w,
             SegmentState {
@@ -1178,9 +1545,11 @@ impl Inner {
 
 /// Opens `w` as the active segment, reserving the first [`PREALLOCATE_STEP`] past its data.
 /// Returns the segment and the end of that reservation (0 when preallocation is off).
+#[allow(clippy::too_many_arguments)]
 fn open_active(
     dir: &Path,
     config: &LogConfig,
+    backend: &dyn IoBackend,
     base: u64,
     w: Box<dyn WritableFile>,
     state: SegmentState,
@@ -1195,7 +1564,20 @@ fn open_active(
         w.preallocate(state.len, len).ctx("fallocate", &path)?;
         reserved = state.len + len;
     }
-    let seg = Segment::active(dir, base, w, max, state, index, time_index)?;
+    let direct = match config.write_mode {
+        WriteMode::Buffered => None,
+        WriteMode::Direct => Some(backend.open_direct(&path).map_err(|e| {
+            if e.raw_os_error() == Some(libc::EINVAL) {
+                Error::Config(format!(
+                    "write mode direct: the file system of {} does not support O_DIRECT ({e})",
+                    dir.display()
+                ))
+            } else {
+                Error::io("open O_DIRECT", &path, e)
+            }
+        })?),
+    };
+    let seg = Segment::active(dir, base, w, direct, max, state, index, time_index)?;
     Ok((Arc::new(seg), reserved))
 }
 
@@ -1265,6 +1647,56 @@ fn spawn_sealer(inner: &Arc<Inner>) -> Result<JoinHandle<()>> {
             }
         })
         .map_err(|e| Error::io("spawn thread", PathBuf::new(), e))
+}
+
+/// The direct path's reaper thread (`WriteMode::Direct` on an asynchronous backend): waits
+/// for writes in flight to complete, submits what was staged meanwhile, then publishes the
+/// completed ones (see [`super::direct`]).
+fn spawn_reaper(inner: &Arc<Inner>) -> Result<Option<JoinHandle<()>>> {
+    let async_backend = inner
+        .segments
+        .read()
+        .last()
+        .and_then(|s| s.direct_writer().map(|w| w.is_async()))
+        .unwrap_or(false);
+    if inner.direct.is_none() || !async_backend {
+        return Ok(None);
+    }
+    let weak: Weak<Inner> = Arc::downgrade(inner);
+    let h = std::thread::Builder::new()
+        .name("strata-log-reap".into())
+        .spawn(move || {
+            loop {
+                let Some(inner) = weak.upgrade() else { return };
+                let Some(d) = &inner.direct else { return };
+                let segment = {
+                    let mut f = d.flights.lock();
+                    loop {
+                        if d.stop.load(Ordering::Acquire) {
+                            return;
+                        }
+                        if let Some(seg) = f.flying() {
+                            break seg.clone();
+                        }
+                        d.flights_cv.wait(&mut f);
+                    }
+                };
+                let Some(file) = segment.direct_writer() else {
+                    return;
+                };
+                let done = file.complete(1);
+                let mut f = d.flights.lock();
+                // Errors poison the log, which reports them to the appenders.
+                if let Ok(flights) = inner.completion(&mut f, done, &segment) {
+                    // More writes go before these ones' appenders are woken.
+                    let _ = inner
+                        .advance(&mut f)
+                        .and_then(|()| inner.publish_flights(&mut f, flights));
+                }
+            }
+        })
+        .map_err(|e| Error::io("spawn thread", PathBuf::new(), e))?;
+    Ok(Some(h))
 }
 
 /// The background thread: interval fsync and periodic retention.
@@ -1419,18 +1851,37 @@ fn recover(
             report.segments_scanned += 1;
         }
         let mut valid_len = file_len;
-        if let Some(stop) = &scan.stop {
+        // The zeros a direct write pads its last block with (FORMAT.md §2) end a segment that
+        // was not yet truncated to its data: cut, but nothing was damaged or lost.
+        if let Some(stop) = scan.stop.as_ref().filter(|s| {
+            let tail = usize::try_from(s.position)
+                .ok()
+                .and_then(|p| bytes.get(p..))
+                .unwrap_or(&[]);
+            !trusted && scan::is_block_padding(tail, file_len)
+        }) {
+            tracing::debug!(file = %path.display(), position = stop.position, "cutting the zero padding of a direct write");
+            report.padding_trimmed += file_len - stop.position;
+            drop(data.take());
+            let w = backend.open_writable(&path).ctx("open segment", &path)?;
+            w.set_len(stop.position).ctx("truncate", &path)?;
+            w.sync_data().ctx("fdatasync", &path)?;
+            valid_len = stop.position;
+        } else if let Some(stop) = &scan.stop {
             let reason = stop.problem.to_string();
             // Past the recovery point nothing was known durable: bad bytes there are what a
-            // crash leaves (a torn tail, or a segment the OS had not finished writing back), so
-            // the log ends there. Before it, the segment was synced and sealed: bad bytes are
-            // corruption, an error unless the operator chose TruncateAtCorruption.
+            // crash leaves (a torn tail, a segment the OS had not finished writing back, or the
+            // zero padding of a direct write's last block), so the segment ends there. Later
+            // segments stay only if their offsets continue where it now ends (checked at the top
+            // of the loop): then the cut bytes held no batch the log needs. Before the recovery
+            // point, the segment was synced and sealed: bad bytes are corruption, an error unless
+            // the operator chose TruncateAtCorruption, which drops everything after them.
             if !trusted || config.recovery == RecoveryMode::TruncateAtCorruption {
                 let later = bases.get(i..).unwrap_or(&[]);
                 if trusted {
                     tracing::error!(file = %path.display(), position = stop.position, %reason, later_segments = later.len(), "corruption: truncating here and removing every later segment");
                 } else {
-                    tracing::warn!(file = %path.display(), position = stop.position, bytes = file_len - stop.position, %reason, later_segments = later.len(), "truncating what a crash left unwritten");
+                    tracing::warn!(file = %path.display(), position = stop.position, bytes = file_len - stop.position, %reason, "truncating what a crash left unwritten");
                 }
                 report.truncated.push((
                     path.clone(),
@@ -1443,10 +1894,12 @@ fn recover(
                 w.set_len(stop.position).ctx("truncate", &path)?;
                 w.sync_data().ctx("fdatasync", &path)?;
                 valid_len = stop.position;
-                if !later.is_empty() {
-                    report.segments_removed += remove_segments(backend, dir, later)?;
+                if trusted {
+                    if !later.is_empty() {
+                        report.segments_removed += remove_segments(backend, dir, later)?;
+                    }
+                    i = bases.len();
                 }
-                i = bases.len();
             } else {
                 return Err(Error::Corrupt {
                     file: path,
@@ -1455,14 +1908,17 @@ fn recover(
                 });
             }
         }
-        // A truncation above removed every later segment: this one is now the last.
+        // A truncation above may have removed every later segment: this one is then the last.
         let is_last = i == bases.len();
-        if !trusted && !is_last && scan.stop.is_none() {
+        if !trusted && !is_last && valid_len == file_len {
             // A rolled segment the crash caught before its seal may still hold the blocks
-            // preallocated past its data, which the seal would have released.
+            // preallocated past its data, which the seal would have released. The checkpoint
+            // below trusts it from now on, so what was read of it must be on disk: after a
+            // process crash part of it may still be only in the page cache.
             drop(data.take());
             let w = backend.open_writable(&path).ctx("open segment", &path)?;
             w.set_len(valid_len).ctx("truncate", &path)?;
+            w.sync_data().ctx("fdatasync", &path)?;
         }
         // Indexes: trust the files only if they decode and agree with the scan's end.
         let end_rel = scan.next_offset - base;
@@ -1539,6 +1995,7 @@ fn recover(
     let (active, reserved) = open_active(
         dir,
         config,
+        backend,
         last.base,
         w,
         last.state,
@@ -1572,6 +2029,8 @@ fn recover(
         offset_of_max_timestamp: last.offset_of_max_timestamp,
         first_append_ms: (last.state.len > 0).then(now_ms),
         reserved,
+        stage: (config.write_mode == WriteMode::Direct)
+            .then(|| Stage::new(config.direct_chunk_bytes())),
     };
     Ok((segments, core, report))
 }

@@ -1,4 +1,5 @@
-//! Zero-copy read results.
+//! Zero-copy read results: a slice of a segment's shared mapping, or of a staging buffer that
+//! still holds freshly written batches in memory (the direct write path's tail cache).
 
 use std::fs::File;
 use std::io;
@@ -7,6 +8,8 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::Arc;
 
 use memmap2::Mmap;
+
+use crate::io::aligned::StagingBuf;
 
 /// A segment's read-only mapping and a handle to the same file (its own descriptor), so that a
 /// slice can be mapped *and* sent with `sendfile` for as long as it lives, even after the
@@ -24,16 +27,28 @@ impl Deref for Mapped {
     }
 }
 
-/// Whole batches read from a segment: a view into the segment's shared mapping. Holding it keeps
-/// the mapping (and a handle to the file) alive, even if retention deletes the segment
-/// meanwhile. Cheap to clone, `Send`, and `AsRef<[u8]>` so it can back a `bytes::Bytes`
-/// (`Bytes::from_owner`) without a copy; [`ReadSlice::send_to`] hands it to a socket without
-/// mapping its pages at all.
+/// Whole batches read from a segment: a view into the segment's shared mapping, or into a
+/// staging buffer of the direct write path that still holds them in memory (the same bytes the
+/// file holds). Holding it keeps the mapping (and a handle to the file) or the buffer alive,
+/// even if retention deletes the segment meanwhile. Cheap to clone, `Send`, and `AsRef<[u8]>`
+/// so it can back a `bytes::Bytes` (`Bytes::from_owner`) without a copy;
+/// [`ReadSlice::send_to`] hands it to a socket without mapping file pages at all.
 #[derive(Clone)]
 pub struct ReadSlice {
-    map: Option<Arc<Mapped>>,
+    backing: Backing,
     start: usize,
     end: usize,
+}
+
+#[derive(Clone)]
+enum Backing {
+    Empty,
+    Mapped(Arc<Mapped>),
+    /// `buf` holds the file's bytes from position `file_start`; `start..end` index `buf`.
+    Staged {
+        buf: Arc<StagingBuf>,
+        file_start: usize,
+    },
 }
 
 impl ReadSlice {
@@ -41,7 +56,24 @@ impl ReadSlice {
         let end = end.min(map.len());
         let start = start.min(end);
         ReadSlice {
-            map: Some(map),
+            backing: Backing::Mapped(map),
+            start,
+            end,
+        }
+    }
+
+    /// Bytes `start..end` of a staging buffer that holds the file from `file_start`; only bytes
+    /// the buffer has filled are ever served.
+    pub(crate) fn staged(
+        buf: Arc<StagingBuf>,
+        file_start: usize,
+        start: usize,
+        end: usize,
+    ) -> Self {
+        let end = end.min(buf.filled());
+        let start = start.min(end);
+        ReadSlice {
+            backing: Backing::Staged { buf, file_start },
             start,
             end,
         }
@@ -50,7 +82,7 @@ impl ReadSlice {
     /// No batches (a read at the log end).
     pub fn empty() -> Self {
         ReadSlice {
-            map: None,
+            backing: Backing::Empty,
             start: 0,
             end: 0,
         }
@@ -58,28 +90,48 @@ impl ReadSlice {
 
     /// Position of the first byte within its segment file.
     pub fn file_position(&self) -> usize {
-        self.start
+        match &self.backing {
+            Backing::Staged { file_start, .. } => file_start + self.start,
+            _ => self.start,
+        }
     }
 
-    /// Sends bytes `[from, len)` of the slice to `socket` with `sendfile(2)`; returns how many
-    /// went (fewer when the socket's buffer fills; `WouldBlock` when none could). The kernel
-    /// copies pages that are in memory without mapping them into this process and without
-    /// waiting for the page lock writeback holds, which a fault through the mapping would. A
-    /// page that is not in memory is read from the disk first, blocking the caller: see
-    /// [`ReadSlice::is_resident`].
+    /// Whether the bytes come from memory the engine holds (the direct write path's recent
+    /// batches) rather than from the file's pages.
+    pub fn is_staged(&self) -> bool {
+        matches!(self.backing, Backing::Staged { .. })
+    }
+
+    /// Sends bytes `[from, len)` of the slice to `socket`; returns how many went (fewer when the
+    /// socket's buffer fills; `WouldBlock` when none could). A mapped slice goes with
+    /// `sendfile(2)`: the kernel copies pages that are in memory without mapping them into this
+    /// process and without waiting for the page lock writeback holds, which a fault through the
+    /// mapping would. A page that is not in memory is read from the disk first, blocking the
+    /// caller: see [`ReadSlice::is_resident`]. A staged slice is written from memory (`write(2)`).
     pub fn send_to(&self, socket: BorrowedFd<'_>, from: usize) -> io::Result<usize> {
-        let Some(m) = &self.map else { return Ok(0) };
         let count = (self.end - self.start).saturating_sub(from);
         if count == 0 {
             return Ok(0);
         }
-        let mut offset = libc::off_t::try_from(self.start + from)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset too large"))?;
-        // SAFETY: both descriptors are open for the call (`socket` is borrowed, `m.file` is
-        // owned by the mapping this slice holds); `offset` is a valid, exclusively borrowed
-        // off_t the kernel updates. sendfile reads the file, never our memory.
-        let n =
-            unsafe { libc::sendfile(socket.as_raw_fd(), m.file.as_raw_fd(), &mut offset, count) };
+        let n = match &self.backing {
+            Backing::Empty => return Ok(0),
+            Backing::Mapped(m) => {
+                let mut offset = libc::off_t::try_from(self.start + from)
+                    .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset too large"))?;
+                // SAFETY: both descriptors are open for the call (`socket` is borrowed, `m.file`
+                // is owned by the mapping this slice holds); `offset` is a valid, exclusively
+                // borrowed off_t the kernel updates. sendfile reads the file, never our memory.
+                unsafe {
+                    libc::sendfile(socket.as_raw_fd(), m.file.as_raw_fd(), &mut offset, count)
+                }
+            }
+            Backing::Staged { .. } => {
+                let bytes = self.get(from..).unwrap_or(&[]);
+                // SAFETY: `bytes` is a live borrow of `bytes.len()` initialised bytes, which
+                // write(2) only reads; `socket` is open for the call.
+                unsafe { libc::write(socket.as_raw_fd(), bytes.as_ptr().cast(), bytes.len()) }
+            }
+        };
         if n < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -88,16 +140,21 @@ impl ReadSlice {
 
     /// Whether every page of the slice is in memory (`mincore`); `false` when the kernel cannot
     /// tell. A slice that is not can be read in with [`ReadSlice::prefault`] on a thread that may
-    /// block, before [`ReadSlice::send_to`] runs where it must not.
+    /// block, before [`ReadSlice::send_to`] runs where it must not. Staged slices always are.
     pub fn is_resident(&self) -> bool {
-        let Some(m) = &self.map else { return true };
-        crate::io::mincore(&m.map, self.start, self.end)
-            .is_ok_and(|pages| pages.iter().all(|p| p & 1 == 1))
+        match &self.backing {
+            Backing::Mapped(m) => crate::io::mincore(&m.map, self.start, self.end)
+                .is_ok_and(|pages| pages.iter().all(|p| p & 1 == 1)),
+            Backing::Empty | Backing::Staged { .. } => true,
+        }
     }
 
     /// Brings every page of the slice into memory by reading a byte of each. May wait for the
     /// disk: call it from a thread that is allowed to block, not from an async runtime.
     pub fn prefault(&self) {
+        if !matches!(self.backing, Backing::Mapped(_)) {
+            return;
+        }
         for chunk in self.chunks(crate::io::page_size()) {
             std::hint::black_box(chunk.first().copied());
         }
@@ -109,9 +166,10 @@ impl ReadSlice {
 impl Deref for ReadSlice {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        match &self.map {
-            Some(m) => m.get(self.start..self.end).unwrap_or(&[]),
-            None => &[],
+        match &self.backing {
+            Backing::Empty => &[],
+            Backing::Mapped(m) => m.get(self.start..self.end).unwrap_or(&[]),
+            Backing::Staged { buf, .. } => buf.get(self.start..self.end).unwrap_or(&[]),
         }
     }
 }

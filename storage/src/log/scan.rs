@@ -24,6 +24,21 @@ impl ScannedBatch {
     }
 }
 
+/// Whether `tail`, the bytes from where a scan stopped to the end of a file of `file_len`
+/// bytes, is the zero padding of a direct write's last block (FORMAT.md §2): all zero, fewer
+/// than [`DIRECT_ALIGN`], and ending on a block boundary. A segment written with O_DIRECT holds
+/// such a tail between its last batch and the end of the file until a seal or a clean close
+/// truncates it.
+///
+/// [`DIRECT_ALIGN`]: crate::io::DIRECT_ALIGN
+pub fn is_block_padding(tail: &[u8], file_len: u64) -> bool {
+    let align = crate::io::DIRECT_ALIGN as u64;
+    !tail.is_empty()
+        && (tail.len() as u64) < align
+        && file_len.is_multiple_of(align)
+        && tail.iter().all(|&b| b == 0)
+}
+
 /// Why a scan stopped before the end of the data.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ScanProblem {
@@ -248,4 +263,35 @@ pub fn scan_segment(
 /// `offset - base` as the u32 the indexes store (segments hold < 2^31 bytes, hence < 2^32 records).
 pub(crate) fn relative(offset: u64, base: u64) -> u32 {
     u32::try_from(offset.saturating_sub(base)).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+#[allow(clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_short_zero_run_ending_on_a_block_boundary_is_padding() {
+        let mut block = vec![7u8; 4096];
+        block[4000..].fill(0);
+        let tail = |from: usize| &block[from..];
+        assert!(is_block_padding(tail(4000), 4096));
+        assert!(is_block_padding(tail(4095), 4096));
+        assert!(
+            !is_block_padding(tail(4096), 4096),
+            "nothing left: not padding"
+        );
+        assert!(
+            !is_block_padding(tail(3999), 4096),
+            "a non-zero byte in the run"
+        );
+        assert!(
+            !is_block_padding(tail(4000), 4095),
+            "not on a block boundary"
+        );
+        assert!(
+            !is_block_padding(&[0u8; 4096], 8192),
+            "a whole block of zeros is a zeroed tail"
+        );
+    }
 }

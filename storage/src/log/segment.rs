@@ -16,7 +16,7 @@ use parking_lot::RwLock;
 
 use crate::batch::header::{BatchHeader, HEADER_LEN};
 use crate::error::{Error, IoContext, Result};
-use crate::io::WritableFile;
+use crate::io::{DirectFile, WritableFile};
 
 use super::index::{OffsetIndex, TimeIndex};
 use super::name::{FileKind, segment_path};
@@ -31,6 +31,9 @@ pub(crate) struct Segment {
     pub time_index_path: PathBuf,
     /// Present while the segment is active.
     writer: Option<Box<dyn WritableFile>>,
+    /// The O_DIRECT handle the direct write path writes through (active segments of a log in
+    /// [`super::config::WriteMode::Direct`] only).
+    direct: Option<Box<dyn DirectFile>>,
     /// Read-only handle for sealed segments (active ones map through `writer`).
     reader: Option<File>,
     map: OnceLock<Arc<Mapped>>,
@@ -60,12 +63,14 @@ impl Segment {
         )
     }
 
-    /// An active segment writing through `writer`; the mapping covers `map_len` bytes so that
-    /// it never has to be redone while the segment grows.
+    /// An active segment writing through `writer` (and `direct`, if given); the mapping covers
+    /// `map_len` bytes so that it never has to be redone while the segment grows.
+    #[allow(clippy::too_many_arguments)]
     pub fn active(
         dir: &Path,
         base_offset: u64,
         writer: Box<dyn WritableFile>,
+        direct: Option<Box<dyn DirectFile>>,
         map_len: u64,
         state: SegmentState,
         index: OffsetIndex,
@@ -78,6 +83,7 @@ impl Segment {
             index_path,
             time_index_path,
             writer: Some(writer),
+            direct,
             reader: None,
             map: OnceLock::new(),
             map_len,
@@ -107,6 +113,7 @@ impl Segment {
             index_path,
             time_index_path,
             writer: None,
+            direct: None,
             reader: Some(reader),
             map: OnceLock::new(),
             map_len: state.len,
@@ -120,6 +127,11 @@ impl Segment {
 
     pub fn writer(&self) -> Option<&dyn WritableFile> {
         self.writer.as_deref()
+    }
+
+    /// The O_DIRECT handle of an active segment of a direct-mode log.
+    pub fn direct_writer(&self) -> Option<&dyn DirectFile> {
+        self.direct.as_deref()
     }
 
     pub fn is_active(&self) -> bool {
@@ -192,53 +204,23 @@ impl Segment {
         };
         let data = map.get(..len).unwrap_or(&[]);
         let rel = super::scan::relative(offset, self.base_offset);
-        let mut pos = self.index.read().lookup(rel) as usize;
-        let start = loop {
-            let Some(h) = self.header_at(data, pos)? else {
-                return Ok(ReadSlice::empty());
-            };
-            if h.base_offset as u64 >= end_offset {
-                return Ok(ReadSlice::empty());
-            }
-            if h.last_offset() as u64 >= offset {
-                break pos;
-            }
-            pos += h.total_len();
+        let pos = self.index.read().lookup(rel) as usize;
+        let want = Want {
+            offset,
+            max_bytes,
+            end_offset,
         };
-        let mut end = start;
-        while let Some(h) = self.header_at(data, end)? {
-            if h.base_offset as u64 >= end_offset
-                || (end > start && end + h.total_len() - start > max_bytes)
-            {
-                break;
-            }
-            end += h.total_len();
-        }
-        Ok(ReadSlice::new(map.clone(), start, end))
+        Ok(match find_batches(data, pos, &want, &self.log_path, 0)? {
+            Some(range) => ReadSlice::new(map.clone(), range.start, range.end),
+            None => ReadSlice::empty(),
+        })
     }
 
     /// The header of the batch at `pos` of published data, `None` at the end. The data was
     /// verified when written or recovered; lengths are still bounded so a damaged file cannot
     /// make a read run off the mapping.
     pub fn header_at(&self, data: &[u8], pos: usize) -> Result<Option<BatchHeader>> {
-        if pos >= data.len() {
-            return Ok(None);
-        }
-        let corrupt = |reason: String| Error::Corrupt {
-            file: self.log_path.clone(),
-            position: pos as u64,
-            reason,
-        };
-        let rest = data.get(pos..).unwrap_or(&[]);
-        let h = BatchHeader::parse(rest).map_err(|e| corrupt(e.to_string()))?;
-        if h.total_len() < HEADER_LEN || h.total_len() > rest.len() {
-            return Err(corrupt(format!(
-                "batch length {} does not fit the {} bytes that remain",
-                h.total_len(),
-                rest.len()
-            )));
-        }
-        Ok(Some(h))
+        header_at(data, pos, &self.log_path, 0)
     }
 
     /// Writes both index files from the in-memory indexes (atomic replace each; the caller
@@ -263,4 +245,77 @@ impl Segment {
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map_or(i64::MAX, |d| d.as_millis() as i64)
     }
+}
+
+/// What a read asks for: the batch that holds `offset` and those after it, up to `max_bytes`
+/// (always at least one batch), none at or past `end_offset` (the end readers may see).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Want {
+    pub offset: u64,
+    pub max_bytes: usize,
+    pub end_offset: u64,
+}
+
+/// Walks the batches of `data` (published bytes of a segment, or of a staging buffer holding
+/// the segment from file position `file_pos`) from `pos`, a batch boundary at or before the
+/// batch that holds `want.offset`, and returns the byte range of the batches to read; `None`
+/// when there are none.
+pub(crate) fn find_batches(
+    data: &[u8],
+    mut pos: usize,
+    want: &Want,
+    file: &Path,
+    file_pos: u64,
+) -> Result<Option<std::ops::Range<usize>>> {
+    let start = loop {
+        let Some(h) = header_at(data, pos, file, file_pos)? else {
+            return Ok(None);
+        };
+        if h.base_offset as u64 >= want.end_offset {
+            return Ok(None);
+        }
+        if h.last_offset() as u64 >= want.offset {
+            break pos;
+        }
+        pos += h.total_len();
+    };
+    let mut end = start;
+    while let Some(h) = header_at(data, end, file, file_pos)? {
+        if h.base_offset as u64 >= want.end_offset
+            || (end > start && end + h.total_len() - start > want.max_bytes)
+        {
+            break;
+        }
+        end += h.total_len();
+    }
+    Ok(Some(start..end))
+}
+
+/// The header of the batch at `pos` of `data`, `None` at the end; errors name `file` and the
+/// position in it (`file_pos` is where `data` starts). Lengths are bounded so that damaged bytes
+/// cannot make a read run off `data`.
+pub(crate) fn header_at(
+    data: &[u8],
+    pos: usize,
+    file: &Path,
+    file_pos: u64,
+) -> Result<Option<BatchHeader>> {
+    if pos >= data.len() {
+        return Ok(None);
+    }
+    let corrupt = |reason: String| Error::Corrupt {
+        file: file.to_path_buf(),
+        position: file_pos + pos as u64,
+        reason,
+    };
+    let rest = data.get(pos..).unwrap_or(&[]);
+    let h = BatchHeader::parse(rest).map_err(|e| corrupt(e.to_string()))?;
+    if h.total_len() < HEADER_LEN || h.total_len() > rest.len() {
+        return Err(corrupt(format!(
+            "batch length {} does not fit the {} bytes that remain",
+            h.total_len(),
+            rest.len()
+        )));
+    }
+    Ok(Some(h))
 }

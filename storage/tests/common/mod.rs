@@ -7,7 +7,7 @@ use std::sync::Arc;
 use strata_storage::batch::header::{self, BatchHeader, HEADER_LEN};
 use strata_storage::io::{IoBackend, backend_from_env};
 use strata_storage::log::scan::BatchScanner;
-use strata_storage::log::{LogConfig, PartitionLog};
+use strata_storage::log::{LogConfig, PartitionLog, WriteMode};
 
 fn varint(out: &mut Vec<u8>, v: i64) {
     let mut z = ((v << 1) ^ (v >> 63)) as u64;
@@ -78,6 +78,22 @@ pub fn backend() -> Arc<dyn IoBackend> {
     backend_from_env()
 }
 
+/// The default settings, in the write mode the suite runs in: `STRATA_TEST_WRITE_MODE=buffered|
+/// direct` (default buffered), so the whole suite can be run once per write path, as it is per
+/// backend.
+pub fn test_config() -> LogConfig {
+    let write_mode = match std::env::var("STRATA_TEST_WRITE_MODE") {
+        Ok(v) => v
+            .parse()
+            .unwrap_or_else(|e| panic!("STRATA_TEST_WRITE_MODE: {e}")),
+        Err(_) => WriteMode::Buffered,
+    };
+    LogConfig {
+        write_mode,
+        ..LogConfig::default()
+    }
+}
+
 /// Small segments so tests roll often; retention off unless a test sets it.
 pub fn small_config() -> LogConfig {
     LogConfig {
@@ -86,7 +102,7 @@ pub fn small_config() -> LogConfig {
         retention_check_interval: None,
         index_interval_bytes: 1024,
         preallocate: true,
-        ..LogConfig::default()
+        ..test_config()
     }
 }
 

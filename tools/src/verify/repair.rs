@@ -19,7 +19,7 @@ use strata_storage::Error;
 use strata_storage::io::plain::PlainBackend;
 use strata_storage::log::config::MAX_SEGMENT_BYTES;
 use strata_storage::log::partition::LOCK_FILE;
-use strata_storage::log::{FsyncPolicy, LogConfig, PartitionLog, RecoveryMode};
+use strata_storage::log::{FsyncPolicy, LogConfig, PartitionLog, RecoveryMode, WriteMode};
 
 use super::VerifyArgs;
 use super::report::{RepairAction, Reporter};
@@ -98,6 +98,9 @@ pub fn repair_partition(
         max_batch_bytes: args.max_batch_bytes,
         preallocate: false,
         recovery: RecoveryMode::Strict,
+        // Repair appends nothing; recovery reads a directory the same in either mode.
+        write_mode: WriteMode::Buffered,
+        direct_cache_bytes: LogConfig::default().direct_cache_bytes,
     };
     let mut truncated = Vec::new();
     match PartitionLog::open(dir, config, Arc::new(PlainBackend::new())) {
