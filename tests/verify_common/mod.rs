@@ -39,6 +39,12 @@ pub fn config() -> LogConfig {
         retention_check_interval: None,
         index_interval_bytes: 256,
         preallocate: false,
+        // The suite runs once per write mode (scripts/test-all sets STRATA_TEST_WRITE_MODE):
+        // the tools must read what either path leaves, crash padding included.
+        write_mode: std::env::var("STRATA_TEST_WRITE_MODE")
+            .ok()
+            .and_then(|m| m.parse().ok())
+            .unwrap_or_default(),
         ..LogConfig::default()
     }
 }

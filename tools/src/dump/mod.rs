@@ -61,7 +61,22 @@ pub struct DumpSummary {
     pub batches: u64,
     pub records: u64,
     pub bytes: u64,
+    /// Zero padding after the last batch of segments written with O_DIRECT and not yet
+    /// truncated (not a problem; shown only when there is some).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub padding_bytes: u64,
     pub problems: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+#[derive(Serialize)]
+struct PaddingLine<'a> {
+    file: &'a str,
+    position: u64,
+    bytes: u64,
 }
 
 #[derive(Serialize)]
@@ -148,6 +163,7 @@ enum Line<'a> {
     IndexEntry(IndexLine<'a>),
     TimeIndexEntry(TimeIndexLine<'a>),
     Problem(ProblemLine<'a>),
+    Padding(PaddingLine<'a>),
     Summary(&'a DumpSummary),
 }
 
@@ -207,8 +223,17 @@ pub fn run_to(args: &DumpArgs, out: &mut dyn Write) -> anyhow::Result<DumpSummar
     let s = d.summary.clone();
     d.emit(&Line::Summary(&s), || {
         format!(
-            "summary: files: {} batches: {} records: {} bytes: {} problems: {}",
-            s.files, s.batches, s.records, s.bytes, s.problems
+            "summary: files: {} batches: {} records: {} bytes: {}{} problems: {}",
+            s.files,
+            s.batches,
+            s.records,
+            s.bytes,
+            if s.padding_bytes > 0 {
+                format!(" padding_bytes: {}", s.padding_bytes)
+            } else {
+                String::new()
+            },
+            s.problems
         )
     })?;
     d.out.flush()?;
@@ -370,13 +395,31 @@ impl Dumper<'_, '_> {
                 ),
                 Some(len.saturating_sub(pos)),
             )?;
-        } else if let Some(stop) = we.stop {
+        } else if let Some(stop) = we
+            .stop
+            .as_ref()
+            .filter(|s| !walk::is_padding(path, s.position, len))
+        {
             self.problem(
                 &show,
                 Some(stop.position),
                 stop.problem.to_string(),
                 Some(len.saturating_sub(stop.position)),
             )?;
+        } else if let Some(stop) = we.stop {
+            let bytes = len.saturating_sub(stop.position);
+            self.summary.padding_bytes += bytes;
+            let line = Line::Padding(PaddingLine {
+                file: &show,
+                position: stop.position,
+                bytes,
+            });
+            self.emit(&line, || {
+                format!(
+                    "padding: {show} position: {} bytes: {bytes} (zeros ending a direct write's last block; recovery cuts them)",
+                    stop.position
+                )
+            })?;
         }
         Ok(())
     }

@@ -37,6 +37,11 @@ pub struct Summary {
     pub records: u64,
     pub bytes: u64,
     pub index_entries: u64,
+    /// Zero padding past the last batch of segments written with O_DIRECT and not yet
+    /// truncated (a crash before a seal or a clean close): not a problem. Shown only when
+    /// there is some.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub padding_bytes: u64,
     pub problems: u64,
 }
 
@@ -165,9 +170,18 @@ fn format_repair(a: &RepairAction) -> String {
     s
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 fn format_summary(s: &Summary) -> String {
+    let padding = if s.padding_bytes > 0 {
+        format!(" padding_bytes: {}", s.padding_bytes)
+    } else {
+        String::new()
+    };
     format!(
-        "summary: partitions: {} segments: {} batches: {} records: {} bytes: {} index_entries: {} problems: {}",
+        "summary: partitions: {} segments: {} batches: {} records: {} bytes: {} index_entries: {}{padding} problems: {}",
         s.partitions, s.segments, s.batches, s.records, s.bytes, s.index_entries, s.problems
     )
 }

@@ -134,3 +134,19 @@ pub fn walk(
         file_pos += consumed as u64;
     }
 }
+
+/// Whether `log`'s bytes from `position` to its end (`len`) are a direct write's zero padding
+/// ([`strata_storage::log::scan::is_block_padding`]); `false` when they cannot be read.
+pub fn is_padding(log: &std::path::Path, position: u64, len: u64) -> bool {
+    let Some(n) = len
+        .checked_sub(position)
+        .filter(|n| *n < strata_storage::io::DIRECT_ALIGN as u64)
+    else {
+        return false;
+    };
+    let mut tail = vec![0u8; n as usize];
+    File::open(log)
+        .and_then(|f| f.read_exact_at(&mut tail, position))
+        .is_ok()
+        && strata_storage::log::scan::is_block_padding(&tail, len)
+}
