@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use clap::{Args, ValueEnum};
 use strata_storage::batch::Compression;
 use strata_storage::io::BackendChoice;
-use strata_storage::log::FsyncPolicy;
+use strata_storage::log::{FsyncPolicy, WriteMode};
 
 use super::units;
 
@@ -181,6 +181,11 @@ pub struct BenchArgs {
     /// Write path of the engine: `auto` (io_uring if the kernel allows), `io_uring` or `plain`.
     #[arg(long, default_value = "auto", value_parser = parse_backend)]
     pub io_backend: BackendChoice,
+    /// How appends reach the file: `buffered` (through the page cache) or `direct` (O_DIRECT
+    /// from the engine's staging buffers; kafka mode sets the spawned broker's
+    /// `strata.log.write.mode`).
+    #[arg(long, default_value = "buffered", value_parser = parse_write_mode)]
+    pub write_mode: WriteMode,
 }
 
 /// The volume used when neither `--total` nor `--messages` is given.
@@ -217,6 +222,10 @@ fn parse_fsync(s: &str) -> Result<FsyncPolicy, String> {
 }
 
 fn parse_backend(s: &str) -> Result<BackendChoice, String> {
+    s.parse()
+}
+
+fn parse_write_mode(s: &str) -> Result<WriteMode, String> {
     s.parse()
 }
 

@@ -186,7 +186,10 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<Outcome> {
     };
     let backend: Arc<dyn IoBackend> =
         select_backend(args.io_backend).context("opening the io backend")?;
-    let machine = Machine::detect(&dir, &backend.kind().to_string());
+    let machine = Machine::detect(
+        &dir,
+        &format!("{}, {} writes", backend.kind(), args.write_mode),
+    );
 
     let baseline = if args.baseline {
         Some(run_baseline(&dir, plan.total_bytes)?)
@@ -202,6 +205,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<Outcome> {
         retention_bytes: None,
         retention_check_interval: None,
         segment_ms: None,
+        write_mode: args.write_mode,
         ..LogConfig::default()
     };
     let mut logs = Vec::new();

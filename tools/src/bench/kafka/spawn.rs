@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
 use strata_storage::io::BackendChoice;
+use strata_storage::log::WriteMode;
 
 /// How long the broker may take to print `listening on ADDR` (recovery of a big data dir).
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -30,7 +31,11 @@ pub struct SpawnedBroker {
 
 impl SpawnedBroker {
     /// Starts `strata serve --listen 127.0.0.1:0 --data-dir DIR` and waits for its address.
-    pub fn start(data_dir: Option<&Path>, backend: BackendChoice) -> anyhow::Result<Self> {
+    pub fn start(
+        data_dir: Option<&Path>,
+        backend: BackendChoice,
+        write_mode: WriteMode,
+    ) -> anyhow::Result<Self> {
         let exe = std::env::current_exe().context("finding this binary (current_exe)")?;
         let (tmp, dir) = match data_dir {
             Some(d) => {
@@ -59,6 +64,7 @@ impl SpawnedBroker {
                 cmd.args(["--set", "strata.io.backend=plain"]);
             }
         }
+        cmd.args(["--set", &format!("strata.log.write.mode={write_mode}")]);
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "warn");
         }
