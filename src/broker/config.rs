@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use strata_storage::batch::Compression;
 use strata_storage::io::BackendChoice;
-use strata_storage::log::{FsyncPolicy, LogConfig};
+use strata_storage::log::{FsyncPolicy, LogConfig, WriteMode};
 
 /// Every broker-level key Strata understands, its default and what it means. `strata serve
 /// --help-config` prints this table; README.md documents it.
@@ -153,6 +153,16 @@ pub const BROKER_KEYS: &[(&str, &str, &str)] = &[
         "auto",
         "Write path: auto (io_uring if the kernel allows, else plain), io_uring, plain.",
     ),
+    (
+        "strata.log.write.mode",
+        "buffered",
+        "How appends reach the segment files: buffered (through the page cache, Kafka's model) or direct (O_DIRECT from the engine's own buffers, which also answer reads of the newest batches; needs a file system with O_DIRECT).",
+    ),
+    (
+        "strata.log.direct.cache.bytes",
+        "33554432",
+        "With strata.log.write.mode=direct: bytes of each partition's newest batches kept in memory to answer reads (at least one staging buffer, 1 to 8 MiB, is always kept).",
+    ),
 ];
 
 /// Topic-level keys (CreateTopics configs, DescribeConfigs), with the broker key they default to.
@@ -277,6 +287,8 @@ impl BrokerConfig {
             "listeners" => self.listen_addr().map(drop),
             "advertised.listeners" => self.advertised().map(drop),
             "strata.io.backend" => self.io_backend().map(drop),
+            "strata.log.write.mode" => self.write_mode().map(drop),
+            "strata.log.direct.cache.bytes" => self.direct_cache_bytes().map(drop),
             "compression.type" => parse_topic_compression(self.get(key)).map(drop),
             "log.message.timestamp.type" => parse_timestamp_type(self.get(key)).map(drop),
             "auto.create.topics.enable" | "log.preallocate" => self.bool(key).map(drop),
@@ -391,6 +403,18 @@ impl BrokerConfig {
         self.get("strata.io.backend")
             .parse()
             .map_err(|e: String| anyhow::anyhow!(e))
+    }
+
+    pub fn write_mode(&self) -> Result<WriteMode> {
+        self.get("strata.log.write.mode")
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!("strata.log.write.mode: {e}"))
+    }
+
+    pub fn direct_cache_bytes(&self) -> Result<usize> {
+        let v = self.i64("strata.log.direct.cache.bytes")?;
+        usize::try_from(v)
+            .map_err(|_| anyhow::anyhow!("strata.log.direct.cache.bytes must be >= 0, got {v}"))
     }
 
     pub fn retention_check_interval(&self) -> Result<Option<Duration>> {
@@ -548,6 +572,8 @@ impl TopicConfig {
             max_batch_bytes: usize::try_from(max_message_bytes)
                 .context("max.message.bytes must be positive")?,
             preallocate: broker.bool("log.preallocate")?,
+            write_mode: broker.write_mode()?,
+            direct_cache_bytes: broker.direct_cache_bytes()?,
             ..LogConfig::default()
         };
         log.validate()?;
@@ -593,6 +619,8 @@ mod tests {
         assert!(c.set("num.partitions", "many").is_err());
         assert!(c.set("listeners", "nowhere").is_err());
         assert!(c.set("strata.io.backend", "floppy").is_err());
+        assert!(c.set("strata.log.write.mode", "sideways").is_err());
+        assert!(c.set("strata.log.direct.cache.bytes", "-1").is_err());
         assert!(c.set("producer.id.expiration.ms", "0").is_err());
         assert!(parse_properties("novalue").is_err());
     }

@@ -208,7 +208,16 @@ impl Broker {
             .with_context(|| format!("creating {}", data_dir.display()))?;
         let backend = strata_storage::io::select_backend(config.io_backend()?)
             .context("opening the io backend")?;
-        tracing::info!(backend = %backend.kind(), dir = %data_dir.display(), "opening data directory");
+        let write_mode = config.write_mode()?;
+        if write_mode == strata_storage::log::WriteMode::Direct {
+            strata_storage::io::probe_direct(backend.as_ref(), &data_dir).with_context(|| {
+                format!(
+                    "strata.log.write.mode=direct: cannot write with O_DIRECT under {} (a file system without O_DIRECT, such as tmpfs?)",
+                    data_dir.display()
+                )
+            })?;
+        }
+        tracing::info!(backend = %backend.kind(), %write_mode, dir = %data_dir.display(), "opening data directory");
         let cluster_path = data_dir.join("cluster-id");
         let cluster_id = match std::fs::read_to_string(&cluster_path) {
             Ok(s) => s.trim().to_string(),

@@ -34,9 +34,14 @@ impl Broker {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_strata"));
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir);
-        // The suite runs once per write backend (scripts/test-all sets STRATA_TEST_BACKEND).
+        // The suite runs once per write backend and write mode (scripts/test-all sets
+        // STRATA_TEST_BACKEND and STRATA_TEST_WRITE_MODE).
         if let Ok(backend) = std::env::var("STRATA_TEST_BACKEND") {
             cmd.arg("--set").arg(format!("strata.io.backend={backend}"));
+        }
+        if let Ok(mode) = std::env::var("STRATA_TEST_WRITE_MODE") {
+            cmd.arg("--set")
+                .arg(format!("strata.log.write.mode={mode}"));
         }
         cmd.args(extra)
             .env("RUST_LOG", "warn")

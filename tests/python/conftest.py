@@ -48,10 +48,14 @@ class Broker:
         self.stderr_path = self.log_dir / f"{tag}.stderr"
         self.runs.append((self.stdout_path, self.stderr_path))
         cmd = [str(STRATA_BIN), "serve", "--data-dir", str(self.data_dir), "--listen", "127.0.0.1:0"]
-        # The suite runs once per write backend (scripts/test-all sets STRATA_TEST_BACKEND).
+        # The suite runs once per write backend and write mode (scripts/test-all sets
+        # STRATA_TEST_BACKEND and STRATA_TEST_WRITE_MODE).
         backend = os.environ.get("STRATA_TEST_BACKEND")
         if backend and "strata.io.backend" not in self.settings:
             cmd += ["--set", f"strata.io.backend={backend}"]
+        mode = os.environ.get("STRATA_TEST_WRITE_MODE")
+        if mode and "strata.log.write.mode" not in self.settings:
+            cmd += ["--set", f"strata.log.write.mode={mode}"]
         for k, v in self.settings.items():
             cmd += ["--set", f"{k}={v}"]
         env = dict(os.environ)
