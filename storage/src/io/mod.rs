@@ -138,6 +138,19 @@ pub trait WritableFile: Send + Sync + fmt::Debug {
 pub struct DirectBuf(pub(crate) aligned::Owned);
 
 impl DirectBuf {
+    /// A buffer of its own holding `len` bytes of `byte` (for probes and tests); `len` must be a
+    /// non-zero multiple of [`DIRECT_ALIGN`].
+    pub fn filled(byte: u8, len: usize) -> io::Result<DirectBuf> {
+        let mut block = aligned::AlignedBuf::new(len, DIRECT_ALIGN)?;
+        block.as_mut_slice().fill(byte);
+        aligned::Owned::block(block).map(DirectBuf).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{len} bytes is not a whole number of {DIRECT_ALIGN}-byte blocks"),
+            )
+        })
+    }
+
     /// The bytes to write: a multiple of [`DIRECT_ALIGN`] long, starting at an aligned address.
     pub fn as_slice(&self) -> &[u8] {
         self.0.as_slice()
@@ -217,10 +230,7 @@ pub fn probe_direct(backend: &dyn IoBackend, dir: &Path) -> io::Result<()> {
     drop(std::fs::File::create(&path)?);
     let res = (|| {
         let file = backend.open_direct(&path)?;
-        let block = aligned::AlignedBuf::new(DIRECT_ALIGN, DIRECT_ALIGN)?;
-        let buf = aligned::Owned::block(block)
-            .ok_or_else(|| io::Error::other("probe block not aligned"))?;
-        file.submit(0, vec![DirectBuf(buf)], 0)?;
+        file.submit(0, vec![DirectBuf::filled(0, DIRECT_ALIGN)?], 0)?;
         for (_, res) in file.complete(1)? {
             res?;
         }

@@ -909,24 +909,39 @@ impl Inner {
         Ok(())
     }
 
-    /// Stages a write; submits it at once if there is room in flight (else it is merged into a
-    /// later one). On a synchronous backend this also completes and publishes it; on io_uring
-    /// the reaper thread does. An error poisons the log (the caller reports it).
+    /// Stages a write. On a synchronous backend it is written (or merged into the next write)
+    /// and published here. On io_uring the reaper thread submits it: a request belongs to the
+    /// thread that submitted it, and the kernel cancels what has not started yet when that
+    /// thread exits, which an appender's thread may do at any time; the reaper lives as long
+    /// as the log. An error poisons the log (the caller reports it).
     fn submit_direct(&self, w: DirectWrite) -> Result<()> {
         let Some(d) = &self.direct else {
             return Err(Error::Closed(self.dir.clone()));
         };
+        let is_async = w.segment.direct_writer().is_some_and(|f| f.is_async());
         let mut f = d.flights.lock();
         if let Some(e) = self.failed_error() {
             return Err(e);
         }
         f.stage(w);
-        self.advance(&mut f)
+        self.kick(d, &mut f, is_async)
+    }
+
+    /// After staging: on io_uring, wakes the reaper (if it waits for work rather than for a
+    /// write in flight, whose completion wakes it anyway); otherwise moves on here.
+    fn kick(&self, d: &DirectShared, f: &mut Flights<RollSwap>, is_async: bool) -> Result<()> {
+        if is_async {
+            d.flights_cv.notify_all();
+            Ok(())
+        } else {
+            self.advance(f)
+        }
     }
 
     /// Moves the direct path on: applies the rolls that are due and submits writes while there
-    /// is room in flight. On a synchronous backend a write has completed when `submit` returns,
-    /// so it is published here and the loop goes on until nothing is staged.
+    /// is room in flight (on io_uring, only ever called by the reaper thread). On a synchronous
+    /// backend a write has completed when `submit` returns, so it is published here and the loop
+    /// goes on until nothing is staged.
     fn advance(&self, f: &mut Flights<RollSwap>) -> Result<()> {
         loop {
             let mut submitted = None;
@@ -1318,9 +1333,10 @@ impl Inner {
         match &self.direct {
             Some(d) => {
                 // Applied once the old segment's writes are published.
+                let is_async = old.direct_writer().is_some_and(|f| f.is_async());
                 let mut f = d.flights.lock();
                 f.roll(swap);
-                self.advance(&mut f)?;
+                self.kick(d, &mut f, is_async)?;
             }
             None => self.apply_roll(swap),
         }
@@ -1675,6 +1691,9 @@ fn spawn_reaper(inner: &Arc<Inner>) -> Result<Option<JoinHandle<()>>> {
                         if d.stop.load(Ordering::Acquire) {
                             return;
                         }
+                        // What leaders staged while nothing was in flight; a failure poisons
+                        // the log, which reports it to the appenders.
+                        let _ = inner.advance(&mut f);
                         if let Some(seg) = f.flying() {
                             break seg.clone();
                         }
