@@ -1,6 +1,6 @@
 //! The direct write path ([`WriteMode::Direct`](super::WriteMode::Direct)): appended batches are
-//! copied into aligned staging buffers and written with `O_DIRECT` by the log's writer thread;
-//! the newest buffers also answer reads.
+//! copied into aligned staging buffers and written with `O_DIRECT`; the newest buffers also
+//! answer reads.
 //!
 //! ## Who does what
 //! * The **leader** (an appender thread, as in the buffered path) takes every queued batch,

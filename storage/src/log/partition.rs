@@ -766,7 +766,7 @@ impl Inner {
                 return Err(Error::Closed(self.dir.clone()));
             }
             // Lead only when something is queued: under `WriteMode::Direct` this append may
-            // already be staged and waiting for the writer thread.
+            // already be staged and waiting for its write to complete.
             if !q.leader && !q.pending.is_empty() {
                 q.leader = true;
                 let group = std::mem::take(&mut q.pending);
@@ -781,7 +781,7 @@ impl Inner {
                 q.leader = false;
                 match res {
                     Ok(true) => q.done_seq = q.done_seq.max(upto),
-                    // The writer thread completes it (`WriteMode::Direct`).
+                    // Staged: published when its writes complete (`WriteMode::Direct`).
                     Ok(false) => {}
                     Err((op, e)) => {
                         tracing::error!(dir = %self.dir.display(), op, error = %e, "write failed; the log refuses further writes");
@@ -833,9 +833,9 @@ impl Inner {
     }
 
     /// Writes a group of queued batches whose appends have sequence numbers below `upto`.
-    /// Returns `true` when they are stored (buffered path), `false` when they were handed to the
-    /// writer thread, which completes them (direct path). On error returns the failed
-    /// operation's name.
+    /// Returns `true` when they are stored (buffered path), `false` when they were staged and
+    /// are published once their writes complete (direct path, see [`super::direct`]). On error
+    /// returns the failed operation's name.
     fn write_group(
         &self,
         core: &mut WriterCore,
@@ -944,8 +944,22 @@ impl Inner {
     /// goes on until nothing is staged.
     fn advance(&self, f: &mut Flights<RollSwap>) -> Result<()> {
         loop {
+            if let Some(e) = self.failed_error() {
+                // A failed log writes nothing more: what is staged is dropped, and the appends
+                // that wait for it are woken to fail (whoever poisoned the log may not have).
+                f.clear();
+                self.queue_cv.notify_all();
+                return Err(e);
+            }
+            let steps = match f.take_next() {
+                Ok(steps) => steps,
+                Err(e) => {
+                    self.fail_writes(f, &e);
+                    return Err(e);
+                }
+            };
             let mut submitted = None;
-            for step in f.take_next()? {
+            for step in steps {
                 match step {
                     Step::Roll(swap) => self.apply_roll(swap),
                     Step::Publish(flight) => self.publish_flights(f, vec![flight])?,
@@ -1461,6 +1475,8 @@ impl Inner {
             // no longer tells what is on disk. Refuse writes until reopened.
             let mut q = self.queue.lock();
             q.failure.get_or_insert(("fdatasync", e.to_string()));
+            drop(q);
+            self.queue_cv.notify_all();
             tracing::error!(dir = %self.dir.display(), error = %e, "fdatasync failed; the log refuses further writes");
             return Err(self.poisoned("fdatasync", &e.to_string()));
         }
@@ -1650,6 +1666,8 @@ fn spawn_sealer(inner: &Arc<Inner>) -> Result<JoinHandle<()>> {
                 if let Err(e) = &res {
                     tracing::error!(segment = %job.segment.log_path.display(), error = %e, "sealing a segment failed; the log refuses further writes");
                     inner.queue.lock().failure.get_or_insert(("seal", e.to_string()));
+                    // Appends waiting for staged direct writes learn it now.
+                    inner.queue_cv.notify_all();
                 }
                 {
                     let mut q = inner.seals.lock();
