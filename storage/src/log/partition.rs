@@ -958,6 +958,7 @@ impl Inner {
                     return Err(e);
                 }
             };
+            let progress = !steps.is_empty();
             let mut submitted = None;
             for step in steps {
                 match step {
@@ -965,6 +966,10 @@ impl Inner {
                     Step::Publish(flight) => self.publish_flights(f, vec![flight])?,
                     Step::Submit(part) => submitted = Some(self.submit_part(f, part)?),
                 }
+            }
+            if progress && let Some(d) = &self.direct {
+                // `wait_writes` may be waiting for exactly this (a roll applied, say).
+                d.flights_cv.notify_all();
             }
             let Some(segment) = submitted else {
                 return Ok(());
@@ -1069,7 +1074,9 @@ impl Inner {
         if let Some(d) = &self.direct {
             let mut f = d.flights.lock();
             while !f.is_empty() && !self.failed() && !d.stop.load(Ordering::Acquire) {
-                d.flights_cv.wait(&mut f);
+                // Every change wakes this wait; the timeout only bounds what a missed wake-up
+                // could cost (a close or a roll, not an append).
+                d.flights_cv.wait_for(&mut f, Duration::from_millis(100));
             }
         }
         match self.failed_error() {
