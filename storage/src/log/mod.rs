@@ -16,5 +16,7 @@ pub mod scan;
 mod segment;
 
 pub use config::{FsyncPolicy, LogConfig, PREALLOCATE_STEP, RecoveryMode, WriteMode};
-pub use partition::{AppendInfo, PartitionLog, RecoveryReport, RetentionReport, SegmentInfo};
+pub use partition::{
+    AppendInfo, PartitionLog, PendingAppend, RecoveryReport, RetentionReport, SegmentInfo,
+};
 pub use read::ReadSlice;

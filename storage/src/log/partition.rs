@@ -65,6 +65,46 @@ pub struct AppendInfo {
     pub max_timestamp: i64,
 }
 
+/// An append started by [`PartitionLog::start_append`]: queued with its offsets assigned and
+/// taken by a writer. Dropping it without [`wait`](Self::wait) does not cancel the append; it
+/// only gives up learning how it ended.
+#[must_use = "an append is acknowledged only by wait()"]
+#[derive(Debug)]
+pub struct PendingAppend<'a> {
+    log: &'a PartitionLog,
+    ticket: Ticket,
+}
+
+impl PendingAppend<'_> {
+    /// The offsets the batch was given (final once `wait` succeeds).
+    pub fn info(&self) -> AppendInfo {
+        self.ticket.info
+    }
+
+    /// Returns once the batch is stored as the log's fsync policy promises (what
+    /// [`PartitionLog::append_batch`] returns), or the error that stopped it.
+    pub fn wait(self) -> Result<AppendInfo> {
+        self.log.inner.drive(&self.ticket, Until::Done)?;
+        Ok(self.ticket.info)
+    }
+}
+
+/// An append's place in the write order and its offsets.
+#[derive(Debug, Clone, Copy)]
+struct Ticket {
+    seq: u64,
+    info: AppendInfo,
+}
+
+/// What [`Inner::drive`] waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Until {
+    /// A leader has taken the batch (it is written or staged, or being so).
+    Taken,
+    /// The batch is stored as the fsync policy promises.
+    Done,
+}
+
 /// What one retention pass removed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RetentionReport {
@@ -458,7 +498,33 @@ impl PartitionLog {
     /// `batch` may be a `Vec<u8>` or a `Bytes` (a slice of a larger buffer is fine); it is
     /// taken without a copy and never modified.
     pub fn append_batch(&self, batch: impl Into<Bytes>) -> Result<AppendInfo> {
-        let batch: Bytes = batch.into();
+        let (batch, h) = self.validate(batch.into())?;
+        self.inner
+            .append_wait(batch, h.record_count as u64, h.max_timestamp)
+    }
+
+    /// Starts appending one batch, validated as by [`append_batch`](Self::append_batch), and
+    /// returns once its offsets are assigned and a writer has taken it, without waiting for it
+    /// to be stored: the caller may build and start the next batch meanwhile, as a Kafka
+    /// producer keeps several requests in flight. [`PendingAppend::wait`] returns what
+    /// `append_batch` would have, once the batch is stored as the fsync policy promises; that
+    /// is the acknowledgement. Batches are stored in the order their appends started.
+    ///
+    /// Under `WriteMode::Direct` on io_uring, "taken" means copied into a staging buffer and
+    /// handed to the reaper thread, so the write of one batch overlaps the building of the
+    /// next. Elsewhere the append that leads a group writes it itself, so there is little to
+    /// overlap: when this call leads, it returns with the batch already written.
+    pub fn start_append(&self, batch: impl Into<Bytes>) -> Result<PendingAppend<'_>> {
+        let (batch, h) = self.validate(batch.into())?;
+        let ticket = self
+            .inner
+            .enqueue(batch, h.record_count as u64, h.max_timestamp)?;
+        self.inner.drive(&ticket, Until::Taken)?;
+        Ok(PendingAppend { log: self, ticket })
+    }
+
+    /// Checks a raw batch's size against `max_batch_bytes`, then validates it.
+    fn validate(&self, batch: Bytes) -> Result<(Bytes, header::BatchHeader)> {
         let max = self.inner.config.max_batch_bytes;
         if batch.len() > max {
             return Err(Error::BatchTooLarge {
@@ -467,8 +533,7 @@ impl PartitionLog {
             });
         }
         let h = header::validate_batch(&batch, max)?;
-        self.inner
-            .append_wait(batch, h.record_count as u64, h.max_timestamp)
+        Ok((batch, h))
     }
 
     /// Appends a batch validated by [`header::ValidBatch::new`], without checking its CRC a
@@ -731,6 +796,13 @@ impl Inner {
     /// Queues a validated batch, assigning its offsets (under the queue lock, so offsets follow
     /// queue order), and waits until a leader (possibly this thread) has stored it.
     fn append_wait(&self, batch: Bytes, count: u64, max_timestamp: i64) -> Result<AppendInfo> {
+        let ticket = self.enqueue(batch, count, max_timestamp)?;
+        self.drive(&ticket, Until::Done)?;
+        Ok(ticket.info)
+    }
+
+    /// Queues a batch: assigns its offsets and its place in the write order.
+    fn enqueue(&self, batch: Bytes, count: u64, max_timestamp: i64) -> Result<Ticket> {
         if batch.len() < header::HEADER_LEN {
             // Validation guarantees a whole header; this keeps `Pending::parts` honest anyway.
             return Err(Error::InvalidBatch(crate::batch::BatchError::Truncated {
@@ -750,13 +822,24 @@ impl Inner {
             next_offset: base + count,
             max_timestamp,
         });
+        Ok(Ticket {
+            seq,
+            info: AppendInfo {
+                base_offset: base,
+                last_offset: base + count - 1,
+                max_timestamp,
+            },
+        })
+    }
+
+    /// Waits until the append `ticket` is `until`, leading a group (taking every queued batch
+    /// and writing or staging it) whenever nobody else does.
+    fn drive(&self, ticket: &Ticket, until: Until) -> Result<()> {
+        let seq = ticket.seq;
+        let mut q = self.queue.lock();
         loop {
-            if seq < q.done_seq {
-                return Ok(AppendInfo {
-                    base_offset: base,
-                    last_offset: base + count - 1,
-                    max_timestamp,
-                });
+            if seq < q.done_seq || (until == Until::Taken && seq < q.taken_seq) {
+                return Ok(());
             }
             if let Some((op, cause)) = &q.failure {
                 return Err(self.poisoned(op, cause));
