@@ -64,13 +64,16 @@ impl NewRecord {
 
 /// Builds one batch. Push records, then [`build`](Self::build) (repeatable) or
 /// [`build_reusing`](Self::build_reusing) (keeps a zstd context across batches);
-/// [`clear`](Self::clear) to start the next batch with the same buffers.
+/// [`clear`](Self::clear) to start the next batch with the same buffers, or
+/// [`take_batch`](Self::take_batch) to build and clear at once (without copying the records
+/// when uncompressed).
 pub struct BatchBuilder {
     compression: Compression,
     producer_id: i64,
     producer_epoch: i16,
     base_sequence: i32,
-    /// The encoded records, uncompressed, back to back.
+    /// [`HEADER_LEN`] bytes of room for the header, then the encoded records, uncompressed,
+    /// back to back: uncompressed, this buffer becomes the batch.
     records: Vec<u8>,
     count: i32,
     base_timestamp: i64,
@@ -86,7 +89,7 @@ impl std::fmt::Debug for BatchBuilder {
             .field("producer_epoch", &self.producer_epoch)
             .field("base_sequence", &self.base_sequence)
             .field("count", &self.count)
-            .field("encoded_bytes", &self.records.len())
+            .field("encoded_bytes", &self.encoded().len())
             .field("base_timestamp", &self.base_timestamp)
             .field("max_timestamp", &self.max_timestamp)
             .finish_non_exhaustive()
@@ -100,7 +103,7 @@ impl BatchBuilder {
             producer_id: NO_PRODUCER_ID,
             producer_epoch: NO_PRODUCER_EPOCH,
             base_sequence: NO_SEQUENCE,
-            records: Vec::new(),
+            records: vec![0; HEADER_LEN],
             count: 0,
             base_timestamp: 0,
             max_timestamp: 0,
@@ -151,12 +154,17 @@ impl BatchBuilder {
 
     /// Size of the batch if built uncompressed (an upper bound in practice for compressed ones).
     pub fn estimated_size(&self) -> usize {
-        HEADER_LEN + self.records.len()
+        self.records.len()
+    }
+
+    /// The encoded records (after the room for the header).
+    fn encoded(&self) -> &[u8] {
+        self.records.get(HEADER_LEN..).unwrap_or(&[])
     }
 
     /// Forgets the records (keeping the buffers and the zstd context) to build the next batch.
     pub fn clear(&mut self) {
-        self.records.clear();
+        self.records.truncate(HEADER_LEN);
         self.count = 0;
         self.base_timestamp = 0;
         self.max_timestamp = 0;
@@ -269,8 +277,29 @@ impl BatchBuilder {
     /// Building an empty batch is an error.
     pub fn build(&self) -> Result<Vec<u8>, BatchError> {
         let mut out = self.start_batch()?;
-        compress_into(self.compression, &self.records, &mut out)?;
+        compress_into(self.compression, self.encoded(), &mut out)?;
         self.finish_batch(out)
+    }
+
+    /// [`build_reusing`](Self::build_reusing), then [`clear`](Self::clear) (whatever the
+    /// result). Uncompressed, the batch is the builder's own buffer with the header written
+    /// into its room: the records are not copied, and the builder starts its next batch in a
+    /// fresh buffer of the same capacity.
+    pub fn take_batch(&mut self) -> Result<Vec<u8>, BatchError> {
+        if self.compression != Compression::None {
+            let batch = self.build_reusing();
+            self.clear();
+            return batch;
+        }
+        if self.count == 0 {
+            return Err(empty_batch());
+        }
+        let mut next = Vec::with_capacity(self.records.capacity());
+        next.resize(HEADER_LEN, 0);
+        let records = std::mem::replace(&mut self.records, next);
+        let batch = self.finish_batch(records);
+        self.clear();
+        batch
     }
 
     /// [`build`](Self::build), keeping the zstd compression context for the next batch (what a
@@ -284,10 +313,11 @@ impl BatchBuilder {
                 self.zstd = Some(c);
             }
             if let Some(c) = self.zstd.as_mut() {
-                zstd_compress_into(c, &self.records, &mut out)?;
+                let encoded = self.records.get(HEADER_LEN..).unwrap_or(&[]);
+                zstd_compress_into(c, encoded, &mut out)?;
             }
         } else {
-            compress_into(self.compression, &self.records, &mut out)?;
+            compress_into(self.compression, self.encoded(), &mut out)?;
         }
         self.finish_batch(out)
     }
@@ -295,15 +325,14 @@ impl BatchBuilder {
     /// A buffer holding the 61 header bytes (zeroed for now) and room for the payload.
     fn start_batch(&self) -> Result<Vec<u8>, BatchError> {
         if self.count == 0 {
-            return Err(BatchError::Encode(
-                "a batch needs at least one record".into(),
-            ));
+            return Err(empty_batch());
         }
+        let encoded = self.encoded().len();
         let room = match self.compression {
-            Compression::None => self.records.len(),
-            Compression::Zstd => zstd::zstd_safe::compress_bound(self.records.len()),
+            Compression::None => encoded,
+            Compression::Zstd => zstd::zstd_safe::compress_bound(encoded),
             // The others grow as they write; most payloads shrink.
-            _ => self.records.len() / 2,
+            _ => encoded / 2,
         };
         let mut out = Vec::with_capacity(HEADER_LEN + room);
         out.resize(HEADER_LEN, 0);
@@ -341,6 +370,10 @@ impl BatchBuilder {
         write_crc(&mut out);
         Ok(out)
     }
+}
+
+fn empty_batch() -> BatchError {
+    BatchError::Encode("a batch needs at least one record".into())
 }
 
 /// The length field of a nullable byte string: -1 for null.
@@ -381,6 +414,32 @@ mod tests {
             assert_eq!(decode_records(&h, &reused).unwrap().len(), 100);
             b.clear();
             assert!(b.is_empty());
+        }
+    }
+
+    #[test]
+    fn take_batch_gives_the_bytes_build_gives_and_leaves_the_builder_empty() {
+        for codec in [Compression::None, Compression::Zstd, Compression::Gzip] {
+            let mut b = BatchBuilder::new(codec).producer(7, 1, 10);
+            for round in 0..3u8 {
+                for i in 0..50 {
+                    b.push(
+                        NewRecord::new(vec![round; i * 3])
+                            .with_key(vec![i as u8])
+                            .with_header("h", Some(vec![round]))
+                            .with_timestamp(1000 + i as i64),
+                    )
+                    .unwrap();
+                }
+                let built = b.build().unwrap();
+                let taken = b.take_batch().unwrap();
+                assert_eq!(taken, built, "{codec:?} round {round}");
+                let h = validate_batch(&taken, 1 << 20).unwrap();
+                assert_eq!(decode_records(&h, &taken).unwrap().len(), 50);
+                assert!(b.is_empty());
+                assert_eq!(b.estimated_size(), HEADER_LEN);
+                assert!(matches!(b.take_batch(), Err(BatchError::Encode(_))));
+            }
         }
     }
 
