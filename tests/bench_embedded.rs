@@ -66,6 +66,8 @@ fn given_text_zstd_several_partitions_and_threads_when_benched_then_counts_still
             "3",
             "--producers",
             "2",
+            "--in-flight",
+            "3",
             "--consumers",
             "2",
             "--payload",
@@ -87,6 +89,7 @@ fn given_text_zstd_several_partitions_and_threads_when_benched_then_counts_still
         "text log lines compress well with zstd: {ratio}"
     );
     assert_eq!(v["config"]["temporary_data_dir"], false);
+    assert_eq!(v["config"]["in_flight"], 3);
     for p in 0..3 {
         assert!(
             data.join(format!("bench-{p}")).is_dir(),

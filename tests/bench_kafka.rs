@@ -31,6 +31,8 @@ fn given_a_running_broker_when_8mib_are_benched_then_every_phase_moves_exactly_t
             "3",
             "--producers",
             "2",
+            "--in-flight",
+            "2",
             "--consumers",
             "2",
             "--acks",
@@ -38,6 +40,7 @@ fn given_a_running_broker_when_8mib_are_benched_then_every_phase_moves_exactly_t
         ],
     );
     assert_eq!(v["mode"], "kafka");
+    assert_eq!(v["config"]["in_flight"], 2);
     assert_every_phase(&v, 8192, 8 << 20);
     assert_eq!(v["config"]["partitions"], 3);
     assert_eq!(v["config"]["bootstrap"], broker.addr.as_str());
@@ -70,6 +73,7 @@ fn given_a_running_broker_when_8mib_are_benched_then_every_phase_moves_exactly_t
     );
     assert_phase(&v, "produce", 1000, 1000 * 1024);
     assert_phase(&v, "consume", 1000, 1000 * 1024);
+    assert_eq!(v["config"]["in_flight"], 5, "Kafka's default");
     assert_eq!(
         v["config"]["partitions"], 3,
         "the existing topic's partitions"

@@ -124,6 +124,12 @@ pub struct BenchArgs {
     /// Producer threads.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub producers: u32,
+    /// Appends (embedded) or produce requests (kafka) each producer keeps in flight, as
+    /// Kafka's `max.in.flight.requests.per.connection`: it builds and starts the next batch
+    /// while earlier ones are being stored. Default: 1 embedded (each append waits for its
+    /// acknowledgement), 5 kafka (the Java client's default).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub in_flight: Option<u32>,
     /// Consumer threads (each partition is read by one of them).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub consumers: u32,
@@ -209,6 +215,15 @@ impl BenchArgs {
                 }
             }
         }
+    }
+
+    /// Appends or requests each producer keeps in flight (`--in-flight`, or the mode's default).
+    pub fn in_flight(&self) -> usize {
+        let default = match self.mode {
+            Mode::Embedded => 1,
+            Mode::Kafka => 5,
+        };
+        self.in_flight.unwrap_or(default) as usize
     }
 
     /// Whether `phase` was asked for.
@@ -325,6 +340,7 @@ mod tests {
             &["--compression", "brotli"],
             &["--partitions", "0"],
             &["--producers", "0"],
+            &["--in-flight", "0"],
             &["--rate", "-5"],
             &["--acks", "2"],
             &["--total", "1GiB", "--messages", "10"],
@@ -333,6 +349,19 @@ mod tests {
         ] {
             assert!(parse(argv).is_err(), "{argv:?} must be refused");
         }
+    }
+
+    #[test]
+    fn in_flight_defaults_to_one_append_embedded_and_to_kafkas_five_requests() {
+        assert_eq!(parse(&[]).unwrap().in_flight(), 1);
+        assert_eq!(parse(&["--mode", "kafka"]).unwrap().in_flight(), 5);
+        assert_eq!(parse(&["--in-flight", "3"]).unwrap().in_flight(), 3);
+        assert_eq!(
+            parse(&["--mode", "kafka", "--in-flight", "1"])
+                .unwrap()
+                .in_flight(),
+            1
+        );
     }
 
     #[test]

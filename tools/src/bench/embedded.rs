@@ -5,9 +5,12 @@
 //!    numbers discarded. Measured phases start at the offsets the warmup ended at.
 //! 2. **produce**: producer threads claim batch numbers from one counter; batch `b` holds messages
 //!    `b * batch_size ..` and goes to partition `b % partitions` (round-robin). Each producer
-//!    builds its batch (the compression cost is the producer's, as in a Kafka client) and times
-//!    only the `append_batch` call. The phase ends with `sync()` of every partition, timed, so
-//!    `--fsync never` is measured until the data is on disk.
+//!    builds its batch (the compression cost is the producer's, as in a Kafka client) and starts
+//!    its append (`PartitionLog::start_append`), keeping up to `--in-flight` (default 1)
+//!    started before it waits for the oldest to be acknowledged, as a Kafka producer keeps
+//!    requests in flight; latency is from an append's start to its acknowledgement. The phase
+//!    ends with `sync()` of every partition, timed, so `--fsync never` is measured until the
+//!    data is on disk.
 //! 3. **consume**: each partition is read by one consumer thread (partition `p` by consumer
 //!    `p % consumers`) from the produce phase's start offset to its end with `read(offset, 1 MiB)`;
 //!    batches are walked with [`BatchScanner`] *with CRC checks*, which also makes the consumer
@@ -21,6 +24,7 @@
 //! anchored once), not Kafka's milliseconds, so e2e latency has µs resolution; the bench logs
 //! disable retention by time so these far-future-looking timestamps are harmless.
 
+use std::collections::VecDeque;
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -31,7 +35,7 @@ use anyhow::{Context, anyhow, bail};
 use hdrhistogram::Histogram;
 use strata_storage::io::{IoBackend, select_backend};
 use strata_storage::log::scan::BatchScanner;
-use strata_storage::log::{LogConfig, PartitionLog, name};
+use strata_storage::log::{LogConfig, PartitionLog, PendingAppend, name};
 
 use super::args::{BenchArgs, Phase};
 use super::hist;
@@ -299,13 +303,37 @@ fn produce(setup: &Setup<'_>, label: &str, spec: &ProduceSpec) -> anyhow::Result
     Ok(meter.result((hist, messages, disk_bytes), samples, seconds))
 }
 
+/// An append a producer started: its log, the append, when it started, its messages.
+type InFlight<'a> = (&'a PartitionLog, PendingAppend<'a>, Instant, u64);
+
+/// One producer: builds batches and keeps up to `--in-flight` appends started; latency is from
+/// the start of an append to its acknowledgement.
 fn producer(setup: &Setup<'_>, crew: &Crew<'_>) -> anyhow::Result<(Histogram<u64>, u64)> {
     let msg_bytes = setup.args.message_size as u64;
     let parts = setup.logs.len() as u64;
+    let depth = setup.args.in_flight();
     let mut h = hist::new_histogram();
     let mut sent = 0u64;
+    // Appends started and not acknowledged yet, oldest first: (log, append, its start, messages).
+    let mut flying = VecDeque::with_capacity(depth);
+    let mut ack = |(log, append, t0, n): InFlight<'_>, sent: &mut u64| {
+        append
+            .wait()
+            .with_context(|| format!("appending to {}", log.dir().display()))?;
+        hist::record_ns(&mut h, duration_ns(t0.elapsed()), 1);
+        *sent += n;
+        crew.progress
+            .bytes
+            .fetch_add(n * msg_bytes, Ordering::Relaxed);
+        anyhow::Ok(())
+    };
     let mut batches = Batches::new(&setup.load, crew);
     while !crew.failed() {
+        if flying.len() >= depth
+            && let Some(oldest) = flying.pop_front()
+        {
+            ack(oldest, &mut sent)?;
+        }
         let Some((b, n)) = batches.claim(sent) else {
             break;
         };
@@ -315,13 +343,13 @@ fn producer(setup: &Setup<'_>, crew: &Crew<'_>) -> anyhow::Result<(Histogram<u64
             .ok_or_else(|| anyhow!("no partition for batch {b}"))?;
         let batch = batches.build(b, n)?;
         let t0 = Instant::now();
-        log.append_batch(batch)
+        let append = log
+            .start_append(batch)
             .with_context(|| format!("appending to {}", log.dir().display()))?;
-        hist::record_ns(&mut h, duration_ns(t0.elapsed()), 1);
-        sent += n;
-        crew.progress
-            .bytes
-            .fetch_add(n * msg_bytes, Ordering::Relaxed);
+        flying.push_back((log, append, t0, n));
+    }
+    for oldest in flying.drain(..) {
+        ack(oldest, &mut sent)?;
     }
     Ok((h, sent))
 }

@@ -221,7 +221,7 @@ impl<'a> Batches<'a> {
                 .context("encoding a record")?;
         }
         self.builder
-            .build_reusing()
+            .take_batch()
             .with_context(|| format!("building a {} batch of {n} messages", self.codec))
     }
 }
@@ -594,6 +594,7 @@ pub(crate) fn outcome(args: &BenchArgs, phases: Phases, facts: RunFacts) -> Outc
             topic: args.topic.clone(),
             partitions: facts.partitions,
             producers: args.producers,
+            in_flight: args.in_flight(),
             consumers: args.consumers,
             message_size: args.message_size as u64,
             batch_size: args.batch_size,

@@ -58,6 +58,8 @@ pub struct ConfigReport {
     pub topic: String,
     pub partitions: u32,
     pub producers: u32,
+    /// Appends (embedded) or produce requests (kafka) each producer keeps in flight.
+    pub in_flight: usize,
     pub consumers: u32,
     /// Bytes per message value.
     pub message_size: u64,
@@ -195,13 +197,14 @@ impl Report {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "strata bench --mode {}: {} partition(s), {} producer(s), {} consumer(s), {} B messages x {} per batch, {} payload, {} compression, fsync {}",
+            "strata bench --mode {}: {} partition(s), {} producer(s) with {} in flight each, {} consumer(s), {} B messages x {} per batch, {} payload, {} compression, fsync {}",
             match self.mode {
                 Mode::Embedded => "embedded",
                 Mode::Kafka => "kafka",
             },
             c.partitions,
             c.producers,
+            c.in_flight,
             c.consumers,
             c.message_size,
             c.batch_size,
@@ -372,6 +375,7 @@ mod tests {
                 topic: "bench".into(),
                 partitions: 1,
                 producers: 1,
+                in_flight: 1,
                 consumers: 1,
                 message_size: 1024,
                 batch_size: 100,

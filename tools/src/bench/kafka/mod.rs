@@ -10,8 +10,9 @@
 //! * **produce**: producer threads claim batch numbers from one counter as in embedded mode (batch
 //!   `b` → partition `b % partitions`), build the batch themselves with the engine's
 //!   `BatchBuilder` (compression is the client's cost, as in a Kafka client) and send one Produce
-//!   request per batch, **up to 5 in flight per connection** (`max.in.flight.requests`); a reader
-//!   thread per connection takes the responses. Latency is send → acknowledgment. With `acks=0`
+//!   request per batch, **up to `--in-flight` (default 5) per connection**
+//!   (`max.in.flight.requests.per.connection`); a reader thread per connection takes the
+//!   responses. Latency is send → acknowledgment. With `acks=0`
 //!   there is no response: latency is the send, and the phase ends when ListOffsets shows every
 //!   message stored. Unlike embedded mode, the phase does **not** end with an fsync: it ends at
 //!   the last acknowledgment, i.e. what the topic's flush policy promises.
@@ -64,8 +65,6 @@ use super::progress::Progress;
 use super::report::IdleReport;
 use client::Conn;
 
-/// Produce requests in flight per connection (Kafka's `max.in.flight.requests.per.connection`).
-pub const MAX_IN_FLIGHT: usize = 5;
 /// Fetch long-poll wait.
 pub const FETCH_MAX_WAIT_MS: i32 = 500;
 /// Fetch size per partition, at least (Kafka's `max.partition.fetch.bytes` default).
@@ -453,8 +452,9 @@ fn producer(setup: &Setup<'_>, crew: &Crew<'_>) -> anyhow::Result<ProducerResult
     // Response reader: (correlation id, send instant, messages, batch bytes) per request.
     let (info_tx, info_rx) = mpsc::channel::<(i32, Instant, u64, u64)>();
     // In-flight slots: the sender takes one per request, the reader returns it on the response.
-    let (slot_tx, slot_rx) = mpsc::sync_channel::<()>(MAX_IN_FLIGHT);
-    for _ in 0..MAX_IN_FLIGHT {
+    let in_flight = setup.args.in_flight();
+    let (slot_tx, slot_rx) = mpsc::sync_channel::<()>(in_flight);
+    for _ in 0..in_flight {
         slot_tx.send(()).map_err(|_| anyhow!("in-flight slots"))?;
     }
     let acks = setup.acks;
