@@ -160,8 +160,8 @@ pub const BROKER_KEYS: &[(&str, &str, &str)] = &[
     ),
     (
         "strata.log.direct.cache.bytes",
-        "33554432",
-        "With strata.log.write.mode=direct: bytes of each partition's newest batches kept in memory to answer reads (at least one staging buffer, 1 to 8 MiB, is always kept).",
+        "4194304",
+        "With strata.log.write.mode=direct: bytes of each partition's newest batches kept in memory to answer reads (at least one staging buffer, 1 to 8 MiB, is always kept). Direct writes come from the same memory: larger serves lagging consumers from memory but writes slower (PERFORMANCE.md) and costs that much memory per partition.",
     ),
 ];
 
