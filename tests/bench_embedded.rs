@@ -68,6 +68,8 @@ fn given_text_zstd_several_partitions_and_threads_when_benched_then_counts_still
             "2",
             "--in-flight",
             "3",
+            "--direct-cache",
+            "2MiB",
             "--consumers",
             "2",
             "--payload",

@@ -192,6 +192,11 @@ pub struct BenchArgs {
     /// `strata.log.write.mode`).
     #[arg(long, default_value = "buffered", value_parser = parse_write_mode)]
     pub write_mode: WriteMode,
+    /// With `--write-mode direct`: bytes of each partition's newest batches kept in memory
+    /// (`strata.log.direct.cache.bytes`; kafka mode sets the spawned broker's). Default: the
+    /// engine's.
+    #[arg(long, value_name = "SIZE", value_parser = units::parse_size)]
+    pub direct_cache: Option<u64>,
 }
 
 /// The volume used when neither `--total` nor `--messages` is given.
@@ -314,8 +319,14 @@ mod tests {
             "/tmp/p.svg",
             "--phases",
             "produce,consume",
+            "--in-flight",
+            "3",
+            "--direct-cache",
+            "8MiB",
         ])
         .unwrap();
+        assert_eq!(a.in_flight(), 3);
+        assert_eq!(a.direct_cache, Some(8 << 20));
         assert_eq!(a.mode, Mode::Kafka);
         assert_eq!(a.partitions, 4);
         assert_eq!(a.message_size, 16384);
@@ -341,6 +352,7 @@ mod tests {
             &["--partitions", "0"],
             &["--producers", "0"],
             &["--in-flight", "0"],
+            &["--direct-cache", "lots"],
             &["--rate", "-5"],
             &["--acks", "2"],
             &["--total", "1GiB", "--messages", "10"],

@@ -210,6 +210,10 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<Outcome> {
         retention_check_interval: None,
         segment_ms: None,
         write_mode: args.write_mode,
+        direct_cache_bytes: match args.direct_cache {
+            Some(bytes) => usize::try_from(bytes).context("--direct-cache")?,
+            None => LogConfig::default().direct_cache_bytes,
+        },
         ..LogConfig::default()
     };
     let mut logs = Vec::new();

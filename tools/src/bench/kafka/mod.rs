@@ -141,6 +141,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<Outcome> {
             args.data_dir.as_deref(),
             args.io_backend,
             args.write_mode,
+            args.direct_cache,
         )?)
     } else {
         None

@@ -35,6 +35,7 @@ impl SpawnedBroker {
         data_dir: Option<&Path>,
         backend: BackendChoice,
         write_mode: WriteMode,
+        direct_cache: Option<u64>,
     ) -> anyhow::Result<Self> {
         let exe = std::env::current_exe().context("finding this binary (current_exe)")?;
         let (tmp, dir) = match data_dir {
@@ -65,6 +66,9 @@ impl SpawnedBroker {
             }
         }
         cmd.args(["--set", &format!("strata.log.write.mode={write_mode}")]);
+        if let Some(bytes) = direct_cache {
+            cmd.args(["--set", &format!("strata.log.direct.cache.bytes={bytes}")]);
+        }
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "warn");
         }
