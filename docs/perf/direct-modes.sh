@@ -1,8 +1,9 @@
 #!/bin/bash
 # The two write modes side by side beyond issue 2's `never` target: over the wire (kafka mode,
-# 8 producers, produce then consume), group commit (embedded, `always`, 8 producers), and
-# reading back what was just produced (embedded, 2 producers, produce then consume). N
-# iterations of { fio, then each run in both modes }, JSON into OUT; one line per run.
+# 8 producers, produce then consume), group commit (embedded, `always` against `never`, 8
+# producers), and reading back what was just produced (embedded, 2 producers, produce then
+# consume). N iterations of { fio, then each run in both modes }, JSON into OUT; one line per
+# run.
 # Usage: OUT=/tmp/direct-modes N=3 TOTAL=2GiB docs/perf/direct-modes.sh
 set -u
 S=${STRATA:-target/release/strata}; D=${DATA:-/tmp/strata-perf-data}; O=${OUT:-/tmp/direct-modes}
@@ -29,6 +30,7 @@ for i in $(seq 1 "$N"); do
   echo "iter $i fio $(python3 -c "import json; print(round(json.load(open('$O/fio-$i.json'))['jobs'][0]['write']['bw_bytes']/1e6))") MB/s"
   for mode in buffered direct; do
     for run in "kafka-8p:--mode kafka --spawn-broker --producers 8 --acks 1 --fsync never --phases produce,consume" \
+               "never-8p:--mode embedded --producers 8 --fsync never --phases produce" \
                "always-8p:--mode embedded --producers 8 --fsync always --phases produce" \
                "readback-2p:--mode embedded --producers 2 --fsync never --phases produce,consume"; do
       name=${run%%:*}; args=${run#*:}
