@@ -26,25 +26,50 @@ fn config(fsync: FsyncPolicy) -> LogConfig {
     }
 }
 
-/// Appends batches until the backend fails (or `batches` are done); returns what was
-/// acknowledged and the log's durable offset at the moment of the crash.
+/// Appends batches until the backend fails (or `batches` are done), `in_flight` at a time
+/// (1: `append_batch`; more: `start_append`, waiting for the oldest when that many are started);
+/// returns what was acknowledged and the log's durable offset at the moment of the crash.
 fn workload(
     dir: &Path,
     backend: Arc<dyn IoBackend>,
     fsync: FsyncPolicy,
     batches: u64,
+    in_flight: usize,
 ) -> (Vec<(u64, u64)>, u64) {
     let mut acked = Vec::new();
     let Ok(log) = PartitionLog::open(dir, config(fsync), backend) else {
         return (acked, 0);
     };
+    let mut flying = std::collections::VecDeque::new();
     for n in 0..batches {
-        match log.append_batch(numbered_batch(n, 2, 150, n as i64)) {
-            Ok(info) => acked.push((info.base_offset, n)),
-            Err(_) => break,
+        let batch = numbered_batch(n, 2, 150, n as i64);
+        if in_flight <= 1 {
+            match log.append_batch(batch) {
+                Ok(info) => acked.push((info.base_offset, n)),
+                Err(_) => break,
+            }
+        } else {
+            if flying.len() == in_flight {
+                let (p, m): (strata_storage::log::PendingAppend<'_>, u64) =
+                    flying.pop_front().unwrap();
+                match p.wait() {
+                    Ok(info) => acked.push((info.base_offset, m)),
+                    Err(_) => break,
+                }
+            }
+            match log.start_append(batch) {
+                Ok(p) => flying.push_back((p, n)),
+                Err(_) => break,
+            }
         }
         if n % 7 == 6 && log.sync().is_err() {
             break;
+        }
+    }
+    // What is still in flight is acknowledged only if its wait succeeds.
+    for (p, m) in flying {
+        if let Ok(info) = p.wait() {
+            acked.push((info.base_offset, m));
         }
     }
     let durable = log.durable_offset();
@@ -86,16 +111,26 @@ fn check(dir: &Path, fsync: FsyncPolicy, acked: &[(u64, u64)], durable: u64, ctx
     stored.len()
 }
 
-fn count_ops(fsync: FsyncPolicy, batches: u64) -> u64 {
+fn count_ops(fsync: FsyncPolicy, batches: u64, in_flight: usize) -> u64 {
     let dir = tempfile::tempdir().unwrap();
     let counting = FailingBackend::counting(backend());
-    workload(dir.path(), Arc::new(counting.clone()), fsync, batches);
+    workload(
+        dir.path(),
+        Arc::new(counting.clone()),
+        fsync,
+        batches,
+        in_flight,
+    );
     counting.ops()
 }
 
 fn sweep(fsync: FsyncPolicy, torn: fn(u64) -> TornMode) {
+    sweep_in_flight(fsync, torn, 1);
+}
+
+fn sweep_in_flight(fsync: FsyncPolicy, torn: fn(u64) -> TornMode, in_flight: usize) {
     let batches = 40;
-    let total = count_ops(fsync, batches);
+    let total = count_ops(fsync, batches, in_flight);
     assert!(
         total > 40,
         "the workload should perform many operations, saw {total}"
@@ -104,14 +139,14 @@ fn sweep(fsync: FsyncPolicy, torn: fn(u64) -> TornMode) {
         let dir = tempfile::tempdir().unwrap();
         let disk = ForgetfulBackend::wrapping(backend());
         let failing = FailingBackend::new(Arc::new(disk.clone()), n);
-        let (acked, durable) = workload(dir.path(), Arc::new(failing), fsync, batches);
+        let (acked, durable) = workload(dir.path(), Arc::new(failing), fsync, batches, in_flight);
         disk.crash(torn(n));
         check(
             dir.path(),
             fsync,
             &acked,
             durable,
-            &format!("{fsync} crash at op {n}/{total}"),
+            &format!("{fsync}, {in_flight} in flight, crash at op {n}/{total}"),
         );
     }
 }
@@ -120,6 +155,12 @@ fn sweep(fsync: FsyncPolicy, torn: fn(u64) -> TornMode) {
 fn given_always_when_the_disk_forgets_unsynced_writes_at_every_operation_then_nothing_acknowledged_is_lost()
  {
     sweep(FsyncPolicy::Always, |_| TornMode::Clean);
+}
+
+#[test]
+fn given_always_and_appends_in_flight_when_the_disk_forgets_unsynced_writes_at_every_operation_then_nothing_acknowledged_is_lost()
+ {
+    sweep_in_flight(FsyncPolicy::Always, |_| TornMode::Clean, 3);
 }
 
 #[test]

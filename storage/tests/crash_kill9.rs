@@ -3,7 +3,8 @@
 //! intact, at the offset it was acknowledged with.
 //!
 //! The test re-runs its own binary as the child (`child_appender`, active only when
-//! `STRATA_KILL9_DIR` is set), which prints `ack <base_offset> <batch_no>` after each append returns.
+//! `STRATA_KILL9_DIR` is set), which prints `ack <base_offset> <batch_no>` after each append returns
+//! (in odd rounds it keeps three appends in flight and reports each when its `wait` returns).
 #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
 mod common;
@@ -32,16 +33,37 @@ fn child_appender() {
         .unwrap()
         .parse()
         .unwrap();
+    let in_flight: usize = std::env::var("STRATA_KILL9_IN_FLIGHT")
+        .unwrap()
+        .parse()
+        .unwrap();
     let log = open(std::path::Path::new(&dir), config());
     let out = std::io::stdout();
-    for n in start.. {
-        let info = log
-            .append_batch(numbered_batch(n, 3, 300, n as i64))
-            .unwrap();
+    let ack = |base: u64, n: u64| {
         use std::io::Write;
         let mut o = out.lock();
-        writeln!(o, "ack {} {n}", info.base_offset).unwrap();
+        writeln!(o, "ack {base} {n}").unwrap();
         o.flush().unwrap();
+    };
+    if in_flight <= 1 {
+        for n in start.. {
+            let info = log
+                .append_batch(numbered_batch(n, 3, 300, n as i64))
+                .unwrap();
+            ack(info.base_offset, n);
+        }
+    }
+    // Several appends in flight: each is reported once its `wait` returned, oldest first.
+    let mut flying = std::collections::VecDeque::new();
+    for n in start.. {
+        if flying.len() == in_flight {
+            let (p, m): (strata_storage::log::PendingAppend<'_>, u64) = flying.pop_front().unwrap();
+            ack(p.wait().unwrap().base_offset, m);
+        }
+        let p = log
+            .start_append(numbered_batch(n, 3, 300, n as i64))
+            .unwrap();
+        flying.push_back((p, n));
     }
 }
 
@@ -70,6 +92,11 @@ fn given_an_appender_killed_with_sigkill_when_the_log_reopens_then_every_acknowl
             ])
             .env("STRATA_KILL9_DIR", dir.path())
             .env("STRATA_KILL9_FIRST", next_batch_no.to_string())
+            // Odd rounds keep 3 appends in flight (`start_append`), even ones one at a time.
+            .env(
+                "STRATA_KILL9_IN_FLIGHT",
+                if round % 2 == 1 { "3" } else { "1" },
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

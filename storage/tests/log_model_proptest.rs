@@ -10,8 +10,18 @@ use strata_storage::log::{LogConfig, PartitionLog};
 
 #[derive(Debug, Clone)]
 enum Op {
-    Append { records: usize, value_len: usize },
-    Read { at: u16, max: u16 },
+    Append {
+        records: usize,
+        value_len: usize,
+    },
+    /// Several appends started before the first is awaited (`start_append`).
+    Pipelined {
+        batches: Vec<(usize, usize)>,
+    },
+    Read {
+        at: u16,
+        max: u16,
+    },
     Roll,
     Retain,
     CloseReopen,
@@ -21,6 +31,8 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => (1usize..5, 0usize..700).prop_map(|(records, value_len)| Op::Append { records, value_len }),
+        2 => proptest::collection::vec((1usize..5, 0usize..700), 2..5)
+            .prop_map(|batches| Op::Pipelined { batches }),
         3 => (any::<u16>(), any::<u16>()).prop_map(|(at, max)| Op::Read { at, max }),
         1 => Just(Op::Roll),
         1 => Just(Op::Retain),
@@ -57,6 +69,23 @@ proptest! {
                     prop_assert_eq!(info.base_offset, next);
                     model.insert(next, (records as u32, b[8..].to_vec()));
                     next += records as u64;
+                }
+                Op::Pipelined { batches } => {
+                    let mut started = Vec::new();
+                    for (k, &(records, value_len)) in batches.iter().enumerate() {
+                        let no = (i * 10 + k) as u64;
+                        let b = numbered_batch(no, records, value_len, no as i64);
+                        let p = l.start_append(b.clone()).unwrap();
+                        prop_assert_eq!(p.info().base_offset, next);
+                        model.insert(next, (records as u32, b[8..].to_vec()));
+                        next += records as u64;
+                        started.push(p);
+                    }
+                    for p in started {
+                        let want = p.info();
+                        prop_assert_eq!(p.wait().unwrap(), want);
+                    }
+                    prop_assert_eq!(l.log_end_offset(), next);
                 }
                 Op::Read { at, max } => {
                     if next == start {
