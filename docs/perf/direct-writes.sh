@@ -10,7 +10,7 @@ set -u
 S=${STRATA:-target/release/strata}; D=${DATA:-/tmp/strata-perf-data}; O=${OUT:-/tmp/direct-writes}
 N=${N:-8}; G=${GAP:-2}; T=${TOTAL:-2GiB}; FS=${T%iB}
 # write mode : backend : producers : appends in flight per producer [: direct cache size]
-RUNS=${RUNS:-"direct:io_uring:1:4 direct:io_uring:1:2 direct:io_uring:2:1 direct:io_uring:1:1 direct:plain:1:4 buffered:io_uring:1:4 buffered:io_uring:2:1"}
+RUNS=${RUNS:-"direct:io_uring:1:4 direct:io_uring:1:2 direct:io_uring:2:1 direct:io_uring:1:1 direct:plain:1:4 direct:io_uring:1:4:32MiB buffered:io_uring:1:4 buffered:io_uring:2:1"}
 mkdir -p "$D" "$O"
 fio_run() {
   sync; sleep "$G"; rm -f "$D/fio.tmp"
