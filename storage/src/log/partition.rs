@@ -525,29 +525,26 @@ impl PartitionLog {
 
     /// Checks a raw batch's size against `max_batch_bytes`, then validates it.
     fn validate(&self, batch: Bytes) -> Result<(Bytes, header::BatchHeader)> {
-        let max = self.inner.config.max_batch_bytes;
-        if batch.len() > max {
-            return Err(Error::BatchTooLarge {
-                size: batch.len(),
-                max,
-            });
-        }
-        let h = header::validate_batch(&batch, max)?;
+        self.check_size(batch.len())?;
+        let h = header::validate_batch(&batch, self.inner.config.max_batch_bytes)?;
         Ok((batch, h))
+    }
+
+    /// Refuses a batch of `size` bytes above `max_batch_bytes`.
+    fn check_size(&self, size: usize) -> Result<()> {
+        let max = self.inner.config.max_batch_bytes;
+        if size > max {
+            return Err(Error::BatchTooLarge { size, max });
+        }
+        Ok(())
     }
 
     /// Appends a batch validated by [`header::ValidBatch::new`], without checking its CRC a
     /// second time; otherwise exactly [`PartitionLog::append_batch`].
     pub fn append_validated(&self, batch: header::ValidBatch) -> Result<AppendInfo> {
-        let max = self.inner.config.max_batch_bytes;
         let h = *batch.header();
         let bytes = batch.into_bytes();
-        if bytes.len() > max {
-            return Err(Error::BatchTooLarge {
-                size: bytes.len(),
-                max,
-            });
-        }
+        self.check_size(bytes.len())?;
         self.inner
             .append_wait(bytes, h.record_count as u64, h.max_timestamp)
     }
@@ -1051,7 +1048,8 @@ impl Inner {
                 }
             }
             if progress && let Some(d) = &self.direct {
-                // `wait_writes` may be waiting for exactly this (a roll applied, say).
+                // `wait_writes` may be waiting for exactly this (a roll applied, say), and on
+                // io_uring the reaper for the write just submitted.
                 d.flights_cv.notify_all();
             }
             let Some(segment) = submitted else {
@@ -1060,10 +1058,8 @@ impl Inner {
             let Some(file) = segment.direct_writer() else {
                 return Err(Error::Closed(self.dir.clone()));
             };
-            if let Some(d) = &self.direct
-                && file.is_async()
-            {
-                d.flights_cv.notify_all();
+            if file.is_async() {
+                // Its completion comes to the reaper, woken above.
                 return Ok(());
             }
             let done = file.complete(0);
