@@ -214,14 +214,21 @@ fn given_preallocation_when_segments_fill_and_roll_then_blocks_are_reserved_a_st
     };
     let max_len = config.segment_bytes + config.max_batch_bytes as u64;
     let log = PartitionLog::open(dir.path(), config, backend).unwrap();
-    let opener = std::thread::current().name().unwrap().to_string();
     assert_eq!(
         preallocations(&calls.lock(), SEG),
-        [(0, PREALLOCATE_STEP, opener)],
-        "a new segment reserves one step, not the whole segment"
+        [],
+        "opening reserves nothing: an idle partition holds no disk beyond its data"
     );
+    let wait_for_steps = |n: usize| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while preallocations(&calls.lock(), SEG).len() < n && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        preallocations(&calls.lock(), SEG)
+    };
 
-    // ≈256 KiB batches. Past half of the first step the writer asks for the rest.
+    // ≈256 KiB batches. The first append asks the sealer for one step past it; past half of
+    // that step the writer asks for the rest.
     let mut b = 0;
     let mut append_until = |done: &dyn Fn(&PartitionLog) -> bool| {
         while !done(&log) {
@@ -231,17 +238,21 @@ fn given_preallocation_when_segments_fill_and_roll_then_blocks_are_reserved_a_st
         }
     };
     let size = |log: &PartitionLog| log.segments().iter().map(|s| s.size).sum::<u64>();
-    append_until(&|log| size(log) > PREALLOCATE_STEP / 2 + (1 << 20));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while preallocations(&calls.lock(), SEG).len() < 2 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let steps = preallocations(&calls.lock(), SEG);
+    append_until(&|log| size(log) > 0);
+    let first = size(&log);
+    let steps = wait_for_steps(1);
+    assert_eq!(
+        steps,
+        [(0, first + PREALLOCATE_STEP, "strata-log-seal".to_string())],
+        "the first append reserves one step past it, not the whole segment"
+    );
+    append_until(&|log| size(log) > first + PREALLOCATE_STEP / 2 + (1 << 20));
+    let steps = wait_for_steps(2);
     assert_eq!(
         steps.get(1),
         Some(&(
-            PREALLOCATE_STEP,
-            max_len - PREALLOCATE_STEP,
+            first + PREALLOCATE_STEP,
+            max_len - first - PREALLOCATE_STEP,
             "strata-log-seal".to_string()
         )),
         "the sealer reserves the rest of the segment: {steps:?}"
@@ -273,12 +284,16 @@ fn given_preallocation_when_segments_fill_and_roll_then_blocks_are_reserved_a_st
             }
         }
     }
-    for s in &segments {
+    for s in &segments[1..] {
         let steps = preallocations(&calls, &format!("{:020}.log", s.base_offset));
         assert_eq!(
             steps.first().map(|s| (s.0, s.1)),
-            Some((0, PREALLOCATE_STEP))
+            Some((0, PREALLOCATE_STEP)),
+            "a segment a roll creates reserves its first step at once"
         );
+    }
+    for s in &segments {
+        let steps = preallocations(&calls, &format!("{:020}.log", s.base_offset));
         let mut next = 0;
         for (offset, len, _) in steps {
             assert_eq!(offset, next, "steps are contiguous: {calls:?}");
@@ -310,4 +325,63 @@ fn given_default_one_gib_segments_when_a_partition_holds_one_small_batch_then_it
         m.len()
     );
     log.close().unwrap();
+}
+
+#[test]
+fn given_a_file_system_that_refuses_fallocate_when_a_log_opens_appends_and_rolls_then_nothing_fails()
+ {
+    use strata_storage::io::faulty::{FailMode, FailingBackend};
+    let dir = tempfile::tempdir().unwrap();
+    let failing = FailingBackend::with_mode(backend(), FailMode::EveryOp("preallocate"));
+    let config = LogConfig {
+        segment_bytes: 64 << 10,
+        preallocate: true,
+        ..small_config()
+    };
+    let log = PartitionLog::open(dir.path(), config.clone(), Arc::new(failing.clone())).unwrap();
+    let mut sent = 0;
+    while log.segments().len() < 3 {
+        log.append_batch(numbered_batch(sent, 8, 1000, 1_000))
+            .unwrap();
+        sent += 1;
+    }
+    log.wait_for_seals().unwrap();
+    assert!(
+        failing.injected() > 0,
+        "the engine asked for preallocation, and was refused"
+    );
+    log.close().unwrap();
+    let log = PartitionLog::open(dir.path(), config, Arc::new(failing)).unwrap();
+    assert_eq!(log.log_end_offset(), sent * 8);
+    assert_eq!(read_all(&log, 0).len() as u64, sent);
+}
+
+#[test]
+fn given_an_existing_partition_when_it_is_opened_then_no_blocks_are_reserved_until_it_is_appended_to()
+ {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        retention_check_interval: None,
+        ..LogConfig::default()
+    };
+    let log = PartitionLog::open(dir.path(), config.clone(), backend()).unwrap();
+    log.append_batch(numbered_batch(0, 4, 100, 1_000)).unwrap();
+    log.close().unwrap();
+    let seg = dir.path().join("00000000000000000000.log");
+    let allocated = std::fs::metadata(&seg).unwrap().blocks() * 512;
+    assert!(
+        allocated < 64 << 10,
+        "a clean close releases the reservation: {allocated} bytes still allocated"
+    );
+    // 2 000 idle partitions opened at start-up must not need 2 000 steps of free disk.
+    let log = PartitionLog::open(dir.path(), config, backend()).unwrap();
+    let m = std::fs::metadata(&seg).unwrap();
+    assert!(
+        m.blocks() * 512 < 64 << 10,
+        "{} bytes allocated for {} bytes of data right after opening",
+        m.blocks() * 512,
+        m.len()
+    );
+    drop(log);
 }

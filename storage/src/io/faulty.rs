@@ -44,6 +44,10 @@ pub enum FailMode {
     /// Only syncs (`sync_data`, `write_all_at_and_sync`) fail, all of them after the first `n`
     /// syncs. A failing `write_all_at_and_sync` still performs its write, like a real fsync error.
     SyncsAfterN(u64),
+    /// Every call of the named operation fails (`"preallocate"`, `"create_new"`, …; the names
+    /// are those listed above), everything else succeeds: a file system that refuses one kind
+    /// of call, such as `fallocate` on a full disk.
+    EveryOp(&'static str),
     /// Nothing fails: counts the operations of a workload.
     Never,
 }
@@ -102,6 +106,7 @@ impl FailState {
             FailMode::AfterN(n) => index >= n,
             FailMode::OnlyNth(n) => index == n,
             FailMode::SyncsAfterN(n) => class == OpClass::Sync && sync_index >= n,
+            FailMode::EveryOp(name) => op == name,
             FailMode::Never => false,
         };
         if fail {
@@ -192,6 +197,10 @@ impl FailingBackend {
 impl IoBackend for FailingBackend {
     fn kind(&self) -> BackendKind {
         BackendKind::Test
+    }
+
+    fn boot_id(&self) -> Option<String> {
+        self.inner.boot_id()
     }
 
     fn create_new(&self, path: &Path) -> io::Result<Box<dyn WritableFile>> {
@@ -372,10 +381,19 @@ struct Inode {
     live: Option<File>,
 }
 
+/// Simulated boots, numbered across every [`ForgetfulBackend`] of the process.
+static BOOTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn next_boot() -> u64 {
+    BOOTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 #[derive(Debug, Default)]
 struct Model {
     /// Bumped by every crash; files opened before it no longer update the model.
     epoch: u64,
+    /// The simulated boot (see [`ForgetfulBackend::boot_id`]): new for each backend and crash.
+    boot: u64,
     next_ino: Ino,
     inodes: HashMap<Ino, Inode>,
     /// Directory entries as the running system sees them.
@@ -513,7 +531,10 @@ impl ForgetfulBackend {
     pub fn wrapping(inner: Arc<dyn IoBackend>) -> Self {
         ForgetfulBackend {
             inner,
-            model: Arc::new(Mutex::new(Model::default())),
+            model: Arc::new(Mutex::new(Model {
+                boot: next_boot(),
+                ..Model::default()
+            })),
         }
     }
 
@@ -602,6 +623,7 @@ impl ForgetfulBackend {
         let epoch = model.epoch + 1;
         *model = Model {
             epoch,
+            boot: next_boot(),
             ..Model::default()
         };
         Ok(())
@@ -620,6 +642,13 @@ impl ForgetfulBackend {
 impl IoBackend for ForgetfulBackend {
     fn kind(&self) -> BackendKind {
         BackendKind::Test
+    }
+
+    /// A fresh id for every simulated boot: each backend starts its own, and every
+    /// [`ForgetfulBackend::crash`] is a reboot. (A real boot id would tell recovery that the page
+    /// cache survived, which is exactly what a simulated power cut denies.)
+    fn boot_id(&self) -> Option<String> {
+        Some(format!("forgetful-{}", self.model.lock().boot))
     }
 
     fn create_new(&self, path: &Path) -> io::Result<Box<dyn WritableFile>> {

@@ -100,6 +100,22 @@ pub trait IoBackend: Send + Sync + fmt::Debug {
     fn create_dir_all(&self, path: &Path) -> io::Result<()>;
     /// Makes the directory entries of `dir` (creations, renames, removals) durable.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// An id of the running boot of the machine the files live on, or `None` if unknown. Two
+    /// opens that see the same id saw the same page cache: nothing written between them can have
+    /// been lost or torn by a power cut, only by a failed write. Recovery uses it to tell what a
+    /// machine crash may leave (a torn, even garbled, unsynced tail) from damage (FORMAT.md §7).
+    /// Default: Linux's `/proc/sys/kernel/random/boot_id`.
+    fn boot_id(&self) -> Option<String> {
+        machine_boot_id()
+    }
+}
+
+/// Linux's id of the running boot (`/proc/sys/kernel/random/boot_id`), `None` if unreadable.
+pub fn machine_boot_id() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty() && s.len() <= 64)
 }
 
 /// A file open for writing. All positions are absolute; nothing keeps a cursor.

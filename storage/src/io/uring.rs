@@ -488,33 +488,43 @@ impl UringFile {
         let mut entries: Vec<squeue::Entry> = Vec::with_capacity(slots.capacity());
         let mut results: Vec<Option<i32>> = Vec::with_capacity(slots.capacity());
         while !queue.is_empty() || sync_pending {
-            // Link the writes to the sync only in the round that ends the call.
-            let linked = sync_pending && queue.len() < capacity;
+            // The sync joins only the round that ends the call.
+            let with_sync = sync_pending && queue.len() < capacity;
             let writes = queue
                 .len()
-                .min(if linked { capacity - 1 } else { capacity });
+                .min(if with_sync { capacity - 1 } else { capacity });
             slots.clear();
             entries.clear();
             for piece in queue.drain(..writes) {
                 let len = u32::try_from(piece.buf.len()).map_err(|_| {
                     io::Error::new(io::ErrorKind::InvalidInput, "write piece too large")
                 })?;
-                let mut entry = opcode::Write::new(fd, piece.buf.as_ptr(), len)
-                    .offset(piece.offset)
-                    .build();
-                if linked {
-                    entry = entry.flags(squeue::Flags::IO_LINK);
-                }
-                entries.push(entry);
+                entries.push(
+                    opcode::Write::new(fd, piece.buf.as_ptr(), len)
+                        .offset(piece.offset)
+                        .build(),
+                );
                 slots.push(Slot::Write(piece));
             }
-            if linked {
+            if with_sync {
                 entries.push(
                     opcode::Fsync::new(fd)
                         .flags(types::FsyncFlags::DATASYNC)
                         .build(),
                 );
                 slots.push(Slot::Sync);
+            }
+            // Every entry of a round is linked to the next (`IOSQE_IO_LINK`): the kernel runs them
+            // in order, each only after the one before it completed in full, so whatever stops a
+            // call part-way (an error, a short write, the process being killed) leaves the file
+            // holding a prefix of what was asked, never a later piece without an earlier one.
+            // Recovery counts on that after a process crash (FORMAT.md §7). Unlinked, a write the
+            // kernel could not issue at once is handed to a worker while the next one completes.
+            let linked = entries.len() > 1;
+            if let Some((_, chained)) = entries.split_last_mut() {
+                for entry in chained {
+                    *entry = entry.clone().flags(squeue::Flags::IO_LINK);
+                }
             }
             results.clear();
             results.resize(entries.len(), None);

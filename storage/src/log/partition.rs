@@ -284,9 +284,12 @@ enum SealerWork {
 #[derive(Default)]
 struct SealQueue {
     jobs: std::collections::VecDeque<SealJob>,
-    /// True while a seal job runs (not while writeback is started).
+    /// True while a seal job or a preallocation runs (not while writeback is started).
     busy: bool,
     stop: bool,
+    /// Set by a clean close before it truncates the active segment: no preallocation may start
+    /// after that truncation released the blocks reserved past the data.
+    closing: bool,
     /// Writeback for the sealer to start when it has no seal to do. The writer never calls
     /// `sync_file_range` itself: it blocks while the device queue is full or a journal commit
     /// runs (measured at up to 0.86 s while a rolled segment was being synced).
@@ -382,6 +385,7 @@ impl PartitionLog {
         let lock = File::options()
             .create(true)
             .truncate(false)
+            .read(true)
             .write(true)
             .open(&lock_path)
             .ctx("open", &lock_path)?;
@@ -390,8 +394,9 @@ impl PartitionLog {
             Err(std::fs::TryLockError::WouldBlock) => return Err(Error::Locked(dir)),
             Err(std::fs::TryLockError::Error(e)) => return Err(Error::io("lock", lock_path, e)),
         }
+        let same_boot = note_boot(&lock, &lock_path, backend.as_ref())?;
 
-        let (segments, core, report) = recover(&dir, &config, backend.as_ref())?;
+        let (segments, core, report) = recover(&dir, &config, backend.as_ref(), same_boot)?;
         let end = core.next_offset;
         let direct = (config.write_mode == WriteMode::Direct).then(|| DirectShared {
             cache: RwLock::new(TailCache::new(
@@ -1546,6 +1551,7 @@ impl Inner {
             },
             OffsetIndex::new(),
             TimeIndex::new(),
+            true,
         )
     }
 
@@ -1571,6 +1577,15 @@ impl Inner {
     }
 
     fn close_clean(&self, core: &mut WriterCore) -> Result<()> {
+        {
+            // No reservation may land after the truncation below released them.
+            let mut q = self.seals.lock();
+            q.closing = true;
+            q.preallocate = None;
+            while q.busy && !q.stop {
+                self.seals_cv.wait(&mut q);
+            }
+        }
         let seg = core.active.clone();
         let w = seg
             .writer()
@@ -1661,8 +1676,13 @@ impl Inner {
     }
 }
 
-/// Opens `w` as the active segment, reserving the first [`PREALLOCATE_STEP`] past its data.
-/// Returns the segment and the end of that reservation (0 when preallocation is off).
+/// Opens `w` as the active segment. With `reserve_now` (a segment a roll just created, which an
+/// append is about to write) the first [`PREALLOCATE_STEP`] past its data is reserved here;
+/// otherwise (a log being opened, maybe one of thousands of idle partitions) nothing is until
+/// the first append asks the sealer for it ([`Inner::reserve_ahead`]). Reserving is best effort:
+/// a failed `fallocate` (a full disk, a file system without it) is logged and the blocks are
+/// then allocated as the data is written back. Returns the segment and the end of the
+/// reservation (at most the data's end when nothing was reserved).
 #[allow(clippy::too_many_arguments)]
 fn open_active(
     dir: &Path,
@@ -1673,14 +1693,19 @@ fn open_active(
     state: SegmentState,
     index: OffsetIndex,
     time_index: TimeIndex,
+    reserve_now: bool,
 ) -> Result<(Arc<Segment>, u64)> {
     let path = name::segment_path(dir, base, FileKind::Log);
     let max = config.max_segment_len();
-    let mut reserved = 0;
-    if config.preallocate && state.len < max {
+    let mut reserved = state.len;
+    if config.preallocate && reserve_now && state.len < max {
         let len = PREALLOCATE_STEP.min(max - state.len);
-        w.preallocate(state.len, len).ctx("fallocate", &path)?;
-        reserved = state.len + len;
+        match w.preallocate(state.len, len) {
+            Ok(()) => reserved = state.len + len,
+            Err(e) => {
+                tracing::warn!(segment = %path.display(), error = %e, "fallocate failed; blocks are allocated as data is written");
+            }
+        }
     }
     let direct = match config.write_mode {
         WriteMode::Buffered => None,
@@ -1718,7 +1743,10 @@ fn spawn_sealer(inner: &Arc<Inner>) -> Result<JoinHandle<()>> {
                             q.busy = true;
                             break SealerWork::Seal(job);
                         }
-                        if let Some(p) = q.preallocate.take() {
+                        if let Some(p) = q.preallocate.take()
+                            && !q.closing
+                        {
+                            q.busy = true;
                             break SealerWork::Preallocate(p);
                         }
                         if let Some(wb) = q.writeback.take() {
@@ -1736,6 +1764,8 @@ fn spawn_sealer(inner: &Arc<Inner>) -> Result<JoinHandle<()>> {
                         {
                             tracing::warn!(segment = %p.segment.log_path.display(), error = %e, "fallocate failed");
                         }
+                        inner.seals.lock().busy = false;
+                        inner.seals_cv.notify_all();
                         continue;
                     }
                     SealerWork::Writeback(wb) => {
@@ -1881,11 +1911,42 @@ fn background_loop(weak: Weak<Inner>, flush: Option<Duration>, retention: Option
     }
 }
 
+/// Records the running boot's id in the lock file (FORMAT.md §6) and says whether the previous
+/// open of this directory ran in the same boot. Then the page cache outlived whatever stopped
+/// that open: bytes it wrote are all there, so only a failed write can have left a partial tail
+/// (the backends write each call's bytes in order, see [`crate::io`]), and bad bytes anywhere
+/// else are damage. `false` when either id is unknown. The file is not synced: after a power
+/// cut it may hold the old id or nothing, and either way differs from the new boot's.
+fn note_boot(lock: &File, lock_path: &Path, backend: &dyn IoBackend) -> Result<bool> {
+    use std::io::{Read, Seek, Write};
+    let current = backend.boot_id();
+    let mut f = lock;
+    let mut previous = String::new();
+    // A few bytes at most; a longer or unreadable file is an unknown boot.
+    let read = (&mut f)
+        .take(LOCK_FILE_MAX_BYTES)
+        .read_to_string(&mut previous);
+    let same = read.is_ok()
+        && current
+            .as_deref()
+            .is_some_and(|c| previous.trim() == c && !c.is_empty());
+    let line = current.map(|c| c + "\n").unwrap_or_default();
+    f.set_len(0).ctx("truncate", lock_path)?;
+    f.seek(std::io::SeekFrom::Start(0)).ctx("seek", lock_path)?;
+    f.write_all(line.as_bytes()).ctx("write", lock_path)?;
+    Ok(same)
+}
+
+/// The lock file holds one boot id (a UUID on Linux); anything longer is not one.
+const LOCK_FILE_MAX_BYTES: u64 = 128;
+
 /// Opens every segment of `dir`, checking and repairing what a crash may have left.
+/// `same_boot`: the previous open ran in this boot (see [`note_boot`]).
 fn recover(
     dir: &Path,
     config: &LogConfig,
     backend: &dyn IoBackend,
+    same_boot: bool,
 ) -> Result<(Vec<Arc<Segment>>, WriterCore, RecoveryReport)> {
     let cp = checkpoint::read(dir)?;
     let mut listing = list_dir(dir)?;
@@ -1930,6 +1991,8 @@ fn recover(
     }
     let mut loaded: Vec<Loaded> = Vec::new();
     let mut expected_base: Option<u64> = None;
+    // Set once a crash's torn tail was cut: later segments then hold nothing the log can keep.
+    let mut crash_cut = false;
     let mut i = 0;
     while let Some(&(base, file_len)) = bases.get(i) {
         i += 1;
@@ -1939,9 +2002,11 @@ fn recover(
         {
             let reason =
                 format!("segment starts at offset {base}, but the previous segment ends at {exp}");
-            // Past the recovery point the previous segment was never known durable: a crash
-            // may have cut it short, and what follows it cannot be kept.
-            if base >= recovery_point || config.recovery == RecoveryMode::TruncateAtCorruption {
+            // Past the recovery point the previous segment was never known durable: a machine
+            // crash may have cut it short, and what follows it cannot be kept. In the same boot
+            // only the tail cut above can explain a gap (and every later file is then empty).
+            let crash_gap = base >= recovery_point && (!same_boot || crash_cut);
+            if crash_gap || config.recovery == RecoveryMode::TruncateAtCorruption {
                 tracing::warn!(file = %path.display(), %reason, "removing this and every later segment");
                 report.segments_removed +=
                     remove_segments(backend, dir, bases.get(i - 1..).unwrap_or(&[]))?;
@@ -1992,18 +2057,27 @@ fn recover(
             valid_len = stop.position;
         } else if let Some(stop) = &scan.stop {
             let reason = stop.problem.to_string();
-            // Past the recovery point nothing was known durable: bad bytes there are what a
-            // crash leaves (a torn tail, a segment the OS had not finished writing back, or the
-            // zero padding of a direct write's last block), so the segment ends there. Later
+            let later = bases.get(i..).unwrap_or(&[]);
+            // Past the recovery point nothing was known durable. After a machine crash (another
+            // boot) bad bytes there are what the crash left: a torn or garbled unsynced tail, a
+            // segment the OS had not finished writing back. The segment ends there; later
             // segments stay only if their offsets continue where it now ends (checked at the top
-            // of the loop): then the cut bytes held no batch the log needs. Before the recovery
-            // point, the segment was synced and sealed: bad bytes are corruption, an error unless
-            // the operator chose TruncateAtCorruption, which drops everything after them.
-            if !trusted || config.recovery == RecoveryMode::TruncateAtCorruption {
-                let later = bases.get(i..).unwrap_or(&[]);
-                if trusted {
+            // of the loop): then the cut bytes held no batch the log needs. In the same boot the
+            // page cache survived and every write lands in order, so the only tail a crash
+            // leaves is a batch cut short by a write that failed or never finished, with nothing
+            // after it in any file; anything else is damage. Before the recovery point, the
+            // segment was synced and sealed: bad bytes are damage. Damage is an error unless the
+            // operator chose TruncateAtCorruption, which drops everything after it.
+            let crash_tail = !trusted
+                && (!same_boot
+                    || (scan::is_cut_short(&stop.problem)
+                        && later.iter().all(|(_, len)| *len == 0)));
+            if crash_tail || config.recovery == RecoveryMode::TruncateAtCorruption {
+                let damage = !crash_tail;
+                if damage {
                     tracing::error!(file = %path.display(), position = stop.position, %reason, later_segments = later.len(), "corruption: truncating here and removing every later segment");
                 } else {
+                    crash_cut = true;
                     tracing::warn!(file = %path.display(), position = stop.position, bytes = file_len - stop.position, %reason, "truncating what a crash left unwritten");
                 }
                 report.truncated.push((
@@ -2017,7 +2091,7 @@ fn recover(
                 w.set_len(stop.position).ctx("truncate", &path)?;
                 w.sync_data().ctx("fdatasync", &path)?;
                 valid_len = stop.position;
-                if trusted {
+                if damage {
                     if !later.is_empty() {
                         report.segments_removed += remove_segments(backend, dir, later)?;
                     }
@@ -2027,7 +2101,7 @@ fn recover(
                 return Err(Error::Corrupt {
                     file: path,
                     position: stop.position,
-                    reason,
+                    reason: damage_reason(&reason, trusted, later),
                 });
             }
         }
@@ -2124,6 +2198,7 @@ fn recover(
         last.state,
         last.index,
         last.time_index,
+        false,
     )?;
     segments.push(active.clone());
     report.segments = segments.len();
@@ -2156,6 +2231,21 @@ fn recover(
             .then(|| Stage::new(config.direct_chunk_bytes())),
     };
     Ok((segments, core, report))
+}
+
+/// What an operator reads when recovery refuses a partition: the problem, why it is damage and
+/// not a crash's tail, and the way out.
+fn damage_reason(problem: &str, trusted: bool, later: &[(u64, u64)]) -> String {
+    let why = if trusted {
+        "in data already synced and sealed"
+    } else if later.iter().any(|(_, len)| *len > 0) {
+        "with data after it, which no crash in this boot leaves"
+    } else {
+        "and not a batch cut short by an unfinished write, the only tail a crash in this boot leaves"
+    };
+    format!(
+        "{problem} ({why}); `strata verify --repair --truncate-at-damage` cuts the partition here and keeps what it cuts in a quarantine directory"
+    )
 }
 
 /// Removes segments (log and index files) found by recovery past a point of corruption.

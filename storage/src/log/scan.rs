@@ -39,6 +39,12 @@ pub fn is_block_padding(tail: &[u8], file_len: u64) -> bool {
         && tail.iter().all(|&b| b == 0)
 }
 
+/// Whether a scan stopped at a batch whose frame runs past the end of the data: the bytes of a
+/// write that failed or had not finished (the only tail a process crash leaves, FORMAT.md §7).
+pub fn is_cut_short(problem: &ScanProblem) -> bool {
+    matches!(problem, ScanProblem::Batch(BatchError::Truncated { .. }))
+}
+
 /// Why a scan stopped before the end of the data.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ScanProblem {

@@ -106,6 +106,17 @@ pub fn small_config() -> LogConfig {
     }
 }
 
+/// Makes the next open of `dir` see a machine that rebooted since the last one (the lock file
+/// names the boot that last opened it, FORMAT.md §6): recovery then expects what a power cut
+/// leaves, not what a process crash leaves.
+pub fn as_if_rebooted(dir: &Path) {
+    std::fs::write(
+        dir.join(strata_storage::log::partition::LOCK_FILE),
+        "a-boot-before-the-power-cut\n",
+    )
+    .unwrap();
+}
+
 pub fn open(dir: &Path, config: LogConfig) -> PartitionLog {
     PartitionLog::open(dir, config, backend()).unwrap()
 }
