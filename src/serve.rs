@@ -59,6 +59,15 @@ impl ServeArgs {
 pub fn run(args: ServeArgs) -> Result<()> {
     let mut config = args.resolve()?;
     crate::broker::check_data_dir(&config.data_dir())?;
+    match strata_storage::io::raise_open_file_limit() {
+        Ok((before, now)) => tracing::info!(
+            open_files = now,
+            raised_from = before,
+            partitions = now / crate::broker::FDS_PER_PARTITION,
+            "open-file limit: about this many partitions can be open at once (CreateTopics past it fails cleanly)"
+        ),
+        Err(e) => tracing::warn!(error = %e, "cannot read or raise the open-file limit"),
+    }
     let addr = config.listen_addr()?;
     // Settings that depend on each other are checked once all are known.
     config.queued_request_budget()?;
@@ -81,6 +90,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         tracing::info!(%bound, cluster_id = %broker.cluster_id, "strata broker ready");
         println!("listening on {bound}");
+        let health = tokio::spawn(crate::broker::heal_loop(broker.clone(), stop_rx.clone()));
         let server = tokio::spawn(crate::broker::server::serve(
             broker.clone(),
             listener,
@@ -90,6 +100,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         tracing::info!("shutting down");
         let _ = stop_tx.send(true);
         server.await.context("server task")??;
+        health.await.context("health task")?;
         let b: Arc<Broker> = broker;
         tokio::task::spawn_blocking(move || b.close())
             .await

@@ -89,7 +89,24 @@ fn given_a_group_key_when_find_coordinator_is_asked_at_every_version_then_this_b
             .with_key_type(1),
         3,
     );
-    assert_eq!(txn.error_code, 15, "no transaction coordinator");
+    assert_eq!(
+        txn.error_code, 53,
+        "TRANSACTIONAL_ID_AUTHORIZATION_FAILED: fatal in clients, where COORDINATOR_NOT_AVAILABLE made them retry"
+    );
+    assert!(
+        txn.error_message
+            .as_ref()
+            .is_some_and(|m| m.contains("transactions are not supported")),
+        "{:?}",
+        txn.error_message
+    );
+    let txn = c.call(
+        &FindCoordinatorRequest::default()
+            .with_coordinator_keys(vec![s("t1")])
+            .with_key_type(1),
+        4,
+    );
+    assert_eq!(txn.coordinators[0].error_code, 53);
 }
 
 #[test]
@@ -477,6 +494,49 @@ fn given_committed_offsets_when_the_broker_restarts_cleanly_or_is_killed_then_th
     assert_eq!(
         fetch_offsets(&mut c, "g", &[("t", 0)]),
         vec![(-1, Some(String::new()))]
+    );
+}
+
+#[test]
+fn given_committed_offsets_when_their_topic_is_deleted_and_recreated_then_the_new_topic_has_none() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut b = Broker::start_in(tmp.path(), GROUP_SETTINGS);
+    let mut c = b.client();
+    create_topic(&mut c, "t", 2, &[]);
+    create_topic(&mut c, "kept", 1, &[]);
+    assert_eq!(
+        commit(
+            &mut c,
+            "g",
+            -1,
+            "",
+            &[("t", 0, 20, None), ("t", 1, 7, None), ("kept", 0, 5, None)]
+        ),
+        vec![0, 0, 0]
+    );
+    assert_eq!(commit(&mut c, "h", -1, "", &[("t", 0, 3, None)]), vec![0]);
+    let r = c.call(
+        &DeleteTopicsRequest::default().with_topic_names(vec![topic("t")]),
+        5,
+    );
+    assert_eq!(r.responses[0].error_code, 0);
+    create_topic(&mut c, "t", 2, &[]);
+    // Kafka deletes a topic's committed offsets with it: a group that had reached offset 20
+    // must not silently skip the first 20 records of the new topic.
+    let none = (-1, Some(String::new()));
+    assert_eq!(
+        fetch_offsets(&mut c, "g", &[("t", 0), ("t", 1), ("kept", 0)]),
+        vec![none.clone(), none.clone(), (5, Some(String::new()))]
+    );
+    assert_eq!(fetch_offsets(&mut c, "h", &[("t", 0)]), vec![none.clone()]);
+    drop(c);
+    b.kill9();
+    let b = Broker::start_in(tmp.path(), GROUP_SETTINGS);
+    let mut c = b.client();
+    assert_eq!(
+        fetch_offsets(&mut c, "g", &[("t", 0), ("kept", 0)]),
+        vec![none, (5, Some(String::new()))],
+        "the deletion of the offsets was durable"
     );
 }
 

@@ -95,14 +95,21 @@ pub async fn metadata(broker: &Arc<Broker>, req: MetadataRequest, version: i16) 
         (version < 4 || req.allow_auto_topic_creation) && broker.config.auto_create_topics();
     let mut topics = Vec::new();
     let names: Vec<String> = match &wanted {
-        None => broker.topics().iter().map(|t| t.name.clone()).collect(),
+        None => {
+            let mut all: Vec<String> = broker.topics().iter().map(|t| t.name.clone()).collect();
+            all.extend(broker.damaged_topics().into_iter().map(|(n, _)| n));
+            all
+        }
         Some(w) => w.clone(),
     };
     for name in names {
         let mut topic = broker.topic(&name);
         let mut error = ResponseError::UnknownTopicOrPartition;
         if topic.is_none() {
-            if let Err(m) = super::validate_topic_name(&name) {
+            if broker.damaged_topic(&name).is_some() {
+                // Its metadata file is damaged: offline, like a partition whose log is.
+                error = ResponseError::KafkaStorageError;
+            } else if let Err(m) = super::validate_topic_name(&name) {
                 tracing::debug!(topic = %name, reason = %m, "invalid topic name in metadata request");
                 error = ResponseError::InvalidTopicException;
             } else if allow_create {
@@ -141,6 +148,14 @@ pub async fn metadata(broker: &Arc<Broker>, req: MetadataRequest, version: i16) 
                                 .with_isr_nodes(vec![BrokerId(broker.node_id)]);
                             if version >= 7 {
                                 mp = mp.with_leader_epoch(0);
+                            }
+                            // An offline partition (damaged, or its disk failed or filled), as
+                            // Kafka lists the partitions of an offline log directory.
+                            if p.offline().is_some() {
+                                mp = mp.with_error_code(code(ResponseError::KafkaStorageError));
+                                if version >= 5 {
+                                    mp = mp.with_offline_replicas(vec![BrokerId(broker.node_id)]);
+                                }
                             }
                             mp
                         })
@@ -396,14 +411,18 @@ fn build_fetch(
                 aborted_transactions: read_committed.then(Vec::new),
                 ..PartitionOut::default()
             };
-            match broker.partition(&name, p.partition) {
+            match broker.partition(&name, p.partition).map(|part| part.log()) {
                 None => {
                     out.error_code = code(ResponseError::UnknownTopicOrPartition);
                     errors = true;
                 }
-                Some(part) => {
-                    let hw = part.log.log_end_offset() as i64;
-                    let start = part.log.log_start_offset() as i64;
+                Some(Err(e)) => {
+                    out.error_code = code(e.code);
+                    errors = true;
+                }
+                Some(Ok(log)) => {
+                    let hw = log.log_end_offset() as i64;
+                    let start = log.log_start_offset() as i64;
                     out.high_watermark = hw;
                     out.last_stable_offset = hw;
                     out.log_start_offset = start;
@@ -415,7 +434,7 @@ fn build_fetch(
                         // the limits (KIP-74); later partitions only within what is left.
                         let limit = (p.partition_max_bytes.max(0) as usize).min(budget);
                         if limit > 0 || total == 0 {
-                            match part.read(p.fetch_offset as u64, limit.max(1)) {
+                            match log.read(p.fetch_offset as u64, limit.max(1)) {
                                 Ok(slice)
                                     if !slice.is_empty()
                                         && (total == 0 || slice.len() <= budget) =>
@@ -474,10 +493,10 @@ pub async fn list_offsets(broker: &Arc<Broker>, req: ListOffsetsRequest, version
                 .with_partition_index(p.partition_index)
                 .with_timestamp(-1)
                 .with_offset(-1);
-            match broker.partition(&name, p.partition_index) {
+            match broker.partition(&name, p.partition_index).map(|p| p.log()) {
                 None => r = r.with_error_code(code(ResponseError::UnknownTopicOrPartition)),
-                Some(part) => {
-                    let log = part.log.clone();
+                Some(Err(e)) => r = r.with_error_code(code(e.code)),
+                Some(Ok(log)) => {
                     let ts = p.timestamp;
                     let found = tokio::task::spawn_blocking(
                         move || -> strata_storage::Result<(i64, i64)> {

@@ -12,6 +12,7 @@ pub mod config;
 pub mod fetch_encode;
 pub mod groups;
 pub mod handlers;
+pub mod partition;
 pub mod producer;
 pub mod server;
 
@@ -23,13 +24,13 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use kafka_protocol::ResponseError;
 use parking_lot::{Mutex, RwLock};
-use strata_storage::batch::header::{self, BatchHeader};
+use strata_storage::batch::header::BatchHeader;
 use strata_storage::batch::{BatchBuilder, NewRecord, records};
 use strata_storage::io::IoBackend;
-use strata_storage::log::{PartitionLog, ReadSlice};
 
-use config::{BrokerConfig, TopicCompression, TopicConfig};
-use producer::{ProducerIdAllocator, ProducerStates, SeqCheck};
+use config::{BrokerConfig, TopicConfig};
+pub use partition::Partition;
+use producer::ProducerIdAllocator;
 
 /// Writes `bytes` to `path` durably by atomic replace (tmp, fsync, rename, fsync dir).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -42,37 +43,6 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
             .with_context(|| format!("fsync {}", dir.display()))?;
     }
     Ok(())
-}
-
-/// How often idle producers are looked for (Kafka's `producer.id.expiration.check.interval.ms`).
-const PRODUCER_EXPIRY_CHECK_MS: i64 = 10 * 60 * 1000;
-
-/// Reads and decodes a producer-state snapshot: `None` if there is none, an error if it is too
-/// large (checked before reading) or does not decode.
-fn read_snapshot(path: &Path) -> Result<Option<(u64, ProducerStates)>> {
-    use std::io::Read;
-    let file = match std::fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e).with_context(|| format!("opening {}", path.display())),
-    };
-    let len = file
-        .metadata()
-        .with_context(|| format!("stat {}", path.display()))?
-        .len();
-    if len > producer::MAX_SNAPSHOT_BYTES {
-        bail!(
-            "{len} bytes, more than the {} a snapshot may have",
-            producer::MAX_SNAPSHOT_BYTES
-        );
-    }
-    let mut bytes = Vec::with_capacity(len as usize);
-    file.take(producer::MAX_SNAPSHOT_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .with_context(|| format!("reading {}", path.display()))?;
-    ProducerStates::decode_snapshot(&bytes)
-        .map(Some)
-        .map_err(|e| anyhow::anyhow!(e))
 }
 
 /// A random 128-bit value from the standard library's randomly keyed hasher (no extra crate).
@@ -137,36 +107,6 @@ pub struct Produced {
     pub log_start_offset: u64,
 }
 
-/// One partition: its log and its idempotent-producer state.
-#[derive(Debug)]
-pub struct Partition {
-    pub topic: String,
-    pub index: i32,
-    pub log: Arc<PartitionLog>,
-    producers: Mutex<ProducerStates>,
-    /// Serialises the sequence check and append of idempotent batches (they are rare to
-    /// contend: one producer pipelines on one connection, which is processed in order).
-    idempotent: Mutex<()>,
-    /// Serialises writers of the producer-state snapshot file.
-    snapshot_write: Mutex<()>,
-    /// Bytes appended since the last snapshot was written.
-    since_snapshot: std::sync::atomic::AtomicU64,
-    /// `producer.id.expiration.ms`.
-    producer_expiration_ms: i64,
-    /// Wall-clock ms of the last expiry of idle producers.
-    last_expiry_ms: std::sync::atomic::AtomicI64,
-    /// Changes after every append to this partition: wakes the fetches parked on it, and only
-    /// those.
-    appended: tokio::sync::watch::Sender<u64>,
-}
-
-impl Partition {
-    /// A receiver that changes after every append to this partition (for long-poll fetches).
-    pub fn subscribe_appends(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.appended.subscribe()
-    }
-}
-
 /// A topic: its partitions and effective configuration.
 #[derive(Debug)]
 pub struct Topic {
@@ -195,10 +135,19 @@ pub struct Broker {
     /// Serialises topic creation and deletion.
     admin: Mutex<()>,
     producer_ids: ProducerIdAllocator,
-    /// Bumped after every append; long-polling fetches wait on it.
+    /// Topics whose metadata file (`topics/<name>.json`) did not read or decode at start-up,
+    /// with the reason: listed offline in Metadata until deleted or repaired (and restarted).
+    damaged_topics: RwLock<BTreeMap<String, String>>,
     /// Consumer groups and committed offsets (`__consumer_offsets-0`).
     pub groups: Arc<groups::Coordinator>,
 }
+
+/// How often the health pass looks for partitions to take offline or bring back
+/// ([`Broker::heal`]).
+pub const HEAL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Largest topic metadata file read at start-up: a few configs and a name fit in a kilobyte.
+const MAX_TOPIC_META_BYTES: u64 = 1 << 20;
 
 impl Broker {
     /// Opens the data directory: every topic in `topics/` with its partitions (recovering them).
@@ -239,6 +188,7 @@ impl Broker {
             producer_ids: ProducerIdAllocator::open(&data_dir)?,
             backend,
             topics: RwLock::new(BTreeMap::new()),
+            damaged_topics: RwLock::new(BTreeMap::new()),
             admin: Mutex::new(()),
             config,
         });
@@ -248,16 +198,101 @@ impl Broker {
             .collect();
         metas.sort();
         for path in metas {
-            let text = std::fs::read_to_string(&path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            let meta: TopicMeta = serde_json::from_str(&text)
-                .with_context(|| format!("parsing {}", path.display()))?;
-            let topic = broker
-                .open_topic(&meta)
-                .with_context(|| format!("opening topic {}", meta.name))?;
-            broker.topics.write().insert(meta.name.clone(), topic);
+            let Some(name) = path
+                .file_stem()
+                .and_then(|n| n.to_str())
+                .map(str::to_string)
+            else {
+                continue;
+            };
+            match read_topic_meta(&path, &name).and_then(|meta| broker.open_topic(&meta)) {
+                Ok(topic) => {
+                    broker.topics.write().insert(name, topic);
+                }
+                Err(e) => {
+                    let reason = format!("{}: {e:#}", path.display());
+                    tracing::error!(topic = %name, %reason, "topic offline: its metadata file is damaged; DeleteTopics removes it, or repair the file and restart");
+                    broker.damaged_topics.write().insert(name, reason);
+                }
+            }
         }
+        broker.report_orphan_dirs();
+        broker.forget_offsets_of_deleted_topics()?;
         Ok(broker)
+    }
+
+    /// Deletes committed offsets of topics that no longer exist: a crash in the middle of a
+    /// topic deletion, or a data directory from a version that kept them.
+    fn forget_offsets_of_deleted_topics(&self) -> Result<()> {
+        for t in self.groups.offsets.topics() {
+            if self.topic(&t).is_none() && self.damaged_topic(&t).is_none() {
+                self.groups.offsets.delete_topic(&t).with_context(|| {
+                    format!("deleting the committed offsets of deleted topic {t:?}")
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Logs every directory of the data dir that looks like a partition (`<topic>-<n>`) of no
+    /// topic the broker knows: left by a crash in the middle of a topic creation or deletion,
+    /// or by hand. They are kept for the operator (`strata verify` lists them too).
+    fn report_orphan_dirs(&self) -> Vec<PathBuf> {
+        let data_dir = self.config.data_dir();
+        let Ok(entries) = std::fs::read_dir(&data_dir) else {
+            return Vec::new();
+        };
+        let mut orphans = Vec::new();
+        for entry in entries.flatten() {
+            if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let name = entry.file_name();
+            let Some((topic, index)) = name.to_str().and_then(parse_partition_dir) else {
+                continue;
+            };
+            if name.to_str() == Some(groups::offsets::OFFSETS_DIR)
+                || self.damaged_topics.read().contains_key(topic)
+            {
+                continue;
+            }
+            let known = self
+                .topic(topic)
+                .is_some_and(|t| usize::try_from(index).is_ok_and(|i| i < t.partitions.len()));
+            if !known {
+                tracing::warn!(dir = %entry.path().display(), "partition directory of no topic: left as it is (remove it, or recreate its topic)");
+                orphans.push(entry.path());
+            }
+        }
+        orphans
+    }
+
+    /// One health pass (blocking): takes partitions whose log failed offline, and reopens the
+    /// offline ones whose cause may have gone (a full disk, too many open files). Run every
+    /// [`HEAL_INTERVAL`] by the server.
+    pub fn heal(&self) {
+        self.groups.offsets.heal();
+        for topic in self.topics() {
+            for p in &topic.partitions {
+                if p.check_health() {
+                    p.try_reopen(topic.config.log.clone(), self.backend.clone());
+                }
+            }
+        }
+    }
+
+    /// Why a topic is offline because its metadata file is damaged, if it is.
+    pub fn damaged_topic(&self, name: &str) -> Option<String> {
+        self.damaged_topics.read().get(name).cloned()
+    }
+
+    /// Topics whose metadata file is damaged, with the reason.
+    pub fn damaged_topics(&self) -> Vec<(String, String)> {
+        self.damaged_topics
+            .read()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
     }
 
     fn partition_dir(&self, topic: &str, p: i32) -> PathBuf {
@@ -270,22 +305,14 @@ impl Broker {
         let mut partitions = Vec::new();
         for p in 0..meta.partitions {
             let dir = self.partition_dir(&meta.name, p);
-            let log = PartitionLog::open(&dir, config.log.clone(), self.backend.clone())
-                .with_context(|| format!("opening partition {}", dir.display()))?;
-            let partition = Partition {
-                topic: meta.name.clone(),
-                index: p,
-                log: Arc::new(log),
-                producers: Mutex::new(ProducerStates::default()),
-                idempotent: Mutex::new(()),
-                snapshot_write: Mutex::new(()),
-                since_snapshot: std::sync::atomic::AtomicU64::new(0),
+            partitions.push(Arc::new(Partition::open(
+                &meta.name,
+                p,
+                dir,
+                config.log.clone(),
+                self.backend.clone(),
                 producer_expiration_ms,
-                last_expiry_ms: std::sync::atomic::AtomicI64::new(groups::offsets::now_ms()),
-                appended: tokio::sync::watch::channel(0).0,
-            };
-            partition.load_producer_state();
-            partitions.push(Arc::new(partition));
+            )));
         }
         Ok(Arc::new(Topic {
             name: meta.name.clone(),
@@ -325,10 +352,10 @@ impl Broker {
         } else {
             partitions
         };
-        if !(1..=100_000).contains(&partitions) {
+        if !(1..=MAX_PARTITIONS).contains(&partitions) {
             return Err(perr(
                 ResponseError::InvalidPartitions,
-                format!("number of partitions must be in 1..=100000, got {partitions}"),
+                format!("number of partitions must be in 1..={MAX_PARTITIONS}, got {partitions}"),
             ));
         }
         let config = TopicConfig::resolve(&self.config, overrides.clone())
@@ -348,6 +375,14 @@ impl Broker {
                 config,
             }));
         }
+        if let Some(reason) = self.damaged_topic(name) {
+            return Err(perr(
+                ResponseError::KafkaStorageError,
+                format!(
+                    "topic {name:?} exists but its metadata file is damaged ({reason}); delete the topic first"
+                ),
+            ));
+        }
         let meta = TopicMeta {
             name: name.to_string(),
             partitions,
@@ -356,13 +391,102 @@ impl Broker {
         };
         let storage_err =
             |e: anyhow::Error| perr(ResponseError::KafkaStorageError, format!("{e:#}"));
-        let topic = self.open_topic(&meta).map_err(storage_err)?;
+        // All or nothing: the partitions first (a failure removes the ones made), then the
+        // metadata file that makes the topic exist. A crash in between leaves directories of no
+        // topic, which the next start reports.
+        let made = self.create_partitions(&meta, &config)?;
         let json = serde_json::to_vec_pretty(&meta)
             .map_err(|e| perr(ResponseError::UnknownServerError, e.to_string()))?;
-        write_atomic(&self.meta_path(name), &json).map_err(storage_err)?;
+        if let Err(e) = self.write_meta(name, &json) {
+            self.remove_partitions(name, made);
+            return Err(storage_err(e));
+        }
+        let topic = Arc::new(Topic {
+            name: meta.name.clone(),
+            id: u128::from_str_radix(&meta.id, 16).unwrap_or(0),
+            partitions: made,
+            config,
+        });
         self.topics.write().insert(name.to_string(), topic.clone());
         tracing::info!(topic = name, partitions, "created topic");
         Ok(topic)
+    }
+
+    /// Creates every partition of a new topic, or none: a partition directory that already
+    /// exists (of an earlier topic of this name whose deletion a crash interrupted) is refused
+    /// rather than reused, and if one partition fails to open (a full disk, out of file
+    /// descriptors or threads) the ones already made are removed.
+    fn create_partitions(
+        &self,
+        meta: &TopicMeta,
+        config: &TopicConfig,
+    ) -> Result<Vec<Arc<Partition>>, ProduceError> {
+        let producer_expiration_ms = self
+            .config
+            .producer_id_expiration_ms()
+            .map_err(|e| perr(ResponseError::InvalidConfig, format!("{e:#}")))?;
+        let mut made = Vec::new();
+        for p in 0..meta.partitions {
+            let dir = self.partition_dir(&meta.name, p);
+            if dir.exists() {
+                self.remove_partitions(&meta.name, made);
+                return Err(perr(
+                    ResponseError::KafkaStorageError,
+                    format!(
+                        "{} already exists, left by an earlier topic of this name (a crash during its deletion?); remove the directory to create the topic",
+                        dir.display()
+                    ),
+                ));
+            }
+            let partition = Arc::new(Partition::open(
+                &meta.name,
+                p,
+                dir,
+                config.log.clone(),
+                self.backend.clone(),
+                producer_expiration_ms,
+            ));
+            let offline = partition.offline();
+            made.push(partition);
+            if let Some(o) = offline {
+                let message = format!(
+                    "creating partition {} of {} failed, so none was created: {}",
+                    p, meta.partitions, o.reason
+                );
+                self.remove_partitions(&meta.name, made);
+                return Err(perr(ResponseError::KafkaStorageError, message));
+            }
+        }
+        Ok(made)
+    }
+
+    /// Removes partitions made for a topic that will not exist after all: their logs are
+    /// dropped, then their directories removed (logged, not returned: the caller reports the
+    /// failure that brought it here).
+    fn remove_partitions(&self, topic: &str, made: Vec<Arc<Partition>>) {
+        let dirs: Vec<PathBuf> = made.iter().map(|p| p.dir().to_path_buf()).collect();
+        drop(made);
+        for dir in dirs {
+            if let Err(e) = std::fs::remove_dir_all(&dir)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::error!(topic, dir = %dir.display(), error = %e, "removing a partition of a topic that failed to be created");
+            }
+        }
+        let data_dir = self.config.data_dir();
+        if let Err(e) = self.backend.sync_dir(&data_dir) {
+            tracing::warn!(dir = %data_dir.display(), error = %e, "fsync failed");
+        }
+    }
+
+    /// Writes `topics/<name>.json` durably through the broker's backend.
+    fn write_meta(&self, name: &str, json: &[u8]) -> Result<()> {
+        let path = self.meta_path(name);
+        strata_storage::io::write_file_atomic(self.backend.as_ref(), &path, json)?;
+        let dir = self.config.data_dir().join("topics");
+        self.backend
+            .sync_dir(&dir)
+            .with_context(|| format!("fsync {}", dir.display()))
     }
 
     fn meta_path(&self, name: &str) -> PathBuf {
@@ -372,27 +496,85 @@ impl Broker {
             .join(format!("{name}.json"))
     }
 
-    /// Deletes a topic and its data. Readers in flight keep their mappings.
+    /// Deletes a topic, its committed offsets (as Kafka does: a topic re-created under the same
+    /// name starts with none) and its data. Readers in flight keep their mappings. A topic whose
+    /// metadata file is damaged is deleted too: the file and every `<name>-<n>` directory.
     pub fn delete_topic(&self, name: &str) -> Result<(), ProduceError> {
         let _g = self.admin.lock();
-        let Some(topic) = self.topics.write().remove(name) else {
-            return Err(perr(
-                ResponseError::UnknownTopicOrPartition,
-                format!("topic {name:?} does not exist"),
-            ));
+        let dirs: Vec<PathBuf> = match self.topics.write().remove(name) {
+            Some(topic) => topic
+                .partitions
+                .iter()
+                .map(|p| p.dir().to_path_buf())
+                .collect(),
+            None if self.damaged_topics.write().remove(name).is_some() => {
+                self.partition_dirs_on_disk(name)
+            }
+            None => {
+                return Err(perr(
+                    ResponseError::UnknownTopicOrPartition,
+                    format!("topic {name:?} does not exist"),
+                ));
+            }
         };
-        let storage_err = |e: std::io::Error| perr(ResponseError::KafkaStorageError, e.to_string());
-        std::fs::remove_file(self.meta_path(name)).map_err(storage_err)?;
-        for p in &topic.partitions {
-            let dir = self.partition_dir(name, p.index);
+        let storage_err =
+            |e: anyhow::Error| perr(ResponseError::KafkaStorageError, format!("{e:#}"));
+        // Offsets first: a crash after this and before the metadata file is gone leaves a topic
+        // without committed offsets, never offsets a re-created topic would inherit.
+        self.groups
+            .offsets
+            .delete_topic(name)
+            .map_err(storage_err)?;
+        let meta = self.meta_path(name);
+        match self.backend.remove_file(&meta) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(storage_err(
+                    anyhow::Error::new(e).context(format!("removing {}", meta.display())),
+                ));
+            }
+        }
+        let topics_dir = self.config.data_dir().join("topics");
+        self.backend
+            .sync_dir(&topics_dir)
+            .with_context(|| format!("fsync {}", topics_dir.display()))
+            .map_err(storage_err)?;
+        for dir in dirs {
             match std::fs::remove_dir_all(&dir) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(storage_err(e)),
+                Err(e) => {
+                    // The topic is gone; what is left is a directory of no topic, reported at
+                    // the next start.
+                    tracing::error!(topic = name, dir = %dir.display(), error = %e, "removing a deleted topic's partition failed");
+                }
             }
+        }
+        let data_dir = self.config.data_dir();
+        if let Err(e) = self.backend.sync_dir(&data_dir) {
+            tracing::warn!(dir = %data_dir.display(), error = %e, "fsync failed");
         }
         tracing::info!(topic = name, "deleted topic");
         Ok(())
+    }
+
+    /// Every `<name>-<n>` directory in the data dir.
+    fn partition_dirs_on_disk(&self, name: &str) -> Vec<PathBuf> {
+        let Ok(entries) = std::fs::read_dir(self.config.data_dir()) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .filter(|e| {
+                e.file_name()
+                    .to_str()
+                    .and_then(parse_partition_dir)
+                    .is_some_and(|(t, _)| t == name)
+            })
+            .map(|e| e.path())
+            .collect()
     }
 
     pub fn allocate_producer_id(&self) -> Result<i64> {
@@ -411,7 +593,7 @@ impl Broker {
         let len = records.len() as u64;
         let res = partition.produce(config, records);
         if res.is_ok() {
-            partition.appended.send_modify(|n| *n = n.wrapping_add(1));
+            partition.notify_appended();
             partition.maybe_snapshot(len, config.log.segment_bytes);
             partition.maybe_expire_producers();
         }
@@ -430,10 +612,10 @@ impl Broker {
             tracing::error!(error = %format!("{e:#}"), "closing the offsets log failed");
             first_err = Some(e);
         }
-        let mut note = |r: strata_storage::Result<()>, what: &str| {
+        let mut note = |r: Result<()>| {
             if let Err(e) = r {
-                tracing::error!(partition = what, error = %e, "closing partition failed");
-                first_err.get_or_insert_with(|| anyhow::anyhow!("{what}: {e}"));
+                tracing::error!(error = %format!("{e:#}"), "closing partition failed");
+                first_err.get_or_insert(e);
             }
         };
         for t in topics {
@@ -442,17 +624,9 @@ impl Broker {
                 Err(t) => t.partitions.clone(),
             };
             for p in partitions {
-                let what = format!("{}-{}", p.topic, p.index);
-                if let Err(e) = p.save_producer_state() {
-                    // Not fatal: the next start rebuilds the state from the log.
-                    tracing::warn!(partition = %what, error = %format!("{e:#}"), "writing the producer-state snapshot failed");
-                }
                 match Arc::try_unwrap(p) {
-                    Ok(p) => match Arc::try_unwrap(p.log) {
-                        Ok(log) => note(log.close(), &what),
-                        Err(log) => note(log.sync(), &what),
-                    },
-                    Err(p) => note(p.log.sync(), &what),
+                    Ok(p) => note(p.close()),
+                    Err(p) => note(p.sync()),
                 }
             }
         }
@@ -460,288 +634,6 @@ impl Broker {
             Some(e) => Err(e),
             None => Ok(()),
         }
-    }
-}
-
-impl Partition {
-    fn snapshot_path(&self) -> PathBuf {
-        self.log.dir().join(producer::SNAPSHOT_FILE)
-    }
-
-    /// Loads the idempotent-producer state: the snapshot if there is a usable one, then the
-    /// batch headers past it. Without one (none, damaged, or ahead of a log that lost its tail
-    /// in a crash), the headers of the last segment only, and a fresh snapshot replaces a bad
-    /// one at once, so it can never be taken for valid once the log grows past its offset.
-    fn load_producer_state(&self) {
-        let log_start = self.log.log_start_offset();
-        let log_end = self.log.log_end_offset();
-        let path = self.snapshot_path();
-        let (from, replace) = match read_snapshot(&path) {
-            Ok(None) => (None, false),
-            Ok(Some((end, states))) if end <= log_end => {
-                *self.producers.lock() = states;
-                (Some(end), false)
-            }
-            Ok(Some((end, _))) => {
-                tracing::warn!(file = %path.display(), snapshot_end = end, log_end, "the producer-state snapshot is ahead of the log (its tail was lost in a crash); rebuilding from the last segment");
-                (None, true)
-            }
-            Err(e) => {
-                tracing::warn!(file = %path.display(), error = %format!("{e:#}"), "ignoring a damaged producer-state snapshot; rebuilding from the last segment");
-                (None, true)
-            }
-        };
-        let start = from
-            .unwrap_or_else(|| self.log.segments().last().map_or(0, |s| s.base_offset))
-            .max(log_start);
-        self.replay_producer_state(start, log_end);
-        self.expire_producers(groups::offsets::now_ms());
-        if replace && let Err(e) = self.write_snapshot() {
-            // Without a replacement the file must go: once the log grows past its offset it
-            // would pass the check above.
-            let removed = std::fs::remove_file(&path)
-                .and_then(|()| std::fs::File::open(self.log.dir()).and_then(|d| d.sync_all()));
-            tracing::error!(file = %path.display(), error = %format!("{e:#}"), removed = removed.is_ok(), "replacing the producer-state snapshot failed");
-        }
-    }
-
-    /// Records the idempotent batches in `[start, end)` from their headers.
-    fn replay_producer_state(&self, start: u64, end: u64) {
-        let mut next = start;
-        let mut states = self.producers.lock();
-        while next < end {
-            let Ok(slice) = self.log.read(next, 1 << 20) else {
-                break;
-            };
-            let mut scanner =
-                strata_storage::log::scan::BatchScanner::new(&slice, usize::MAX, false);
-            let before = next;
-            for b in scanner.by_ref() {
-                let h = b.header;
-                if h.producer_id >= 0 && h.base_sequence >= 0 {
-                    states.record(
-                        h.producer_id,
-                        h.producer_epoch,
-                        h.base_sequence,
-                        h.record_count,
-                        h.base_offset as u64,
-                        h.max_timestamp,
-                    );
-                }
-                next = h.next_offset() as u64;
-            }
-            if next == before {
-                break;
-            }
-        }
-    }
-
-    /// Forgets producers idle longer than `producer.id.expiration.ms`.
-    fn expire_producers(&self, now_ms: i64) {
-        use std::sync::atomic::Ordering;
-        self.last_expiry_ms.store(now_ms, Ordering::Release);
-        let expired = self
-            .producers
-            .lock()
-            .expire(now_ms, self.producer_expiration_ms);
-        if expired > 0 {
-            tracing::debug!(topic = %self.topic, partition = self.index, expired, "expired idle producers");
-        }
-    }
-
-    /// Runs [`Partition::expire_producers`] at most every [`PRODUCER_EXPIRY_CHECK_MS`]
-    /// (Kafka's `producer.id.expiration.check.interval.ms` default).
-    fn maybe_expire_producers(&self) {
-        use std::sync::atomic::Ordering;
-        let now = groups::offsets::now_ms();
-        if now.saturating_sub(self.last_expiry_ms.load(Ordering::Acquire))
-            >= PRODUCER_EXPIRY_CHECK_MS
-        {
-            self.expire_producers(now);
-        }
-    }
-
-    /// Writes the snapshot once `segment_bytes` have been appended since the last one, so a
-    /// restart after a crash replays at most about one segment of headers. Runs on the
-    /// producing thread, whose response waits for it (one fsync per `segment.bytes`).
-    fn maybe_snapshot(&self, appended: u64, segment_bytes: u64) {
-        use std::sync::atomic::Ordering;
-        let total = self.since_snapshot.fetch_add(appended, Ordering::AcqRel) + appended;
-        if total < segment_bytes {
-            return;
-        }
-        self.since_snapshot.store(0, Ordering::Release);
-        if let Err(e) = self.save_producer_state() {
-            tracing::warn!(topic = %self.topic, partition = self.index, error = %format!("{e:#}"), "writing the producer-state snapshot failed");
-        }
-    }
-
-    /// Writes the snapshot if any idempotent producer has been seen (there is nothing to keep
-    /// otherwise, and a restart without a snapshot replays only the last segment).
-    fn save_producer_state(&self) -> Result<()> {
-        if self.producers.lock().is_empty() {
-            return Ok(());
-        }
-        self.write_snapshot()
-    }
-
-    /// Replaces the snapshot file with the state as of the log end (atomic replace, directory
-    /// fsync). Taken under the idempotent lock, so every idempotent batch below that offset is
-    /// in it and none past it.
-    fn write_snapshot(&self) -> Result<()> {
-        let _w = self.snapshot_write.lock();
-        let bytes = {
-            let _g = self.idempotent.lock();
-            let end = self.log.log_end_offset();
-            let mut states = self.producers.lock();
-            states.expire(groups::offsets::now_ms(), self.producer_expiration_ms);
-            states.encode_snapshot(end)
-        };
-        write_atomic(&self.snapshot_path(), &bytes)
-    }
-
-    fn produce(
-        &self,
-        config: &TopicConfig,
-        records: bytes::Bytes,
-    ) -> Result<Produced, ProduceError> {
-        let max = config.log.max_batch_bytes;
-        if records.len() > max {
-            return Err(perr(
-                ResponseError::MessageTooLarge,
-                format!(
-                    "batch of {} bytes exceeds max.message.bytes {max}",
-                    records.len()
-                ),
-            ));
-        }
-        let valid = header::ValidBatch::new(records, max).map_err(|e| match e {
-            strata_storage::batch::BatchError::BadCrc { .. } => {
-                perr(ResponseError::CorruptMessage, e.to_string())
-            }
-            strata_storage::batch::BatchError::LengthMismatch { .. } => perr(
-                ResponseError::InvalidRecord,
-                format!(
-                    "{e} (a produce request must carry exactly one record batch per partition)"
-                ),
-            ),
-            strata_storage::batch::BatchError::BadMagic { .. } => {
-                perr(ResponseError::UnsupportedForMessageFormat, e.to_string())
-            }
-            other => perr(ResponseError::CorruptMessage, other.to_string()),
-        })?;
-        let h = *valid.header();
-        if h.is_control() {
-            return Err(perr(
-                ResponseError::InvalidRecord,
-                "clients may not produce control batches",
-            ));
-        }
-        if h.is_transactional() {
-            return Err(perr(
-                ResponseError::InvalidRecord,
-                "transactions are not supported",
-            ));
-        }
-        // The bytes stay exactly as validated unless the topic rewrites them (another codec,
-        // LogAppendTime); only then must the engine check them again.
-        let mut rewritten = false;
-        let mut batch = match config.compression {
-            TopicCompression::Codec(c) if h.compression().ok() != Some(c) => {
-                rewritten = true;
-                recompress(&h, valid.as_bytes(), c)?
-            }
-            _ => Vec::new(),
-        };
-        let append_time = if config.log_append_time {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as i64);
-            if !rewritten {
-                batch = valid.as_bytes().to_vec();
-            }
-            header::set_log_append_time(&mut batch, now);
-            rewritten = true;
-            now
-        } else {
-            -1
-        };
-        let storage = |e: strata_storage::Error| match e {
-            strata_storage::Error::InvalidBatch(b) => {
-                perr(ResponseError::CorruptMessage, b.to_string())
-            }
-            strata_storage::Error::BatchTooLarge { .. } => {
-                perr(ResponseError::MessageTooLarge, e.to_string())
-            }
-            other => {
-                tracing::error!(topic = %self.topic, partition = self.index, error = %other, "append failed");
-                perr(ResponseError::KafkaStorageError, other.to_string())
-            }
-        };
-        // Unchanged bytes go in without a second CRC pass; rewritten ones are checked again.
-        let to_append = if rewritten { Err(batch) } else { Ok(valid) };
-        let append = |b: Result<header::ValidBatch, Vec<u8>>| match b {
-            Ok(v) => self.log.append_validated(v),
-            Err(bytes) => self.log.append_batch(bytes),
-        };
-        let produced = |base: u64| Produced {
-            base_offset: base,
-            log_append_time: append_time,
-            log_start_offset: self.log.log_start_offset(),
-        };
-        if h.producer_id < 0 {
-            let info = append(to_append).map_err(storage)?;
-            return Ok(produced(info.base_offset));
-        }
-        // Idempotent: check and append as one step.
-        let _g = self.idempotent.lock();
-        let check = self.producers.lock().check(
-            h.producer_id,
-            h.producer_epoch,
-            h.base_sequence,
-            h.record_count,
-        );
-        match check {
-            SeqCheck::Duplicate(base) => Ok(produced(base)),
-            SeqCheck::OutOfOrder { expected, got } => Err(perr(
-                ResponseError::OutOfOrderSequenceNumber,
-                format!(
-                    "producer {} expected sequence {expected}, got {got}",
-                    h.producer_id
-                ),
-            )),
-            SeqCheck::Fenced { current, got } => Err(perr(
-                ResponseError::InvalidProducerEpoch,
-                format!(
-                    "producer {} epoch {got} is older than the current {current}",
-                    h.producer_id
-                ),
-            )),
-            SeqCheck::Append => {
-                let info = append(to_append).map_err(storage)?;
-                // What the stored header says (the append time under LogAppendTime), so a
-                // replay of the log rebuilds the same value.
-                let max_timestamp = if append_time >= 0 {
-                    append_time
-                } else {
-                    h.max_timestamp
-                };
-                self.producers.lock().record(
-                    h.producer_id,
-                    h.producer_epoch,
-                    h.base_sequence,
-                    h.record_count,
-                    info.base_offset,
-                    max_timestamp,
-                );
-                Ok(produced(info.base_offset))
-            }
-        }
-    }
-
-    /// Whole batches from `offset`, at most `max_bytes` unless the first batch is larger.
-    pub fn read(&self, offset: u64, max_bytes: usize) -> strata_storage::Result<ReadSlice> {
-        self.log.read(offset, max_bytes)
     }
 }
 
@@ -767,6 +659,67 @@ fn recompress(
     }
     b.build().map_err(bad)
 }
+
+/// Runs [`Broker::heal`] every [`HEAL_INTERVAL`] on a blocking thread until `stop` turns true.
+pub async fn heal_loop(broker: Arc<Broker>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(HEAL_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        if *stop.borrow() {
+            return;
+        }
+        let b = broker.clone();
+        if let Err(e) = tokio::task::spawn_blocking(move || b.heal()).await {
+            tracing::error!(error = %e, "health pass failed");
+        }
+    }
+}
+
+/// Reads and decodes `topics/<name>.json`, bounded in size, checking that it names its topic.
+fn read_topic_meta(path: &Path, name: &str) -> Result<TopicMeta> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).context("opening")?;
+    let mut text = String::new();
+    file.take(MAX_TOPIC_META_BYTES + 1)
+        .read_to_string(&mut text)
+        .context("reading")?;
+    if text.len() as u64 > MAX_TOPIC_META_BYTES {
+        bail!("more than {MAX_TOPIC_META_BYTES} bytes");
+    }
+    let meta: TopicMeta = serde_json::from_str(&text).context("parsing")?;
+    if meta.name != name {
+        bail!("names topic {:?}, not {name:?}", meta.name);
+    }
+    if !(1..=MAX_PARTITIONS).contains(&meta.partitions) {
+        bail!(
+            "{} partitions, outside 1..={MAX_PARTITIONS}",
+            meta.partitions
+        );
+    }
+    u128::from_str_radix(&meta.id, 16).with_context(|| format!("topic id {:?}", meta.id))?;
+    Ok(meta)
+}
+
+/// `<topic>-<n>`, split at the last '-', as partition directories are named (FORMAT.md §1).
+pub fn parse_partition_dir(name: &str) -> Option<(&str, i32)> {
+    let (topic, index) = name.rsplit_once('-')?;
+    if topic.is_empty() || index.is_empty() || !index.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((topic, index.parse().ok()?))
+}
+
+/// File descriptors an open partition holds: the lock file, the active segment (written,
+/// mapped, and again with O_DIRECT or an io_uring in some modes) and its sealed segments'
+/// mappings, kept for `sendfile`. A rough figure for the start-up log line.
+pub const FDS_PER_PARTITION: u64 = 5;
+
+/// Most partitions a topic may have (CreateTopics and topic files alike).
+pub const MAX_PARTITIONS: i32 = 100_000;
 
 /// Checks that the data directory is usable before anything else happens.
 pub fn check_data_dir(dir: &Path) -> Result<()> {

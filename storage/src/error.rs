@@ -41,12 +41,15 @@ pub enum Error {
     },
 
     /// An earlier write or fsync failed. The page cache may no longer match the disk, so the log
-    /// refuses every further write until it is reopened (and recovered).
+    /// refuses every further write until it is reopened (and recovered). `no_space`: the failure
+    /// was a full disk or quota (`ENOSPC`, `EDQUOT`), after which reopening once there is room
+    /// again recovers the log without losing anything acknowledged.
     #[error("log {dir} refuses writes after a failed {op}: {cause}")]
     Poisoned {
         dir: PathBuf,
         op: &'static str,
         cause: String,
+        no_space: bool,
     },
 
     /// A read asked for an offset outside `[log_start, log_end]`.
@@ -71,6 +74,29 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether this is, or was caused by, a full disk or an exhausted quota (`ENOSPC`,
+    /// `EDQUOT`): a condition that goes away when space is freed.
+    pub fn is_no_space(&self) -> bool {
+        match self {
+            Error::Io { source, .. } => is_no_space_io(source),
+            Error::Poisoned { no_space, .. } => *no_space,
+            _ => false,
+        }
+    }
+
+    /// Whether this is the process running out of file descriptors, memory or threads
+    /// (`EMFILE`, `ENFILE`, `ENOMEM`, `EAGAIN`): a condition that goes away when others close.
+    pub fn is_out_of_resources(&self) -> bool {
+        matches!(
+            self,
+            Error::Io { source, .. }
+                if matches!(
+                    source.raw_os_error(),
+                    Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::EAGAIN)
+                )
+        )
+    }
+
     /// Wraps an `io::Error` with the operation and the path it was about.
     pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
@@ -90,4 +116,11 @@ impl<T> IoContext<T> for std::io::Result<T> {
     fn ctx(self, op: &'static str, path: &std::path::Path) -> Result<T> {
         self.map_err(|e| Error::io(op, path, e))
     }
+}
+
+/// `ENOSPC` or `EDQUOT`.
+pub fn is_no_space_io(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+        || e.kind() == std::io::ErrorKind::StorageFull
+        || e.kind() == std::io::ErrorKind::QuotaExceeded
 }

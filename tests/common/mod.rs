@@ -17,6 +17,8 @@ pub struct Broker {
     pub child: Option<Child>,
     pub addr: String,
     pub dir: PathBuf,
+    /// Where its stderr goes when started with [`Broker::start_logged`].
+    pub log: Option<PathBuf>,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -31,7 +33,43 @@ impl Broker {
 
     /// Starts on an existing data dir (restarts).
     pub fn start_in(dir: &Path, extra: &[&str]) -> Broker {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_strata"));
+        Broker::spawn(dir, extra, None)
+    }
+
+    /// [`Broker::start_in`] with the broker's log (RUST_LOG=info) written to `log`, for tests
+    /// that check what it reports.
+    pub fn start_logged(dir: &Path, extra: &[&str], log: &Path) -> Broker {
+        Broker::spawn(dir, extra, Some(log))
+    }
+
+    /// Everything the broker logged so far (started with [`Broker::start_logged`]).
+    pub fn log_text(&self) -> String {
+        self.log
+            .as_ref()
+            .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+            .unwrap_or_default()
+    }
+
+    /// [`Broker::start_logged`] under an open-file limit of `nofile` (soft and hard, set by
+    /// `sh`'s `ulimit -n` before it execs the broker).
+    pub fn start_with_open_file_limit(
+        dir: &Path,
+        extra: &[&str],
+        log: &Path,
+        nofile: u32,
+    ) -> Broker {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(format!("ulimit -n {nofile} && exec \"$0\" \"$@\""))
+            .arg(env!("CARGO_BIN_EXE_strata"));
+        Broker::spawn_cmd(cmd, dir, extra, Some(log))
+    }
+
+    fn spawn(dir: &Path, extra: &[&str], log: Option<&Path>) -> Broker {
+        Broker::spawn_cmd(Command::new(env!("CARGO_BIN_EXE_strata")), dir, extra, log)
+    }
+
+    fn spawn_cmd(mut cmd: Command, dir: &Path, extra: &[&str], log: Option<&Path>) -> Broker {
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir);
         // The suite runs once per write backend and write mode (scripts/test-all sets
@@ -43,10 +81,20 @@ impl Broker {
             cmd.arg("--set")
                 .arg(format!("strata.log.write.mode={mode}"));
         }
-        cmd.args(extra)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+        cmd.args(extra).stdout(Stdio::piped());
+        match log {
+            Some(path) => {
+                let f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .unwrap();
+                cmd.env("RUST_LOG", "info").stderr(Stdio::from(f));
+            }
+            None => {
+                cmd.env("RUST_LOG", "warn").stderr(Stdio::inherit());
+            }
+        }
         let mut child = cmd.spawn().unwrap();
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap())
@@ -61,6 +109,7 @@ impl Broker {
             child: Some(child),
             addr,
             dir: dir.to_path_buf(),
+            log: log.map(Path::to_path_buf),
             _tmp: None,
         }
     }

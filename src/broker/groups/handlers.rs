@@ -35,10 +35,27 @@ pub fn find_coordinator(broker: &Arc<Broker>, req: FindCoordinatorRequest, versi
         .advertised()
         .unwrap_or_else(|_| ("127.0.0.1".into(), 9092));
     let error = match req.key_type {
+        // The committed-offsets log did not open: no group can be coordinated here.
+        0 if broker.groups.offsets.offline().is_some() => {
+            Some(ResponseError::CoordinatorNotAvailable)
+        }
         0 => None,
-        // Transactions are not implemented: there is no transaction coordinator.
-        1 => Some(ResponseError::CoordinatorNotAvailable),
+        // Transactions are not implemented. A retriable answer (COORDINATOR_NOT_AVAILABLE) left
+        // clients retrying for a minute or forever; this one is fatal in librdkafka, the Java
+        // client and kafka-python, and its message says why.
+        1 => Some(ResponseError::TransactionalIdAuthorizationFailed),
         _ => Some(ResponseError::InvalidRequest),
+    };
+    let message = |e: ResponseError| {
+        match e {
+        ResponseError::TransactionalIdAuthorizationFailed => {
+            "transactions are not supported by this broker (Strata): use an idempotent producer without transactional.id".to_string()
+        }
+        ResponseError::CoordinatorNotAvailable => {
+            "the committed-offsets log is offline (see the broker's log)".to_string()
+        }
+        other => other.to_string(),
+    }
     };
     let mut r = FindCoordinatorResponse::default();
     if version >= 4 {
@@ -56,7 +73,7 @@ pub fn find_coordinator(broker: &Arc<Broker>, req: FindCoordinatorRequest, versi
                             .with_node_id(BrokerId(-1))
                             .with_port(-1)
                             .with_error_code(e.code())
-                            .with_error_message(Some(s(e.to_string()))),
+                            .with_error_message(Some(s(message(e)))),
                     }
                 })
                 .collect(),
@@ -73,7 +90,7 @@ pub fn find_coordinator(broker: &Arc<Broker>, req: FindCoordinatorRequest, versi
                 .with_error_code(e.code()),
         };
         if version >= 1 && error.is_some() {
-            r = r.with_error_message(error.map(|e| s(e.to_string())));
+            r = r.with_error_message(error.map(|e| s(message(e))));
         }
     }
     encode_body(&r, version)
@@ -355,8 +372,32 @@ pub async fn offset_commit(broker: &Arc<Broker>, req: OffsetCommitRequest, versi
     let mut store_error = None;
     if !commits.is_empty() {
         let c2 = c.clone();
-        match tokio::task::spawn_blocking(move || c2.offsets.commit(commits)).await {
-            Ok(Ok(())) => {}
+        let b = broker.clone();
+        let keys: Vec<(String, i32)> = commits
+            .iter()
+            .map(|((_, t, p), _)| (t.clone(), *p))
+            .collect();
+        let exists = move |t: &str, p: i32| b.partition(t, p).is_some();
+        match tokio::task::spawn_blocking(move || c2.offsets.commit(commits, exists)).await {
+            Ok(Ok(stored)) => {
+                // A topic deleted between the check above and the commit: not stored.
+                let refused: std::collections::HashSet<(String, i32)> = keys
+                    .into_iter()
+                    .zip(stored)
+                    .filter(|(_, ok)| !ok)
+                    .map(|(k, _)| k)
+                    .collect();
+                if !refused.is_empty() {
+                    for (row, topic) in errors.iter_mut().zip(&req.topics) {
+                        for (e, part) in row.iter_mut().zip(&topic.partitions) {
+                            let key = (topic.name.0.to_string(), part.partition_index);
+                            if e.is_none() && refused.contains(&key) {
+                                *e = Some(ResponseError::UnknownTopicOrPartition);
+                            }
+                        }
+                    }
+                }
+            }
             Ok(Err(e)) => {
                 tracing::error!(group = %group, error = %format!("{e:#}"), "offset commit failed");
                 store_error = Some(ResponseError::KafkaStorageError);

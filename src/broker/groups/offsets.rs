@@ -57,9 +57,22 @@ struct Entry {
 #[derive(Debug)]
 pub struct OffsetStore {
     log: RwLock<Option<PartitionLog>>,
+    /// Commits hold it shared from their check that the topic exists to their append; a topic's
+    /// deletion holds it alone while it writes tombstones, so no commit for the topic lands
+    /// after them.
+    topics_gate: RwLock<()>,
     live: Mutex<BTreeMap<OffsetKey, Entry>>,
     compact_bytes: u64,
     last_snapshot_bytes: Mutex<u64>,
+    /// Why the log did not open at start-up (damage): the store then holds nothing and refuses
+    /// commits, and the coordinator answers COORDINATOR_NOT_AVAILABLE.
+    offline: Option<String>,
+    /// Set while the log, taken down after a full disk, waits to be reopened.
+    reopening: std::sync::atomic::AtomicBool,
+    /// What reopening the log after a full disk needs.
+    dir: std::path::PathBuf,
+    config: LogConfig,
+    backend: Arc<dyn IoBackend>,
 }
 
 fn put_str(out: &mut Vec<u8>, s: Option<&str>) -> Result<()> {
@@ -197,16 +210,80 @@ impl OffsetStore {
         backend: Arc<dyn IoBackend>,
     ) -> Result<Self> {
         let dir = data_dir.join(OFFSETS_DIR);
-        let log = PartitionLog::open(&dir, config, backend)
-            .with_context(|| format!("opening the offsets log {}", dir.display()))?;
-        let live = replay(&log).with_context(|| format!("replaying {}", dir.display()))?;
-        tracing::info!(offsets = live.len(), dir = %dir.display(), "committed offsets restored");
+        let opened = PartitionLog::open(&dir, config.clone(), backend.clone())
+            .with_context(|| format!("opening the offsets log {}", dir.display()))
+            .and_then(|log| {
+                let live = replay(&log).with_context(|| format!("replaying {}", dir.display()))?;
+                Ok((log, live))
+            });
+        let (log, live, offline) = match opened {
+            Ok((log, live)) => {
+                tracing::info!(offsets = live.len(), dir = %dir.display(), "committed offsets restored");
+                (Some(log), live, None)
+            }
+            Err(e) => {
+                // Groups are unavailable (COORDINATOR_NOT_AVAILABLE); everything else serves.
+                let reason = format!("{e:#}");
+                tracing::error!(%reason, "the committed-offsets log is offline: consumer groups are unavailable until it is repaired (strata verify --repair) and the broker restarted");
+                (None, BTreeMap::new(), Some(reason))
+            }
+        };
         Ok(OffsetStore {
-            log: RwLock::new(Some(log)),
+            log: RwLock::new(log),
+            topics_gate: RwLock::new(()),
             live: Mutex::new(live),
             compact_bytes,
             last_snapshot_bytes: Mutex::new(0),
+            offline,
+            reopening: std::sync::atomic::AtomicBool::new(false),
+            dir,
+            config,
+            backend,
         })
+    }
+
+    /// After a commit failed on a full disk (the log refuses writes, `LogFailure::no_space`),
+    /// reopens the log, whose recovery cuts what the failed write left, and replays it. Does
+    /// nothing otherwise, or while the disk is still full (the next call tries again). Blocking;
+    /// commits wait meanwhile.
+    pub fn heal(&self) {
+        let needs = self.reopening.load(std::sync::atomic::Ordering::Acquire)
+            || self
+                .log
+                .read()
+                .as_ref()
+                .and_then(PartitionLog::failure)
+                .is_some_and(|f| f.no_space);
+        // Reopening would succeed on a full disk and the next commit fail again: wait for room.
+        let room = strata_storage::io::available_bytes(&self.dir).unwrap_or(0);
+        if !needs || room < (self.config.max_batch_bytes as u64).max(1 << 20) {
+            return;
+        }
+        let mut guard = self.log.write();
+        self.reopening
+            .store(true, std::sync::atomic::Ordering::Release);
+        drop(guard.take());
+        let reopened = PartitionLog::open(&self.dir, self.config.clone(), self.backend.clone())
+            .map_err(anyhow::Error::new)
+            .and_then(|log| Ok((replay(&log)?, log)));
+        match reopened {
+            Ok((live, log)) => {
+                *self.live.lock() = live;
+                *guard = Some(log);
+                self.reopening
+                    .store(false, std::sync::atomic::Ordering::Release);
+                tracing::info!(dir = %self.dir.display(), "the committed-offsets log is back after a full disk");
+            }
+            Err(e) => {
+                // Still full: the next pass tries again (commits meanwhile fail, "closed").
+                tracing::debug!(dir = %self.dir.display(), error = %format!("{e:#}"), "the committed-offsets log could not be reopened yet");
+            }
+        }
+    }
+
+    /// Why the offsets log did not open, if it did not (groups are then unavailable).
+    pub fn offline(&self) -> Option<&str> {
+        self.offline.as_deref()
     }
 
     pub fn get(&self, key: &OffsetKey) -> Option<Committed> {
@@ -223,6 +300,11 @@ impl OffsetStore {
             .collect()
     }
 
+    /// Topics that have at least one committed offset.
+    pub fn topics(&self) -> std::collections::BTreeSet<String> {
+        self.live.lock().keys().map(|k| k.1.clone()).collect()
+    }
+
     /// Group ids that have at least one committed offset.
     pub fn groups(&self) -> Vec<String> {
         let mut out: Vec<String> = self.live.lock().keys().map(|k| k.0.clone()).collect();
@@ -230,8 +312,25 @@ impl OffsetStore {
         out
     }
 
-    /// Stores commits durably (one batch, one fsync), then makes them visible. Blocking.
-    pub fn commit(&self, commits: Vec<(OffsetKey, Committed)>) -> Result<()> {
+    /// Stores the commits whose partition `exists` (checked here, so a topic deleted meanwhile
+    /// gets none) durably (one batch, one fsync), then makes them visible. Returns, in order,
+    /// whether each was stored. Blocking.
+    pub fn commit(
+        &self,
+        commits: Vec<(OffsetKey, Committed)>,
+        exists: impl Fn(&str, i32) -> bool,
+    ) -> Result<Vec<bool>> {
+        let _gate = self.topics_gate.read();
+        let stored: Vec<bool> = commits.iter().map(|(k, _)| exists(&k.1, k.2)).collect();
+        let commits: Vec<(OffsetKey, Committed)> = commits
+            .into_iter()
+            .zip(&stored)
+            .filter(|(_, ok)| **ok)
+            .map(|(c, _)| c)
+            .collect();
+        if commits.is_empty() {
+            return Ok(stored);
+        }
         let mut records = Vec::with_capacity(commits.len());
         for (k, c) in &commits {
             records.push(
@@ -241,7 +340,9 @@ impl OffsetStore {
             );
         }
         self.append(records, commits.into_iter().map(|(k, c)| (k, Some(c))))?;
-        self.maybe_compact()
+        drop(_gate);
+        self.maybe_compact()?;
+        Ok(stored)
     }
 
     /// Deletes every committed offset of `group` (durable tombstones). Blocking.
@@ -261,6 +362,36 @@ impl OffsetStore {
             records.push(r.with_timestamp(now_ms()));
         }
         self.append(records, keys.into_iter().map(|k| (k, None)))
+    }
+
+    /// Deletes every committed offset of `topic`, of every group (durable tombstones, in
+    /// batches of at most [`SNAPSHOT_BATCH_RECORDS`]). Blocking.
+    pub fn delete_topic(&self, topic: &str) -> Result<()> {
+        let _gate = self.topics_gate.write();
+        let keys: Vec<OffsetKey> = self
+            .live
+            .lock()
+            .keys()
+            .filter(|k| k.1 == topic)
+            .cloned()
+            .collect();
+        for chunk in keys.chunks(SNAPSHOT_BATCH_RECORDS) {
+            let mut records = Vec::with_capacity(chunk.len());
+            for k in chunk {
+                let mut r = NewRecord::new(Vec::new()).with_key(encode_key(k)?);
+                r.value = None;
+                records.push(r.with_timestamp(now_ms()));
+            }
+            self.append(records, chunk.iter().cloned().map(|k| (k, None)))?;
+        }
+        if !keys.is_empty() {
+            tracing::info!(
+                topic,
+                offsets = keys.len(),
+                "deleted the committed offsets of a deleted topic"
+            );
+        }
+        Ok(())
     }
 
     fn append(

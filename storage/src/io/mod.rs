@@ -286,6 +286,49 @@ pub fn evict_page_cache(path: &Path) -> io::Result<()> {
     }
 }
 
+/// Raises the process's open-file soft limit (`RLIMIT_NOFILE`) to its hard limit, as Kafka's
+/// and Redpanda's packaging do: every open partition holds several descriptors. Returns the
+/// limit before and after.
+pub fn raise_open_file_limit() -> io::Result<(u64, u64)> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid, writable rlimit for the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let before = lim.rlim_cur;
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: `raised` is a valid rlimit, read by the call.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        lim = raised;
+    }
+    Ok((before, lim.rlim_cur))
+}
+
+/// Bytes an unprivileged writer may still allocate on the file system holding `path`
+/// (`statvfs`: available blocks times the fragment size).
+pub fn available_bytes(path: &Path) -> io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path holds a NUL byte"))?;
+    // SAFETY: an all-zero `statvfs` is a valid value of this plain C struct.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a NUL-terminated string and `st` a writable struct, both alive for the call.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
 /// How many of `path`'s bytes are in the page cache (`mincore` over a read-only mapping), so a
 /// cold-read benchmark can say how cold it really was.
 pub fn resident_bytes(path: &Path) -> io::Result<u64> {

@@ -17,6 +17,7 @@ mod segment;
 
 pub use config::{FsyncPolicy, LogConfig, PREALLOCATE_STEP, RecoveryMode, WriteMode};
 pub use partition::{
-    AppendInfo, PartitionLog, PendingAppend, RecoveryReport, RetentionReport, SegmentInfo,
+    AppendInfo, LogFailure, PartitionLog, PendingAppend, RecoveryReport, RetentionReport,
+    SegmentInfo,
 };
 pub use read::ReadSlice;

@@ -175,7 +175,39 @@ struct Queue {
     taken_seq: u64,
     pending: Vec<Pending>,
     leader: bool,
-    failure: Option<(&'static str, String)>,
+    failure: Option<LogFailure>,
+}
+
+/// Why a log refuses writes (see [`PartitionLog::failure`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogFailure {
+    /// The operation that failed (`write`, `fdatasync`, `roll`, `seal`).
+    pub op: &'static str,
+    pub cause: String,
+    /// A full disk or quota (`ENOSPC`, `EDQUOT`): reopening the log once there is room again
+    /// recovers it (the failed write left at most a batch cut short at the end, which recovery
+    /// cuts) and loses nothing acknowledged. Any other failure (`EIO` from a write or a sync)
+    /// leaves the page cache not telling what is on the disk: the log stays refused.
+    pub no_space: bool,
+}
+
+impl LogFailure {
+    fn new(op: &'static str, e: &Error) -> Self {
+        // A sync that failed may have lost pages the page cache still shows: reopening would
+        // recover from bytes that are not on the disk, so it never counts as a full disk.
+        let sync = matches!(
+            e,
+            Error::Io {
+                op: "fdatasync" | "fsync dir",
+                ..
+            }
+        );
+        LogFailure {
+            op,
+            cause: e.to_string(),
+            no_space: e.is_no_space() && !sync,
+        }
+    }
 }
 
 /// State only the current leader touches.
@@ -439,6 +471,11 @@ impl PartitionLog {
             reaper,
             recovery: report,
         })
+    }
+
+    /// Why the log refuses writes, if it does (a failed write, sync, roll or seal poisoned it).
+    pub fn failure(&self) -> Option<LogFailure> {
+        self.inner.queue.lock().failure.clone()
     }
 
     /// What recovery found when this log was opened.
@@ -724,7 +761,7 @@ impl PartitionLog {
             if !group.is_empty() {
                 let done = inner
                     .write_group(core, &group, upto)
-                    .map_err(|(op, e)| inner.poisoned(op, &e.to_string()))?;
+                    .map_err(|(op, e)| inner.poisoned(&LogFailure::new(op, &e)))?;
                 if done {
                     inner.queue.lock().done_seq = upto;
                 }
@@ -777,11 +814,12 @@ impl Drop for PartitionLog {
 }
 
 impl Inner {
-    fn poisoned(&self, op: &'static str, cause: &str) -> Error {
+    fn poisoned(&self, f: &LogFailure) -> Error {
         Error::Poisoned {
             dir: self.dir.clone(),
-            op,
-            cause: cause.to_string(),
+            op: f.op,
+            cause: f.cause.clone(),
+            no_space: f.no_space,
         }
     }
 
@@ -789,8 +827,8 @@ impl Inner {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::Closed(self.dir.clone()));
         }
-        if let Some((op, cause)) = &q.failure {
-            return Err(self.poisoned(op, cause));
+        if let Some(f) = &q.failure {
+            return Err(self.poisoned(f));
         }
         Ok(())
     }
@@ -843,8 +881,8 @@ impl Inner {
             if seq < q.done_seq || (until == Until::Taken && seq < q.taken_seq) {
                 return Ok(());
             }
-            if let Some((op, cause)) = &q.failure {
-                return Err(self.poisoned(op, cause));
+            if let Some(f) = &q.failure {
+                return Err(self.poisoned(f));
             }
             // A batch a leader took is written even if the log closes meanwhile.
             if self.closed.load(Ordering::Acquire) && seq >= q.taken_seq {
@@ -870,7 +908,7 @@ impl Inner {
                     Ok(false) => {}
                     Err((op, e)) => {
                         tracing::error!(dir = %self.dir.display(), op, error = %e, "write failed; the log refuses further writes");
-                        q.failure = Some((op, e.to_string()));
+                        q.failure = Some(LogFailure::new(op, &e));
                         q.pending.clear();
                     }
                 }
@@ -897,8 +935,8 @@ impl Inner {
         };
         let mut q = self.queue.lock();
         q.leader = false;
-        if let Err(Error::Poisoned { op, cause, .. }) = &res {
-            q.failure.get_or_insert((op, cause.clone()));
+        if let Err(e @ Error::Poisoned { op, .. }) = &res {
+            q.failure.get_or_insert_with(|| LogFailure::new(op, e));
         }
         self.queue_cv.notify_all();
         res
@@ -1147,9 +1185,7 @@ impl Inner {
 
     fn failed_error(&self) -> Option<Error> {
         let q = self.queue.lock();
-        q.failure
-            .as_ref()
-            .map(|(op, cause)| self.poisoned(op, cause))
+        q.failure.as_ref().map(|f| self.poisoned(f))
     }
 
     /// Blocks until every staged direct write is published (or the log failed); then fails if
@@ -1188,7 +1224,7 @@ impl Inner {
     fn fail_writes(&self, f: &mut Flights<RollSwap>, e: &Error) {
         tracing::error!(dir = %self.dir.display(), error = %e, "write failed; the log refuses further writes");
         let mut q = self.queue.lock();
-        q.failure.get_or_insert(("write", e.to_string()));
+        q.failure.get_or_insert_with(|| LogFailure::new("write", e));
         q.pending.clear();
         drop(q);
         self.queue_cv.notify_all();
@@ -1369,7 +1405,7 @@ impl Inner {
     fn roll(&self, core: &mut WriterCore) -> Result<()> {
         self.roll_inner(core).map_err(|e| match e {
             e @ Error::Poisoned { .. } => e,
-            other => self.poisoned("roll", &other.to_string()),
+            other => self.poisoned(&LogFailure::new("roll", &other)),
         })
     }
 
@@ -1525,8 +1561,8 @@ impl Inner {
         }
         drop(q);
         let q = self.queue.lock();
-        if let Some((op, cause)) = &q.failure {
-            return Err(self.poisoned(op, cause));
+        if let Some(f) = &q.failure {
+            return Err(self.poisoned(f));
         }
         Ok(())
     }
@@ -1565,12 +1601,19 @@ impl Inner {
         if let Err(e) = w.sync_data() {
             // After a failed fsync the kernel may have dropped the dirty pages: the page cache
             // no longer tells what is on disk. Refuse writes until reopened.
+            // Never `no_space`: a sync that failed may have lost pages the page cache still
+            // shows, so reopening would recover from bytes that are not on the disk.
+            let failure = LogFailure {
+                op: "fdatasync",
+                cause: e.to_string(),
+                no_space: false,
+            };
             let mut q = self.queue.lock();
-            q.failure.get_or_insert(("fdatasync", e.to_string()));
+            q.failure.get_or_insert_with(|| failure.clone());
             drop(q);
             self.queue_cv.notify_all();
             tracing::error!(dir = %self.dir.display(), error = %e, "fdatasync failed; the log refuses further writes");
-            return Err(self.poisoned("fdatasync", &e.to_string()));
+            return Err(self.poisoned(&failure));
         }
         self.durable_end.fetch_max(end, Ordering::AcqRel);
         Ok(())
@@ -1781,7 +1824,11 @@ fn spawn_sealer(inner: &Arc<Inner>) -> Result<JoinHandle<()>> {
                 let res = inner.seal(&job);
                 if let Err(e) = &res {
                     tracing::error!(segment = %job.segment.log_path.display(), error = %e, "sealing a segment failed; the log refuses further writes");
-                    inner.queue.lock().failure.get_or_insert(("seal", e.to_string()));
+                    inner
+                        .queue
+                        .lock()
+                        .failure
+                        .get_or_insert_with(|| LogFailure::new("seal", e));
                     // Appends waiting for staged direct writes learn it now.
                     inner.queue_cv.notify_all();
                 }
