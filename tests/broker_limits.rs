@@ -191,3 +191,37 @@ fn given_a_low_open_file_limit_when_a_topic_needs_more_files_than_fit_then_creat
     assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
     create_topic(&mut c, "fits-too", 3, &[]);
 }
+
+#[test]
+fn given_a_small_processing_memory_when_a_request_needs_more_than_all_of_it_then_it_runs_alone_and_everyone_is_answered()
+ {
+    use kafka_protocol::messages::{DeleteTopicsRequest, MetadataRequest};
+    let b = Broker::start(&["--set", "strata.request.processing.memory.bytes=1048576"]);
+    let mut admin = b.client();
+    create_topic(&mut admin, "t", 1, &[]);
+    let clients: Vec<_> = (0..4)
+        .map(|i| {
+            let addr = b.addr.clone();
+            std::thread::spawn(move || {
+                let mut c = Client::connect(&addr);
+                for j in 0..5 {
+                    // ~100 KB of names: its estimate (64 bytes per byte) is six times the whole.
+                    let names = (0..20_000)
+                        .map(|k| topic(&format!("n{i}-{j}-{k}")))
+                        .collect();
+                    let r = c.call(&DeleteTopicsRequest::default().with_topic_names(names), 3);
+                    assert_eq!(r.responses.len(), 20_000);
+                    let r = produce(&mut c, "t", 0, batch(&["v"], None), -1).unwrap();
+                    assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+    let md = admin.call(&MetadataRequest::default().with_topics(None), 12);
+    assert_eq!(md.topics.len(), 1);
+    let r = fetch(&mut admin, "t", 0, 0, 0, 12);
+    assert_eq!(r.responses[0].partitions[0].high_watermark, 20);
+}

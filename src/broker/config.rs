@@ -119,6 +119,21 @@ pub const BROKER_KEYS: &[(&str, &str, &str)] = &[
         "Request bytes read but not yet fully processed, summed over all connections; a connection waits (back-pressure) before reading a frame that would exceed it. At least `socket.request.max.bytes`; -1 = unlimited (Kafka's default; ours is bounded).",
     ),
     (
+        "connections.max.idle.ms",
+        "600000",
+        "Close a connection that has neither sent a byte nor had a request in process for this long (Kafka's name and default); -1 never.",
+    ),
+    (
+        "strata.request.read.timeout.ms",
+        "30000",
+        "A request frame must arrive whole within this long of its 4-byte length, else the connection is closed and the bytes it held released (a client that stalls mid-frame cannot hold the request budget); -1 never.",
+    ),
+    (
+        "strata.request.processing.memory.bytes",
+        "1073741824",
+        "Memory requests being decoded and answered may hold together, broker-wide: each reserves an estimate from its size and kind before it is decoded (8 KiB plus, per request byte, 64 bytes for admin requests, whose arrays of names decode into larger structures, 48 for Produce, 16 for ListOffsets and OffsetCommit, 8 for Fetch, 4 for JoinGroup and SyncGroup), and waits for room; a request larger than the whole runs alone.",
+    ),
+    (
         "max.connections",
         "2147483647",
         "Most client connections open at once; further ones wait in the listen backlog until one closes (as in Kafka).",
@@ -147,6 +162,16 @@ pub const BROKER_KEYS: &[(&str, &str, &str)] = &[
         "offsets.topic.segment.bytes",
         "104857600",
         "Segment size of the committed-offsets log; once the log is larger than this (and than twice its last snapshot) it is compacted to a snapshot of the live offsets.",
+    ),
+    (
+        "strata.decompressed.batch.max.bytes",
+        "67108864",
+        "Most bytes a produced batch may decompress to when the broker looks inside it (a topic whose compression.type re-encodes); a batch that expands past it is refused with CORRUPT_MESSAGE as soon as it does, or before if its zstd frame declares its size.",
+    ),
+    (
+        "strata.decompression.memory.bytes",
+        "134217728",
+        "Memory all re-encodings in progress may hold together, broker-wide: each holds its codec's working memory (at most about 10 MiB) plus the topic's max.message.bytes, and waits for its share.",
     ),
     (
         "strata.io.backend",
@@ -295,6 +320,12 @@ impl BrokerConfig {
             "log.dirs" => Ok(()),
             "log.flush.interval.ms" if self.get(key).is_empty() => Ok(()),
             "max.connections" => self.max_connections().map(drop),
+            "strata.decompressed.batch.max.bytes" => self.decompressed_batch_max().map(drop),
+            "strata.request.processing.memory.bytes" => self.request_processing_memory().map(drop),
+            "strata.decompression.memory.bytes" => self.decompression_memory().map(drop),
+            "connections.max.idle.ms" | "strata.request.read.timeout.ms" => {
+                self.optional_millis(key).map(drop)
+            }
             "producer.id.expiration.ms" => self.producer_id_expiration_ms().map(drop),
             "socket.request.max.bytes" => {
                 let v = self.i64(key)?;
@@ -389,6 +420,53 @@ impl BrokerConfig {
         match usize::try_from(v) {
             Ok(n) if n >= 1 => Ok(n),
             _ => bail!("max.connections must be at least 1, got {v}"),
+        }
+    }
+
+    /// `strata.request.processing.memory.bytes`.
+    pub fn request_processing_memory(&self) -> Result<usize> {
+        let v = self.i64("strata.request.processing.memory.bytes")?;
+        match usize::try_from(v) {
+            Ok(n) if n >= 1 << 20 => Ok(n),
+            _ => bail!("strata.request.processing.memory.bytes must be at least 1048576, got {v}"),
+        }
+    }
+
+    /// `strata.decompressed.batch.max.bytes`.
+    pub fn decompressed_batch_max(&self) -> Result<usize> {
+        let v = self.i64("strata.decompressed.batch.max.bytes")?;
+        match usize::try_from(v) {
+            Ok(n) if n >= 1024 => Ok(n),
+            _ => bail!("strata.decompressed.batch.max.bytes must be at least 1024, got {v}"),
+        }
+    }
+
+    /// `strata.decompression.memory.bytes`.
+    pub fn decompression_memory(&self) -> Result<usize> {
+        let v = self.i64("strata.decompression.memory.bytes")?;
+        let min = strata_storage::batch::stream::RECODE_WORKING_BYTES;
+        match usize::try_from(v) {
+            Ok(n) if n >= min => Ok(n),
+            _ => bail!("strata.decompression.memory.bytes must be at least {min}, got {v}"),
+        }
+    }
+
+    /// `connections.max.idle.ms`: `None` for -1 (never).
+    pub fn connections_max_idle(&self) -> Result<Option<Duration>> {
+        self.optional_millis("connections.max.idle.ms")
+    }
+
+    /// `strata.request.read.timeout.ms`: `None` for -1 (never).
+    pub fn request_read_timeout(&self) -> Result<Option<Duration>> {
+        self.optional_millis("strata.request.read.timeout.ms")
+    }
+
+    /// A positive number of milliseconds, or -1 for none.
+    fn optional_millis(&self, key: &str) -> Result<Option<Duration>> {
+        match self.i64(key)? {
+            -1 => Ok(None),
+            v if v > 0 => Ok(Some(Duration::from_millis(v as u64))),
+            v => bail!("{key} must be > 0 or -1, got {v}"),
         }
     }
 
@@ -510,6 +588,8 @@ pub struct TopicConfig {
     pub log: LogConfig,
     pub compression: TopicCompression,
     pub log_append_time: bool,
+    /// `strata.decompressed.batch.max.bytes` (a broker setting every topic uses).
+    pub max_decompressed: usize,
 }
 
 impl TopicConfig {
@@ -582,6 +662,7 @@ impl TopicConfig {
             log_append_time: parse_timestamp_type(&get("message.timestamp.type"))?,
             overrides,
             log,
+            max_decompressed: broker.decompressed_batch_max()?,
         })
     }
 

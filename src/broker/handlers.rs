@@ -81,55 +81,77 @@ pub async fn metadata(broker: &Arc<Broker>, req: MetadataRequest, version: i16) 
         .config
         .advertised()
         .unwrap_or_else(|_| ("127.0.0.1".into(), 9092));
-    // v0: an empty list means all topics; v1+: null means all, empty means none.
-    let wanted: Option<Vec<String>> = match req.topics {
+    // v0: an empty list means all topics; v1+: null means all, empty means none. Names stay
+    // the request's own bytes (StrBytes slices of the frame), copied nowhere.
+    let wanted: Option<Vec<StrBytes>> = match req.topics {
         None => None,
         Some(t) if t.is_empty() && version == 0 => None,
-        Some(t) => Some(
-            t.into_iter()
-                .filter_map(|t| t.name.map(|n| n.0.to_string()))
-                .collect(),
-        ),
+        Some(t) => Some(t.into_iter().filter_map(|t| t.name.map(|n| n.0)).collect()),
     };
     let allow_create =
         (version < 4 || req.allow_auto_topic_creation) && broker.config.auto_create_topics();
     let mut topics = Vec::new();
-    let names: Vec<String> = match &wanted {
+    let names: Vec<StrBytes> = match wanted {
         None => {
-            let mut all: Vec<String> = broker.topics().iter().map(|t| t.name.clone()).collect();
-            all.extend(broker.damaged_topics().into_iter().map(|(n, _)| n));
+            let mut all: Vec<StrBytes> =
+                broker.topics().iter().map(|t| s(t.name.clone())).collect();
+            all.extend(broker.damaged_topics().into_iter().map(|(n, _)| s(n)));
             all
         }
-        Some(w) => w.clone(),
+        // Each topic once, in the order first asked (Kafka answers a set of topics too).
+        Some(w) => {
+            let mut seen = std::collections::HashSet::new();
+            w.into_iter().filter(|n| seen.insert(n.clone())).collect()
+        }
     };
+    // Topics to auto-create, created together on one blocking thread.
+    let to_create: Vec<String> = if allow_create {
+        names
+            .iter()
+            .filter(|n| {
+                broker.topic(n).is_none()
+                    && broker.damaged_topic(n).is_none()
+                    && super::validate_topic_name(n).is_ok()
+            })
+            .map(|n| n.to_string())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let mut created: std::collections::HashMap<String, ResponseError> =
+        std::collections::HashMap::new();
+    if !to_create.is_empty() {
+        let b = broker.clone();
+        match tokio::task::spawn_blocking(move || {
+            to_create
+                .into_iter()
+                .filter_map(|n| match b.create_topic(&n, -1, BTreeMap::new(), false) {
+                    Ok(_) => None,
+                    Err(e) if e.code == ResponseError::TopicAlreadyExists => None,
+                    Err(e) => Some((n, e.code)),
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        {
+            Ok(failed) => created.extend(failed),
+            Err(e) => tracing::error!(error = %e, "topic creation task failed"),
+        }
+    }
     for name in names {
-        let mut topic = broker.topic(&name);
+        let topic = broker.topic(&name);
         let mut error = ResponseError::UnknownTopicOrPartition;
         if topic.is_none() {
             if broker.damaged_topic(&name).is_some() {
                 // Its metadata file is damaged: offline, like a partition whose log is.
                 error = ResponseError::KafkaStorageError;
-            } else if let Err(m) = super::validate_topic_name(&name) {
-                tracing::debug!(topic = %name, reason = %m, "invalid topic name in metadata request");
+            } else if super::validate_topic_name(&name).is_err() {
                 error = ResponseError::InvalidTopicException;
-            } else if allow_create {
-                let b = broker.clone();
-                let n = name.clone();
-                match tokio::task::spawn_blocking(move || {
-                    b.create_topic(&n, -1, BTreeMap::new(), false)
-                })
-                .await
-                {
-                    Ok(Ok(t)) => topic = Some(t),
-                    Ok(Err(e)) if e.code == ResponseError::TopicAlreadyExists => {
-                        topic = broker.topic(&name)
-                    }
-                    Ok(Err(e)) => error = e.code,
-                    Err(e) => tracing::error!(error = %e, "topic creation task failed"),
-                }
+            } else if let Some(e) = created.get(name.as_str()) {
+                error = *e;
             }
         }
-        let mut t = MetadataResponseTopic::default().with_name(Some(TopicName(s(name.clone()))));
+        let mut t = MetadataResponseTopic::default().with_name(Some(TopicName(name)));
         match topic {
             None => t = t.with_error_code(code(error)),
             Some(topic) => {
@@ -199,53 +221,86 @@ pub async fn produce(broker: &Arc<Broker>, req: ProduceRequest, version: i16) ->
     if !(-1..=1).contains(&acks) {
         return produce_error_all(&req, version, ResponseError::InvalidRequiredAcks, acks);
     }
-    // Every partition's batch is appended concurrently (group commit under fsync=always).
-    let mut pending = Vec::new();
+    // Up to PRODUCE_IN_FLIGHT partitions of the request are appended at once (concurrent
+    // appends share fsyncs under fsync=always); a request naming thousands of partitions costs
+    // no more threads, tasks or memory than that, and answers in the order asked.
+    // One slot per partition asked: the index of its topic in the request, its index, its
+    // outcome. Topic names stay the request's own bytes.
+    type Slot = (usize, i32, Option<Result<super::Produced, ProduceError>>);
+    let mut slots: Vec<Slot> = Vec::new();
+    let mut names: Vec<TopicName> = Vec::with_capacity(req.topic_data.len());
+    let mut flying: std::collections::VecDeque<(usize, tokio::task::JoinHandle<_>)> =
+        std::collections::VecDeque::new();
+    let joined = |r: Result<Result<super::Produced, ProduceError>, tokio::task::JoinError>| {
+        r.unwrap_or_else(|e| {
+            Err(ProduceError {
+                code: ResponseError::UnknownServerError,
+                message: e.to_string(),
+            })
+        })
+    };
     for t in req.topic_data {
-        let name = t.name.0.to_string();
-        let topic = broker.topic(&name);
+        let topic = broker.topic(&t.name.0);
+        let topic_slot = names.len();
         for p in t.partition_data {
             let index = p.index;
-            let task = match (
-                &topic,
-                topic.as_ref().and_then(|t| {
-                    usize::try_from(index)
-                        .ok()
-                        .and_then(|i| t.partitions.get(i))
+            let partition = topic.as_ref().and_then(|t| {
+                usize::try_from(index)
+                    .ok()
+                    .and_then(|i| t.partitions.get(i))
+                    .map(|part| (part.clone(), t.config.clone()))
+            });
+            let slot = slots.len();
+            let refused = match (partition, p.records) {
+                (None, _) => Some(ProduceError {
+                    code: ResponseError::UnknownTopicOrPartition,
+                    message: String::new(),
                 }),
-            ) {
-                (Some(topic), Some(partition)) => {
+                (Some(_), None) => Some(ProduceError {
+                    code: ResponseError::InvalidRecord,
+                    message: String::new(),
+                }),
+                (Some((partition, config)), Some(records)) => {
+                    if flying.len() >= PRODUCE_IN_FLIGHT
+                        && let Some((done, h)) = flying.pop_front()
+                    {
+                        let r = joined(h.await);
+                        if let Some(s) = slots.get_mut(done) {
+                            s.2 = Some(r);
+                        }
+                    }
                     let b = broker.clone();
-                    let partition = partition.clone();
-                    let config = topic.config.clone();
-                    let records = p.records;
-                    Some(tokio::task::spawn_blocking(move || match records {
-                        Some(r) => b.produce(&partition, &config, r),
-                        None => Err(ProduceError {
-                            code: ResponseError::InvalidRecord,
-                            message: "null records".into(),
-                        }),
-                    }))
+                    flying.push_back((
+                        slot,
+                        tokio::spawn(b.produce_async(partition, config, records)),
+                    ));
+                    None
                 }
-                _ => None,
             };
-            pending.push((name.clone(), index, task));
+            slots.push((topic_slot, index, refused.map(Err)));
+        }
+        names.push(t.name);
+    }
+    while let Some((done, h)) = flying.pop_front() {
+        let r = joined(h.await);
+        if let Some(s) = slots.get_mut(done) {
+            s.2 = Some(r);
         }
     }
-    let mut by_topic: BTreeMap<String, Vec<PartitionProduceResponse>> = BTreeMap::new();
-    for (name, index, task) in pending {
-        let result = match task {
-            None => Err(ProduceError {
-                code: ResponseError::UnknownTopicOrPartition,
-                message: format!("unknown topic or partition {name}-{index}"),
-            }),
-            Some(task) => task.await.unwrap_or_else(|e| {
-                Err(ProduceError {
-                    code: ResponseError::UnknownServerError,
-                    message: e.to_string(),
-                })
-            }),
-        };
+    if acks == 0 {
+        return Reply::Nothing;
+    }
+    let mut topics: Vec<TopicProduceResponse> = names
+        .into_iter()
+        .map(|n| TopicProduceResponse::default().with_name(n))
+        .collect();
+    for (topic_slot, index, result) in slots {
+        let result = result.unwrap_or_else(|| {
+            Err(ProduceError {
+                code: ResponseError::UnknownServerError,
+                message: "no result".into(),
+            })
+        });
         let mut r = PartitionProduceResponse::default().with_index(index);
         match result {
             Ok(p) => {
@@ -257,30 +312,22 @@ pub async fn produce(broker: &Arc<Broker>, req: ProduceRequest, version: i16) ->
                 }
             }
             Err(e) => {
-                tracing::debug!(topic = %name, partition = index, code = ?e.code, message = %e.message, "produce refused");
+                tracing::debug!(target: "strata::client", partition = index, code = ?e.code, message = %e.message, "produce refused");
                 r = r.with_error_code(code(e.code)).with_base_offset(-1);
-                if version >= 8 {
+                if version >= 8 && !e.message.is_empty() {
                     r = r.with_error_message(Some(s(e.message)));
                 }
             }
         }
-        by_topic.entry(name).or_default().push(r);
+        if let Some(t) = topics.get_mut(topic_slot) {
+            t.partition_responses.push(r);
+        }
     }
-    if acks == 0 {
-        return Reply::Nothing;
-    }
-    let resp = ProduceResponse::default().with_responses(
-        by_topic
-            .into_iter()
-            .map(|(name, partitions)| {
-                TopicProduceResponse::default()
-                    .with_name(TopicName(s(name)))
-                    .with_partition_responses(partitions)
-            })
-            .collect(),
-    );
-    encode_body(&resp, version)
+    encode_body(&ProduceResponse::default().with_responses(topics), version)
 }
+
+/// Partitions of one produce request appended at once.
+const PRODUCE_IN_FLIGHT: usize = 16;
 
 fn produce_error_all(req: &ProduceRequest, version: i16, e: ResponseError, acks: i16) -> Reply {
     if acks == 0 {
@@ -483,62 +530,110 @@ fn build_fetch(
     )
 }
 
+/// ListOffsets. Duplicate partitions are refused (INVALID_REQUEST, as Kafka); earliest and latest
+/// are answered at once; lookups by timestamp read segments, all of them one after the other on
+/// one blocking thread.
 pub async fn list_offsets(broker: &Arc<Broker>, req: ListOffsetsRequest, version: i16) -> Reply {
-    let mut topics = Vec::new();
-    for t in req.topics {
-        let name = t.name.0.to_string();
-        let mut partitions = Vec::new();
-        for p in t.partitions {
-            let mut r = ListOffsetsPartitionResponse::default()
-                .with_partition_index(p.partition_index)
-                .with_timestamp(-1)
-                .with_offset(-1);
-            match broker.partition(&name, p.partition_index).map(|p| p.log()) {
-                None => r = r.with_error_code(code(ResponseError::UnknownTopicOrPartition)),
-                Some(Err(e)) => r = r.with_error_code(code(e.code)),
-                Some(Ok(log)) => {
-                    let ts = p.timestamp;
-                    let found = tokio::task::spawn_blocking(
-                        move || -> strata_storage::Result<(i64, i64)> {
-                            Ok(match ts {
-                                -2 => (-1, log.log_start_offset() as i64),
-                                -1 => (-1, log.log_end_offset() as i64),
-                                -3 => match log.max_timestamp_offset()? {
-                                    Some((t, o)) => (t, o as i64),
-                                    None => (-1, -1),
-                                },
-                                t if t >= 0 => match log.offset_for_timestamp(t)? {
-                                    Some(o) => (t, o as i64),
-                                    None => (-1, -1),
-                                },
-                                _ => (-1, -1),
-                            })
-                        },
-                    )
-                    .await;
-                    match found {
-                        Ok(Ok((t, o))) => {
-                            r = r.with_timestamp(t).with_offset(o);
-                            if version >= 4 {
-                                r = r.with_leader_epoch(0);
-                            }
-                        }
-                        Ok(Err(e)) => {
-                            tracing::error!(topic = %name, error = %e, "list offsets failed");
-                            r = r.with_error_code(code(ResponseError::KafkaStorageError));
-                        }
-                        Err(_) => r = r.with_error_code(code(ResponseError::UnknownServerError)),
-                    }
-                }
-            }
-            partitions.push(r);
-        }
-        topics.push(
-            ListOffsetsTopicResponse::default()
-                .with_name(TopicName(s(name)))
-                .with_partitions(partitions),
-        );
+    let dup = duplicated(req.topics.iter().flat_map(|t| {
+        t.partitions
+            .iter()
+            .map(move |p| (t.name.0.clone(), p.partition_index))
+    }));
+    // Per entry: the answer, or the log and timestamp to look up.
+    enum Step {
+        Done(ListOffsetsPartitionResponse),
+        Lookup(i32, Arc<strata_storage::log::PartitionLog>, i64),
     }
+    let answered = move |index: i32, t: i64, o: i64| {
+        let mut r = ListOffsetsPartitionResponse::default()
+            .with_partition_index(index)
+            .with_timestamp(t)
+            .with_offset(o);
+        if version >= 4 {
+            r = r.with_leader_epoch(0);
+        }
+        r
+    };
+    let refused = |index: i32, e: i16| {
+        ListOffsetsPartitionResponse::default()
+            .with_partition_index(index)
+            .with_timestamp(-1)
+            .with_offset(-1)
+            .with_error_code(e)
+    };
+    let mut steps: Vec<(String, Vec<Step>)> = Vec::with_capacity(req.topics.len());
+    for t in &req.topics {
+        let name = t.name.0.to_string();
+        let mut row = Vec::with_capacity(t.partitions.len());
+        for p in &t.partitions {
+            let index = p.partition_index;
+            let step = if dup.contains(&(t.name.0.clone(), index)) {
+                Step::Done(refused(index, code(ResponseError::InvalidRequest)))
+            } else {
+                match broker.partition(&name, index).map(|p| p.log()) {
+                    None => {
+                        Step::Done(refused(index, code(ResponseError::UnknownTopicOrPartition)))
+                    }
+                    Some(Err(e)) => Step::Done(refused(index, code(e.code))),
+                    Some(Ok(log)) => match p.timestamp {
+                        -2 => Step::Done(answered(index, -1, log.log_start_offset() as i64)),
+                        -1 => Step::Done(answered(index, -1, log.log_end_offset() as i64)),
+                        t if t >= 0 || t == -3 => Step::Lookup(index, log, t),
+                        _ => Step::Done(answered(index, -1, -1)),
+                    },
+                }
+            };
+            row.push(step);
+        }
+        steps.push((name, row));
+    }
+    let lookup =
+        |log: &strata_storage::log::PartitionLog, ts: i64| -> strata_storage::Result<(i64, i64)> {
+            Ok(match ts {
+                -3 => match log.max_timestamp_offset()? {
+                    Some((t, o)) => (t, o as i64),
+                    None => (-1, -1),
+                },
+                t => match log.offset_for_timestamp(t)? {
+                    Some(o) => (t, o as i64),
+                    None => (-1, -1),
+                },
+            })
+        };
+    let needs_disk = steps
+        .iter()
+        .any(|(_, row)| row.iter().any(|s| matches!(s, Step::Lookup(..))));
+    let resolve = move |steps: Vec<(String, Vec<Step>)>| -> Vec<ListOffsetsTopicResponse> {
+        steps
+            .into_iter()
+            .map(|(name, row)| {
+                let partitions = row
+                    .into_iter()
+                    .map(|step| match step {
+                        Step::Done(r) => r,
+                        Step::Lookup(index, log, ts) => match lookup(&log, ts) {
+                            Ok((t, o)) => answered(index, t, o),
+                            Err(e) => {
+                                tracing::error!(topic = %name, partition = index, error = %e, "list offsets failed");
+                                refused(index, code(ResponseError::KafkaStorageError))
+                            }
+                        },
+                    })
+                    .collect();
+                ListOffsetsTopicResponse::default()
+                    .with_name(TopicName(s(name)))
+                    .with_partitions(partitions)
+            })
+            .collect()
+    };
+    let topics = if needs_disk {
+        match tokio::task::spawn_blocking(move || resolve(steps)).await {
+            Ok(t) => t,
+            Err(e) => return Reply::Close(format!("list offsets task failed: {e}")),
+        }
+    } else {
+        resolve(steps)
+    };
     encode_body(&ListOffsetsResponse::default().with_topics(topics), version)
 }
 
@@ -590,13 +685,33 @@ fn topic_configs(broker: &Broker, topic: &Topic) -> Vec<(String, String, bool)> 
         .collect()
 }
 
+/// CreateTopics. Each entry is checked cheaply first (duplicates INVALID_REQUEST, invalid names,
+/// replication, assignments, topics that exist); the topics left are created one after the
+/// other on one blocking thread, each all or nothing.
 pub async fn create_topics(broker: &Arc<Broker>, req: CreateTopicsRequest, version: i16) -> Reply {
-    let mut results = Vec::new();
-    for t in req.topics {
+    let dup = duplicated(req.topics.iter().map(|t| t.name.0.clone()));
+    // Per entry: the partition count asked, then what to create (or the error).
+    type Plan = Result<(String, i32, BTreeMap<String, String>), ProduceError>;
+    let mut plans: Vec<(i32, Plan)> = Vec::with_capacity(req.topics.len());
+    for t in &req.topics {
         let name = t.name.0.to_string();
-        let mut r = CreatableTopicResult::default().with_name(t.name.clone());
         let mut partitions = t.num_partitions;
-        let outcome: Result<Arc<Topic>, ProduceError> = if !matches!(t.replication_factor, -1 | 1) {
+        let plan: Plan = if dup.contains(&t.name.0) {
+            Err(ProduceError {
+                code: ResponseError::InvalidRequest,
+                message: "duplicate topic in the request".into(),
+            })
+        } else if let Err(m) = super::validate_topic_name(&name) {
+            Err(ProduceError {
+                code: ResponseError::InvalidTopicException,
+                message: m,
+            })
+        } else if broker.topic(&name).is_some() {
+            Err(ProduceError {
+                code: ResponseError::TopicAlreadyExists,
+                message: format!("topic {name:?} already exists"),
+            })
+        } else if !matches!(t.replication_factor, -1 | 1) {
             Err(ProduceError {
                 code: ResponseError::InvalidReplicationFactor,
                 message: format!(
@@ -628,20 +743,40 @@ pub async fn create_topics(broker: &Arc<Broker>, req: CreateTopicsRequest, versi
                         .map(|v| (c.name.to_string(), v.to_string()))
                 })
                 .collect();
-            let b = broker.clone();
-            let n = name.clone();
-            let validate_only = req.validate_only;
-            tokio::task::spawn_blocking(move || {
-                b.create_topic(&n, partitions, configs, validate_only)
-            })
-            .await
-            .unwrap_or_else(|e| {
-                Err(ProduceError {
-                    code: ResponseError::UnknownServerError,
-                    message: e.to_string(),
-                })
-            })
+            Ok((name, partitions, configs))
         };
+        plans.push((partitions, plan));
+    }
+    let validate_only = req.validate_only;
+    let b = broker.clone();
+    let entries = plans.len();
+    let outcomes: Vec<(i32, Result<Arc<Topic>, ProduceError>)> =
+        tokio::task::spawn_blocking(move || {
+            plans
+                .into_iter()
+                .map(|(partitions, plan)| {
+                    let outcome = plan.and_then(|(name, partitions, configs)| {
+                        b.create_topic(&name, partitions, configs, validate_only)
+                    });
+                    (partitions, outcome)
+                })
+                .collect()
+        })
+        .await
+        .unwrap_or_else(|e| {
+            (0..entries)
+                .map(|_| {
+                    let e = ProduceError {
+                        code: ResponseError::UnknownServerError,
+                        message: e.to_string(),
+                    };
+                    (-1, Err(e))
+                })
+                .collect()
+        });
+    let mut results = Vec::new();
+    for (t, (partitions, outcome)) in req.topics.iter().zip(outcomes) {
+        let mut r = CreatableTopicResult::default().with_name(t.name.clone());
         match outcome {
             Ok(topic) => {
                 if version >= 5 {
@@ -691,61 +826,130 @@ pub async fn create_topics(broker: &Arc<Broker>, req: CreateTopicsRequest, versi
     )
 }
 
-pub async fn delete_topics(broker: &Arc<Broker>, req: DeleteTopicsRequest, version: i16) -> Reply {
-    let mut targets: Vec<(Option<String>, Uuid)> = req
-        .topic_names
-        .iter()
-        .map(|n| (Some(n.0.to_string()), Uuid::nil()))
-        .collect();
-    targets.extend(
-        req.topics
-            .iter()
-            .map(|t| (t.name.as_ref().map(|n| n.0.to_string()), t.topic_id)),
-    );
-    let mut responses = Vec::new();
-    for (name, id) in targets {
-        let name = name.or_else(|| {
-            broker
-                .topics()
-                .into_iter()
-                .find(|t| !id.is_nil() && uuid(t.id) == id)
-                .map(|t| t.name.clone())
-        });
-        let mut r = DeletableTopicResult::default();
-        if version >= 6 {
-            r = r.with_topic_id(id);
+/// Keys that occur more than once in a request's array (Kafka refuses every occurrence of a
+/// duplicated topic with INVALID_REQUEST rather than acting on one of them).
+pub fn duplicated<K: std::hash::Hash + Eq + Clone>(
+    keys: impl IntoIterator<Item = K>,
+) -> std::collections::HashSet<K> {
+    let mut seen = std::collections::HashSet::new();
+    let mut dup = std::collections::HashSet::new();
+    for k in keys {
+        if !seen.insert(k.clone()) {
+            dup.insert(k);
         }
-        let result = match &name {
-            Some(n) => {
-                let b = broker.clone();
-                let n = n.clone();
-                tokio::task::spawn_blocking(move || b.delete_topic(&n))
-                    .await
-                    .unwrap_or_else(|e| {
-                        Err(ProduceError {
-                            code: ResponseError::UnknownServerError,
-                            message: e.to_string(),
-                        })
-                    })
-            }
-            None => Err(ProduceError {
-                code: if version >= 6 {
-                    ResponseError::UnknownTopicId
-                } else {
-                    ResponseError::UnknownTopicOrPartition
-                },
-                message: format!("no topic with id {id}"),
-            }),
-        };
-        r = r.with_name(name.map(|n| TopicName(s(n))));
-        if let Err(e) = result {
-            r = r.with_error_code(code(e.code));
-            if version >= 5 {
-                r = r.with_error_message(Some(s(e.message)));
-            }
-        }
-        responses.push(r);
     }
+    dup
+}
+
+/// DeleteTopics. Every entry costs a lookup: invalid names (INVALID_TOPIC_EXCEPTION), duplicates
+/// (INVALID_REQUEST) and unknown topics are answered without any other work (and without an
+/// error message: the code says it), and the topics that exist are deleted one after the other
+/// on one blocking thread. Names in the answer are the request's own bytes, not copies.
+pub async fn delete_topics(broker: &Arc<Broker>, req: DeleteTopicsRequest, version: i16) -> Reply {
+    // (name as given or resolved from the id, id)
+    let mut targets: Vec<(Option<TopicName>, Uuid, bool)> = req
+        .topic_names
+        .into_iter()
+        .map(|n| (Some(n), Uuid::nil(), true))
+        .collect();
+    let ids_given = req.topics.iter().any(|t| t.name.is_none());
+    let by_id: std::collections::HashMap<Uuid, String> = if ids_given {
+        broker
+            .topics()
+            .iter()
+            .map(|t| (uuid(t.id), t.name.clone()))
+            .collect()
+    } else {
+        std::collections::HashMap::new()
+    };
+    targets.extend(req.topics.into_iter().map(|t| {
+        let given = t.name.is_some();
+        let name = t
+            .name
+            .or_else(|| by_id.get(&t.topic_id).map(|n| TopicName(s(n.clone()))));
+        (name, t.topic_id, given)
+    }));
+    let dup_names = duplicated(
+        targets
+            .iter()
+            .filter_map(|(n, ..)| n.as_ref().map(|n| n.0.clone())),
+    );
+    let dup_ids = duplicated(
+        targets
+            .iter()
+            .map(|(_, id, _)| *id)
+            .filter(|id| !id.is_nil()),
+    );
+    // Per entry: the error code, or `None` for a topic to delete.
+    let mut codes: Vec<Option<i16>> = Vec::with_capacity(targets.len());
+    let mut doomed: Vec<String> = Vec::new();
+    for (name, id, given) in &targets {
+        codes.push(match name {
+            None if version >= 6 => Some(code(ResponseError::UnknownTopicId)),
+            None => Some(code(ResponseError::UnknownTopicOrPartition)),
+            Some(n) if dup_names.contains(&n.0) || dup_ids.contains(id) => {
+                Some(code(ResponseError::InvalidRequest))
+            }
+            Some(n) if *given && super::validate_topic_name(&n.0).is_err() => {
+                Some(code(ResponseError::InvalidTopicException))
+            }
+            Some(n) if broker.topic(&n.0).is_none() && broker.damaged_topic(&n.0).is_none() => {
+                Some(code(ResponseError::UnknownTopicOrPartition))
+            }
+            Some(n) => {
+                doomed.push(n.0.to_string());
+                None
+            }
+        });
+    }
+    let deleted: std::collections::HashMap<String, ProduceError> = if doomed.is_empty() {
+        std::collections::HashMap::new()
+    } else {
+        let b = broker.clone();
+        let all = doomed.clone();
+        tokio::task::spawn_blocking(move || {
+            doomed
+                .into_iter()
+                .filter_map(|n| b.delete_topic(&n).err().map(|e| (n, e)))
+                .collect()
+        })
+        .await
+        .unwrap_or_else(|e| {
+            all.into_iter()
+                .map(|n| {
+                    let err = ProduceError {
+                        code: ResponseError::UnknownServerError,
+                        message: e.to_string(),
+                    };
+                    (n, err)
+                })
+                .collect()
+        })
+    };
+    let responses = targets
+        .into_iter()
+        .zip(codes)
+        .map(|((name, id, _), error)| {
+            let mut r = DeletableTopicResult::default();
+            if version >= 6 {
+                r = r.with_topic_id(id);
+            }
+            let failure = match (error, &name) {
+                (Some(c), _) => Some((c, None)),
+                (None, Some(n)) => deleted
+                    .get(n.0.as_str())
+                    .map(|e| (code(e.code), Some(e.message.clone()))),
+                (None, None) => None,
+            };
+            if let Some((c, message)) = failure {
+                r = r.with_error_code(c);
+                if version >= 5 {
+                    r = r.with_error_message(message.map(s));
+                }
+            }
+            r.with_name(name)
+        })
+        .collect();
     encode_body(
         &DeleteTopicsResponse::default().with_responses(responses),
         version,
@@ -760,7 +964,14 @@ const SOURCE_TOPIC: i8 = 1;
 const SOURCE_STATIC_BROKER: i8 = 4;
 const SOURCE_DEFAULT: i8 = 5;
 
+/// DescribeConfigs. A resource named twice would be described twice (a few dozen entries for a
+/// few bytes asked): every occurrence of a duplicate gets INVALID_REQUEST instead.
 pub fn describe_configs(broker: &Arc<Broker>, req: DescribeConfigsRequest, version: i16) -> Reply {
+    let dup = duplicated(
+        req.resources
+            .iter()
+            .map(|r| (r.resource_type, r.resource_name.clone())),
+    );
     let mut results = Vec::new();
     for res in req.resources {
         let name = res.resource_name.to_string();
@@ -769,6 +980,10 @@ pub fn describe_configs(broker: &Arc<Broker>, req: DescribeConfigsRequest, versi
             .with_resource_name(res.resource_name.clone());
         // (key, value, source, synonym: (broker key, value, source))
         let entries: Result<Vec<ConfigEntry>, (ResponseError, String)> = match res.resource_type {
+            _ if dup.contains(&(res.resource_type, res.resource_name.clone())) => Err((
+                ResponseError::InvalidRequest,
+                "duplicate resource in the request".into(),
+            )),
             2 => match broker.topic(&name) {
                 Some(topic) => Ok(TOPIC_KEYS
                     .iter()

@@ -24,8 +24,6 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use kafka_protocol::ResponseError;
 use parking_lot::{Mutex, RwLock};
-use strata_storage::batch::header::BatchHeader;
-use strata_storage::batch::{BatchBuilder, NewRecord, records};
 use strata_storage::io::IoBackend;
 
 use config::{BrokerConfig, TopicConfig};
@@ -140,6 +138,10 @@ pub struct Broker {
     damaged_topics: RwLock<BTreeMap<String, String>>,
     /// Consumer groups and committed offsets (`__consumer_offsets-0`).
     pub groups: Arc<groups::Coordinator>,
+    /// `strata.decompression.memory.bytes` as permits (one per byte): the memory re-encodings
+    /// in progress may hold together.
+    decompression: Arc<tokio::sync::Semaphore>,
+    decompression_total: usize,
 }
 
 /// How often the health pass looks for partitions to take offline or bring back
@@ -190,6 +192,12 @@ impl Broker {
             topics: RwLock::new(BTreeMap::new()),
             damaged_topics: RwLock::new(BTreeMap::new()),
             admin: Mutex::new(()),
+            decompression: Arc::new(tokio::sync::Semaphore::new(
+                config
+                    .decompression_memory()?
+                    .min(tokio::sync::Semaphore::MAX_PERMITS),
+            )),
+            decompression_total: config.decompression_memory()?,
             config,
         });
         let mut metas: Vec<PathBuf> = std::fs::read_dir(data_dir.join("topics"))?
@@ -600,6 +608,49 @@ impl Broker {
         res
     }
 
+    /// Validates and appends one producer batch, first waiting for its share of
+    /// `strata.decompression.memory.bytes` if the topic re-encodes it (the share is held until
+    /// the re-encoded batch is appended). The blocking work runs on a blocking thread.
+    pub async fn produce_async(
+        self: Arc<Self>,
+        partition: Arc<Partition>,
+        config: TopicConfig,
+        records: bytes::Bytes,
+    ) -> Result<Produced, ProduceError> {
+        let _share = match self.recode_cost(&config, &records) {
+            0 => None,
+            cost => Some(
+                self.decompression
+                    .clone()
+                    .acquire_many_owned(u32::try_from(cost).unwrap_or(u32::MAX))
+                    .await
+                    .map_err(|_| perr(ResponseError::UnknownServerError, "shutting down"))?,
+            ),
+        };
+        tokio::task::spawn_blocking(move || self.produce(&partition, &config, records))
+            .await
+            .unwrap_or_else(|e| Err(perr(ResponseError::UnknownServerError, e.to_string())))
+    }
+
+    /// The memory re-encoding `records` for its topic takes (0 when the topic keeps the
+    /// producer's codec, or the batch already has the topic's): the codecs' working memory and
+    /// the largest batch the topic takes, at most the whole budget (it then runs alone).
+    fn recode_cost(&self, config: &TopicConfig, records: &[u8]) -> usize {
+        use config::TopicCompression;
+        let TopicCompression::Codec(target) = config.compression else {
+            return 0;
+        };
+        let sent = records
+            .get(strata_storage::batch::header::ATTRIBUTES)
+            .and_then(|a| a.get(1))
+            .map(|lo| lo & 0b111);
+        if sent == Some(target as u8) {
+            return 0;
+        }
+        (strata_storage::batch::stream::RECODE_WORKING_BYTES + config.log.max_batch_bytes)
+            .min(self.decompression_total)
+    }
+
     /// Closes every log cleanly (sync, indexes, clean checkpoint). Call after the server has
     /// stopped, so no connection holds a partition any more; a log still held elsewhere is
     /// synced but not marked clean (its next open recovers it, losing nothing).
@@ -635,29 +686,6 @@ impl Broker {
             None => Ok(()),
         }
     }
-}
-
-/// Re-encodes a producer's batch with the topic's codec, keeping every record field and the
-/// producer id, epoch and sequence (for `compression.type` other than `producer`).
-fn recompress(
-    h: &BatchHeader,
-    batch: &[u8],
-    codec: strata_storage::batch::Compression,
-) -> Result<Vec<u8>, ProduceError> {
-    let bad =
-        |e: strata_storage::batch::BatchError| perr(ResponseError::CorruptMessage, e.to_string());
-    let mut b = BatchBuilder::new(codec).producer(h.producer_id, h.producer_epoch, h.base_sequence);
-    for r in records(h, batch).map_err(bad)? {
-        let r = r.map_err(bad)?;
-        b.push(NewRecord {
-            key: r.key,
-            value: r.value,
-            headers: r.headers,
-            timestamp: r.timestamp,
-        })
-        .map_err(bad)?;
-    }
-    b.build().map_err(bad)
 }
 
 /// Runs [`Broker::heal`] every [`HEAL_INTERVAL`] on a blocking thread until `stop` turns true.
@@ -733,6 +761,7 @@ pub fn check_data_dir(dir: &Path) -> Result<()> {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
     use super::*;
+    use strata_storage::batch::{BatchBuilder, NewRecord};
 
     fn one_record_batch(value: &str) -> bytes::Bytes {
         let mut b = BatchBuilder::new(strata_storage::batch::Compression::None);

@@ -473,7 +473,7 @@ impl Partition {
         let mut batch = match config.compression {
             TopicCompression::Codec(c) if h.compression().ok() != Some(c) => {
                 rewritten = true;
-                super::recompress(&h, valid.as_bytes(), c)?
+                recode(&h, valid.as_bytes(), c, config)?
             }
             _ => Vec::new(),
         };
@@ -562,6 +562,41 @@ impl Partition {
             }
         }
     }
+}
+
+/// Re-encodes a producer's batch with the topic's codec, streaming (the records are never all
+/// in memory, see `strata_storage::batch::stream`), keeping every record and the producer id,
+/// epoch and sequence (for `compression.type` other than `producer`). Blocking; the caller
+/// holds its share of `strata.decompression.memory.bytes`.
+fn recode(
+    h: &header::BatchHeader,
+    batch: &[u8],
+    codec: strata_storage::batch::Compression,
+    config: &TopicConfig,
+) -> Result<Vec<u8>, ProduceError> {
+    use strata_storage::batch::BatchError;
+    use strata_storage::batch::stream::{RecodeLimits, recode};
+    let limits = RecodeLimits {
+        max_decompressed: config.max_decompressed,
+        max_output: config.log.max_batch_bytes,
+    };
+    recode(h, batch, codec, limits)
+        .map(|r| r.bytes)
+        .map_err(|e| match e {
+            BatchError::DecompressedTooLarge { codec, .. } => perr(
+                ResponseError::CorruptMessage,
+                format!(
+                    "{codec} records decompress to more than strata.decompressed.batch.max.bytes ({})",
+                    config.max_decompressed
+                ),
+            ),
+            BatchError::EncodedTooLarge { codec, limit } => perr(
+                ResponseError::MessageTooLarge,
+                format!("re-encoded with {codec} the batch exceeds max.message.bytes {limit}"),
+            ),
+            e @ BatchError::BadRecord { .. } => perr(ResponseError::InvalidRecord, e.to_string()),
+            other => perr(ResponseError::CorruptMessage, other.to_string()),
+        })
 }
 
 /// Writes the snapshot if any idempotent producer has been seen (there is nothing to keep

@@ -15,6 +15,7 @@ use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::os::fd::AsFd;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::Result;
 use bytes::{Bytes, BytesMut};
@@ -126,12 +127,18 @@ pub async fn serve(
 ) -> Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
     let pool = Arc::new(FramePool::default());
+    let max_frame = broker.config.max_frame_bytes();
     let budget = broker
         .config
         .queued_request_budget()?
-        .map(|n| Arc::new(Semaphore::new(n.min(Semaphore::MAX_PERMITS))));
+        .map(|n| Arc::new(RequestBudget::new(n, max_frame)));
     let max_connections = broker.config.max_connections()?;
     let connections = Arc::new(Semaphore::new(max_connections.min(Semaphore::MAX_PERMITS)));
+    let idle = broker.config.connections_max_idle()?;
+    let read_timeout = broker.config.request_read_timeout()?;
+    let processing = Arc::new(ProcessingMemory::new(
+        broker.config.request_processing_memory()?,
+    ));
     loop {
         // At `max.connections`, stop accepting: new connections wait in the listen backlog.
         let slot = tokio::select! {
@@ -149,6 +156,9 @@ pub async fn serve(
                     let frames = Frames {
                         pool: pool.clone(),
                         budget: budget.clone(),
+                        idle,
+                        read_timeout,
+                        processing: processing.clone(),
                     };
                     tasks.spawn(async move {
                         let _slot = slot;
@@ -195,6 +205,8 @@ async fn connection(
     // The next request is read while this one is answered (clients pipeline), but requests
     // are still processed one at a time, in order: at most READ_AHEAD whole frames wait.
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(READ_AHEAD);
+    let in_process = Arc::new(AtomicUsize::new(0));
+    let processing = frames.processing.clone();
     let _reader = AbortOnDrop(tokio::spawn(read_requests(
         rd,
         max,
@@ -202,17 +214,23 @@ async fn connection(
         shutdown.clone(),
         tx,
         frames,
+        in_process.clone(),
     )));
     while let Some(frame) = rx.recv().await {
+        // Handed over but not yet answered: the connection is not idle meanwhile.
+        let _answering = InProcess(&in_process);
         let correlation_id = frame
             .get(4..8)
             .and_then(|b| <[u8; 4]>::try_from(b).ok())
             .map_or(0, i32::from_be_bytes);
+        // What decoding and answering it may cost, reserved before it is decoded and held
+        // until its answer is written.
+        let _memory = processing.reserve(&frame).await;
         let (reply, header_version) = dispatch(&broker, frame, &shutdown).await;
         match reply {
             Reply::Nothing => {}
             Reply::Close(reason) => {
-                tracing::warn!(%peer, %reason, "closing connection");
+                FRAME_WARNINGS.warn(&format!("closing connection from {peer}: {reason}"));
                 return Ok(());
             }
             Reply::Body(chunks) => {
@@ -242,6 +260,15 @@ async fn connection(
 /// read and the one in process, a connection holds at most `READ_AHEAD + 2` frames.
 const READ_AHEAD: usize = 1;
 
+/// Counts a request the reader handed over until its answer is written (or dropped).
+struct InProcess<'a>(&'a AtomicUsize);
+
+impl Drop for InProcess<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Aborts a task when dropped (the connection's reader, when the connection ends).
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
@@ -253,7 +280,9 @@ impl Drop for AbortOnDrop {
 
 /// Reads request frames and hands them to the connection in order. Stops (dropping `tx`) when
 /// the peer closes, when a frame's size is out of bounds (the connection is closed after the
-/// requests before it are answered), or when shutdown begins between two frames.
+/// requests before it are answered), when the connection has been idle for
+/// `connections.max.idle.ms` or a frame did not arrive whole within
+/// `strata.request.read.timeout.ms`, or when shutdown begins between two frames.
 async fn read_requests(
     mut rd: tokio::net::tcp::OwnedReadHalf,
     max: usize,
@@ -261,43 +290,87 @@ async fn read_requests(
     mut shutdown: watch::Receiver<bool>,
     tx: tokio::sync::mpsc::Sender<Bytes>,
     frames: Frames,
+    in_process: Arc<AtomicUsize>,
 ) {
     loop {
         let size = tokio::select! {
-            r = rd.read_i32() => match r {
-                Ok(n) => n,
+            r = read_length(&mut rd, frames.idle, &in_process) => match r {
+                Ok(Some(n)) => n,
+                Ok(None) => {
+                    tracing::debug!(%peer, "closing an idle connection (connections.max.idle.ms)");
+                    return;
+                }
                 Err(_) => return, // peer closed
             },
             _ = shutdown.changed() => return,
         };
         if size < 8 || size as usize > max {
-            tracing::warn!(%peer, size, max, "closing connection: bad frame size");
+            FRAME_WARNINGS.warn(&format!(
+                "closing connection from {peer}: frame size {size} outside 8..={max} (socket.request.max.bytes)"
+            ));
             return;
         }
-        // Wait until the frame fits the broker-wide budget of queued request bytes.
-        let permit = match &frames.budget {
-            None => None,
-            Some(budget) => tokio::select! {
-                p = budget.clone().acquire_many_owned(size as u32) => match p {
-                    Ok(p) => Some(p),
-                    Err(_) => return,
-                },
-                _ = shutdown.changed() => return,
-            },
+        let read = read_frame(&mut rd, size as usize, &frames.pool, frames.budget.as_ref());
+        let read = async {
+            match frames.read_timeout {
+                Some(t) => tokio::time::timeout(t, read).await.map_err(|_| ()),
+                None => Ok(read.await),
+            }
         };
-        match read_frame(&mut rd, size as usize, &frames.pool, permit).await {
-            Ok(Some(frame)) => {
+        let frame = tokio::select! {
+            r = read => r,
+            _ = shutdown.changed() => return,
+        };
+        match frame {
+            Ok(Ok(Some(frame))) => {
+                in_process.fetch_add(1, Ordering::AcqRel);
                 if tx.send(frame).await.is_err() {
                     return; // the connection ended
                 }
             }
-            Ok(None) => return, // truncated frame: the peer went away mid-request
-            Err(e) => {
+            Ok(Ok(None)) => return, // truncated frame: the peer went away mid-request
+            Ok(Err(e)) => {
                 tracing::debug!(%peer, error = %e, "reading a request failed");
+                return;
+            }
+            Err(()) => {
+                FRAME_WARNINGS.warn(&format!(
+                    "closing connection from {peer}: a {size}-byte request did not arrive within strata.request.read.timeout.ms"
+                ));
                 return;
             }
         }
     }
+}
+
+/// Reads a frame's 4-byte length. `None` once the connection has been idle for `idle` (no byte
+/// received, and no request in process: a long-polling fetch keeps it busy). Cancel-safe: the
+/// bytes of a length read so far are never lost to a timeout (they live across the loop).
+async fn read_length(
+    rd: &mut tokio::net::tcp::OwnedReadHalf,
+    idle: Option<std::time::Duration>,
+    in_process: &AtomicUsize,
+) -> std::io::Result<Option<i32>> {
+    let mut prefix = [0u8; 4];
+    let mut got = 0;
+    while got < prefix.len() {
+        let Some(rest) = prefix.get_mut(got..) else {
+            break;
+        };
+        let n = match idle {
+            None => rd.read(rest).await?,
+            Some(idle) => match tokio::time::timeout(idle, rd.read(rest)).await {
+                Ok(r) => r?,
+                Err(_) if got == 0 && in_process.load(Ordering::Acquire) == 0 => return Ok(None),
+                Err(_) => continue,
+            },
+        };
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        got += n;
+    }
+    Ok(Some(i32::from_be_bytes(prefix)))
 }
 
 /// A frame's buffer is allocated whole, up to this size, as soon as its length is known: one
@@ -318,9 +391,143 @@ const POOL_MAX_BYTES: usize = 64 << 20;
 #[derive(Debug, Clone)]
 struct Frames {
     pool: Arc<FramePool>,
-    /// `queued.max.request.bytes` as permits (one per byte), held by a frame until its last
+    /// `queued.max.request.bytes`, taken as a frame's bytes arrive and held until its last
     /// slice is dropped; `None` when unlimited.
-    budget: Option<Arc<Semaphore>>,
+    budget: Option<Arc<RequestBudget>>,
+    /// `connections.max.idle.ms`.
+    idle: Option<std::time::Duration>,
+    /// `strata.request.read.timeout.ms`.
+    read_timeout: Option<std::time::Duration>,
+    /// `strata.request.processing.memory.bytes`.
+    processing: Arc<ProcessingMemory>,
+}
+
+/// `strata.request.processing.memory.bytes`: what requests being decoded and answered may hold
+/// together. A request reserves an estimate before it is decoded (Redpanda's approach): a fixed
+/// 8 KiB plus its size times what one byte of it can decode into, for its kind. kafka-protocol
+/// decodes every array element into a struct of 30 to 100 bytes, from as little as 2 to 6 bytes
+/// on the wire, and the answer holds one more per element; records and other byte fields are
+/// slices of the frame, not copies. A request whose estimate exceeds the whole amount reserves
+/// all of it and runs alone. Waiting holds no reservation, and a holder waits for nothing
+/// else, so every reservation is eventually granted.
+#[derive(Debug)]
+struct ProcessingMemory {
+    permits: Arc<Semaphore>,
+    total: usize,
+}
+
+/// The fixed part of every request's estimate.
+const PROCESSING_BASE: usize = 8 << 10;
+
+impl ProcessingMemory {
+    fn new(total: usize) -> Self {
+        let total = total.min(Semaphore::MAX_PERMITS);
+        ProcessingMemory {
+            permits: Arc::new(Semaphore::new(total)),
+            total,
+        }
+    }
+
+    /// Bytes of memory per request byte, worst case, by API key, with a margin over what
+    /// `scripts/hostile-memory` measured (PERFORMANCE.md, "Hostile clients": up to 48x for
+    /// arrays of names, 38x for Produce).
+    fn factor(api_key: i16) -> usize {
+        match ApiKey::try_from(api_key) {
+            // Records stay slices of the frame, but an entry with no records (refused) is 6
+            // bytes on the wire for a decoded struct and a 40-byte answer (measured: 34-38x).
+            Ok(ApiKey::Produce) => 48,
+            // Byte fields (metadata, assignments) stay slices of the frame.
+            Ok(ApiKey::JoinGroup | ApiKey::SyncGroup) => 4,
+            // Partition entries of 30 bytes or more on the wire.
+            Ok(ApiKey::Fetch) => 8,
+            Ok(ApiKey::OffsetCommit | ApiKey::ListOffsets) => 16,
+            // Arrays of names: a few bytes each on the wire, a struct each in the request and
+            // in the answer.
+            _ => 64,
+        }
+    }
+
+    fn estimate(&self, frame: &[u8]) -> usize {
+        let key = frame
+            .get(0..2)
+            .and_then(|b| <[u8; 2]>::try_from(b).ok())
+            .map_or(-1, i16::from_be_bytes);
+        frame
+            .len()
+            .saturating_mul(Self::factor(key))
+            .saturating_add(PROCESSING_BASE)
+            .min(self.total)
+    }
+
+    async fn reserve(&self, frame: &[u8]) -> Option<OwnedSemaphorePermit> {
+        let n = u32::try_from(self.estimate(frame)).unwrap_or(u32::MAX);
+        self.permits.clone().acquire_many_owned(n).await.ok()
+    }
+}
+
+/// Budget a frame takes before its first body bytes are read; it doubles each time the frame
+/// has received all it held, so a large frame takes a few steps and a small one one.
+const BUDGET_STEP: usize = 64 << 10;
+
+/// `queued.max.request.bytes`, as permits of one byte, in two parts so that frames taking their
+/// budget in steps can never all wait for each other. A frame grows in steps from the **pool**
+/// (the budget less one largest frame). When the pool has no room for its next step, a frame
+/// that holds nothing yet waits for the pool (holding nothing, it blocks nobody); one that
+/// holds part of its bytes takes the **lane** (one largest frame's worth) for all it still
+/// needs. Whoever holds the lane needs nothing more, so it finishes (or its client stalls and
+/// `strata.request.read.timeout.ms` closes it) and hands the lane on: some frame always
+/// progresses, and all of them together never hold more than the budget.
+#[derive(Debug)]
+struct RequestBudget {
+    pool: Arc<Semaphore>,
+    pool_size: usize,
+    lane: Arc<Semaphore>,
+}
+
+impl RequestBudget {
+    /// `total` is at least `max_frame` (checked at start-up).
+    fn new(total: usize, max_frame: usize) -> Self {
+        let lane = max_frame.min(total);
+        let pool_size = (total - lane).min(Semaphore::MAX_PERMITS);
+        RequestBudget {
+            pool: Arc::new(Semaphore::new(pool_size)),
+            pool_size,
+            lane: Arc::new(Semaphore::new(lane.min(Semaphore::MAX_PERMITS))),
+        }
+    }
+
+    /// Budget for the next bytes of a frame of `size` bytes that holds `held`: a step from the
+    /// pool, or the rest of the frame from the lane. Returns the permit and how many bytes it
+    /// covers.
+    async fn next(
+        &self,
+        held: usize,
+        size: usize,
+    ) -> std::io::Result<(OwnedSemaphorePermit, usize)> {
+        let closed = |_| std::io::Error::other("the request budget is closed");
+        let step = held.max(BUDGET_STEP).min(size - held);
+        let n = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
+        if let Ok(p) = self.pool.clone().try_acquire_many_owned(n(step)) {
+            return Ok((p, step));
+        }
+        if held == 0 && step <= self.pool_size {
+            let p = self
+                .pool
+                .clone()
+                .acquire_many_owned(n(step))
+                .await
+                .map_err(closed)?;
+            return Ok((p, step));
+        }
+        let rest = size - held;
+        let p = self
+            .lane
+            .clone()
+            .acquire_many_owned(n(rest))
+            .await
+            .map_err(closed)?;
+        Ok((p, rest))
+    }
 }
 
 /// Idle frame buffers, reused for the next large request.
@@ -365,7 +572,7 @@ impl FramePool {
 struct PooledFrame {
     buf: Vec<u8>,
     pool: Arc<FramePool>,
-    _permit: Option<OwnedSemaphorePermit>,
+    _permits: Vec<OwnedSemaphorePermit>,
 }
 
 impl AsRef<[u8]> for PooledFrame {
@@ -381,20 +588,44 @@ impl Drop for PooledFrame {
 }
 
 /// Reads the `size` bytes of a frame's body. `None` if the peer closed before sending them all.
+///
+/// A frame holds request budget only for bytes it has received (or is about to read into
+/// room it has reserved): the budget is taken in steps as the body arrives, never for a length
+/// prefix alone, so connections that announce large frames and then send nothing hold nothing
+/// and cannot starve the others. Nor do they hold a buffer: one is taken only once the body
+/// starts to arrive.
 async fn read_frame(
     rd: &mut tokio::net::tcp::OwnedReadHalf,
     size: usize,
     pool: &Arc<FramePool>,
-    permit: Option<OwnedSemaphorePermit>,
+    budget: Option<&Arc<RequestBudget>>,
 ) -> std::io::Result<Option<Bytes>> {
+    rd.readable().await?;
+    let mut permits: Vec<OwnedSemaphorePermit> = Vec::new();
+    let mut held = 0usize;
     let mut buf = pool.take(size.min(EAGER_FRAME_BYTES));
     while buf.len() < size {
         let left = size - buf.len();
+        let room = match budget {
+            None => left,
+            Some(budget) => {
+                if held == buf.len() {
+                    let (more, bytes) = budget.next(held, size).await?;
+                    match permits.last_mut() {
+                        Some(p) if Arc::ptr_eq(p.semaphore(), more.semaphore()) => p.merge(more),
+                        _ => permits.push(more),
+                    }
+                    held += bytes;
+                }
+                held - buf.len()
+            }
+        };
         if buf.capacity() == buf.len() {
             buf.reserve(left.min(buf.len().max(EAGER_FRAME_BYTES)));
         }
-        // `take` keeps the read inside this frame even when the buffer has room beyond it.
-        if (&mut *rd).take(left as u64).read_buf(&mut buf).await? == 0 {
+        // `take` keeps the read inside this frame's budgeted part even when the buffer has
+        // room beyond it.
+        if (&mut *rd).take(room as u64).read_buf(&mut buf).await? == 0 {
             pool.put(buf);
             return Ok(None);
         }
@@ -402,8 +633,60 @@ async fn read_frame(
     Ok(Some(Bytes::from_owner(PooledFrame {
         buf,
         pool: pool.clone(),
-        _permit: permit,
+        _permits: permits,
     })))
+}
+
+/// Warnings about what clients send that are rate-limited: at most one line per
+/// [`WARN_INTERVAL`], with how many were left out, so a client cannot flood the log.
+static FRAME_WARNINGS: RateLimitedWarn = RateLimitedWarn::new();
+
+/// The least time between two rate-limited warnings.
+const WARN_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A warning logged at most once per [`WARN_INTERVAL`]; the next one says how many were
+/// suppressed meanwhile. Every one is logged at debug level.
+#[derive(Debug)]
+pub struct RateLimitedWarn {
+    state: parking_lot::Mutex<Option<(std::time::Instant, u64)>>,
+}
+
+impl RateLimitedWarn {
+    pub const fn new() -> Self {
+        RateLimitedWarn {
+            state: parking_lot::const_mutex(None),
+        }
+    }
+
+    pub fn warn(&self, message: &str) {
+        let now = std::time::Instant::now();
+        let mut state = self.state.lock();
+        match &mut *state {
+            Some((last, suppressed)) if now.duration_since(*last) < WARN_INTERVAL => {
+                *suppressed += 1;
+                tracing::debug!("{message}");
+            }
+            _ => {
+                let suppressed = state.map_or(0, |(_, n)| n);
+                *state = Some((now, 0));
+                drop(state);
+                if suppressed > 0 {
+                    tracing::warn!(
+                        suppressed,
+                        "{message} (and {suppressed} more like it since the last such line)"
+                    );
+                } else {
+                    tracing::warn!("{message}");
+                }
+            }
+        }
+    }
+}
+
+impl Default for RateLimitedWarn {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// Writes every chunk, in order: runs of in-memory chunks with vectored writes, file chunks
@@ -614,12 +897,15 @@ mod tests {
         let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
         let (server, peer) = listener.accept().await.unwrap();
         let (rd, _wr) = server.into_split();
-        // Room for exactly three 100 KB frames.
+        // Room for exactly three 100 KB frames in the pool, and one more in the lane.
         let frame_len = 100_000usize;
-        let budget = Arc::new(Semaphore::new(3 * frame_len));
+        let budget = Arc::new(RequestBudget::new(4 * frame_len, frame_len));
         let frames = Frames {
             pool: Arc::new(FramePool::default()),
             budget: Some(budget.clone()),
+            idle: None,
+            read_timeout: None,
+            processing: Arc::new(ProcessingMemory::new(1 << 30)),
         };
         let (_stop_tx, stop_rx) = watch::channel(false);
         let (tx, mut rx) = tokio::sync::mpsc::channel(READ_AHEAD);
@@ -630,6 +916,7 @@ mod tests {
             stop_rx,
             tx,
             frames,
+            Arc::new(AtomicUsize::new(0)),
         )));
         for i in 0..5u8 {
             let mut f = (frame_len as i32).to_be_bytes().to_vec();
@@ -647,9 +934,9 @@ mod tests {
             held.push(f);
         }
         assert_eq!(
-            budget.available_permits(),
+            budget.pool.available_permits(),
             0,
-            "three frames use the whole budget"
+            "three frames use the whole pool"
         );
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         assert!(rx.try_recv().is_err(), "a fourth frame does not fit");
@@ -682,7 +969,7 @@ mod tests {
         let frame = Bytes::from_owner(PooledFrame {
             buf,
             pool: pool.clone(),
-            _permit: None,
+            _permits: Vec::new(),
         });
         let records = frame.slice(10..20);
         drop(frame);

@@ -435,28 +435,41 @@ pub async fn offset_commit(broker: &Arc<Broker>, req: OffsetCommitRequest, versi
 }
 
 /// (topic, [(partition, committed)]) for a group: the asked partitions, or every committed
-/// one when `topics` is None.
-type Fetched = Vec<(String, Vec<(i32, Option<Committed>)>)>;
+/// one when `topics` is None. A partition asked twice is answered once; its other occurrences
+/// get `Err(())` (INVALID_REQUEST): each would copy up to 4 KiB of commit metadata for the
+/// 4 bytes of its index.
+type Fetched = Vec<(String, Vec<(i32, Result<Option<Committed>, ()>)>)>;
 
 fn fetch_group(broker: &Broker, group: &str, topics: Option<Vec<(String, Vec<i32>)>>) -> Fetched {
     let store = &broker.groups.offsets;
     match topics {
-        Some(ts) => ts
-            .into_iter()
-            .map(|(t, ps)| {
-                let rows = ps
-                    .into_iter()
-                    .map(|p| (p, store.get(&(group.to_string(), t.clone(), p))))
-                    .collect();
-                (t, rows)
-            })
-            .collect(),
+        Some(ts) => {
+            let dup = crate::broker::handlers::duplicated(
+                ts.iter()
+                    .flat_map(|(t, ps)| ps.iter().map(move |p| (t.clone(), *p))),
+            );
+            ts.into_iter()
+                .map(|(t, ps)| {
+                    let rows = ps
+                        .into_iter()
+                        .map(|p| {
+                            if dup.contains(&(t.clone(), p)) {
+                                (p, Err(()))
+                            } else {
+                                (p, Ok(store.get(&(group.to_string(), t.clone(), p))))
+                            }
+                        })
+                        .collect();
+                    (t, rows)
+                })
+                .collect()
+        }
         None => {
             let mut out: Fetched = Vec::new();
             for ((t, p), c) in store.group_offsets(group) {
                 match out.last_mut() {
-                    Some((lt, rows)) if *lt == t => rows.push((p, Some(c))),
-                    _ => out.push((t, vec![(p, Some(c))])),
+                    Some((lt, rows)) if *lt == t => rows.push((p, Ok(Some(c)))),
+                    _ => out.push((t, vec![(p, Ok(Some(c)))])),
                 }
             }
             out
@@ -464,10 +477,12 @@ fn fetch_group(broker: &Broker, group: &str, topics: Option<Vec<(String, Vec<i32
     }
 }
 
-fn committed_fields(c: Option<Committed>) -> (i64, i32, String) {
+/// Offset, leader epoch, metadata and error code of one fetched partition.
+fn committed_fields(c: Result<Option<Committed>, ()>) -> (i64, i32, String, i16) {
     match c {
-        Some(c) => (c.offset, c.leader_epoch, c.metadata.unwrap_or_default()),
-        None => (-1, -1, String::new()),
+        Ok(Some(c)) => (c.offset, c.leader_epoch, c.metadata.unwrap_or_default(), 0),
+        Ok(None) => (-1, -1, String::new(), 0),
+        Err(()) => (-1, -1, String::new(), ResponseError::InvalidRequest.code()),
     }
 }
 
@@ -475,10 +490,17 @@ pub fn offset_fetch(broker: &Arc<Broker>, req: OffsetFetchRequest, version: i16)
     broker.groups.ensure_ticker();
     let mut r = OffsetFetchResponse::default();
     if version >= 8 {
+        let dup =
+            crate::broker::handlers::duplicated(req.groups.iter().map(|g| g.group_id.0.clone()));
         let groups = req
             .groups
             .into_iter()
             .map(|g| {
+                if dup.contains(&g.group_id.0) {
+                    return offset_fetch_response::OffsetFetchResponseGroup::default()
+                        .with_group_id(g.group_id)
+                        .with_error_code(ResponseError::InvalidRequest.code());
+                }
                 let topics = g.topics.map(|ts| {
                     ts.into_iter()
                         .map(|t| (t.name.0.to_string(), t.partition_indexes))
@@ -496,12 +518,13 @@ pub fn offset_fetch(broker: &Arc<Broker>, req: OffsetFetchRequest, version: i16)
                                     .with_partitions(
                                         rows.into_iter()
                                             .map(|(p, c)| {
-                                                let (o, e, m) = committed_fields(c);
+                                                let (o, e, m, err) = committed_fields(c);
                                                 offset_fetch_response::OffsetFetchResponsePartitions::default()
                                                     .with_partition_index(p)
                                                     .with_committed_offset(o)
                                                     .with_committed_leader_epoch(e)
                                                     .with_metadata(Some(s(m)))
+                                                    .with_error_code(err)
                                             })
                                             .collect(),
                                     )
@@ -527,12 +550,13 @@ pub fn offset_fetch(broker: &Arc<Broker>, req: OffsetFetchRequest, version: i16)
                         .with_partitions(
                             rows.into_iter()
                                 .map(|(p, c)| {
-                                    let (o, e, m) = committed_fields(c);
+                                    let (o, e, m, err) = committed_fields(c);
                                     let mut part =
                                         offset_fetch_response::OffsetFetchResponsePartition::default()
                                             .with_partition_index(p)
                                             .with_committed_offset(o)
-                                            .with_metadata(Some(s(m)));
+                                            .with_metadata(Some(s(m)))
+                                            .with_error_code(err);
                                     if version >= 5 {
                                         part = part.with_committed_leader_epoch(e);
                                     }
@@ -577,11 +601,20 @@ pub fn list_groups(broker: &Arc<Broker>, req: ListGroupsRequest, version: i16) -
     encode_body(&ListGroupsResponse::default().with_groups(groups), version)
 }
 
+/// DescribeGroups. A group named twice would be described (members, metadata, assignments)
+/// twice for a few bytes asked: every occurrence of a duplicate gets INVALID_REQUEST instead.
 pub fn describe_groups(broker: &Arc<Broker>, req: DescribeGroupsRequest, version: i16) -> Reply {
+    let dup = crate::broker::handlers::duplicated(req.groups.iter().map(|g| g.0.clone()));
     let groups = req
         .groups
         .into_iter()
         .map(|id| {
+            if dup.contains(&id.0) {
+                return describe_groups_response::DescribedGroup::default()
+                    .with_group_id(id)
+                    .with_error_code(ResponseError::InvalidRequest.code())
+                    .with_group_state(StrBytes::from_static_str("Dead"));
+            }
             let described = broker.groups.with_group(&id.0, false, |g, _, _| {
                 let protocol = g.protocol.clone().unwrap_or_default();
                 let members = g
@@ -611,7 +644,7 @@ pub fn describe_groups(broker: &Arc<Broker>, req: DescribeGroupsRequest, version
             described.unwrap_or_else(|| {
                 describe_groups_response::DescribedGroup::default()
                     .with_group_id(id)
-                    .with_group_state(s("Dead"))
+                    .with_group_state(StrBytes::from_static_str("Dead"))
             })
         })
         .collect();
@@ -621,30 +654,55 @@ pub fn describe_groups(broker: &Arc<Broker>, req: DescribeGroupsRequest, version
     )
 }
 
+/// DeleteGroups. Unknown, non-empty and duplicate groups are answered at once; the offsets of
+/// the groups removed are deleted one group after the other on one blocking thread.
 pub async fn delete_groups(broker: &Arc<Broker>, req: DeleteGroupsRequest, version: i16) -> Reply {
-    let mut results = Vec::new();
-    for id in req.groups_names {
-        let e = match broker.groups.remove_group_if_empty(&id.0) {
-            Err(e) => Some(e),
-            Ok(()) => {
-                let c = broker.groups.clone();
-                let name = id.0.to_string();
-                match tokio::task::spawn_blocking(move || c.offsets.delete_group(&name)).await {
-                    Ok(Ok(())) => None,
-                    Ok(Err(e)) => {
-                        tracing::error!(group = %id.0, error = %format!("{e:#}"), "deleting offsets failed");
-                        Some(ResponseError::KafkaStorageError)
-                    }
-                    Err(_) => Some(ResponseError::UnknownServerError),
+    let dup = crate::broker::handlers::duplicated(req.groups_names.iter().map(|g| g.0.clone()));
+    let mut errors: Vec<Option<ResponseError>> = Vec::with_capacity(req.groups_names.len());
+    let mut removed = Vec::new();
+    for id in &req.groups_names {
+        errors.push(if dup.contains(&id.0) {
+            Some(ResponseError::InvalidRequest)
+        } else {
+            match broker.groups.remove_group_if_empty(&id.0) {
+                Err(e) => Some(e),
+                Ok(()) => {
+                    removed.push(id.0.to_string());
+                    None
                 }
             }
-        };
-        results.push(
+        });
+    }
+    let failed: std::collections::HashMap<String, ResponseError> = if removed.is_empty() {
+        std::collections::HashMap::new()
+    } else {
+        let c = broker.groups.clone();
+        tokio::task::spawn_blocking(move || {
+            removed
+                .into_iter()
+                .filter_map(|g| match c.offsets.delete_group(&g) {
+                    Ok(()) => None,
+                    Err(e) => {
+                        tracing::error!(group = %g, error = %format!("{e:#}"), "deleting offsets failed");
+                        Some((g, ResponseError::KafkaStorageError))
+                    }
+                })
+                .collect()
+        })
+        .await
+        .unwrap_or_default()
+    };
+    let results: Vec<_> = req
+        .groups_names
+        .into_iter()
+        .zip(errors)
+        .map(|(id, e)| {
+            let e = e.or_else(|| failed.get(id.0.as_str()).copied());
             delete_groups_response::DeletableGroupResult::default()
                 .with_group_id(id)
-                .with_error_code(code(e)),
-        );
-    }
+                .with_error_code(code(e))
+        })
+        .collect();
     encode_body(
         &DeleteGroupsResponse::default().with_results(results),
         version,

@@ -11,6 +11,7 @@ pub mod builder;
 pub mod compression;
 pub mod header;
 pub mod record;
+pub mod stream;
 
 pub use builder::{BatchBuilder, NewRecord};
 pub use header::{BatchHeader, Compression, check_batch, validate_batch};
@@ -49,6 +50,8 @@ pub enum BatchError {
     Decompress { codec: Compression, reason: String },
     #[error("{codec} payload decompresses to more than {limit} bytes")]
     DecompressedTooLarge { codec: Compression, limit: usize },
+    #[error("{codec} payload re-encodes to more than {limit} bytes")]
+    EncodedTooLarge { codec: Compression, limit: usize },
     #[error("cannot encode: {0}")]
     Encode(String),
 }
