@@ -594,8 +594,9 @@ pub async fn list_offsets(broker: &Arc<Broker>, req: ListOffsetsRequest, version
                     Some((t, o)) => (t, o as i64),
                     None => (-1, -1),
                 },
-                t => match log.offset_for_timestamp(t)? {
-                    Some(o) => (t, o as i64),
+                // The found record's own timestamp, as Kafka answers, not the one asked for.
+                t => match log.find_timestamp(t)? {
+                    Some(hit) => (hit.timestamp, hit.offset as i64),
                     None => (-1, -1),
                 },
             })

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use strata_storage::batch::header::{self, BatchHeader, HEADER_LEN};
 use strata_storage::batch::record::encode_varint;
-use strata_storage::batch::stream::{RECODE_WORKING_BYTES, RecodeLimits, recode};
+use strata_storage::batch::stream::{RECODE_WORKING_BYTES, RecodeLimits, first_at_or_after, recode};
 use strata_storage::batch::{Compression, validate_batch};
 
 struct Counting;
@@ -80,8 +80,12 @@ fn zstd_bomb(value_len: usize) -> Vec<u8> {
     out
 }
 
+/// The heap counters are process-wide: measurements run one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn given_a_60_mib_bomb_when_recoded_to_every_codec_then_the_heap_never_holds_its_expansion() {
+    let _one_at_a_time = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let bomb = zstd_bomb(60 << 20);
     let h = validate_batch(&bomb, usize::MAX).unwrap();
     let limits = RecodeLimits {
@@ -106,4 +110,20 @@ fn given_a_60_mib_bomb_when_recoded_to_every_codec_then_the_heap_never_holds_its
             "{to}: the heap grew by {grew} bytes recoding a bomb that expands to 60 MiB"
         );
     }
+}
+
+#[test]
+fn given_a_60_mib_bomb_when_its_timestamps_are_searched_then_the_heap_never_holds_its_expansion() {
+    let _one_at_a_time = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let bomb = zstd_bomb(60 << 20);
+    let h = validate_batch(&bomb, usize::MAX).unwrap();
+    let before = LIVE.load(Ordering::Relaxed);
+    PEAK.store(before, Ordering::Relaxed);
+    // No record is that late: the whole payload is walked.
+    assert_eq!(first_at_or_after(&h, &bomb, i64::MAX, 64 << 20).unwrap(), None);
+    let grew = PEAK.load(Ordering::Relaxed) - before;
+    assert!(
+        grew <= RECODE_WORKING_BYTES,
+        "the heap grew by {grew} bytes searching a bomb that expands to 60 MiB"
+    );
 }

@@ -217,6 +217,21 @@ fn given_timestamps_across_segments_when_looked_up_then_the_first_offset_at_or_a
         Some(399)
     );
     assert_eq!(log.offset_for_timestamp(1000 + 10 * 400).unwrap(), None);
+    // The record found carries its own timestamp, not the one asked for (Kafka answers it).
+    for codec in [Compression::Zstd, Compression::Gzip] {
+        let d = tempfile::tempdir().unwrap();
+        let l = open(d.path(), small_config());
+        l.append_records(
+            [5_000, 7_000, 6_000, 9_000].map(|t| NewRecord::new("v").with_timestamp(t)),
+            codec,
+        )
+        .unwrap();
+        let hit = l.find_timestamp(6_500).unwrap().unwrap();
+        assert_eq!((hit.offset, hit.timestamp), (1, 7_000), "{codec}");
+        let hit = l.find_timestamp(8_000).unwrap().unwrap();
+        assert_eq!((hit.offset, hit.timestamp), (3, 9_000), "{codec}");
+        assert_eq!(l.find_timestamp(9_001).unwrap(), None);
+    }
     // The same answers after a crash (indexes rebuilt) and after a clean close (indexes loaded).
     drop(log);
     let log = open(dir.path(), small_config());

@@ -86,3 +86,23 @@ def test_given_kafka_python_admin_when_creating_describing_deleting_topic_then_c
         assert topic not in a.list_topics()
     finally:
         a.close()
+
+
+def test_given_records_with_timestamps_when_offsets_for_times_then_the_found_records_own_timestamp_is_answered(broker):
+    """ListOffsets by timestamp answers the first record at or after the time asked for, with
+    that record's timestamp (Kafka's answer), not the timestamp asked for."""
+    topic = create_topic(broker)
+    p = kp_producer(broker, compression_type="gzip", linger_ms=0)
+    for ts in (1_700_000_001_000, 1_700_000_003_000, 1_700_000_002_000, 1_700_000_009_000):
+        p.send(topic, value=str(ts).encode(), timestamp_ms=ts, partition=0).get(timeout=CALL_TIMEOUT_S)
+    p.close(timeout=CALL_TIMEOUT_S)
+    c = KafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=None, request_timeout_ms=TIMEOUT_MS + 1000)
+    try:
+        tp = TopicPartition(topic, 0)
+        found = c.offsets_for_times({tp: 1_700_000_001_500})[tp]
+        assert (found.offset, found.timestamp) == (1, 1_700_000_003_000)
+        found = c.offsets_for_times({tp: 1_700_000_004_000})[tp]
+        assert (found.offset, found.timestamp) == (3, 1_700_000_009_000)
+        assert c.offsets_for_times({tp: 1_700_000_010_000})[tp] is None
+    finally:
+        c.close()

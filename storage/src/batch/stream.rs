@@ -19,6 +19,7 @@
 //! fails with [`BatchError::EncodedTooLarge`].
 
 use std::io::{BufRead, BufReader, Read, Write};
+use std::ops::ControlFlow;
 
 use super::compression::{GZIP_LEVEL, SNAPPY_BLOCK, XERIAL_HEADER_LEN, XERIAL_MAGIC, ZSTD_LEVEL};
 use super::header::{self, BatchHeader, HEADER_LEN};
@@ -412,13 +413,14 @@ pub struct RecordMeta {
 
 /// Walks exactly `count` records read from `r` (a decompressed payload), checking each as the
 /// record decoder does (every length bounded by the record's own length, the fields filling it
-/// exactly) and that the payload ends after the last one, calling `f` for each. Keys, values and
-/// headers are streamed past, never held.
+/// exactly) and that the payload ends after the last one, calling `f` for each; `f` may stop
+/// the walk early (then the rest is not read). Keys, values and headers are streamed past,
+/// never held.
 pub fn walk_records<R: BufRead>(
     r: &mut R,
     count: usize,
     codec: Compression,
-    mut f: impl FnMut(RecordMeta) -> Result<(), BatchError>,
+    mut f: impl FnMut(RecordMeta) -> Result<ControlFlow<()>, BatchError>,
 ) -> Result<(), BatchError> {
     for index in 0..count {
         let bad = |reason: String| BatchError::BadRecord { index, reason };
@@ -441,7 +443,9 @@ pub fn walk_records<R: BufRead>(
                 body.limit()
             )));
         }
-        f(meta)?;
+        if f(meta)?.is_break() {
+            return Ok(());
+        }
     }
     let mut probe = [0u8; 1];
     match r.read(&mut probe) {
@@ -667,7 +671,7 @@ pub fn recode(
             });
         }
         max_delta = max_delta.max(m.timestamp_delta);
-        Ok(())
+        Ok(ControlFlow::Continue(()))
     })?;
     let sink = reader
         .into_inner()
@@ -700,4 +704,39 @@ pub fn recode(
         bytes: out,
         max_timestamp,
     })
+}
+
+/// The first record of a checked batch whose timestamp is at least `timestamp`, as
+/// `(offset, timestamp)`, found by streaming its records (the payload decompressed up to
+/// `limit` bytes and never held whole; see the module table). Under LogAppendTime every record
+/// carries the header's maxTimestamp.
+pub fn first_at_or_after(
+    h: &BatchHeader,
+    batch: &[u8],
+    timestamp: i64,
+    limit: usize,
+) -> Result<Option<(i64, i64)>, BatchError> {
+    let codec = h.compression()?;
+    let count = usize::try_from(h.record_count).map_err(|_| BatchError::BadRecordCount {
+        count: h.record_count,
+    })?;
+    let total = h.total_len();
+    let payload = batch.get(HEADER_LEN..total).ok_or(BatchError::Truncated {
+        needed: total,
+        available: batch.len(),
+    })?;
+    if h.is_log_append_time() {
+        return Ok((h.max_timestamp >= timestamp).then_some((h.base_offset, h.max_timestamp)));
+    }
+    let mut reader = BufReader::with_capacity(READ_BUFFER, decoder(codec, payload, limit)?);
+    let mut found = None;
+    walk_records(&mut reader, count, codec, |m| {
+        let t = h.base_timestamp.saturating_add(m.timestamp_delta);
+        if t >= timestamp {
+            found = Some((h.base_offset.saturating_add(i64::from(m.offset_delta)), t));
+            return Ok(ControlFlow::Break(()));
+        }
+        Ok(ControlFlow::Continue(()))
+    })?;
+    Ok(found)
 }

@@ -38,7 +38,7 @@ use bytes::Bytes;
 use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::batch::header;
-use crate::batch::{BatchBuilder, Compression, NewRecord, decode_records};
+use crate::batch::{BatchBuilder, Compression, NewRecord};
 use crate::error::{Error, IoContext, Result};
 use crate::io::{IoBackend, WritableFile, write_file_atomic};
 
@@ -103,6 +103,14 @@ enum Until {
     Taken,
     /// The batch is stored as the fsync policy promises.
     Done,
+}
+
+/// A record found by [`PartitionLog::find_timestamp`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimestampHit {
+    pub offset: u64,
+    /// The record's own timestamp (at or after the one asked for).
+    pub timestamp: i64,
 }
 
 /// What one retention pass removed.
@@ -654,6 +662,15 @@ impl PartitionLog {
     /// The first offset whose record timestamp is >= `timestamp` (Kafka's ListOffsets by time),
     /// or `None` if every record is older.
     pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<u64>> {
+        Ok(self.find_timestamp(timestamp)?.map(|hit| hit.offset))
+    }
+
+    /// The first record whose timestamp is >= `timestamp`, with that timestamp (what Kafka's
+    /// ListOffsets answers), or `None` if every record is older. The time index narrows the
+    /// search to one stretch of one segment; the records of the batches there are streamed
+    /// (`batch::stream`), never decoded whole, so a compressed batch costs its codec's working
+    /// memory, not its expansion.
+    pub fn find_timestamp(&self, timestamp: i64) -> Result<Option<TimestampHit>> {
         let end = self.log_end_offset();
         let segs: Vec<Arc<Segment>> = self.inner.segments.read().clone();
         for seg in segs {
@@ -675,9 +692,16 @@ impl PartitionLog {
                 {
                     continue;
                 }
-                let records = decode_records(&h, batch)?;
-                if let Some(r) = records.iter().find(|r| r.timestamp >= timestamp) {
-                    return Ok(Some(r.offset as u64));
+                if let Some((offset, t)) = crate::batch::stream::first_at_or_after(
+                    &h,
+                    batch,
+                    timestamp,
+                    crate::batch::DEFAULT_DECOMPRESSED_LIMIT,
+                )? {
+                    return Ok(Some(TimestampHit {
+                        offset: offset as u64,
+                        timestamp: t,
+                    }));
                 }
             }
         }
