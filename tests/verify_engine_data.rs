@@ -171,3 +171,47 @@ fn given_a_crash_before_rolled_segments_were_sealed_when_verified_then_their_mis
     let o = strata(&["verify", "events-0"], tmp.path());
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
 }
+
+#[test]
+fn given_batches_larger_than_the_broker_default_written_by_the_engine_when_verified_and_dumped_then_they_are_read_clean()
+ {
+    // `strata bench --mode embedded` writes 1 MiB batches of 1 KiB records whose framing puts
+    // them just over the broker's default max.message.bytes (1048588): verify used that
+    // default as its limit and reported every segment damaged.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("big-0");
+    let config = strata_storage::log::LogConfig {
+        max_batch_bytes: 24 << 20,
+        ..config()
+    };
+    let log = strata_storage::log::PartitionLog::open(
+        &dir,
+        config,
+        std::sync::Arc::new(strata_storage::io::plain::PlainBackend::new()),
+    )
+    .unwrap();
+    for size in [1_058_801usize, 9 << 20, 20 << 20] {
+        let mut b =
+            strata_storage::batch::BatchBuilder::new(strata_storage::batch::Compression::None);
+        b.push(strata_storage::batch::NewRecord::new(vec![
+            b'v';
+            size - 200
+        ]))
+        .unwrap();
+        log.append_batch(b.build().unwrap()).unwrap();
+    }
+    log.close().unwrap();
+    let o = strata(&["verify", "big-0"], tmp.path());
+    let s = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{s}");
+    assert!(s.contains("batches: 3 "), "{s}");
+    let o = strata(&["dump", "big-0"], tmp.path());
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert_eq!(stdout(&o).matches("baseOffset: ").count(), 3);
+    // A lower limit, asked for, still flags them.
+    let o = strata(
+        &["verify", "--max-batch-bytes", "1048588", "big-0"],
+        tmp.path(),
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+}

@@ -114,14 +114,6 @@ pub struct Topic {
     pub config: TopicConfig,
 }
 
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-struct TopicMeta {
-    name: String,
-    partitions: i32,
-    id: String,
-    configs: BTreeMap<String, String>,
-}
-
 /// The whole broker state.
 #[derive(Debug)]
 pub struct Broker {
@@ -148,14 +140,11 @@ pub struct Broker {
 /// ([`Broker::heal`]).
 pub const HEAL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Largest topic metadata file read at start-up: a few configs and a name fit in a kilobyte.
-const MAX_TOPIC_META_BYTES: u64 = 1 << 20;
-
 impl Broker {
     /// Opens the data directory: every topic in `topics/` with its partitions (recovering them).
     pub fn open(config: BrokerConfig) -> Result<Arc<Self>> {
         let data_dir = config.data_dir();
-        std::fs::create_dir_all(data_dir.join("topics"))
+        std::fs::create_dir_all(data_dir.join(strata_storage::meta::TOPICS_DIR))
             .with_context(|| format!("creating {}", data_dir.display()))?;
         let backend = strata_storage::io::select_backend(config.io_backend()?)
             .context("opening the io backend")?;
@@ -200,20 +189,11 @@ impl Broker {
             decompression_total: config.decompression_memory()?,
             config,
         });
-        let mut metas: Vec<PathBuf> = std::fs::read_dir(data_dir.join("topics"))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|e| e == "json"))
-            .collect();
-        metas.sort();
-        for path in metas {
-            let Some(name) = path
-                .file_stem()
-                .and_then(|n| n.to_str())
-                .map(str::to_string)
-            else {
-                continue;
-            };
-            match read_topic_meta(&path, &name).and_then(|meta| broker.open_topic(&meta)) {
+        for (name, path) in strata_storage::meta::list_topics(&data_dir)? {
+            let opened = strata_storage::meta::read_topic(&path, &name)
+                .map_err(anyhow::Error::new)
+                .and_then(|meta| broker.open_topic(&meta));
+            match opened {
                 Ok(topic) => {
                     broker.topics.write().insert(name, topic);
                 }
@@ -304,7 +284,7 @@ impl Broker {
     }
 
     fn partition_dir(&self, topic: &str, p: i32) -> PathBuf {
-        self.config.data_dir().join(format!("{topic}-{p}"))
+        strata_storage::meta::partition_dir(&self.config.data_dir(), topic, p)
     }
 
     fn open_topic(&self, meta: &TopicMeta) -> Result<Arc<Topic>> {
@@ -324,7 +304,7 @@ impl Broker {
         }
         Ok(Arc::new(Topic {
             name: meta.name.clone(),
-            id: u128::from_str_radix(&meta.id, 16).unwrap_or(0),
+            id: meta.id_value(),
             partitions,
             config,
         }))
@@ -403,15 +383,15 @@ impl Broker {
         // metadata file that makes the topic exist. A crash in between leaves directories of no
         // topic, which the next start reports.
         let made = self.create_partitions(&meta, &config)?;
-        let json = serde_json::to_vec_pretty(&meta)
-            .map_err(|e| perr(ResponseError::UnknownServerError, e.to_string()))?;
-        if let Err(e) = self.write_meta(name, &json) {
+        if let Err(e) =
+            strata_storage::meta::write_topic(self.backend.as_ref(), &self.config.data_dir(), &meta)
+        {
             self.remove_partitions(name, made);
-            return Err(storage_err(e));
+            return Err(storage_err(e.into()));
         }
         let topic = Arc::new(Topic {
             name: meta.name.clone(),
-            id: u128::from_str_radix(&meta.id, 16).unwrap_or(0),
+            id: meta.id_value(),
             partitions: made,
             config,
         });
@@ -487,23 +467,6 @@ impl Broker {
         }
     }
 
-    /// Writes `topics/<name>.json` durably through the broker's backend.
-    fn write_meta(&self, name: &str, json: &[u8]) -> Result<()> {
-        let path = self.meta_path(name);
-        strata_storage::io::write_file_atomic(self.backend.as_ref(), &path, json)?;
-        let dir = self.config.data_dir().join("topics");
-        self.backend
-            .sync_dir(&dir)
-            .with_context(|| format!("fsync {}", dir.display()))
-    }
-
-    fn meta_path(&self, name: &str) -> PathBuf {
-        self.config
-            .data_dir()
-            .join("topics")
-            .join(format!("{name}.json"))
-    }
-
     /// Deletes a topic, its committed offsets (as Kafka does: a topic re-created under the same
     /// name starts with none) and its data. Readers in flight keep their mappings. A topic whose
     /// metadata file is damaged is deleted too: the file and every `<name>-<n>` directory.
@@ -533,21 +496,8 @@ impl Broker {
             .offsets
             .delete_topic(name)
             .map_err(storage_err)?;
-        let meta = self.meta_path(name);
-        match self.backend.remove_file(&meta) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                return Err(storage_err(
-                    anyhow::Error::new(e).context(format!("removing {}", meta.display())),
-                ));
-            }
-        }
-        let topics_dir = self.config.data_dir().join("topics");
-        self.backend
-            .sync_dir(&topics_dir)
-            .with_context(|| format!("fsync {}", topics_dir.display()))
-            .map_err(storage_err)?;
+        strata_storage::meta::remove_topic(self.backend.as_ref(), &self.config.data_dir(), name)
+            .map_err(|e| storage_err(e.into()))?;
         for dir in dirs {
             match std::fs::remove_dir_all(&dir) {
                 Ok(()) => {}
@@ -707,47 +657,13 @@ pub async fn heal_loop(broker: Arc<Broker>, mut stop: tokio::sync::watch::Receiv
     }
 }
 
-/// Reads and decodes `topics/<name>.json`, bounded in size, checking that it names its topic.
-fn read_topic_meta(path: &Path, name: &str) -> Result<TopicMeta> {
-    use std::io::Read;
-    let file = std::fs::File::open(path).context("opening")?;
-    let mut text = String::new();
-    file.take(MAX_TOPIC_META_BYTES + 1)
-        .read_to_string(&mut text)
-        .context("reading")?;
-    if text.len() as u64 > MAX_TOPIC_META_BYTES {
-        bail!("more than {MAX_TOPIC_META_BYTES} bytes");
-    }
-    let meta: TopicMeta = serde_json::from_str(&text).context("parsing")?;
-    if meta.name != name {
-        bail!("names topic {:?}, not {name:?}", meta.name);
-    }
-    if !(1..=MAX_PARTITIONS).contains(&meta.partitions) {
-        bail!(
-            "{} partitions, outside 1..={MAX_PARTITIONS}",
-            meta.partitions
-        );
-    }
-    u128::from_str_radix(&meta.id, 16).with_context(|| format!("topic id {:?}", meta.id))?;
-    Ok(meta)
-}
-
-/// `<topic>-<n>`, split at the last '-', as partition directories are named (FORMAT.md §1).
-pub fn parse_partition_dir(name: &str) -> Option<(&str, i32)> {
-    let (topic, index) = name.rsplit_once('-')?;
-    if topic.is_empty() || index.is_empty() || !index.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    Some((topic, index.parse().ok()?))
-}
-
 /// File descriptors an open partition holds: the lock file, the active segment (written,
 /// mapped, and again with O_DIRECT or an io_uring in some modes) and its sealed segments'
 /// mappings, kept for `sendfile`. A rough figure for the start-up log line.
 pub const FDS_PER_PARTITION: u64 = 5;
 
-/// Most partitions a topic may have (CreateTopics and topic files alike).
-pub const MAX_PARTITIONS: i32 = 100_000;
+use strata_storage::meta::TopicMeta;
+pub use strata_storage::meta::{MAX_PARTITIONS, parse_partition_dir};
 
 /// Checks that the data directory is usable before anything else happens.
 pub fn check_data_dir(dir: &Path) -> Result<()> {

@@ -11,5 +11,6 @@ pub mod batch;
 pub mod error;
 pub mod io;
 pub mod log;
+pub mod meta;
 
 pub use error::{Error, Result};

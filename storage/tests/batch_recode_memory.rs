@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use strata_storage::batch::header::{self, BatchHeader, HEADER_LEN};
 use strata_storage::batch::record::encode_varint;
-use strata_storage::batch::stream::{RECODE_WORKING_BYTES, RecodeLimits, first_at_or_after, recode};
+use strata_storage::batch::stream::{
+    RECODE_WORKING_BYTES, RecodeLimits, first_at_or_after, recode,
+};
 use strata_storage::batch::{Compression, validate_batch};
 
 struct Counting;
@@ -120,7 +122,10 @@ fn given_a_60_mib_bomb_when_its_timestamps_are_searched_then_the_heap_never_hold
     let before = LIVE.load(Ordering::Relaxed);
     PEAK.store(before, Ordering::Relaxed);
     // No record is that late: the whole payload is walked.
-    assert_eq!(first_at_or_after(&h, &bomb, i64::MAX, 64 << 20).unwrap(), None);
+    assert_eq!(
+        first_at_or_after(&h, &bomb, i64::MAX, 64 << 20).unwrap(),
+        None
+    );
     let grew = PEAK.load(Ordering::Relaxed) - before;
     assert!(
         grew <= RECODE_WORKING_BYTES,

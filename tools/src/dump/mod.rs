@@ -18,7 +18,6 @@ use anyhow::Context;
 use serde::Serialize;
 use strata_storage::batch::header::{BatchHeader, HEADER_LEN, compute_crc};
 use strata_storage::batch::{Record, records};
-use strata_storage::log::LogConfig;
 use strata_storage::log::index::{self, IndexKind, OffsetEntry, OffsetIndex, TimeEntry};
 use strata_storage::log::name::{self, FileKind};
 use strata_storage::log::scan::ScannedBatch;
@@ -49,8 +48,10 @@ pub struct DumpArgs {
     /// Stop after this many batches.
     #[arg(long, value_name = "N")]
     pub max_batches: Option<u64>,
-    /// Largest batch considered legal (the broker's `max.message.bytes`).
-    #[arg(long, value_name = "BYTES", default_value_t = LogConfig::default().max_batch_bytes)]
+    /// Largest batch considered legal. Default: the largest the engine can store (2 GiB - 1),
+    /// so every batch it accepted, whatever `max.message.bytes` it was written under, is
+    /// read; lower it to flag batches above a limit.
+    #[arg(long, value_name = "BYTES", default_value_t = strata_storage::log::config::MAX_SEGMENT_BYTES as usize)]
     pub max_batch_bytes: usize,
 }
 

@@ -52,8 +52,10 @@ pub struct VerifyArgs {
     /// indexes), say what it changed, then verify the result. Refuses a locked partition.
     #[arg(long)]
     pub repair: bool,
-    /// Largest batch considered legal (the broker's `max.message.bytes`).
-    #[arg(long, value_name = "BYTES", default_value_t = LogConfig::default().max_batch_bytes)]
+    /// Largest batch considered legal. Default: the largest the engine can store (2 GiB - 1),
+    /// so every batch it accepted, whatever `max.message.bytes` it was written under, is
+    /// read; lower it to flag batches above a limit.
+    #[arg(long, value_name = "BYTES", default_value_t = strata_storage::log::config::MAX_SEGMENT_BYTES as usize)]
     pub max_batch_bytes: usize,
     /// `index.interval.bytes` used when `--repair` rebuilds indexes.
     #[arg(long, value_name = "BYTES", default_value_t = LogConfig::default().index_interval_bytes)]

@@ -4,7 +4,9 @@
 //! `unsafe`, and a file another process truncates cannot fault a read). The scanner runs over
 //! whatever the buffer holds; a batch cut by the end of the *buffer* (not of the file) is read
 //! again after the buffer is refilled, so the scanner only ever reports damage that is really on
-//! disk. The buffer holds at least one maximal batch plus a header, so every legal batch fits.
+//! disk. The buffer starts at 8 MiB and grows to hold the largest batch actually met (never
+//! beyond what the file still holds), so any batch the engine accepted fits, and a damaged
+//! length field costs nothing.
 
 use std::fs::File;
 use std::ops::ControlFlow;
@@ -44,8 +46,8 @@ pub struct WalkEnd {
 pub struct Buffer(Vec<u8>);
 
 impl Buffer {
-    fn ensure(&mut self, max_batch_bytes: usize) -> &mut Vec<u8> {
-        let want = MIN_BUFFER.max(max_batch_bytes.saturating_add(HEADER_LEN));
+    fn ensure(&mut self, want: usize) -> &mut Vec<u8> {
+        let want = MIN_BUFFER.max(want);
         if self.0.len() < want {
             self.0.resize(want, 0);
         }
@@ -61,8 +63,21 @@ pub fn walk(
     buffer: &mut Buffer,
     mut on_batch: impl FnMut(&ScannedBatch, &[u8]) -> ControlFlow<()>,
 ) -> std::io::Result<WalkEnd> {
-    let buf = buffer.ensure(opts.max_batch_bytes);
-    let cap = buf.len();
+    let file_len = file.metadata()?.len();
+    let mut buf = std::mem::take(buffer.ensure(0));
+    let res = walk_in(file, file_len, opts, &mut buf, &mut on_batch);
+    buffer.0 = buf;
+    res
+}
+
+fn walk_in(
+    file: &File,
+    file_len: u64,
+    opts: WalkOptions,
+    buf: &mut Vec<u8>,
+    on_batch: &mut impl FnMut(&ScannedBatch, &[u8]) -> ControlFlow<()>,
+) -> std::io::Result<WalkEnd> {
+    let mut cap = buf.len();
     let mut file_pos = opts.start;
     let mut filled = 0usize;
     let mut eof = false;
@@ -114,10 +129,24 @@ pub fn walk(
             None => {}
             Some(stop) => {
                 let left = filled.saturating_sub(stop.position as usize);
-                let cut_by_buffer = matches!(
-                    stop.problem,
-                    ScanProblem::Batch(BatchError::Truncated { .. })
-                ) || left < HEADER_LEN;
+                let needed = match stop.problem {
+                    ScanProblem::Batch(BatchError::Truncated { needed, .. }) => Some(needed),
+                    _ => None,
+                };
+                let cut_by_buffer = needed.is_some() || left < HEADER_LEN;
+                // One batch larger than the whole buffer: grow it, if the file holds the batch
+                // (a length running past the end of the file is damage, reported below).
+                if !eof
+                    && consumed == 0
+                    && filled == cap
+                    && let Some(needed) = needed
+                    && needed > cap
+                    && file_pos + needed as u64 <= file_len
+                {
+                    buf.resize(needed, 0);
+                    cap = needed;
+                    continue;
+                }
                 if eof || !cut_by_buffer || (consumed == 0 && filled == cap) {
                     return Ok(WalkEnd {
                         end: file_pos + consumed as u64,

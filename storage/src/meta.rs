@@ -1,0 +1,196 @@
+//! Topic metadata files and the data directory's layout around the partitions (FORMAT.md §10):
+//! one JSON file per topic, `<data-dir>/topics/<name>.json`, written by atomic replace through
+//! the configured [`IoBackend`] (so the fault-injecting backends see topic creation and
+//! deletion), and the `<topic>-<n>` partition directories beside them.
+//!
+//! The broker reads and writes these files; `strata verify` checks them with the same
+//! [`read_topic`], so nothing parses them twice.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, IoContext, Result};
+use crate::io::{IoBackend, write_file_atomic};
+
+/// Directory of the topic metadata files, under the data directory.
+pub const TOPICS_DIR: &str = "topics";
+
+/// Largest topic metadata file read: a name, an id and a few configs fit in a kilobyte.
+pub const MAX_TOPIC_FILE_BYTES: u64 = 1 << 20;
+
+/// Most partitions a topic may have (CreateTopics and topic files alike).
+pub const MAX_PARTITIONS: i32 = 100_000;
+
+/// One topic's metadata: what `topics/<name>.json` holds.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TopicMeta {
+    pub name: String,
+    /// Partition count: partitions are `<name>-0` to `<name>-(partitions - 1)`.
+    pub partitions: i32,
+    /// The topic id (a UUID), 32 lowercase hex digits; changes when a topic is re-created.
+    pub id: String,
+    /// Topic-level config overrides (Kafka's names).
+    pub configs: BTreeMap<String, String>,
+}
+
+impl TopicMeta {
+    /// The topic id as a number (checked by [`read_topic`]).
+    pub fn id_value(&self) -> u128 {
+        u128::from_str_radix(&self.id, 16).unwrap_or(0)
+    }
+}
+
+/// Why a topic metadata file cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {reason}", .path.display())]
+pub struct TopicFileError {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+/// The file of topic `name`.
+pub fn topic_path(data_dir: &Path, name: &str) -> PathBuf {
+    data_dir.join(TOPICS_DIR).join(format!("{name}.json"))
+}
+
+/// Reads and checks `path`, the file of topic `name`: bounded in size, valid JSON of the
+/// [`TopicMeta`] shape, naming its own topic, with a partition count in 1..=[`MAX_PARTITIONS`]
+/// and a hex id.
+pub fn read_topic(path: &Path, name: &str) -> std::result::Result<TopicMeta, TopicFileError> {
+    let bad = |reason: String| TopicFileError {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let file = std::fs::File::open(path).map_err(|e| bad(format!("cannot open: {e}")))?;
+    let mut text = String::new();
+    file.take(MAX_TOPIC_FILE_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| bad(format!("cannot read: {e}")))?;
+    if text.len() as u64 > MAX_TOPIC_FILE_BYTES {
+        return Err(bad(format!("more than {MAX_TOPIC_FILE_BYTES} bytes")));
+    }
+    let meta: TopicMeta =
+        serde_json::from_str(&text).map_err(|e| bad(format!("does not parse: {e}")))?;
+    if meta.name != name {
+        return Err(bad(format!("names topic {:?}, not {name:?}", meta.name)));
+    }
+    if !(1..=MAX_PARTITIONS).contains(&meta.partitions) {
+        return Err(bad(format!(
+            "{} partitions, outside 1..={MAX_PARTITIONS}",
+            meta.partitions
+        )));
+    }
+    if meta.id.len() != 32 || u128::from_str_radix(&meta.id, 16).is_err() {
+        return Err(bad(format!("topic id {:?} is not 32 hex digits", meta.id)));
+    }
+    Ok(meta)
+}
+
+/// Every topic file under `data_dir/topics`, as `(topic name, path)`, sorted.
+pub fn list_topics(data_dir: &Path) -> Result<Vec<(String, PathBuf)>> {
+    let dir = data_dir.join(TOPICS_DIR);
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io("read dir", dir, e)),
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let path = entry.ctx("read dir", &dir)?.path();
+        if path.extension().is_some_and(|e| e == "json")
+            && let Some(name) = path.file_stem().and_then(|n| n.to_str())
+        {
+            out.push((name.to_string(), path.clone()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Writes a topic's file durably: atomic replace, then a sync of the topics directory.
+pub fn write_topic(backend: &dyn IoBackend, data_dir: &Path, meta: &TopicMeta) -> Result<()> {
+    let dir = data_dir.join(TOPICS_DIR);
+    backend.create_dir_all(&dir).ctx("create dir", &dir)?;
+    let json = serde_json::to_vec_pretty(meta)
+        .map_err(|e| Error::Config(format!("encoding topic metadata: {e}")))?;
+    write_file_atomic(backend, &topic_path(data_dir, &meta.name), &json)?;
+    backend.sync_dir(&dir).ctx("fsync dir", &dir)
+}
+
+/// Removes a topic's file durably (a missing file is not an error).
+pub fn remove_topic(backend: &dyn IoBackend, data_dir: &Path, name: &str) -> Result<()> {
+    let path = topic_path(data_dir, name);
+    match backend.remove_file(&path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io("remove", path, e)),
+    }
+    let dir = data_dir.join(TOPICS_DIR);
+    backend.sync_dir(&dir).ctx("fsync dir", &dir)
+}
+
+/// `<topic>-<n>`, split at the last '-', as partition directories are named (FORMAT.md §1).
+pub fn parse_partition_dir(name: &str) -> Option<(&str, i32)> {
+    let (topic, index) = name.rsplit_once('-')?;
+    if topic.is_empty() || index.is_empty() || !index.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((topic, index.parse().ok()?))
+}
+
+/// The directory of partition `index` of `topic`.
+pub fn partition_dir(data_dir: &Path, topic: &str, index: i32) -> PathBuf {
+    data_dir.join(format!("{topic}-{index}"))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_directory_names_split_at_the_last_dash_and_need_a_number() {
+        assert_eq!(parse_partition_dir("a-b-12"), Some(("a-b", 12)));
+        assert_eq!(parse_partition_dir("t-0"), Some(("t", 0)));
+        for bad in ["t", "-1", "t-", "t-1x", "t-0.quarantine.5", "topics"] {
+            assert_eq!(parse_partition_dir(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_topic_file_is_refused_unless_it_names_its_topic_with_a_valid_count_and_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.json");
+        let good = TopicMeta {
+            name: "t".into(),
+            partitions: 3,
+            id: format!("{:032x}", 7u128),
+            configs: BTreeMap::new(),
+        };
+        let write = |m: &TopicMeta| std::fs::write(&path, serde_json::to_vec(m).unwrap()).unwrap();
+        write(&good);
+        assert_eq!(read_topic(&path, "t").unwrap(), good);
+        assert!(read_topic(&path, "u").is_err(), "another topic's file");
+        for bad in [
+            TopicMeta {
+                partitions: 0,
+                ..good.clone()
+            },
+            TopicMeta {
+                id: "xyz".into(),
+                ..good.clone()
+            },
+        ] {
+            write(&bad);
+            assert!(read_topic(&path, "t").is_err(), "{bad:?}");
+        }
+        std::fs::write(&path, b"{\"name\": \"t\", \"parti").unwrap();
+        assert!(
+            read_topic(&path, "t")
+                .unwrap_err()
+                .reason
+                .contains("does not parse")
+        );
+    }
+}
