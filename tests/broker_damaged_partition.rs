@@ -257,3 +257,59 @@ fn given_a_partition_directory_of_no_topic_when_the_broker_starts_then_it_is_rep
     }
     assert!(!dir.join("topics").join("ghost.json").exists());
 }
+
+fn strata_verify(args: &[&str]) -> (i32, String) {
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_strata"))
+        .arg("verify")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn given_an_offline_partition_when_verify_cuts_it_at_its_damage_then_the_broker_serves_it_again() {
+    let (tmp, dir) = stopped_broker_with_data();
+    let segs = segments(&dir.join("a-1"));
+    std::fs::remove_file(&segs[1]).unwrap(); // a missing middle segment
+    let data = dir.to_str().unwrap();
+    // Plain --repair refuses, and says how to go further.
+    let (code, out) = strata_verify(&["--repair", data]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("refused") && out.contains("--truncate-at-damage"),
+        "{out}"
+    );
+    let (code, out) = strata_verify(&["--repair", "--truncate-at-damage", data]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("the partition now ends at offset"), "{out}");
+    let b = Broker::start_logged(&dir, &[], &tmp.path().join("broker.log"));
+    let mut c = b.client();
+    let md = metadata(&mut c, &["a"]);
+    assert!(md.topics[0].partitions.iter().all(|p| p.error_code == 0));
+    let r = fetch(&mut c, "a", 1, 0, 0, 12);
+    assert_eq!(r.responses[0].partitions[0].error_code, 0);
+    let kept = r.responses[0].partitions[0].high_watermark;
+    assert!(kept > 0 && kept < 20, "{kept}");
+    let r = produce(&mut c, "a", 1, batch(&["again"], None), -1).unwrap();
+    assert_eq!(r.responses[0].partition_responses[0].base_offset, kept);
+}
+
+#[test]
+fn given_damaged_topic_files_and_stray_directories_when_the_data_dir_is_verified_then_each_is_reported()
+ {
+    let (_tmp, dir) = stopped_broker_with_data();
+    std::fs::write(dir.join("topics").join("a.json"), b"not json").unwrap();
+    std::fs::remove_dir_all(dir.join("b-0")).unwrap();
+    std::fs::create_dir(dir.join("ghost-0")).unwrap();
+    let (code, out) = strata_verify(&[dir.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("a.json: topic_metadata:"), "{out}");
+    assert!(out.contains("b-0: partition_missing:"), "{out}");
+    assert!(out.contains("ghost-0: partition_orphan:"), "{out}");
+    // a-0 and a-1 belong to the topic whose file is damaged: not orphans.
+    assert!(!out.contains("a-0: partition_orphan"), "{out}");
+}

@@ -130,18 +130,16 @@ pub fn remove_topic(backend: &dyn IoBackend, data_dir: &Path, name: &str) -> Res
     backend.sync_dir(&dir).ctx("fsync dir", &dir)
 }
 
-/// `<topic>-<n>`, split at the last '-', as partition directories are named (FORMAT.md §1).
-pub fn parse_partition_dir(name: &str) -> Option<(&str, i32)> {
-    let (topic, index) = name.rsplit_once('-')?;
-    if topic.is_empty() || index.is_empty() || !index.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    Some((topic, index.parse().ok()?))
-}
-
-/// The directory of partition `index` of `topic`.
+/// The directory of partition `index` of `topic` (named by [`crate::log::name`]).
 pub fn partition_dir(data_dir: &Path, topic: &str, index: i32) -> PathBuf {
     data_dir.join(format!("{topic}-{index}"))
+}
+
+/// `<topic>-<n>` as a topic and a partition index: [`crate::log::name::parse_partition_dir_name`]
+/// with the index as Kafka types it.
+pub fn parse_partition_dir(name: &str) -> Option<(&str, i32)> {
+    let (topic, index) = crate::log::name::parse_partition_dir_name(name)?;
+    Some((topic, i32::try_from(index).ok()?))
 }
 
 #[cfg(test)]
@@ -150,12 +148,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn partition_directory_names_split_at_the_last_dash_and_need_a_number() {
+    fn partition_directory_names_need_an_index_kafka_can_type() {
         assert_eq!(parse_partition_dir("a-b-12"), Some(("a-b", 12)));
-        assert_eq!(parse_partition_dir("t-0"), Some(("t", 0)));
-        for bad in ["t", "-1", "t-", "t-1x", "t-0.quarantine.5", "topics"] {
-            assert_eq!(parse_partition_dir(bad), None, "{bad}");
-        }
+        assert_eq!(parse_partition_dir("t-3000000000"), None, "above i32::MAX");
+        assert_eq!(parse_partition_dir("t-0.quarantine.5"), None);
     }
 
     #[test]

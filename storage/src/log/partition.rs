@@ -2086,7 +2086,9 @@ fn recover(
             return Err(Error::Corrupt {
                 file: path,
                 position: 0,
-                reason,
+                reason: format!(
+                    "{reason} (a segment is missing, or was cut short, where no crash can have done it); {TRUNCATE_HINT}"
+                ),
             });
         }
         let trusted = base < recovery_point || clean;
@@ -2314,10 +2316,11 @@ fn damage_reason(problem: &str, trusted: bool, later: &[(u64, u64)]) -> String {
     } else {
         "and not a batch cut short by an unfinished write, the only tail a crash in this boot leaves"
     };
-    format!(
-        "{problem} ({why}); `strata verify --repair --truncate-at-damage` cuts the partition here and keeps what it cuts in a quarantine directory"
-    )
+    format!("{problem} ({why}); {TRUNCATE_HINT}")
 }
+
+/// The way out of damage recovery refuses, named in its error.
+const TRUNCATE_HINT: &str = "`strata verify --repair --truncate-at-damage` cuts the partition here and keeps what it cuts in a quarantine directory";
 
 /// Removes segments (log and index files) found by recovery past a point of corruption.
 fn remove_segments(backend: &dyn IoBackend, dir: &Path, bases: &[(u64, u64)]) -> Result<usize> {

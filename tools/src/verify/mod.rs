@@ -52,6 +52,12 @@ pub struct VerifyArgs {
     /// indexes), say what it changed, then verify the result. Refuses a locked partition.
     #[arg(long)]
     pub repair: bool,
+    /// With --repair: a partition recovery refuses (damage that is not a crash's torn tail) is
+    /// cut at its first damaged batch and every later segment dropped, so it serves again; what
+    /// is cut is moved, not deleted, into `<partition>.quarantine.<unix-ms>/` beside it, and
+    /// the records and offsets lost are printed.
+    #[arg(long, requires = "repair")]
+    pub truncate_at_damage: bool,
     /// Largest batch considered legal. Default: the largest the engine can store (2 GiB - 1),
     /// so every batch it accepted, whatever `max.message.bytes` it was written under, is
     /// read; lower it to flag batches above a limit.
@@ -88,9 +94,13 @@ pub fn run_to(
         .collect::<anyhow::Result<Vec<_>>>()?;
     let mut partitions = Vec::new();
     let mut files = Vec::new();
+    let mut data_dirs = Vec::new();
     for t in targets {
         match t {
-            Target::DataDir(d) => partitions.extend(target::partitions_of(&d)?),
+            Target::DataDir(d) => {
+                partitions.extend(target::partitions_of(&d)?);
+                data_dirs.push(d);
+            }
             Target::Partition(p) => partitions.push(p),
             Target::File(f, kind) => files.push((f, kind)),
         }
@@ -123,6 +133,9 @@ pub fn run_to(
         rep,
         buf: Buffer::default(),
     };
+    for d in &data_dirs {
+        v.topics(d)?;
+    }
     for dir in &partitions {
         v.partition(dir)?;
     }
@@ -225,6 +238,82 @@ pub fn classify_stop(p: &ScanProblem) -> (&'static str, String, String) {
 }
 
 impl Verifier<'_, '_> {
+    /// A data directory's topic metadata files (`topics/<name>.json`, FORMAT.md §10), read as
+    /// the broker reads them, against its partition directories: a file that does not read
+    /// (the broker lists the topic offline), a partition with no directory (the broker would
+    /// start it empty), a partition directory of no topic (left by a crash during a topic's
+    /// creation or deletion; the broker leaves it alone and reports it). Only for a broker's
+    /// data directory (one with `topics/`).
+    fn topics(&mut self, data_dir: &Path) -> anyhow::Result<()> {
+        use strata_storage::meta;
+        if !data_dir.join(meta::TOPICS_DIR).is_dir() {
+            // The engine's partitions without a broker around them: nothing to check.
+            return Ok(());
+        }
+        let mut partitions_of: std::collections::BTreeMap<String, Option<i32>> =
+            std::collections::BTreeMap::new();
+        for (name, path) in meta::list_topics(data_dir)? {
+            match meta::read_topic(&path, &name) {
+                Ok(m) => {
+                    for p in 0..m.partitions {
+                        let dir = meta::partition_dir(data_dir, &name, p);
+                        if !dir.is_dir() {
+                            self.rep.problem(problem(
+                                &dir,
+                                None,
+                                "partition_missing",
+                                format!("partition {p} of topic {name:?}"),
+                                "no directory",
+                                "the broker would start this partition empty",
+                            ));
+                        }
+                    }
+                    partitions_of.insert(name, Some(m.partitions));
+                }
+                Err(e) => {
+                    self.rep.problem(problem(
+                        &path,
+                        None,
+                        "topic_metadata",
+                        "a topic metadata file",
+                        "",
+                        format!("{}: the broker lists this topic offline", e.reason),
+                    ));
+                    partitions_of.insert(name, None);
+                }
+            }
+        }
+        for dir in target::partitions_of(data_dir)? {
+            let Some((topic, index)) = dir
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(meta::parse_partition_dir)
+            else {
+                continue;
+            };
+            if topic == "__consumer_offsets" {
+                continue;
+            }
+            let known = match partitions_of.get(topic) {
+                Some(Some(n)) => index < *n,
+                // A damaged file: its partitions are unknown, not orphans.
+                Some(None) => true,
+                None => false,
+            };
+            if !known {
+                self.rep.problem(problem(
+                    &dir,
+                    None,
+                    "partition_orphan",
+                    "a partition of a topic",
+                    format!("no topic {topic:?} with partition {index}"),
+                    "partition directory of no topic (a crash during a topic's creation or deletion?): the broker leaves it alone",
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn partition(&mut self, dir: &Path) -> anyhow::Result<()> {
         let l = target::list_partition(dir)?;
         self.rep.summary.partitions += 1;
