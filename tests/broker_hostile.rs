@@ -447,3 +447,25 @@ fn given_decompression_bombs_to_a_topic_that_re_encodes_then_they_are_refused_pa
         strata_storage::batch::Compression::Lz4
     );
 }
+
+#[test]
+fn given_a_flood_of_malformed_frames_when_logged_then_one_line_stands_for_many() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log = tmp.path().join("broker.log");
+    let b = Broker::start_logged(&tmp.path().join("data"), &[], &log);
+    for _ in 0..50 {
+        let mut c = b.client();
+        c.stream.write_all(&7i32.to_be_bytes()).unwrap(); // shorter than any request header
+        assert!(c.is_closed());
+    }
+    still_serving(&b);
+    let text = b.log_text();
+    let lines = text
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("closing connection"))
+        .count();
+    assert!(
+        (1..=2).contains(&lines),
+        "50 bad frames must not make 50 warnings ({lines} lines):\n{text}"
+    );
+}

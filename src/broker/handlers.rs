@@ -810,6 +810,7 @@ pub async fn create_topics(broker: &Arc<Broker>, req: CreateTopicsRequest, versi
                 }
             }
             Err(e) => {
+                tracing::debug!(target: "strata::client", topic = %t.name.0, code = ?e.code, message = %e.message, "topic creation refused");
                 r = r.with_error_code(code(e.code));
                 if version >= 1 {
                     r = r.with_error_message(Some(s(e.message)));
