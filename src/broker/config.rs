@@ -618,24 +618,35 @@ impl TopicConfig {
         if get("cleanup.policy") != "delete" {
             bail!("cleanup.policy: only \"delete\" is supported");
         }
+        // Kafka's flush.messages: sync once this many messages are appended since the last
+        // sync (1: before every acknowledgement; Long.MAX_VALUE, the default: never by count).
         let flush_messages = num("flush.messages")?;
+        if flush_messages < 1 {
+            bail!("flush.messages must be at least 1, got {flush_messages}");
+        }
+        // Kafka's flush.ms: sync when the oldest unsynced message is this old (0: before every
+        // acknowledgement, as Strata cannot sync more often; Long.MAX_VALUE or unset: never by
+        // time).
         let flush_ms = get("flush.ms");
-        let fsync = if flush_messages == 1 {
-            FsyncPolicy::Always
-        } else if !flush_ms.is_empty() {
+        let interval = if flush_ms.is_empty() {
+            None
+        } else {
             let v: i64 = flush_ms
                 .parse()
                 .with_context(|| format!("flush.ms: expected milliseconds, got {flush_ms:?}"))?;
-            if v <= 0 {
-                FsyncPolicy::Always
-            } else if v == i64::MAX {
-                FsyncPolicy::Never
-            } else {
-                FsyncPolicy::Interval(Duration::from_millis(v as u64))
+            if v < 0 {
+                bail!("flush.ms must be at least 0, got {v}");
             }
-        } else {
-            FsyncPolicy::Never
+            (v != i64::MAX).then(|| Duration::from_millis(v as u64))
         };
+        let fsync = match interval {
+            _ if flush_messages == 1 => FsyncPolicy::Always,
+            Some(d) if d.is_zero() => FsyncPolicy::Always,
+            Some(d) => FsyncPolicy::Interval(d),
+            None => FsyncPolicy::Never,
+        };
+        let flush_messages =
+            (flush_messages > 1 && flush_messages != i64::MAX).then_some(flush_messages as u64);
         let retention_bytes = num("retention.bytes")?;
         let segment_bytes = num("segment.bytes")?;
         let max_message_bytes = num("max.message.bytes")?;
@@ -647,6 +658,7 @@ impl TopicConfig {
             retention_bytes: (retention_bytes >= 0).then_some(retention_bytes as u64),
             retention_check_interval: broker.retention_check_interval()?,
             fsync,
+            flush_messages,
             index_interval_bytes: u32::try_from(broker.i64("log.index.interval.bytes")?)
                 .context("log.index.interval.bytes out of range")?,
             max_batch_bytes: usize::try_from(max_message_bytes)
@@ -726,6 +738,23 @@ mod tests {
         assert_eq!(
             t(&[("flush.ms", "250")]),
             FsyncPolicy::Interval(Duration::from_millis(250))
+        );
+        assert_eq!(t(&[("flush.ms", "0")]), FsyncPolicy::Always);
+        let count = |v: &str| {
+            TopicConfig::resolve(&b, [("flush.messages".to_string(), v.to_string())].into())
+                .map(|c| (c.log.fsync, c.log.flush_messages))
+        };
+        assert_eq!(count("1").unwrap(), (FsyncPolicy::Always, None));
+        assert_eq!(count("500").unwrap(), (FsyncPolicy::Never, Some(500)));
+        assert_eq!(
+            count("9223372036854775807").unwrap(),
+            (FsyncPolicy::Never, None)
+        );
+        for bad in ["0", "-3"] {
+            assert!(count(bad).is_err(), "flush.messages={bad}");
+        }
+        assert!(
+            TopicConfig::resolve(&b, [("flush.ms".to_string(), "-1".to_string())].into()).is_err()
         );
         assert!(TopicConfig::resolve(&b, [("bogus".to_string(), "1".to_string())].into()).is_err());
         assert!(

@@ -30,13 +30,12 @@ use config::{BrokerConfig, TopicConfig};
 pub use partition::Partition;
 use producer::ProducerIdAllocator;
 
-/// Writes `bytes` to `path` durably by atomic replace (tmp, fsync, rename, fsync dir).
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    use strata_storage::io::IoBackend;
-    let plain = strata_storage::io::plain::PlainBackend::new();
-    strata_storage::io::write_file_atomic(&plain, path, bytes)?;
+/// Writes `bytes` to `path` durably by atomic replace (tmp, fsync, rename, fsync dir) through
+/// `backend`, the broker's io backend (so the fault-injecting test backends see it).
+pub fn write_atomic(backend: &dyn IoBackend, path: &Path, bytes: &[u8]) -> Result<()> {
+    strata_storage::io::write_file_atomic(backend, path, bytes)?;
     if let Some(dir) = path.parent() {
-        plain
+        backend
             .sync_dir(dir)
             .with_context(|| format!("fsync {}", dir.display()))?;
     }
@@ -143,11 +142,20 @@ pub const HEAL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2)
 impl Broker {
     /// Opens the data directory: every topic in `topics/` with its partitions (recovering them).
     pub fn open(config: BrokerConfig) -> Result<Arc<Self>> {
+        let backend = strata_storage::io::select_backend(config.io_backend()?)
+            .context("opening the io backend")?;
+        Self::open_with_backend(config, backend)
+    }
+
+    /// [`Broker::open`] writing every file through `backend` (`strata.io.backend` is then not
+    /// consulted): for tests that run the broker over the engine's fault-injecting backends.
+    pub fn open_with_backend(
+        config: BrokerConfig,
+        backend: Arc<dyn IoBackend>,
+    ) -> Result<Arc<Self>> {
         let data_dir = config.data_dir();
         std::fs::create_dir_all(data_dir.join(strata_storage::meta::TOPICS_DIR))
             .with_context(|| format!("creating {}", data_dir.display()))?;
-        let backend = strata_storage::io::select_backend(config.io_backend()?)
-            .context("opening the io backend")?;
         let write_mode = config.write_mode()?;
         if write_mode == strata_storage::log::WriteMode::Direct {
             strata_storage::io::probe_direct(backend.as_ref(), &data_dir).with_context(|| {
@@ -163,7 +171,7 @@ impl Broker {
             Ok(s) => s.trim().to_string(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let id = format!("strata-{:032x}", random_u128());
-                write_atomic(&cluster_path, id.as_bytes())?;
+                write_atomic(backend.as_ref(), &cluster_path, id.as_bytes())?;
                 id
             }
             Err(e) => return Err(e).context("reading cluster-id"),
@@ -176,7 +184,7 @@ impl Broker {
             groups,
             node_id: config.node_id()?,
             cluster_id,
-            producer_ids: ProducerIdAllocator::open(&data_dir)?,
+            producer_ids: ProducerIdAllocator::open(&data_dir, backend.clone())?,
             backend,
             topics: RwLock::new(BTreeMap::new()),
             damaged_topics: RwLock::new(BTreeMap::new()),

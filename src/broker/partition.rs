@@ -80,6 +80,8 @@ pub struct Partition {
     pub topic: String,
     pub index: i32,
     dir: PathBuf,
+    /// The broker's io backend: the producer-state snapshot is written through it.
+    backend: Arc<dyn IoBackend>,
     state: RwLock<State>,
     /// A log taken offline by a failure, until every request still using it has let go: its
     /// directory lock keeps a new one from opening before that.
@@ -129,7 +131,7 @@ impl Partition {
         backend: Arc<dyn IoBackend>,
         producer_expiration_ms: i64,
     ) -> Partition {
-        let state = match PartitionLog::open(&dir, config, backend) {
+        let state = match PartitionLog::open(&dir, config, backend.clone()) {
             Ok(log) => State::Online(Arc::new(log)),
             Err(e) => {
                 let o = Offline::from_open_error(&e);
@@ -141,6 +143,7 @@ impl Partition {
             topic: topic.to_string(),
             index,
             dir,
+            backend,
             state: RwLock::new(state),
             retiring: Mutex::new(None),
             producers: Mutex::new(ProducerStates::default()),
@@ -266,6 +269,7 @@ impl Partition {
             return Ok(());
         };
         if let Err(e) = save_producer_state(
+            self.backend.as_ref(),
             &self.producers,
             &self.idempotent,
             &self.snapshot_write,
@@ -326,6 +330,7 @@ impl Partition {
         self.expire_producers(groups::offsets::now_ms());
         if replace
             && let Err(e) = write_snapshot(
+                self.backend.as_ref(),
                 &self.producers,
                 &self.idempotent,
                 &self.snapshot_write,
@@ -335,8 +340,10 @@ impl Partition {
         {
             // Without a replacement the file must go: once the log grows past its offset it
             // would pass the check above.
-            let removed = std::fs::remove_file(&path)
-                .and_then(|()| std::fs::File::open(log.dir()).and_then(|d| d.sync_all()));
+            let removed = self
+                .backend
+                .remove_file(&path)
+                .and_then(|()| self.backend.sync_dir(log.dir()));
             tracing::error!(file = %path.display(), error = %format!("{e:#}"), removed = removed.is_ok(), "replacing the producer-state snapshot failed");
         }
     }
@@ -406,6 +413,7 @@ impl Partition {
         self.since_snapshot.store(0, Ordering::Release);
         let Ok(log) = self.log() else { return };
         if let Err(e) = save_producer_state(
+            self.backend.as_ref(),
             &self.producers,
             &self.idempotent,
             &self.snapshot_write,
@@ -602,6 +610,7 @@ fn recode(
 /// Writes the snapshot if any idempotent producer has been seen (there is nothing to keep
 /// otherwise, and a restart without a snapshot replays only the last segment).
 fn save_producer_state(
+    backend: &dyn IoBackend,
     producers: &Mutex<ProducerStates>,
     idempotent: &Mutex<()>,
     snapshot_write: &Mutex<()>,
@@ -611,13 +620,21 @@ fn save_producer_state(
     if producers.lock().is_empty() {
         return Ok(());
     }
-    write_snapshot(producers, idempotent, snapshot_write, log, expiration_ms)
+    write_snapshot(
+        backend,
+        producers,
+        idempotent,
+        snapshot_write,
+        log,
+        expiration_ms,
+    )
 }
 
 /// Replaces the snapshot file with the state as of the log end (atomic replace, directory
 /// fsync). Taken under the idempotent lock, so every idempotent batch below that offset is
 /// in it and none past it.
 fn write_snapshot(
+    backend: &dyn IoBackend,
     producers: &Mutex<ProducerStates>,
     idempotent: &Mutex<()>,
     snapshot_write: &Mutex<()>,
@@ -632,7 +649,7 @@ fn write_snapshot(
         states.expire(groups::offsets::now_ms(), expiration_ms);
         states.encode_snapshot(end)
     };
-    write_atomic(&Partition::snapshot_path(log), &bytes)
+    write_atomic(backend, &Partition::snapshot_path(log), &bytes)
 }
 
 /// Reads and decodes a producer-state snapshot: `None` if there is none, an error if it is too

@@ -289,12 +289,16 @@ impl ProducerStates {
 pub struct ProducerIdAllocator {
     path: PathBuf,
     state: Mutex<(i64, i64)>,
+    backend: std::sync::Arc<dyn strata_storage::io::IoBackend>,
 }
 
 const BLOCK: i64 = 1000;
 
 impl ProducerIdAllocator {
-    pub fn open(data_dir: &Path) -> Result<Self> {
+    pub fn open(
+        data_dir: &Path,
+        backend: std::sync::Arc<dyn strata_storage::io::IoBackend>,
+    ) -> Result<Self> {
         let path = data_dir.join("producer-ids");
         let next = match std::fs::read_to_string(&path) {
             Ok(s) => s
@@ -307,6 +311,7 @@ impl ProducerIdAllocator {
         Ok(ProducerIdAllocator {
             path,
             state: Mutex::new((next, next)),
+            backend,
         })
     }
 
@@ -315,7 +320,11 @@ impl ProducerIdAllocator {
         let mut s = self.state.lock();
         if s.0 >= s.1 {
             let end = s.1 + BLOCK;
-            crate::broker::write_atomic(&self.path, end.to_string().as_bytes())?;
+            crate::broker::write_atomic(
+                self.backend.as_ref(),
+                &self.path,
+                end.to_string().as_bytes(),
+            )?;
             s.1 = end;
         }
         let id = s.0;
@@ -515,10 +524,18 @@ mod tests {
     #[test]
     fn producer_ids_are_unique_across_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let a = ProducerIdAllocator::open(dir.path()).unwrap();
+        let a = ProducerIdAllocator::open(
+            dir.path(),
+            std::sync::Arc::new(strata_storage::io::plain::PlainBackend::new()),
+        )
+        .unwrap();
         let first: Vec<i64> = (0..3).map(|_| a.allocate().unwrap()).collect();
         drop(a);
-        let b = ProducerIdAllocator::open(dir.path()).unwrap();
+        let b = ProducerIdAllocator::open(
+            dir.path(),
+            std::sync::Arc::new(strata_storage::io::plain::PlainBackend::new()),
+        )
+        .unwrap();
         let next = b.allocate().unwrap();
         assert!(first.iter().all(|id| *id < next), "{first:?} then {next}");
     }

@@ -215,3 +215,105 @@ fn given_never_when_rolled_segments_were_sealed_before_the_crash_then_they_survi
         "everything sealed before the crash is there"
     );
 }
+
+/// `flush.messages` = 5, batches of 2 records: appends until the backend fails. Returns what
+/// was acknowledged and, by Kafka's rule, the offset below which everything must survive: the
+/// end of the last acknowledged append that brought the count since the last sync to 5.
+fn flush_count_workload(dir: &Path, backend: Arc<dyn IoBackend>) -> (Vec<(u64, u64)>, u64) {
+    let config = LogConfig {
+        flush_messages: Some(5),
+        ..config(FsyncPolicy::Never)
+    };
+    let mut acked = Vec::new();
+    let mut must_survive = 0;
+    let Ok(log) = PartitionLog::open(dir, config, backend) else {
+        return (acked, 0);
+    };
+    let mut unsynced = 0;
+    for n in 0..40 {
+        match log.append_batch(numbered_batch(n, 2, 150, n as i64)) {
+            Ok(info) => {
+                acked.push((info.base_offset, n));
+                unsynced += 2;
+                if unsynced >= 5 {
+                    unsynced = 0;
+                    must_survive = info.last_offset + 1;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    drop(log);
+    (acked, must_survive)
+}
+
+#[test]
+fn given_flush_messages_when_the_disk_forgets_unsynced_writes_at_every_operation_then_every_append_that_reached_the_count_survives_with_all_before_it()
+ {
+    let total = {
+        let dir = tempfile::tempdir().unwrap();
+        let counting = FailingBackend::counting(backend());
+        flush_count_workload(dir.path(), Arc::new(counting.clone()));
+        counting.ops()
+    };
+    for n in 0..=total {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = ForgetfulBackend::wrapping(backend());
+        let failing = FailingBackend::new(Arc::new(disk.clone()), n);
+        let (acked, must_survive) = flush_count_workload(dir.path(), Arc::new(failing));
+        disk.crash(TornMode::Clean);
+        let log = PartitionLog::open(dir.path(), config(FsyncPolicy::Never), backend()).unwrap();
+        let stored: HashMap<u64, Vec<u8>> = read_all(&log, 0)
+            .into_iter()
+            .map(|(b, _, x)| (b, x))
+            .collect();
+        assert!(
+            log.log_end_offset() >= must_survive,
+            "crash at op {n}/{total}: flush.messages promised offsets below {must_survive}, the log ends at {}",
+            log.log_end_offset()
+        );
+        for (base, batch) in acked.iter().filter(|(b, _)| *b < must_survive) {
+            assert_eq!(
+                stored.get(base).map(|x| &x[8..]),
+                Some(&numbered_batch(*batch, 2, 150, *batch as i64)[8..]),
+                "crash at op {n}/{total}: batch {batch} at {base}"
+            );
+        }
+    }
+}
+
+#[test]
+fn given_an_interval_when_the_interval_and_one_sync_have_passed_then_nothing_older_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = ForgetfulBackend::wrapping(backend());
+    let log = PartitionLog::open(
+        dir.path(),
+        config(FsyncPolicy::Interval(std::time::Duration::from_millis(50))),
+        Arc::new(disk.clone()),
+    )
+    .unwrap();
+    for n in 0..30 {
+        log.append_batch(numbered_batch(n, 2, 150, 0)).unwrap();
+    }
+    let end = log.log_end_offset();
+    // No sync from here: only the background one can make it durable. It says so through the
+    // durable offset, and the disk must then hold it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while log.durable_offset() < end {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no background sync reached offset {end} (durable: {})",
+            log.durable_offset()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    drop(log);
+    disk.crash(TornMode::Clean);
+    let log = PartitionLog::open(dir.path(), config(FsyncPolicy::Never), backend()).unwrap();
+    assert_eq!(
+        log.log_end_offset(),
+        end,
+        "an interval and a sync later, nothing is lost"
+    );
+    assert_eq!(read_all(&log, 0).len(), 30);
+}

@@ -121,6 +121,11 @@ pub struct LogConfig {
     pub retention_check_interval: Option<Duration>,
     /// Durability of an acknowledged append.
     pub fsync: FsyncPolicy,
+    /// Kafka's `flush.messages` above 1: once this many messages have been appended since the
+    /// last sync, the append that reaches the count returns only after an fdatasync that covers
+    /// it and everything before it (rolled segments included), as Kafka's flush on the append
+    /// path does. `None`: no count (1 is [`FsyncPolicy::Always`]). Combines with `fsync`.
+    pub flush_messages: Option<u64>,
     /// Bytes between two offset-index entries (`index.interval.bytes`, default 4096).
     pub index_interval_bytes: u32,
     /// Largest batch accepted (`max.message.bytes`, default 1 MiB + 12 bytes of log overhead, as Kafka).
@@ -152,6 +157,7 @@ impl Default for LogConfig {
             retention_bytes: None,
             retention_check_interval: Some(Duration::from_secs(300)),
             fsync: FsyncPolicy::Never,
+            flush_messages: None,
             index_interval_bytes: 4096,
             max_batch_bytes: 1_048_588,
             preallocate: true,
@@ -201,6 +207,11 @@ impl LogConfig {
             && d.is_zero()
         {
             return Err(Error::Config("fsync interval must be > 0".into()));
+        }
+        if self.flush_messages.is_some_and(|n| n < 2) {
+            return Err(Error::Config(
+                "flush_messages must be at least 2 (1 is FsyncPolicy::Always)".into(),
+            ));
         }
         Ok(())
     }

@@ -269,6 +269,8 @@ struct Inner {
     seals_cv: Condvar,
     /// Bytes written since writeback was last started (`never`/`interval` only).
     unflushed: AtomicU64,
+    /// Messages appended since the last sync ([`LogConfig::flush_messages`]).
+    unsynced_messages: AtomicU64,
     /// The direct write path's shared state (`WriteMode::Direct` only).
     direct: Option<DirectShared>,
     _lock: File,
@@ -466,6 +468,7 @@ impl PartitionLog {
             seals: Mutex::new(SealQueue::default()),
             seals_cv: Condvar::new(),
             unflushed: AtomicU64::new(0),
+            unsynced_messages: AtomicU64::new(0),
             direct,
             _lock: lock,
         });
@@ -1173,7 +1176,24 @@ impl Inner {
     /// Publishes completed writes, oldest first (after one fdatasync per segment that covers
     /// them, under `always`).
     fn publish_flights(&self, f: &mut Flights<RollSwap>, flights: Vec<Flight>) -> Result<()> {
-        let always = self.config.fsync == FsyncPolicy::Always;
+        let mut always = self.config.fsync == FsyncPolicy::Always;
+        if !always {
+            let end = flights
+                .iter()
+                .filter_map(|fl| fl.publish.map(|(state, _)| state.next_offset))
+                .max()
+                .unwrap_or(0);
+            let new = end.saturating_sub(self.log_end.load(Ordering::Acquire));
+            if self.flush_due(new) {
+                // flush.messages reached: these writes are acknowledged only once synced, and
+                // so is everything before them (rolled segments are synced by their seals).
+                if let Err(e) = self.wait_for_seals() {
+                    self.fail_writes(f, &e);
+                    return Err(e);
+                }
+                always = true;
+            }
+        }
         let mut synced: Option<&Arc<Segment>> = None;
         for flight in &flights {
             if always && !synced.is_some_and(|s| Arc::ptr_eq(s, &flight.segment)) {
@@ -1327,12 +1347,38 @@ impl Inner {
             i = j;
         }
         if let Some(end) = last_end {
-            if always {
+            let written = end.saturating_sub(self.log_end.load(Ordering::Acquire));
+            if !always && self.flush_due(written) {
+                // flush.messages reached: acknowledged only once this and everything before it
+                // is synced (rolled segments by their seals).
+                self.wait_for_seals().map_err(|e| ("fdatasync", e))?;
+                let seg = core.active.clone();
+                let w = seg
+                    .writer()
+                    .ok_or_else(|| ("fdatasync", Error::Closed(self.dir.clone())))?;
+                w.sync_data()
+                    .map_err(|e| ("fdatasync", Error::io("fdatasync", &seg.log_path, e)))?;
+                self.durable_end.fetch_max(end, Ordering::AcqRel);
+            } else if always {
                 self.durable_end.fetch_max(end, Ordering::AcqRel);
             }
             self.log_end.store(end, Ordering::Release);
         }
         Ok(())
+    }
+
+    /// Counts `messages` more appended and says whether `flush.messages` is reached; if so the
+    /// count starts again (the caller syncs before acknowledging).
+    fn flush_due(&self, messages: u64) -> bool {
+        let Some(n) = self.config.flush_messages else {
+            return false;
+        };
+        let total = self.unsynced_messages.fetch_add(messages, Ordering::AcqRel) + messages;
+        if total < n {
+            return false;
+        }
+        self.unsynced_messages.store(0, Ordering::Release);
+        true
     }
 
     /// Hands the sealer thread `seg`'s bytes `[from, to)` in the slot `slot` picks (writeback
@@ -1640,6 +1686,7 @@ impl Inner {
             return Err(self.poisoned(&failure));
         }
         self.durable_end.fetch_max(end, Ordering::AcqRel);
+        self.unsynced_messages.store(0, Ordering::Release);
         Ok(())
     }
 

@@ -101,6 +101,7 @@ pub fn repair_partition(
         retention_bytes: None,
         retention_check_interval: None,
         fsync: FsyncPolicy::Never,
+        flush_messages: None,
         index_interval_bytes: args.index_interval_bytes,
         max_batch_bytes: args.max_batch_bytes,
         preallocate: false,
