@@ -128,15 +128,17 @@ fn given_two_members_when_the_second_joins_then_the_barrier_waits_for_both_and_t
     let (a_id, g1) = solo(&mut a, "g", 10_000);
     assert_eq!(g1, 1);
 
-    // Both now prefer roundrobin over range: roundrobin wins the vote.
+    // Both now prefer roundrobin over range: roundrobin wins the vote. The rebalance timeout
+    // is a minute: a barrier that did not end when both had joined would run that long.
     let addr = b.addr.clone();
     let joiner = thread::spawn(move || {
         let mut bc = Client::connect(&addr);
-        let j = join(
+        let j = join_with_rebalance(
             &mut bc,
             "g",
             None,
             10_000,
+            60_000,
             &[("roundrobin", b"b-meta"), ("range", RANGE)],
         );
         (bc, j)
@@ -149,15 +151,15 @@ fn given_two_members_when_the_second_joins_then_the_barrier_waits_for_both_and_t
             &a_id,
             None,
             10_000,
-            5000,
+            60_000,
             &[("roundrobin", b"a-meta"), ("range", RANGE)],
         ),
         7,
     );
     let (mut bc, jb) = joiner.join().unwrap();
     assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "barrier ended when both had joined"
+        started.elapsed() < Duration::from_secs(30),
+        "the barrier ended when both had joined, not at the rebalance timeout"
     );
     assert_eq!((ja.error_code, jb.error_code), (0, 0));
     assert_eq!(ja.generation_id, 2);
@@ -589,11 +591,12 @@ fn given_a_member_parked_in_the_join_barrier_when_the_broker_stops_then_it_is_an
     let mut a = b.client();
     solo(&mut a, "g", 10_000);
     let addr = b.addr.clone();
+    // The barrier would keep it a minute: the first member never rejoins.
     let parked = thread::spawn(move || {
         let mut bc = Client::connect(&addr);
-        join(&mut bc, "g", None, 10_000, &[("range", RANGE)])
+        join_with_rebalance(&mut bc, "g", None, 10_000, 60_000, &[("range", RANGE)])
     });
-    thread::sleep(Duration::from_millis(300));
+    wait_for_group_state(&mut a, "g", "PreparingRebalance");
     assert!(
         !parked.is_finished(),
         "waits for the first member to rejoin"
@@ -601,8 +604,8 @@ fn given_a_member_parked_in_the_join_barrier_when_the_broker_stops_then_it_is_an
     let started = Instant::now();
     assert_eq!(b.stop(), 0);
     assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "{:?}",
+        started.elapsed() < Duration::from_secs(20),
+        "a stop answers parked members instead of waiting out their barrier: {:?}",
         started.elapsed()
     );
     assert_eq!(

@@ -101,9 +101,17 @@ fn given_an_unknown_api_key_or_unsupported_version_when_sent_then_the_connection
     body[2..4].copy_from_slice(&40i16.to_be_bytes());
     c.send_raw(&body);
     assert!(c.is_closed(), "unsupported Metadata version");
+    // A real API Strata does not implement, in a request that decodes: refused for what it
+    // asks, not for a malformed body.
     let mut c = b.client();
-    let (_, mut body) = c.encode_request(&ApiVersionsRequest::default(), 0);
-    body[0..2].copy_from_slice(&11i16.to_be_bytes()); // JoinGroup: real API, not implemented
+    let (_, body) = c.encode_request(
+        &DescribeAclsRequest::default()
+            .with_resource_type_filter(1)
+            .with_pattern_type_filter(3)
+            .with_operation(1)
+            .with_permission_type(1),
+        1,
+    );
     c.send_raw(&body);
     assert!(c.is_closed(), "unimplemented API");
     still_serving(&b);

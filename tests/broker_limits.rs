@@ -58,12 +58,20 @@ fn given_max_connections_when_one_more_client_connects_then_it_is_served_once_an
 fn given_a_small_request_budget_when_many_clients_pipeline_large_produces_then_all_are_stored_in_order()
  {
     // Room for two ≈600 KB requests at a time, broker-wide, against 4 clients x 6 in flight.
-    let b = Broker::start(&[
-        "--set",
-        "socket.request.max.bytes=700000",
-        "--set",
-        "queued.max.request.bytes=1400000",
-    ]);
+    let tmp = tempfile::tempdir().unwrap();
+    let b = Broker::start_logged(
+        &tmp.path().join("data"),
+        &[
+            "--set",
+            "socket.request.max.bytes=700000",
+            "--set",
+            "queued.max.request.bytes=1400000",
+            // An fsync per produce keeps frames waiting while others arrive.
+            "--set",
+            "log.flush.interval.messages=1",
+        ],
+        &tmp.path().join("broker.log"),
+    );
     let mut admin = b.client();
     create_topic(&mut admin, "budget", 4, &[]);
     let value = "v".repeat(600_000);
@@ -108,6 +116,12 @@ fn given_a_small_request_budget_when_many_clients_pipeline_large_produces_then_a
     for c in clients {
         c.join().unwrap();
     }
+    // The budget really ran out: connections waited before reading more.
+    let log = b.log_text();
+    assert!(
+        log.contains("back-pressure"),
+        "the budget never held anyone back:\n{log}"
+    );
     for p in 0..4 {
         let mut offset = 0;
         while offset < 6 {

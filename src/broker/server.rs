@@ -510,6 +510,9 @@ impl RequestBudget {
         if let Ok(p) = self.pool.clone().try_acquire_many_owned(n(step)) {
             return Ok((p, step));
         }
+        BUDGET_NOTICES.info(
+            "the request budget (queued.max.request.bytes) is in use: connections wait before reading more (back-pressure)",
+        );
         if held == 0 && step <= self.pool_size {
             let p = self
                 .pool
@@ -641,6 +644,9 @@ async fn read_frame(
 /// [`WARN_INTERVAL`], with how many were left out, so a client cannot flood the log.
 static FRAME_WARNINGS: RateLimitedWarn = RateLimitedWarn::new();
 
+/// Back-pressure on the request budget, at most one line per [`WARN_INTERVAL`].
+static BUDGET_NOTICES: RateLimitedWarn = RateLimitedWarn::new();
+
 /// The least time between two rate-limited warnings.
 const WARN_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -659,6 +665,15 @@ impl RateLimitedWarn {
     }
 
     pub fn warn(&self, message: &str) {
+        self.log(tracing::Level::WARN, message);
+    }
+
+    /// As [`RateLimitedWarn::warn`], at info level (normal operation worth seeing).
+    pub fn info(&self, message: &str) {
+        self.log(tracing::Level::INFO, message);
+    }
+
+    fn log(&self, level: tracing::Level, message: &str) {
         let now = std::time::Instant::now();
         let mut state = self.state.lock();
         match &mut *state {
@@ -670,13 +685,15 @@ impl RateLimitedWarn {
                 let suppressed = state.map_or(0, |(_, n)| n);
                 *state = Some((now, 0));
                 drop(state);
-                if suppressed > 0 {
-                    tracing::warn!(
-                        suppressed,
-                        "{message} (and {suppressed} more like it since the last such line)"
-                    );
+                let line = if suppressed > 0 {
+                    format!("{message} (and {suppressed} more like it since the last such line)")
                 } else {
-                    tracing::warn!("{message}");
+                    message.to_string()
+                };
+                if level == tracing::Level::WARN {
+                    tracing::warn!("{line}");
+                } else {
+                    tracing::info!("{line}");
                 }
             }
         }

@@ -12,5 +12,6 @@ pub mod error;
 pub mod io;
 pub mod log;
 pub mod meta;
+pub mod testing;
 
 pub use error::{Error, Result};

@@ -38,7 +38,7 @@ mod io_backends {
                     Arc::new(FailingBackend::counting(uring)),
                 ));
             }
-            Err(e) => println!("skipping the io_uring backend: {e}"),
+            Err(e) => strata_storage::testing::skip("io_uring", &e.to_string()),
         }
         all
     }

@@ -256,7 +256,7 @@ mod io_forgetful {
         let uring = match UringBackend::probe() {
             Ok(u) => u,
             Err(e) => {
-                println!("skipping: io_uring unavailable: {e}");
+                strata_storage::testing::skip("io_uring", &e.to_string());
                 return;
             }
         };

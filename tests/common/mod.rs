@@ -387,8 +387,20 @@ pub fn join(
     session_ms: i32,
     protocols: &[(&str, &[u8])],
 ) -> JoinGroupResponse {
+    join_with_rebalance(c, group, instance, session_ms, 5000, protocols)
+}
+
+/// [`join`] with a chosen rebalance timeout (how long the join barrier may wait for others).
+pub fn join_with_rebalance(
+    c: &mut Client,
+    group: &str,
+    instance: Option<&str>,
+    session_ms: i32,
+    rebalance_ms: i32,
+    protocols: &[(&str, &[u8])],
+) -> JoinGroupResponse {
     let r = c.call(
-        &join_request(group, "", instance, session_ms, 5000, protocols),
+        &join_request(group, "", instance, session_ms, rebalance_ms, protocols),
         7,
     );
     if r.error_code != 79 {
@@ -396,9 +408,29 @@ pub fn join(
     }
     let id = r.member_id.to_string();
     c.call(
-        &join_request(group, &id, instance, session_ms, 5000, protocols),
+        &join_request(group, &id, instance, session_ms, rebalance_ms, protocols),
         7,
     )
+}
+
+/// Polls DescribeGroups (at most 20 s) until `group` is in `state`.
+pub fn wait_for_group_state(c: &mut Client, group: &str, state: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = c.call(
+            &DescribeGroupsRequest::default().with_groups(vec![group_id(group)]),
+            5,
+        );
+        if r.groups[0].group_state.as_str() == state {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "group {group} never reached {state} (it is {})",
+            r.groups[0].group_state.as_str()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 pub fn sync(

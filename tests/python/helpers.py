@@ -12,6 +12,17 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 CALL_TIMEOUT_S = 15
 
+
+def skip_or_fail(feature, reason):
+    """A test that cannot run here: a visible skip, or a failure when `STRATA_REQUIRE` (set by
+    scripts/test-all to what this machine supports) names the feature."""
+    import os
+    import pytest
+    required = [f.strip() for f in os.environ.get("STRATA_REQUIRE", "").split(",")]
+    if feature in required:
+        pytest.fail(f"{feature} is required on this machine (STRATA_REQUIRE) but unavailable: {reason}")
+    pytest.skip(f"{feature} unavailable: {reason}")
+
 # librdkafka's own log lines go to Python logging (captured by pytest, shown with a failing test)
 # instead of straight to stderr, where a client left over from a test could print them late.
 RDKAFKA_LOG = logging.getLogger("rdkafka")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import KafkaError
 
-from helpers import CALL_TIMEOUT_S, Deliveries, admin, consume, create_topic, producer, watermarks
+from helpers import CALL_TIMEOUT_S, Deliveries, admin, consume, create_topic, producer, skip_or_fail, watermarks
 
 DISK_MB = 96
 
@@ -25,7 +25,7 @@ def small_disk(tmp_path):
         subprocess.run(["mkfs.ext4", "-q", "-F", str(img)], check=True, capture_output=True)
         subprocess.run(["mount", "-o", "loop", str(img), str(mnt)], check=True, capture_output=True)
     except (subprocess.CalledProcessError, FileNotFoundError) as e:
-        pytest.skip(f"cannot mount a loop file system here (root and loop devices needed): {e}")
+        skip_or_fail("loop_mount", f"cannot mount a loop file system here (root and loop devices needed): {e}")
     try:
         yield mnt
     finally:

@@ -135,11 +135,10 @@ def test_given_a_six_partition_topic_when_consumers_join_and_one_is_killed_then_
 
         victim = members.pop(0)
         lost = victim.snapshot()[0]
-        killed_at = time.monotonic()
         victim.kill()
-        moved_at = wait_for("the killed member's partitions to move", lambda: balanced(members, 6), 30)
-        assert moved_at - killed_at < SESSION_MS / 1000 + 8, \
-            f"partitions {lost} moved {moved_at - killed_at:.1f}s after the kill (session timeout {SESSION_MS} ms)"
+        # Within 30 s: the session timeout evicts the killed member; nothing else would move its
+        # partitions that soon (its max.poll.interval.ms is 5 minutes).
+        wait_for(f"the killed member's partitions {lost} to move", lambda: balanced(members, 6), 30)
         total += produce_round(b, topic, 6, 2)
         everyone = members + [victim]
         wait_for("round 2 consumed", lambda: all_consumed(everyone, total), 30)
@@ -209,7 +208,8 @@ def test_given_auto_commit_when_the_broker_restarts_then_the_consumer_resumes_fr
     c = group_consumer(b, group, **{"enable.auto.commit": True, "auto.commit.interval.ms": 200})
     c.subscribe([topic])
     consume_n(c, 40)
-    time.sleep(1.0)  # at least one auto-commit interval
+    parts = [TopicPartition(topic, p) for p in (0, 1)]
+    wait_for("the auto-commit of all 40", lambda: sum(tp.offset for tp in c.committed(parts, timeout=10)) == 40, 30)
     c.close()
     b.restart()
     produce_all(producer(b), topic, [dict(partition=i % 2, value=f"w{i}".encode()) for i in range(4)])

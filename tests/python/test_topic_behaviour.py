@@ -53,10 +53,11 @@ def test_given_small_segments_and_retention_bytes_when_log_start_moves_then_old_
         c.close()
 
 
-def test_given_consumer_waiting_on_empty_topic_when_message_is_produced_then_long_poll_delivers_it_quickly(broker):
+def test_given_consumer_waiting_on_empty_topic_when_message_is_produced_then_the_long_poll_is_woken(broker):
     topic = create_topic(broker)
-    # fetch.wait.max.ms is long: only a produce waking the pending fetch delivers within 1 s.
-    c = consumer(broker, **{"fetch.wait.max.ms": 5000, "enable.partition.eof": False})
+    # fetch.wait.max.ms is a minute: if the produce did not wake the parked fetch, the message
+    # would arrive only when that wait ran out. Half of it is the bound, not a speed target.
+    c = consumer(broker, **{"fetch.wait.max.ms": 60000, "enable.partition.eof": False})
     try:
         c.assign([TopicPartition(topic, 0, 0)])
         assert c.poll(1.5) is None  # the consumer is now parked in a long-poll fetch
@@ -64,28 +65,40 @@ def test_given_consumer_waiting_on_empty_topic_when_message_is_produced_then_lon
         sent_at = time.monotonic()
         produce_all(p, topic, [dict(value=b"wake up")])
         m = None
-        while m is None and time.monotonic() - sent_at < 6:
+        while m is None and time.monotonic() - sent_at < 30:
             m = c.poll(0.05)
-        latency = time.monotonic() - sent_at
-        assert m is not None and not m.error() and m.value() == b"wake up"
-        assert latency < 1.0, f"message arrived {latency:.2f}s after produce: the fetch was not woken"
+        assert m is not None, "the parked fetch was not woken by the produce"
+        assert not m.error() and m.value() == b"wake up"
     finally:
         c.close()
 
 
-def test_given_idle_consumer_polling_empty_topic_when_3s_pass_then_broker_uses_little_cpu(broker):
+def test_given_idle_consumer_polling_empty_topic_when_3s_pass_then_its_fetches_park_instead_of_spinning(broker):
+    """An idle consumer's fetch parks for fetch.wait.max.ms: over 3 s it sends a handful of
+    fetches, not thousands (a fetch answered at once, every time, is a busy loop on both
+    sides). Counted from librdkafka's own statistics, not from the clock or the CPU."""
     topic = create_topic(broker)
-    c = consumer(broker, **{"fetch.wait.max.ms": 500, "fetch.min.bytes": 1, "enable.partition.eof": False})
+    stats = []
+    c = consumer(broker, **{"fetch.wait.max.ms": 500, "fetch.min.bytes": 1, "enable.partition.eof": False,
+                            "statistics.interval.ms": 1000, "stats_cb": stats.append})
     try:
         c.assign([TopicPartition(topic, 0, 0)])
         c.poll(1.0)  # connected and fetching
-        cpu0, t0 = broker.cpu_seconds(), time.monotonic()
+        t0 = time.monotonic()
         while time.monotonic() - t0 < 3.0:
             assert c.poll(0.2) is None
-        used = broker.cpu_seconds() - cpu0
     finally:
         c.close()
-    assert used < 0.5, f"broker used {used:.2f}s CPU serving one idle consumer for 3 s (fetches spin?)"
+    import json
+    fetches = []
+    for raw in stats:
+        for b in json.loads(raw)["brokers"].values():
+            if b.get("nodeid", -1) >= 0:
+                fetches.append(b.get("req", {}).get("Fetch", 0))
+    assert len(fetches) >= 2, f"no statistics: {stats[:1]}"
+    sent = max(fetches) - min(fetches)
+    # Parked for 500 ms each: about 2 per second. A spinning fetch would be thousands.
+    assert 0 < sent < 100, f"{sent} fetches in about {len(fetches) - 1} s of idling: fetches do not park"
 
 
 def test_given_topic_max_message_bytes_when_producing_too_large_batch_then_rejected_and_small_still_accepted(broker):

@@ -1029,7 +1029,7 @@ mod tests {
         match UringBackend::probe() {
             Ok(b) => Some(b),
             Err(e) => {
-                println!("skipping io_uring test: {e}");
+                crate::testing::skip("io_uring", &e.to_string());
                 None
             }
         }
@@ -1264,7 +1264,7 @@ mod tests {
                 assert!(b.write > Duration::ZERO && b.read > Duration::ZERO);
             }
             Err(e) if e.kind() == io::ErrorKind::Unsupported => {
-                println!("skipping: {e}");
+                crate::testing::skip("direct", &e.to_string());
             }
             Err(e) => panic!("baseline failed: {e}"),
         }

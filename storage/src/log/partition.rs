@@ -43,7 +43,9 @@ use crate::error::{Error, IoContext, Result};
 use crate::io::{IoBackend, WritableFile, write_file_atomic};
 
 use super::checkpoint::{self, Checkpoint};
-use super::config::{FsyncPolicy, LogConfig, PREALLOCATE_STEP, RecoveryMode, WriteMode};
+use super::config::{
+    FsyncPolicy, LogConfig, MAX_SEGMENT_BYTES, PREALLOCATE_STEP, RecoveryMode, WriteMode,
+};
 use super::direct::{DirectWrite, Flight, Flights, Part, Stage, Step, TailCache};
 use super::index::{self, OffsetEntry, OffsetIndex, TimeEntry, TimeIndex};
 use super::name::{self, FileKind, TMP_SUFFIX};
@@ -2029,6 +2031,84 @@ fn background_loop(weak: Weak<Inner>, flush: Option<Duration>, retention: Option
     }
 }
 
+/// What recovery learned of one segment.
+struct Loaded {
+    base: u64,
+    state: SegmentState,
+    index: OffsetIndex,
+    time_index: TimeIndex,
+    bytes_since_index: u64,
+    offset_of_max_timestamp: u64,
+}
+
+/// Most bytes after a segment's last offset-index entry that [`load_trusted`] reads; past it
+/// (an index interval far above the default 4 KiB) the segment is walked whole.
+const TRUSTED_TAIL_MAX: u64 = 16 << 20;
+
+/// Loads a segment recovery trusts (sealed and synced, or closed cleanly) from its index files
+/// instead of walking it: the offset index gives the position of a batch near the end, the
+/// batches from there to the end of the file are walked (headers only) to find the segment's
+/// next offset and the writer's index state, and the time index's last entry gives its largest
+/// timestamp (a sealed segment's always holds it, FORMAT.md §4.3). `None` when an index file is
+/// missing or damaged, or the walk does not end exactly at the end of the file: the caller walks
+/// the whole segment and rebuilds the indexes.
+fn load_trusted(dir: &Path, base: u64, file_len: u64) -> Result<Option<Loaded>> {
+    use std::os::unix::fs::FileExt;
+    let idx_path = name::segment_path(dir, base, FileKind::Index);
+    let tidx_path = name::segment_path(dir, base, FileKind::TimeIndex);
+    let Some(index) = index::read_index_file(&idx_path)?
+        .and_then(|b| OffsetIndex::decode(&b, base, file_len.max(1)).ok())
+    else {
+        return Ok(None);
+    };
+    let Some(time_bytes) = index::read_index_file(&tidx_path)? else {
+        return Ok(None);
+    };
+    let (from, from_offset) = index.entries().last().map_or((0, base), |e| {
+        (u64::from(e.position), base + u64::from(e.relative_offset))
+    });
+    if file_len - from > TRUSTED_TAIL_MAX {
+        return Ok(None);
+    }
+    let path = name::segment_path(dir, base, FileKind::Log);
+    let mut tail = vec![0u8; (file_len - from) as usize];
+    File::open(&path)
+        .and_then(|f| f.read_exact_at(&mut tail, from))
+        .ctx("read segment", &path)?;
+    let mut scanner = scan::BatchScanner::new(&tail, MAX_SEGMENT_BYTES as usize, false)
+        .expecting_offset(from_offset);
+    let mut next_offset = from_offset;
+    let mut tail_max = (-1i64, base);
+    for b in scanner.by_ref() {
+        next_offset = b.header.next_offset() as u64;
+        if b.header.max_timestamp > tail_max.0 {
+            tail_max = (b.header.max_timestamp, b.header.last_offset() as u64);
+        }
+    }
+    if scanner.stop().is_some() || scanner.position() != tail.len() as u64 {
+        return Ok(None);
+    }
+    let Ok(time_index) = TimeIndex::decode(&time_bytes, base, (next_offset - base).max(1)) else {
+        return Ok(None);
+    };
+    let (max_timestamp, offset_of_max_timestamp) = match time_index.last() {
+        Some(e) if e.timestamp >= tail_max.0 => (e.timestamp, base + u64::from(e.relative_offset)),
+        _ => tail_max,
+    };
+    Ok(Some(Loaded {
+        base,
+        state: SegmentState {
+            len: file_len,
+            next_offset,
+            max_timestamp,
+        },
+        index,
+        time_index,
+        bytes_since_index: file_len - from,
+        offset_of_max_timestamp,
+    }))
+}
+
 /// Records the running boot's id in the lock file (FORMAT.md §6) and says whether the previous
 /// open of this directory ran in the same boot. Then the page cache outlived whatever stopped
 /// that open: bytes it wrote are all there, so only a failed write can have left a partial tail
@@ -2099,14 +2179,6 @@ fn recover(
         None => 0,
     };
 
-    struct Loaded {
-        base: u64,
-        state: SegmentState,
-        index: OffsetIndex,
-        time_index: TimeIndex,
-        bytes_since_index: u64,
-        offset_of_max_timestamp: u64,
-    }
     let mut loaded: Vec<Loaded> = Vec::new();
     let mut expected_base: Option<u64> = None;
     // Set once a crash's torn tail was cut: later segments then hold nothing the log can keep.
@@ -2139,6 +2211,15 @@ fn recover(
             });
         }
         let trusted = base < recovery_point || clean;
+        // A segment recovery trusts is not walked: its index files say where its batches are,
+        // and only the batches after the last index entry are read, to find its exact end.
+        // (Kafka loads segments lazily the same way.) Damage inside it is for `strata verify`
+        // to find; anything that does not add up falls back to the full walk below.
+        if trusted && let Some(l) = load_trusted(dir, base, file_len)? {
+            expected_base = Some(l.state.next_offset);
+            loaded.push(l);
+            continue;
+        }
         let mut data = if file_len == 0 {
             None
         } else {
@@ -2148,10 +2229,12 @@ fn recover(
             Some(unsafe { memmap2::Mmap::map(&f) }.ctx("mmap", &path)?)
         };
         let bytes = data.as_deref().unwrap_or(&[]);
+        // Any batch the engine could ever have stored is accepted here, whatever the log's
+        // max_batch_bytes is now (it may have been lowered since the data was written).
         let scan = scan::scan_segment(
             bytes,
             base,
-            config.max_batch_bytes,
+            MAX_SEGMENT_BYTES as usize,
             !trusted,
             config.index_interval_bytes,
         );

@@ -208,7 +208,10 @@ mod tests {
         map.advise(memmap2::Advice::Random).unwrap();
         let slice = ReadSlice::new(Arc::new(Mapped { map, file }), start, end);
         if slice.is_resident() {
-            println!("skipping: this file system kept the pages cached (tmpfs?)");
+            crate::testing::skip(
+                "page_cache_eviction",
+                "this file system kept the pages cached (tmpfs?)",
+            );
             return None;
         }
         Some(slice)
