@@ -189,4 +189,61 @@ mod tests {
                 .contains("does not parse")
         );
     }
+
+    fn meta(name: &str, partitions: i32) -> TopicMeta {
+        TopicMeta {
+            name: name.into(),
+            partitions,
+            id: format!("{:032x}", 9u128),
+            configs: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn a_written_topic_survives_a_crash_and_a_removed_one_stays_gone() {
+        use crate::io::faulty::{ForgetfulBackend, TornMode};
+        let dir = tempfile::tempdir().unwrap();
+        let disk = ForgetfulBackend::new();
+        write_topic(&disk, dir.path(), &meta("t", 2)).unwrap();
+        write_topic(&disk, dir.path(), &meta("u", 1)).unwrap();
+        // A replace keeps the old file until the new one is durable.
+        write_topic(&disk, dir.path(), &meta("t", 5)).unwrap();
+        disk.crash(TornMode::Clean);
+        let listed = list_topics(dir.path()).unwrap();
+        let names: Vec<_> = listed.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["t", "u"]);
+        assert_eq!(
+            read_topic(&topic_path(dir.path(), "t"), "t").unwrap(),
+            meta("t", 5)
+        );
+
+        remove_topic(&disk, dir.path(), "u").unwrap();
+        remove_topic(&disk, dir.path(), "never-existed").unwrap();
+        disk.crash(TornMode::Clean);
+        let names: Vec<_> = list_topics(dir.path())
+            .unwrap()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(names, ["t"]);
+    }
+
+    #[test]
+    fn a_failed_removal_is_reported_not_ignored() {
+        use crate::io::faulty::{FailMode, FailingBackend};
+        use crate::io::plain::PlainBackend;
+        use std::sync::Arc;
+        let dir = tempfile::tempdir().unwrap();
+        let plain: Arc<dyn IoBackend> = Arc::new(PlainBackend::new());
+        write_topic(plain.as_ref(), dir.path(), &meta("t", 1)).unwrap();
+        let disk = FailingBackend::with_mode(plain, FailMode::EveryOp("remove_file"));
+        assert!(remove_topic(&disk, dir.path(), "t").is_err());
+        assert!(topic_path(dir.path(), "t").exists());
+        // The atomic replace removes a leftover temporary first; failing that is an error too.
+        assert!(write_topic(&disk, dir.path(), &meta("t", 3)).is_err());
+        assert_eq!(
+            read_topic(&topic_path(dir.path(), "t"), "t").unwrap(),
+            meta("t", 1)
+        );
+    }
 }
