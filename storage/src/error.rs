@@ -68,9 +68,18 @@ pub enum Error {
     #[error("log {0} is closed")]
     Closed(PathBuf),
 
-    /// Another process holds the partition directory's lock.
-    #[error("partition directory {0} is locked by another process")]
+    /// Another process holds the partition directory's lock (or this process has it open).
+    #[error("partition directory {0} is locked by another process or already open")]
     Locked(PathBuf),
+
+    /// A replica's batch does not start at the log end: appending it would leave a gap or
+    /// overlap what the log holds ([`crate::log::PartitionLog::append_replica`]).
+    #[error("replica batch starts at offset {got}, but the log ends at {expected}")]
+    OffsetMismatch { expected: u64, got: i64 },
+
+    /// A truncation could not proceed: readers kept holding the bytes it would cut.
+    #[error("log {dir}: {reason}")]
+    Busy { dir: PathBuf, reason: String },
 }
 
 impl Error {

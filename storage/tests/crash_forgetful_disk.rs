@@ -317,3 +317,110 @@ fn given_an_interval_when_the_interval_and_one_sync_have_passed_then_nothing_old
     );
     assert_eq!(read_all(&log, 0).len(), 30);
 }
+
+/// What [`truncate_workload`] did before the disk failed.
+#[derive(Debug, Default)]
+struct TruncateRun {
+    /// Acknowledged before the truncation: `(base offset, batch number)`.
+    before: Vec<(u64, u64)>,
+    /// The truncation returned this new log end.
+    truncated: Option<u64>,
+    /// Acknowledged after it (batch numbers from 1000).
+    after: Vec<(u64, u64)>,
+}
+
+/// The offset the workload truncates at: inside batch 17 (two records per batch).
+const CUT: u64 = 35;
+
+/// Under `always`: 30 batches over several segments, a truncation inside batch 17 (a follower
+/// dropping a divergent tail), then 10 more batches, until the backend fails.
+fn truncate_workload(dir: &Path, backend: Arc<dyn IoBackend>) -> TruncateRun {
+    let mut run = TruncateRun::default();
+    let Ok(log) = PartitionLog::open(dir, config(FsyncPolicy::Always), backend) else {
+        return run;
+    };
+    for n in 0..30 {
+        match log.append_batch(numbered_batch(n, 2, 150, n as i64)) {
+            Ok(info) => run.before.push((info.base_offset, n)),
+            Err(_) => return run,
+        }
+    }
+    match log.truncate_to(CUT) {
+        Ok(end) => run.truncated = Some(end),
+        Err(_) => return run,
+    }
+    for n in 1000..1010 {
+        match log.append_batch(numbered_batch(n, 2, 150, n as i64)) {
+            Ok(info) => run.after.push((info.base_offset, n)),
+            Err(_) => break,
+        }
+    }
+    drop(log);
+    run
+}
+
+#[test]
+fn given_a_truncation_when_the_disk_forgets_unsynced_writes_at_every_operation_then_the_log_is_a_prefix_and_a_finished_truncation_stays_done()
+ {
+    let total = {
+        let dir = tempfile::tempdir().unwrap();
+        let counting = FailingBackend::counting(backend());
+        let run = truncate_workload(dir.path(), Arc::new(counting.clone()));
+        assert_eq!(run.truncated, Some(34), "the cut is at batch 17's start");
+        assert_eq!(run.after.len(), 10);
+        assert!(
+            PartitionLog::open(dir.path(), config(FsyncPolicy::Always), backend())
+                .unwrap()
+                .segments()
+                .len()
+                > 1
+        );
+        counting.ops()
+    };
+    for n in 0..=total {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = ForgetfulBackend::wrapping(backend());
+        let failing = FailingBackend::new(Arc::new(disk.clone()), n);
+        let run = truncate_workload(dir.path(), Arc::new(failing));
+        disk.crash(TornMode::Clean);
+        let ctx = format!("crash at op {n}/{total}");
+        let log = PartitionLog::open(dir.path(), config(FsyncPolicy::Always), backend())
+            .unwrap_or_else(|e| panic!("{ctx}: reopen failed: {e}"));
+        let stored: HashMap<u64, Vec<u8>> = read_all(&log, 0)
+            .into_iter()
+            .map(|(b, _, x)| (b, x))
+            .collect();
+        let batch_no = |bytes: &Vec<u8>, base: u64| {
+            (0..30u64)
+                .chain(1000..1010)
+                .find(|n| bytes[8..] == numbered_batch(*n, 2, 150, *n as i64)[8..])
+                .unwrap_or_else(|| panic!("{ctx}: unknown batch at {base}"))
+        };
+        // Everything acknowledged below the cut survives.
+        for (base, n) in run.before.iter().filter(|(b, _)| *b + 2 < CUT) {
+            assert_eq!(
+                stored.get(base).map(|x| batch_no(x, *base)),
+                Some(*n),
+                "{ctx}: batch {n} at {base}"
+            );
+        }
+        if let Some(end) = run.truncated {
+            // A finished truncation stays done: nothing from before it at or past its end.
+            for (base, bytes) in &stored {
+                if *base >= end {
+                    assert!(
+                        batch_no(bytes, *base) >= 1000,
+                        "{ctx}: truncated batch at {base} came back"
+                    );
+                }
+            }
+            for (base, n) in &run.after {
+                assert_eq!(
+                    stored.get(base).map(|x| batch_no(x, *base)),
+                    Some(*n),
+                    "{ctx}: acknowledged batch {n} at {base} after the truncation"
+                );
+            }
+        }
+    }
+}

@@ -447,3 +447,48 @@ fn given_a_crash_before_a_rolled_segment_released_its_preallocation_when_reopene
     }
     assert_same(&read_all(&log, 0), &sent);
 }
+
+#[test]
+fn given_a_clean_close_when_reopened_read_and_closed_without_writes_then_no_file_is_touched() {
+    use std::sync::Arc;
+    use strata_storage::io::faulty::FailingBackend;
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), small_config());
+    let sent = fill(&log, 30);
+    log.close().unwrap();
+    // Opening an idle partition costs no write and no fsync (thousands open at start-up)...
+    let counting = FailingBackend::counting(backend());
+    let log = PartitionLog::open(dir.path(), small_config(), Arc::new(counting.clone())).unwrap();
+    assert!(log.recovery_report().clean);
+    assert_same(&read_all(&log, 0), &sent);
+    log.close().unwrap();
+    assert_eq!(
+        counting.ops(),
+        0,
+        "a clean open, reads and close wrote nothing"
+    );
+    // ...and the clean checkpoint it keeps is replaced before the first write: a crash after it
+    // is recovered from, not trusted.
+    let log = PartitionLog::open(dir.path(), small_config(), Arc::new(counting.clone())).unwrap();
+    log.append_batch(numbered_batch(99, 1, 10, 0)).unwrap();
+    assert!(counting.syncs() > 0);
+    let active = log.segments().last().unwrap().path.clone();
+    drop(log);
+    // A power cut tore the next batch: half of one at the end of the active segment.
+    let torn = numbered_batch(100, 1, 10, 0);
+    let mut f = OpenOptions::new().append(true).open(&active).unwrap();
+    f.write_all(&torn[..torn.len() / 2]).unwrap();
+    drop(f);
+    as_if_rebooted(dir.path());
+    let log = open(dir.path(), small_config());
+    assert!(
+        !log.recovery_report().clean,
+        "the crash is not mistaken for a clean close"
+    );
+    assert_eq!(
+        log.recovery_report().truncated.len(),
+        1,
+        "the torn tail is cut, not damage"
+    );
+    assert_eq!(read_all(&log, 0).len(), 31);
+}

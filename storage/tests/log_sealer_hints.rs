@@ -1,4 +1,4 @@
-//! Scenario: the sealer thread does the active segment's housekeeping that would stall an
+//! Scenario: the engine's runtime (not the appending thread) does the active segment's housekeeping that would stall an
 //! appending thread. Under `never`, writeback of what was appended is started in order and
 //! without gaps, and never by the appending thread (where `sync_file_range` would stall appends
 //! while the device queue is full or a journal commit runs). Disk blocks are reserved one step
@@ -135,7 +135,7 @@ impl WritableFile for RecordingFile {
 }
 
 #[test]
-fn given_never_when_megabytes_are_appended_then_the_sealer_starts_their_writeback_in_order() {
+fn given_never_when_megabytes_are_appended_then_the_runtime_starts_their_writeback_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let (backend, calls, _) = Recording::new();
     let config = LogConfig {
@@ -180,10 +180,26 @@ fn given_never_when_megabytes_are_appended_then_the_sealer_starts_their_writebac
         assert_eq!(file, "00000000000000000000.log");
         assert_eq!(*offset, next, "writeback ranges are contiguous: {calls:?}");
         assert!(*len > 0);
-        assert_eq!(thread, "strata-log-seal", "started by {thread:?}");
+        assert!(is_runtime_worker(thread), "started by {thread:?}");
         next = offset + len;
     }
     assert!(next >= 8 << 20 && next <= end, "{next} of {end}");
+}
+
+/// Whether `thread` is one of the engine runtime's workers (not an appending thread).
+fn is_runtime_worker(thread: &str) -> bool {
+    thread
+        .strip_prefix("strata-log-")
+        .is_some_and(|n| n.parse::<usize>().is_ok())
+}
+
+/// The thread of preallocation `i` if it is a runtime worker (so the comparison fails
+/// otherwise, naming the thread).
+fn worker(steps: &[(u64, u64, String)], i: usize) -> String {
+    match steps.get(i) {
+        Some((_, _, t)) if is_runtime_worker(t) => t.clone(),
+        _ => "a runtime worker".to_string(),
+    }
 }
 
 /// `(offset, len, thread)` of the preallocations of `file`, in order.
@@ -227,7 +243,7 @@ fn given_preallocation_when_segments_fill_and_roll_then_blocks_are_reserved_a_st
         preallocations(&calls.lock(), SEG)
     };
 
-    // ≈256 KiB batches. The first append asks the sealer for one step past it; past half of
+    // ≈256 KiB batches. The first append asks the runtime for one step past it; past half of
     // that step the writer asks for the rest.
     let mut b = 0;
     let mut append_until = |done: &dyn Fn(&PartitionLog) -> bool| {
@@ -243,7 +259,7 @@ fn given_preallocation_when_segments_fill_and_roll_then_blocks_are_reserved_a_st
     let steps = wait_for_steps(1);
     assert_eq!(
         steps,
-        [(0, first + PREALLOCATE_STEP, "strata-log-seal".to_string())],
+        [(0, first + PREALLOCATE_STEP, worker(&steps, 0))],
         "the first append reserves one step past it, not the whole segment"
     );
     append_until(&|log| size(log) > first + PREALLOCATE_STEP / 2 + (1 << 20));
@@ -253,12 +269,12 @@ fn given_preallocation_when_segments_fill_and_roll_then_blocks_are_reserved_a_st
         Some(&(
             first + PREALLOCATE_STEP,
             max_len - first - PREALLOCATE_STEP,
-            "strata-log-seal".to_string()
+            worker(&steps, 1)
         )),
-        "the sealer reserves the rest of the segment: {steps:?}"
+        "the runtime reserves the rest of the segment: {steps:?}"
     );
 
-    // Keep the sealer busy with the first segment's seal until the second segment has asked
+    // Keep the runtime busy with the first segment's seal until the second segment has asked
     // for its next step and rolled too: that request must die with the roll.
     *gate.0.lock() = Some(SEG.to_string());
     append_until(&|log| log.segments().len() == 3);

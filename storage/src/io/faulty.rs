@@ -32,16 +32,17 @@ use super::{BackendKind, DirectBuf, DirectFile, IoBackend, WritableFile};
 // ------------------------------------------------------------------------------------------------
 
 /// When a [`FailingBackend`] injects failures. Operation indices count from 0 and cover every
-/// mutating call: `create_new`, `open_writable`, `open_direct`, a direct write's `submit`,
-/// `write_all_at`, `write_all_at_and_sync`, `sync_data`, `rename`, `remove_file`, `sync_dir`,
-/// `set_len`, `preallocate` (not `create_dir_all`, not reads).
+/// mutating call: `create_new`, `open_writable`, `open_direct`, a direct write's `submit`
+/// (`direct_write`) and `submit_sync` (`direct_sync`), `write_all_at`, `write_all_at_and_sync`,
+/// `sync_data`, `rename`, `remove_file`, `sync_dir`, `set_len`, `preallocate` (not
+/// `create_dir_all`, not reads).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailMode {
     /// The first `n` operations succeed; every later one fails (a disk that died).
     AfterN(u64),
     /// Only operation number `n` fails; the ones before and after succeed (a transient error).
     OnlyNth(u64),
-    /// Only syncs (`sync_data`, `write_all_at_and_sync`) fail, all of them after the first `n`
+    /// Only syncs (`sync_data`, `write_all_at_and_sync`, `direct_sync`) fail, all of them after the first `n`
     /// syncs. A failing `write_all_at_and_sync` still performs its write, like a real fsync error.
     SyncsAfterN(u64),
     /// Every call of the named operation fails (`"preallocate"`, `"create_new"`, …; the names
@@ -313,12 +314,25 @@ impl DirectFile for FailingDirect {
         self.inner.submit(id, bufs, offset)
     }
 
+    fn submit_sync(&self, id: u64) -> io::Result<()> {
+        self.state.lock().admit(OpClass::Sync, "direct_sync")?;
+        self.inner.submit_sync(id)
+    }
+
     fn complete(&self, min: usize) -> io::Result<Vec<(u64, io::Result<()>)>> {
         self.inner.complete(min)
     }
 
     fn is_async(&self) -> bool {
         self.inner.is_async()
+    }
+
+    fn set_waker(&self, waker: std::sync::Weak<dyn super::DirectWaker>) {
+        self.inner.set_waker(waker);
+    }
+
+    fn wait_idle(&self) {
+        self.inner.wait_idle();
     }
 }
 
@@ -685,12 +699,28 @@ impl IoBackend for ForgetfulBackend {
         Ok(self.wrap(file, ino, epoch))
     }
 
-    /// Direct writes change the file's content like any other write: a later sync of one of
-    /// the file's writable handles captures them, so the handle needs no model of its own.
+    /// Direct writes change the file's content like any other write, and a sync through the
+    /// direct handle captures the durable copy like a writable handle's. The handle is always
+    /// synchronous (plain `pwritev` and `fdatasync` inside `submit`), whatever the inner
+    /// backend: the copy is then taken exactly when the sync returns.
     fn open_direct(&self, path: &Path) -> io::Result<Box<dyn DirectFile>> {
         let mut model = self.model.lock();
-        model.adopt(&key(path), path)?;
-        self.inner.open_direct(path)
+        let k = key(path);
+        model.adopt(&k, path)?;
+        let ino =
+            model.names.get(&k).copied().ok_or_else(|| {
+                io::Error::other("a direct file the forgetful disk does not know")
+            })?;
+        let file = super::plain::open_direct_file(path)?;
+        let read = File::open(path)?;
+        Ok(Box::new(ForgetfulDirect {
+            file,
+            read,
+            ino,
+            epoch: model.epoch,
+            model: self.model.clone(),
+            done: Mutex::new(Vec::new()),
+        }))
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
@@ -803,6 +833,50 @@ impl WritableFile for ForgetfulFile {
 
     fn file(&self) -> &File {
         self.inner.file()
+    }
+}
+
+/// A direct file of a [`ForgetfulBackend`] (see its `open_direct`).
+#[derive(Debug)]
+struct ForgetfulDirect {
+    file: File,
+    /// A plain read handle, for the durable copy.
+    read: File,
+    ino: Ino,
+    epoch: u64,
+    model: Arc<Mutex<Model>>,
+    done: Mutex<Vec<(u64, io::Result<()>)>>,
+}
+
+impl DirectFile for ForgetfulDirect {
+    fn submit(&self, id: u64, bufs: Vec<DirectBuf>, offset: u64) -> io::Result<()> {
+        let slices: Vec<&[u8]> = bufs.iter().map(DirectBuf::as_slice).collect();
+        let res = super::plain::pwritev_all(&self.file, &slices, offset);
+        self.done.lock().push((id, res));
+        Ok(())
+    }
+
+    fn submit_sync(&self, id: u64) -> io::Result<()> {
+        let res = self.file.sync_data().and_then(|()| {
+            let content = read_whole(&self.read)?;
+            let mut model = self.model.lock();
+            if model.epoch == self.epoch
+                && let Some(inode) = model.inodes.get_mut(&self.ino)
+            {
+                inode.durable = content;
+            }
+            Ok(())
+        });
+        self.done.lock().push((id, res));
+        Ok(())
+    }
+
+    fn complete(&self, _min: usize) -> io::Result<Vec<(u64, io::Result<()>)>> {
+        Ok(std::mem::take(&mut *self.done.lock()))
+    }
+
+    fn is_async(&self) -> bool {
+        false
     }
 }
 

@@ -177,28 +177,47 @@ impl DirectBuf {
 ///
 /// Writes are submitted with an id and reported by [`DirectFile::complete`]. An asynchronous
 /// backend (io_uring) returns from `submit` while the write is in flight, owning its buffers
-/// until it completes; a synchronous one (plain `pwritev`) performs the write inside `submit`.
+/// until it completes, and tells the file's [`DirectWaker`] when completions are ready; a
+/// synchronous one (plain `pwritev`) performs the write inside `submit`.
 ///
 /// **Order:** the writes of one file are performed one after another, in submission order: a
 /// write starts only once every write submitted before it has completed, and completions are
 /// reported in that order. So consecutive writes may overlap (the engine's do, by one block),
 /// and a write can be queued behind the one at the device without waiting for it. Dropping the
-/// file waits for every write in flight.
+/// file does not wait: writes in flight complete at the device, their buffers owned by the
+/// backend until then, and their outcomes are lost; [`DirectFile::wait_idle`] waits for them.
 ///
-/// Concurrency: `submit` and `complete` may be called from different threads at once (one
-/// thread submitting, another reaping); calls of each are serialised internally.
+/// Concurrency: every method may be called from any thread, at the same time as the others.
 pub trait DirectFile: Send + Sync + fmt::Debug {
     /// Starts writing `bufs` back to back from `offset`, a multiple of [`DIRECT_ALIGN`]. The
     /// outcome is reported under `id` by a later [`DirectFile::complete`]. An `Err` here means
     /// the write was not started.
     fn submit(&self, id: u64, bufs: Vec<DirectBuf>, offset: u64) -> io::Result<()>;
+    /// Starts an `fdatasync` of the file that runs once every write submitted before it
+    /// completed (the order above), reported under `id` like a write. Bytes those writes put in
+    /// the file are durable once it completed successfully.
+    fn submit_sync(&self, id: u64) -> io::Result<()>;
     /// Writes completed since the last call, waiting until at least `min` are available (`min`
-    /// must not exceed the writes in flight). A write that failed or wrote fewer bytes than
-    /// submitted reports an error.
+    /// must not exceed the writes in flight, and must be 0 inside [`DirectWaker::wake`]). A
+    /// write that failed or wrote fewer bytes than submitted reports an error.
     fn complete(&self, min: usize) -> io::Result<Vec<(u64, io::Result<()>)>>;
-    /// Whether writes stay in flight after `submit` returns, so that someone must wait for
-    /// them with `complete`.
+    /// Whether writes stay in flight after `submit` returns, so that someone must collect them
+    /// with `complete` (when the waker says so).
     fn is_async(&self) -> bool;
+    /// Who to tell when completions are ready (asynchronous files; the others never call it).
+    fn set_waker(&self, waker: std::sync::Weak<dyn DirectWaker>) {
+        let _ = waker;
+    }
+    /// Blocks until no write submitted so far is at the device (their outcomes stay to be
+    /// collected). Not from inside [`DirectWaker::wake`].
+    fn wait_idle(&self) {}
+}
+
+/// Told by an asynchronous [`DirectFile`] that writes completed. `wake` runs on one of the
+/// backend's own threads, shared by many files: it collects the completions
+/// (`complete(0)`), may submit more, and must not wait for anything that needs that thread.
+pub trait DirectWaker: Send + Sync {
+    fn wake(&self);
 }
 
 /// Replaces `path` with `bytes` atomically: writes `<path>.tmp`, fdatasyncs it, renames it over
@@ -247,8 +266,18 @@ pub fn probe_direct(backend: &dyn IoBackend, dir: &Path) -> io::Result<()> {
     let res = (|| {
         let file = backend.open_direct(&path)?;
         file.submit(0, vec![DirectBuf::filled(0, DIRECT_ALIGN)?], 0)?;
-        for (_, res) in file.complete(1)? {
-            res?;
+        file.submit_sync(1)?;
+        let mut done = 0;
+        while done < 2 {
+            let min = if file.is_async() { 1 } else { 0 };
+            let got = file.complete(min)?;
+            if got.is_empty() {
+                return Err(io::Error::other("the direct write never completed"));
+            }
+            for (_, res) in got {
+                res?;
+                done += 1;
+            }
         }
         Ok(())
     })();

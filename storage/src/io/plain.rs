@@ -151,6 +151,12 @@ impl DirectFile for PlainDirect {
         Ok(())
     }
 
+    fn submit_sync(&self, id: u64) -> io::Result<()> {
+        let res = self.file.sync_data();
+        self.done.lock().push((id, res));
+        Ok(())
+    }
+
     fn complete(&self, _min: usize) -> io::Result<Vec<(u64, io::Result<()>)>> {
         Ok(std::mem::take(&mut *self.done.lock()))
     }

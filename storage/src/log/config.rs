@@ -145,6 +145,18 @@ pub struct LogConfig {
     /// the CPU caches no longer hold, which measured 10–15% slower on this project's VM
     /// (PERFORMANCE.md, "Latest: direct writes"), and costs that much memory per partition.
     pub direct_cache_bytes: usize,
+    /// Lock the partition directory (an `flock` on its `.lock` file, one descriptor per open
+    /// log) so no other process opens it. A caller that locks a directory above every log it
+    /// opens (the broker locks its data directory) turns it off; two opens of one directory in
+    /// one process are refused either way. Default on.
+    pub lock_dir: bool,
+    /// Close the files of a log nobody wrote or read for this long (checked that often): the
+    /// active segment's handles, after a sync, and sealed segments' mappings. They reopen on
+    /// the next write or read. `None` keeps them open. Default 30 s.
+    pub idle_file_close: Option<Duration>,
+    /// The log is a replica: its high watermark is what the owner sets
+    /// ([`super::PartitionLog::set_high_watermark`]), not the log end. Default off.
+    pub replicated: bool,
 }
 
 impl Default for LogConfig {
@@ -164,6 +176,9 @@ impl Default for LogConfig {
             recovery: RecoveryMode::Strict,
             write_mode: WriteMode::Buffered,
             direct_cache_bytes: 4 << 20,
+            lock_dir: true,
+            idle_file_close: Some(Duration::from_secs(30)),
+            replicated: false,
         }
     }
 }
@@ -207,6 +222,9 @@ impl LogConfig {
             && d.is_zero()
         {
             return Err(Error::Config("fsync interval must be > 0".into()));
+        }
+        if self.idle_file_close.is_some_and(|d| d.is_zero()) {
+            return Err(Error::Config("idle_file_close must be > 0".into()));
         }
         if self.flush_messages.is_some_and(|n| n < 2) {
             return Err(Error::Config(

@@ -246,6 +246,14 @@ impl OffsetIndex {
         }
     }
 
+    /// Keeps only the entries of batches starting below `relative_offset` (a truncation).
+    pub fn truncate_to(&mut self, relative_offset: u32) {
+        let keep = self
+            .entries
+            .partition_point(|e| e.relative_offset < relative_offset);
+        self.entries.truncate(keep);
+    }
+
     /// Position of the last indexed batch whose base offset is <= `relative_offset` (0 if none):
     /// where a scan for that offset starts.
     pub fn lookup(&self, relative_offset: u32) -> u32 {
@@ -333,6 +341,14 @@ impl TimeIndex {
         {
             self.entries.push(e);
         }
+    }
+
+    /// Keeps only the entries for records below `relative_offset` (a truncation).
+    pub fn truncate_to(&mut self, relative_offset: u32) {
+        let keep = self
+            .entries
+            .partition_point(|e| e.relative_offset < relative_offset);
+        self.entries.truncate(keep);
     }
 
     /// Relative offset to start scanning from for the first record with timestamp >= `ts`:

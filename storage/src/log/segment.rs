@@ -4,19 +4,26 @@
 //! with a release store; readers load the length with acquire and only ever touch mapped bytes
 //! below it. Published bytes are never rewritten, so a reader's slice stays valid for as long as
 //! it holds the mapping (`Arc<Mapped>`), even after the segment is sealed or deleted: sealing only
-//! releases preallocated blocks *past* the published length, and deletion unlinks, never truncates.
+//! releases preallocated blocks *past* the published length, deletion unlinks, never truncates,
+//! and a truncation ([`super::PartitionLog::truncate_to`]) first waits until no reader holds a
+//! slice of the bytes it cuts.
+//!
+//! Files are opened when first needed and closed when idle (issue "house" §3): a sealed segment
+//! holds no descriptor until it is read (then one, inside its mapping); an active segment opens
+//! its write handle at the first write after the log opened or after the idle sweep closed it.
+//! A thousand idle partitions hold no descriptors at all.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 
 use memmap2::MmapOptions;
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 
 use crate::batch::header::{BatchHeader, HEADER_LEN};
 use crate::error::{Error, IoContext, Result};
-use crate::io::{DirectFile, WritableFile};
+use crate::io::{DirectFile, DirectWaker, IoBackend, WritableFile};
 
 use super::index::{OffsetIndex, TimeIndex};
 use super::name::{FileKind, segment_path};
@@ -29,14 +36,13 @@ pub(crate) struct Segment {
     pub log_path: PathBuf,
     pub index_path: PathBuf,
     pub time_index_path: PathBuf,
-    /// Present while the segment is active.
-    writer: Option<Box<dyn WritableFile>>,
-    /// The O_DIRECT handle the direct write path writes through (active segments of a log in
-    /// [`super::config::WriteMode::Direct`] only).
-    direct: Option<Box<dyn DirectFile>>,
-    /// Read-only handle for sealed segments (active ones map through `writer`).
-    reader: Option<File>,
-    map: OnceLock<Arc<Mapped>>,
+    /// The write handles of an active segment; `None` once sealed.
+    active: Option<ActiveFiles>,
+    /// The read mapping, made on first read and dropped by the idle sweep.
+    map: Mutex<Option<Arc<Mapped>>>,
+    /// Reads so far (the idle sweep drops the mapping of a segment nobody read since it last
+    /// looked).
+    reads: AtomicU64,
     /// How many bytes to map: the largest the segment can become.
     map_len: u64,
     len: AtomicU64,
@@ -46,12 +52,46 @@ pub(crate) struct Segment {
     pub time_index: RwLock<TimeIndex>,
 }
 
+/// An active segment's write handles, (re)opened on demand through `backend`.
+struct ActiveFiles {
+    backend: Arc<dyn IoBackend>,
+    /// Writes go through an O_DIRECT handle too ([`super::WriteMode::Direct`]).
+    direct_mode: bool,
+    writer: Mutex<Option<Arc<dyn WritableFile>>>,
+    direct: Mutex<Option<Arc<dyn DirectFile>>>,
+    /// Told when direct writes complete.
+    waker: Option<WakerCell>,
+}
+
+/// Where a log's active segments find the log to wake when direct writes complete: set once,
+/// right after the log is built (its segments exist before it does).
+pub(crate) type WakerCell = Arc<OnceLock<Weak<dyn DirectWaker>>>;
+
+impl std::fmt::Debug for ActiveFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ActiveFiles")
+            .field("writer_open", &self.writer.lock().is_some())
+            .field("direct_open", &self.direct.lock().is_some())
+            .finish()
+    }
+}
+
 /// What the writer knows about a segment when it hands it over.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct SegmentState {
     pub len: u64,
     pub next_offset: u64,
     pub max_timestamp: i64,
+}
+
+/// How an active segment writes (see [`Segment::active`]).
+pub(crate) struct ActiveSpec {
+    pub backend: Arc<dyn IoBackend>,
+    /// A write handle already open (a segment a roll just created), or `None` to open one at the
+    /// first write.
+    pub writer: Option<Box<dyn WritableFile>>,
+    pub direct_mode: bool,
+    pub waker: Option<WakerCell>,
 }
 
 impl Segment {
@@ -63,79 +103,182 @@ impl Segment {
         )
     }
 
-    /// An active segment writing through `writer` (and `direct`, if given); the mapping covers
-    /// `map_len` bytes so that it never has to be redone while the segment grows.
     #[allow(clippy::too_many_arguments)]
-    pub fn active(
+    fn new(
         dir: &Path,
         base_offset: u64,
-        writer: Box<dyn WritableFile>,
-        direct: Option<Box<dyn DirectFile>>,
+        active: Option<ActiveFiles>,
         map_len: u64,
         state: SegmentState,
         index: OffsetIndex,
         time_index: TimeIndex,
-    ) -> Result<Self> {
+    ) -> Self {
         let (log_path, index_path, time_index_path) = Self::paths(dir, base_offset);
-        let seg = Segment {
+        Segment {
             base_offset,
             log_path,
             index_path,
             time_index_path,
-            writer: Some(writer),
-            direct,
-            reader: None,
-            map: OnceLock::new(),
+            active,
+            map: Mutex::new(None),
+            reads: AtomicU64::new(0),
             map_len,
             len: AtomicU64::new(state.len),
             next_offset: AtomicU64::new(state.next_offset),
             max_timestamp: AtomicI64::new(state.max_timestamp),
             index: RwLock::new(index),
             time_index: RwLock::new(time_index),
-        };
-        seg.mapping()?;
-        Ok(seg)
+        }
     }
 
-    /// A sealed (read-only) segment; mapped on first read.
+    /// An active segment; its mapping covers `map_len` bytes so that it never has to be redone
+    /// while the segment grows.
+    pub fn active(
+        dir: &Path,
+        base_offset: u64,
+        spec: ActiveSpec,
+        map_len: u64,
+        state: SegmentState,
+        index: OffsetIndex,
+        time_index: TimeIndex,
+    ) -> Self {
+        let files = ActiveFiles {
+            backend: spec.backend,
+            direct_mode: spec.direct_mode,
+            writer: Mutex::new(spec.writer.map(Arc::from)),
+            direct: Mutex::new(None),
+            waker: spec.waker,
+        };
+        Self::new(
+            dir,
+            base_offset,
+            Some(files),
+            map_len,
+            state,
+            index,
+            time_index,
+        )
+    }
+
+    /// A sealed (read-only) segment; its file is opened and mapped on first read.
     pub fn sealed(
         dir: &Path,
         base_offset: u64,
         state: SegmentState,
         index: OffsetIndex,
         time_index: TimeIndex,
-    ) -> Result<Self> {
-        let (log_path, index_path, time_index_path) = Self::paths(dir, base_offset);
-        let reader = File::open(&log_path).ctx("open segment", &log_path)?;
-        Ok(Segment {
-            base_offset,
-            log_path,
-            index_path,
-            time_index_path,
-            writer: None,
-            direct: None,
-            reader: Some(reader),
-            map: OnceLock::new(),
-            map_len: state.len,
-            len: AtomicU64::new(state.len),
-            next_offset: AtomicU64::new(state.next_offset),
-            max_timestamp: AtomicI64::new(state.max_timestamp),
-            index: RwLock::new(index),
-            time_index: RwLock::new(time_index),
-        })
+    ) -> Self {
+        Self::new(dir, base_offset, None, state.len, state, index, time_index)
     }
 
-    pub fn writer(&self) -> Option<&dyn WritableFile> {
-        self.writer.as_deref()
+    fn files(&self) -> Result<&ActiveFiles> {
+        self.active
+            .as_ref()
+            .ok_or_else(|| Error::Closed(self.log_path.clone()))
     }
 
-    /// The O_DIRECT handle of an active segment of a direct-mode log.
-    pub fn direct_writer(&self) -> Option<&dyn DirectFile> {
-        self.direct.as_deref()
+    /// The write handle of an active segment, opened if it is not.
+    pub fn writer(&self) -> Result<Arc<dyn WritableFile>> {
+        let files = self.files()?;
+        let mut w = files.writer.lock();
+        if let Some(w) = w.as_ref() {
+            return Ok(w.clone());
+        }
+        let opened: Arc<dyn WritableFile> = Arc::from(
+            files
+                .backend
+                .open_writable(&self.log_path)
+                .ctx("open segment", &self.log_path)?,
+        );
+        *w = Some(opened.clone());
+        Ok(opened)
+    }
+
+    /// The write handle if it is open (nothing written through a closed one is unsynced: the
+    /// idle sweep syncs before it closes).
+    pub fn writer_if_open(&self) -> Option<Arc<dyn WritableFile>> {
+        self.active.as_ref().and_then(|f| f.writer.lock().clone())
+    }
+
+    /// A handle to fdatasync the segment with, if anything may be unsynced: the write handle
+    /// if it is open, or one opened now if only the O_DIRECT handle is (whose writes a sync of
+    /// any handle of the file covers). `None` when no handle is open: the idle sweep synced
+    /// before closing them, and nothing was written since.
+    pub fn handle_for_sync(&self) -> Result<Option<Arc<dyn WritableFile>>> {
+        if let Some(w) = self.writer_if_open() {
+            return Ok(Some(w));
+        }
+        if self.direct_if_open().is_some() {
+            return self.writer().map(Some);
+        }
+        Ok(None)
+    }
+
+    /// The O_DIRECT handle of an active segment of a direct-mode log, opened if it is not.
+    pub fn direct_writer(&self) -> Result<Arc<dyn DirectFile>> {
+        let files = self.files()?;
+        if !files.direct_mode {
+            return Err(Error::Closed(self.log_path.clone()));
+        }
+        let mut d = files.direct.lock();
+        if let Some(d) = d.as_ref() {
+            return Ok(d.clone());
+        }
+        let opened: Arc<dyn DirectFile> =
+            Arc::from(files.backend.open_direct(&self.log_path).map_err(|e| {
+                if e.raw_os_error() == Some(libc::EINVAL) {
+                    Error::Config(format!(
+                        "write mode direct: the file system of {} does not support O_DIRECT ({e})",
+                        self.log_path.display()
+                    ))
+                } else {
+                    Error::io("open O_DIRECT", &self.log_path, e)
+                }
+            })?);
+        if let Some(w) = files.waker.as_ref().and_then(|c| c.get()) {
+            opened.set_waker(w.clone());
+        }
+        *d = Some(opened.clone());
+        Ok(opened)
+    }
+
+    /// The O_DIRECT handle if it is open.
+    pub fn direct_if_open(&self) -> Option<Arc<dyn DirectFile>> {
+        self.active.as_ref().and_then(|f| f.direct.lock().clone())
+    }
+
+    /// Closes the handles and drops the mapping (the caller synced what was written, and no
+    /// write is in flight). They are reopened when next needed.
+    pub fn release_files(&self) {
+        if let Some(f) = &self.active {
+            f.writer.lock().take();
+            f.direct.lock().take();
+        }
+        self.map.lock().take();
+    }
+
+    /// Drops the mapping unless the segment was read since the last call (whose count `seen`
+    /// holds); readers holding slices keep theirs. Returns whether it was dropped.
+    pub fn release_mapping_if_unread(&self, seen: &mut u64) -> bool {
+        let reads = self.reads.load(Ordering::Relaxed);
+        if reads != *seen {
+            *seen = reads;
+            return false;
+        }
+        self.map.lock().take().is_some()
+    }
+
+    /// Whether any handle or mapping is open.
+    pub fn holds_files(&self) -> bool {
+        self.map.lock().is_some()
+            || self
+                .active
+                .as_ref()
+                .is_some_and(|f| f.writer.lock().is_some() || f.direct.lock().is_some())
     }
 
     pub fn is_active(&self) -> bool {
-        self.writer.is_some()
+        self.active.is_some()
     }
 
     /// Published length in bytes.
@@ -162,37 +305,41 @@ impl Segment {
         self.len.store(state.len, Ordering::Release);
     }
 
-    /// The shared mapping, created on first use.
+    /// The shared mapping, created on first use (opening the file read-only; the mapping keeps
+    /// that descriptor for `sendfile`).
     pub fn mapping(&self) -> Result<Option<Arc<Mapped>>> {
-        if let Some(m) = self.map.get() {
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        let mut slot = self.map.lock();
+        if let Some(m) = slot.as_ref() {
             return Ok(Some(m.clone()));
         }
         if self.map_len == 0 {
             return Ok(None);
         }
-        let file = match (&self.writer, &self.reader) {
-            (Some(w), _) => w.file(),
-            (None, Some(r)) => r,
-            (None, None) => return Ok(None),
-        };
         let len = usize::try_from(self.map_len).map_err(|_| {
             Error::Config(format!(
                 "segment of {} bytes cannot be mapped",
                 self.map_len
             ))
         })?;
+        let file = File::open(&self.log_path).ctx("open segment", &self.log_path)?;
         // SAFETY: the mapping is read-only and shared. Its bytes can change under us only
         // through writes to this file, and the engine writes only past the published length,
         // which readers never read. The file is never truncated below a published length while
-        // mapped (sealing truncates past it; retention unlinks). Pages past the end of the file
-        // are never touched because every read is bounded by the published length, which is
-        // never more than the file's length. Other processes modifying the file are outside the
-        // engine's contract (the partition directory is locked).
-        let map = unsafe { MmapOptions::new().len(len).map(file) }.ctx("mmap", &self.log_path)?;
-        // A descriptor of its own, for `sendfile` from slices that outlive this segment's.
-        let file = file.try_clone().ctx("dup", &self.log_path)?;
+        // a reader holds a slice of it (sealing truncates past it; retention unlinks; a
+        // truncation waits for readers to let go). Pages past the end of the file are never
+        // touched because every read is bounded by the published length, which is never more
+        // than the file's length. Other processes modifying the file are outside the engine's
+        // contract (the partition directory is locked).
+        let map = unsafe { MmapOptions::new().len(len).map(&file) }.ctx("mmap", &self.log_path)?;
         let map = Arc::new(Mapped { map, file });
-        Ok(Some(self.map.get_or_init(|| map).clone()))
+        *slot = Some(map.clone());
+        Ok(Some(map))
+    }
+
+    /// Takes the cached mapping out (a truncation waits until its readers let go).
+    pub fn take_mapping(&self) -> Option<Arc<Mapped>> {
+        self.map.lock().take()
     }
 
     /// Whole batches starting with the one that holds `offset`, up to `max_bytes` (always at
@@ -225,7 +372,7 @@ impl Segment {
 
     /// Writes both index files from the in-memory indexes (atomic replace each; the caller
     /// syncs the directory).
-    pub fn write_index_files(&self, backend: &dyn crate::io::IoBackend) -> Result<()> {
+    pub fn write_index_files(&self, backend: &dyn IoBackend) -> Result<()> {
         let idx = self.index.read().encode(self.base_offset);
         let tidx = self.time_index.read().encode(self.base_offset);
         crate::io::write_file_atomic(backend, &self.index_path, &idx)?;

@@ -109,6 +109,9 @@ pub fn repair_partition(
         // Repair appends nothing; recovery reads a directory the same in either mode.
         write_mode: WriteMode::Buffered,
         direct_cache_bytes: LogConfig::default().direct_cache_bytes,
+        lock_dir: true,
+        idle_file_close: None,
+        replicated: false,
     };
     let mut truncated = Vec::new();
     // Damage recovery refused (with --truncate-at-damage, cut below).
