@@ -216,9 +216,14 @@ fn given_never_when_rolled_segments_were_sealed_before_the_crash_then_they_survi
     );
 }
 
-/// `flush.messages` = 5, batches of 2 records: appends until the backend fails. Returns what
-/// was acknowledged and, by Kafka's rule, the offset below which everything must survive: the
-/// end of the last acknowledged append that brought the count since the last sync to 5.
+/// `flush.messages` = 5, batches of 1 or 2 records: appends until the backend fails. Returns
+/// what was acknowledged and, by Kafka's rule, the offset below which everything must survive:
+/// the end of the last acknowledged append that brought the count since the last sync to 5.
+/// Records in batch `n` of the flush workload: counts that reach 5 exactly and that pass it.
+fn flush_records(n: u64) -> usize {
+    if n % 3 == 2 { 2 } else { 1 }
+}
+
 fn flush_count_workload(dir: &Path, backend: Arc<dyn IoBackend>) -> (Vec<(u64, u64)>, u64) {
     let config = LogConfig {
         flush_messages: Some(5),
@@ -231,10 +236,10 @@ fn flush_count_workload(dir: &Path, backend: Arc<dyn IoBackend>) -> (Vec<(u64, u
     };
     let mut unsynced = 0;
     for n in 0..40 {
-        match log.append_batch(numbered_batch(n, 2, 150, n as i64)) {
+        match log.append_batch(numbered_batch(n, flush_records(n), 150, n as i64)) {
             Ok(info) => {
                 acked.push((info.base_offset, n));
-                unsynced += 2;
+                unsynced += flush_records(n);
                 if unsynced >= 5 {
                     unsynced = 0;
                     must_survive = info.last_offset + 1;
@@ -275,7 +280,7 @@ fn given_flush_messages_when_the_disk_forgets_unsynced_writes_at_every_operation
         for (base, batch) in acked.iter().filter(|(b, _)| *b < must_survive) {
             assert_eq!(
                 stored.get(base).map(|x| &x[8..]),
-                Some(&numbered_batch(*batch, 2, 150, *batch as i64)[8..]),
+                Some(&numbered_batch(*batch, flush_records(*batch), 150, *batch as i64)[8..]),
                 "crash at op {n}/{total}: batch {batch} at {base}"
             );
         }
@@ -423,4 +428,26 @@ fn given_a_truncation_when_the_disk_forgets_unsynced_writes_at_every_operation_t
             }
         }
     }
+}
+
+#[test]
+fn given_flush_messages_when_appending_then_a_sync_comes_every_n_messages_not_every_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let counting = FailingBackend::counting(backend());
+    let config = LogConfig {
+        flush_messages: Some(10),
+        segment_bytes: 1 << 20,
+        ..config(FsyncPolicy::Never)
+    };
+    let log = PartitionLog::open(dir.path(), config, Arc::new(counting.clone())).unwrap();
+    log.append_batch(numbered_batch(0, 1, 10, 0)).unwrap();
+    let before = counting.syncs();
+    for n in 1..=100 {
+        log.append_batch(numbered_batch(n, 1, 10, 0)).unwrap();
+    }
+    let syncs = counting.syncs() - before;
+    assert_eq!(
+        syncs, 10,
+        "101 messages, flush.messages=10: the 10th, 20th, ... 100th sync"
+    );
 }

@@ -310,3 +310,29 @@ fn given_batches_sliced_from_one_shared_buffer_when_appended_then_offsets_are_as
     assert_eq!(read_all(&log, 0).len(), 3);
     assert_eq!(log.log_end_offset(), 6);
 }
+
+#[test]
+fn given_records_stamped_zero_in_a_rolled_segment_then_their_timestamp_is_found_and_reported() {
+    use strata_storage::batch::{Compression, NewRecord};
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), small_config());
+    log.append_records([NewRecord::new("a").with_timestamp(0)], Compression::None)
+        .unwrap();
+    log.roll().unwrap();
+    let second = log.log_end_offset();
+    log.append_records(
+        (0..3).map(|_| NewRecord::new("b").with_timestamp(0)),
+        Compression::None,
+    )
+    .unwrap();
+    let segs = log.segments();
+    assert_eq!(segs.len(), 2);
+    assert_eq!(
+        segs[1].max_timestamp, 0,
+        "a new segment starts with no timestamp"
+    );
+    assert_eq!(log.max_timestamp_offset().unwrap(), Some((0, 0)));
+    let hit = log.find_timestamp(0).unwrap().unwrap();
+    assert_eq!((hit.offset, hit.timestamp), (0, 0));
+    assert!(second > 0);
+}

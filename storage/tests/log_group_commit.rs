@@ -109,3 +109,44 @@ fn given_concurrent_appenders_with_always_when_they_queue_up_then_they_share_fsy
     );
     assert_eq!(log.log_end_offset(), appends);
 }
+
+#[test]
+fn given_groups_larger_than_a_segment_when_written_then_they_roll_between_batches_and_no_segment_passes_the_limit()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        fsync: FsyncPolicy::Always,
+        segment_bytes: 8 * 1024,
+        ..small_config()
+    };
+    let log = Arc::new(open(dir.path(), config));
+    // Eight appenders queue up behind each slow fsync: groups of several ~1 KiB batches, many
+    // of which cross a segment's end.
+    std::thread::scope(|s| {
+        for t in 0..8u64 {
+            let log = log.clone();
+            s.spawn(move || {
+                for i in 0..40 {
+                    log.append_batch(numbered_batch(t * 1000 + i, 2, 400, 0))
+                        .unwrap();
+                }
+            });
+        }
+    });
+    let segs = log.segments();
+    let total: u64 = segs.iter().map(|s| s.size).sum();
+    for s in &segs {
+        assert!(
+            s.size <= 8 * 1024,
+            "segment at {} holds {} bytes",
+            s.base_offset,
+            s.size
+        );
+    }
+    assert!(
+        segs.len() as u64 >= total / (8 * 1024),
+        "{} segments for {total} bytes",
+        segs.len()
+    );
+    assert_eq!(read_all(&log, 0).len(), 320);
+}

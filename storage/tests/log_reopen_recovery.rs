@@ -492,3 +492,40 @@ fn given_a_clean_close_when_reopened_read_and_closed_without_writes_then_no_file
     );
     assert_eq!(read_all(&log, 0).len(), 31);
 }
+
+#[test]
+fn given_sealed_segments_when_reopened_after_a_crash_or_a_clean_close_then_they_load_from_their_indexes_exactly_as_they_were()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), small_config());
+    // Timestamps that go back and forth, so a segment's largest is not its last batch's.
+    for b in 0..60u64 {
+        let ts = 10_000 + ((b * 7919) % 61) as i64 * 100;
+        log.append_batch(numbered_batch(b, 4, 400, ts)).unwrap();
+    }
+    log.wait_for_seals().unwrap();
+    let before = log.segments();
+    let sealed = before.len() - 1;
+    assert!(sealed >= 3);
+    let max_ts = log.max_timestamp_offset().unwrap();
+    // A crash after the seals: every sealed segment is trusted and loaded from its index files.
+    drop(log);
+    let log = open(dir.path(), small_config());
+    let r = log.recovery_report().clone();
+    assert_eq!(r.segments_loaded_from_index, sealed, "{r:?}");
+    assert_eq!((r.segments_scanned, r.indexes_rebuilt), (1, 0), "{r:?}");
+    assert_eq!(log.segments(), before, "segments as they were");
+    assert_eq!(log.max_timestamp_offset().unwrap(), max_ts);
+    // A clean close: the active one too.
+    log.close().unwrap();
+    let log = open(dir.path(), small_config());
+    let r = log.recovery_report().clone();
+    assert!(r.clean);
+    assert_eq!(r.segments_loaded_from_index, sealed + 1, "{r:?}");
+    assert_eq!(r.segments_scanned, 0);
+    assert_eq!(log.segments(), before);
+    assert_eq!(log.max_timestamp_offset().unwrap(), max_ts);
+    // Appends continue exactly where the log ended, with the index state it had.
+    let info = log.append_batch(numbered_batch(60, 4, 90, 1)).unwrap();
+    assert_eq!(info.base_offset, before.last().unwrap().next_offset);
+}

@@ -175,6 +175,10 @@ fn given_never_when_megabytes_are_appended_then_the_runtime_starts_their_writeba
     }
     let calls = writebacks();
     assert!(!calls.is_empty(), "no writeback was started");
+    assert!(
+        calls[0].2 >= 8 << 20,
+        "writeback starts once 8 MiB are pending, not for every write: {calls:?}"
+    );
     let mut next = 0;
     for (file, offset, len, thread) in &calls {
         assert_eq!(file, "00000000000000000000.log");

@@ -129,6 +129,9 @@ pub struct RecoveryReport {
     pub segments: usize,
     /// Segments whose batches were checked one by one.
     pub segments_scanned: usize,
+    /// Segments recovery trusted and loaded from their index files, reading only the batches
+    /// after the last offset-index entry.
+    pub segments_loaded_from_index: usize,
     /// Bytes of torn tail cut off (`(file, position, bytes, reason)`).
     pub truncated: Vec<(PathBuf, u64, u64, String)>,
     /// Index files of trusted segments that were missing or damaged and were rebuilt from the

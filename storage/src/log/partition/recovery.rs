@@ -248,6 +248,7 @@ pub(crate) fn recover(
         if trusted && let Some(l) = load_trusted(dir, base, file_len)? {
             expected_base = Some(l.state.next_offset);
             loaded.push(l);
+            report.segments_loaded_from_index += 1;
             continue;
         }
         let mut data = if file_len == 0 {
