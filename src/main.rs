@@ -26,7 +26,7 @@ enum Command {
     Bench(strata_tools::bench::BenchArgs),
     /// Consumer groups via the Kafka protocol: `list`, or `describe GROUP` (members,
     /// assignments, committed offsets and lag per partition).
-    Groups(strata::broker::groups::cli::GroupsArgs),
+    Groups(strata_tools::groups::GroupsArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -43,7 +43,7 @@ fn main() -> std::process::ExitCode {
         Command::Serve(args) => strata::serve::run(args).map(|()| std::process::ExitCode::SUCCESS),
         Command::Dump(args) => strata_tools::dump::run(&args),
         Command::Verify(args) => strata_tools::verify::run(&args),
-        Command::Groups(args) => strata::broker::groups::cli::run(&args),
+        Command::Groups(args) => strata_tools::groups::run(&args),
         Command::Bench(args) => match strata_tools::bench::run(args) {
             Ok(()) => Ok(std::process::ExitCode::SUCCESS),
             // A failed run exits 1; a usage error (a mode that does not exist yet) exits 2.

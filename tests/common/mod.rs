@@ -1,16 +1,16 @@
-//! Test harness: the real `strata` binary on a free loopback port, and a minimal Kafka client
-//! built on kafka-protocol's encoders, for exact protocol-level assertions.
+//! Test harness: the real `strata` binary on a free loopback port, and the project's Kafka
+//! client (`strata-client`) for exact protocol-level assertions.
 #![allow(dead_code, clippy::unwrap_used, clippy::indexing_slicing)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use kafka_protocol::protocol::{Request, StrBytes};
 
 /// A running broker; killed (SIGKILL) on drop unless stopped.
 pub struct Broker {
@@ -142,66 +142,47 @@ impl Drop for Broker {
     }
 }
 
+/// The project's Kafka client ([`strata_client::Conn`]) with test-friendly calls: every failure
+/// panics, and `stream` is the socket itself for tests that write raw bytes.
 pub struct Client {
     pub stream: TcpStream,
-    next_id: i32,
+    conn: strata_client::Conn,
 }
 
 impl Client {
     pub fn connect(addr: &str) -> Client {
-        let stream = TcpStream::connect(addr).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(20)))
+        let conn = strata_client::Conn::over(TcpStream::connect(addr).unwrap(), "strata-test");
+        conn.set_read_timeout(Some(Duration::from_secs(20)))
             .unwrap();
-        Client { stream, next_id: 1 }
+        let stream = conn.try_clone_stream().unwrap();
+        Client { stream, conn }
     }
 
     /// Sends a raw frame body (size prefix added).
     pub fn send_raw(&mut self, body: &[u8]) {
-        let mut f = (body.len() as i32).to_be_bytes().to_vec();
-        f.extend_from_slice(body);
-        self.stream.write_all(&f).unwrap();
+        self.conn.send_frame(body).unwrap();
     }
 
+    /// A request's header and body, encoded (no size prefix), and its correlation id.
     pub fn encode_request<R: Request>(&mut self, req: &R, version: i16) -> (i32, Vec<u8>) {
-        let id = self.next_id;
-        self.next_id += 1;
-        let header = RequestHeader::default()
-            .with_request_api_key(R::KEY)
-            .with_request_api_version(version)
-            .with_correlation_id(id)
-            .with_client_id(Some(StrBytes::from_static_str("strata-test")));
-        let mut buf = BytesMut::new();
-        header.encode(&mut buf, R::header_version(version)).unwrap();
-        req.encode(&mut buf, version).unwrap();
-        (id, buf.to_vec())
+        self.conn.encode_request(req, version).unwrap()
     }
 
-    /// Reads one response frame; `None` if the broker closed the connection.
+    /// Reads one response frame; `None` if the broker closed the connection (or the read
+    /// timed out).
     pub fn read_frame(&mut self) -> Option<Bytes> {
-        let mut size = [0u8; 4];
-        if self.stream.read_exact(&mut size).is_err() {
-            return None;
-        }
-        let mut body = vec![0u8; i32::from_be_bytes(size) as usize];
-        self.stream.read_exact(&mut body).ok()?;
-        Some(Bytes::from(body))
+        self.conn.read_frame().ok()
     }
 
     pub fn call<R: Request>(&mut self, req: &R, version: i16) -> R::Response {
-        let (id, body) = self.encode_request(req, version);
-        self.send_raw(&body);
-        let mut frame = self.read_frame().expect("connection closed");
-        let header =
-            ResponseHeader::decode(&mut frame, R::Response::header_version(version)).unwrap();
-        assert_eq!(header.correlation_id, id);
-        R::Response::decode(&mut frame, version).unwrap()
+        self.conn
+            .call(req, version)
+            .unwrap_or_else(|e| panic!("{:?} v{version}: {e}", R::KEY))
     }
 
     /// Whether the broker closed the connection (reads EOF within the timeout).
     pub fn is_closed(&mut self) -> bool {
-        let mut b = [0u8; 1];
-        matches!(self.stream.read(&mut b), Ok(0))
+        self.conn.is_closed()
     }
 }
 

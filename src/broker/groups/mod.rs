@@ -3,7 +3,6 @@
 //! * [`state`]: the per-group state machine (join barrier, sync, heartbeats, static members).
 //! * [`offsets`]: committed offsets in the engine's `__consumer_offsets-0` log.
 //! * [`handlers`]: one function per group API, wire types in and out.
-//! * [`cli`]: `strata groups list|describe`, a client of those APIs.
 //!
 //! This broker is the coordinator of every group. Group membership lives in memory (after a
 //! restart members rejoin, as after a coordinator move in Kafka); committed offsets are durable.
@@ -11,8 +10,6 @@
 //! the rebalance deadline and expiry of member ids handed out with MEMBER_ID_REQUIRED.
 //! docs/GROUPS.md describes the state machine and the offsets log format.
 
-pub mod cli;
-pub mod consumer_protocol;
 pub mod handlers;
 pub mod offsets;
 pub mod state;

@@ -179,7 +179,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<Outcome> {
         bail!("--cold in kafka mode needs the broker's data dir: --spawn-broker or --data-dir");
     }
 
-    let mut admin = Conn::open(&bootstrap)?;
+    let mut admin = client::open(&bootstrap)?;
     let max_batch = max_batch_bytes(args.message_size, args.batch_size);
     let topic = client::topic_name(&args.topic);
     let partitions = ensure_topic(&mut admin, args, &topic, max_batch)?;
@@ -449,7 +449,7 @@ struct ProducerResult {
 fn producer(setup: &Setup<'_>, crew: &Crew<'_>) -> anyhow::Result<ProducerResult> {
     let msg_bytes = setup.args.message_size as u64;
     let parts = u64::from(setup.partitions);
-    let mut conn = Conn::open(&setup.bootstrap)?;
+    let mut conn = client::open(&setup.bootstrap)?;
     // Response reader: (correlation id, send instant, messages, batch bytes) per request.
     let (info_tx, info_rx) = mpsc::channel::<(i32, Instant, u64, u64)>();
     // In-flight slots: the sender takes one per request, the reader returns it on the response.
@@ -615,7 +615,7 @@ fn consume_positions(
     failed: &AtomicBool,
 ) -> anyhow::Result<(Histogram<u64>, Consumed)> {
     let msg_bytes = setup.args.message_size as u64;
-    let mut conn = Conn::open(&setup.bootstrap)?;
+    let mut conn = client::open(&setup.bootstrap)?;
     let mut h = hist::new_histogram();
     let mut got = Consumed::default();
     let mut last_progress = Instant::now();
@@ -809,7 +809,7 @@ fn idle(setup: &Setup<'_>, admin: &mut Conn) -> anyhow::Result<IdleReport> {
             .map(|c| {
                 let mine = positions(parts, consumers, c, &start, |_| 1);
                 s.spawn(move || -> anyhow::Result<u64> {
-                    let mut conn = Conn::open(&setup.bootstrap)?;
+                    let mut conn = client::open(&setup.bootstrap)?;
                     let mut fetches = 0;
                     while Instant::now() < deadline {
                         let req = fetch_request(setup, &mine, FETCH_MAX_WAIT_MS);

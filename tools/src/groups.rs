@@ -1,20 +1,16 @@
-//! `strata groups list|describe`: a small blocking Kafka client of the group APIs.
+//! `strata groups list|describe`: the group APIs through [`strata_client`].
 //!
 //! `describe` asks DescribeGroups (members, assignments), OffsetFetch (committed offsets) and
 //! ListOffsets (log end offsets) and prints, per partition, the committed offset, the end and
 //! the lag (end − committed; `-` when nothing is committed).
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
-
-use super::consumer_protocol::decode_assignment;
+use kafka_protocol::protocol::StrBytes;
+use strata_client::consumer::decode_assignment;
+use strata_client::{Conn, error_name as err_name};
 
 /// Arguments of `strata groups`.
 #[derive(Debug, Clone, clap::Args)]
@@ -34,61 +30,8 @@ pub enum GroupsCommand {
     Describe { group: String },
 }
 
-/// Largest response accepted (a describe of a huge group still fits).
-const MAX_RESPONSE: usize = 64 << 20;
-
-struct Conn {
-    stream: TcpStream,
-    next_id: i32,
-}
-
-impl Conn {
-    fn connect(addr: &str) -> Result<Conn> {
-        let stream = TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;
-        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-        Ok(Conn { stream, next_id: 1 })
-    }
-
-    fn call<R: Request>(&mut self, req: &R, version: i16) -> Result<R::Response> {
-        let id = self.next_id;
-        self.next_id += 1;
-        let header = RequestHeader::default()
-            .with_request_api_key(R::KEY)
-            .with_request_api_version(version)
-            .with_correlation_id(id)
-            .with_client_id(Some(StrBytes::from_static_str("strata-groups")));
-        let mut buf = BytesMut::new();
-        header.encode(&mut buf, R::header_version(version))?;
-        req.encode(&mut buf, version)?;
-        let mut frame = (buf.len() as i32).to_be_bytes().to_vec();
-        frame.extend_from_slice(&buf);
-        self.stream.write_all(&frame)?;
-        let mut size = [0u8; 4];
-        self.stream.read_exact(&mut size)?;
-        let size = usize::try_from(i32::from_be_bytes(size)).context("negative frame size")?;
-        if size > MAX_RESPONSE {
-            bail!("response of {size} bytes is larger than {MAX_RESPONSE}");
-        }
-        let mut body = vec![0u8; size];
-        self.stream.read_exact(&mut body)?;
-        let mut body = Bytes::from(body);
-        let h = ResponseHeader::decode(&mut body, R::Response::header_version(version))?;
-        if h.correlation_id != id {
-            bail!("correlation id {} does not match {id}", h.correlation_id);
-        }
-        R::Response::decode(&mut body, version)
-    }
-}
-
-fn err_name(code: i16) -> String {
-    match kafka_protocol::ResponseError::try_from_code(code) {
-        Some(e) => format!("{e:?} ({code})"),
-        None => format!("error {code}"),
-    }
-}
-
 pub fn run(args: &GroupsArgs) -> Result<std::process::ExitCode> {
-    let mut c = Conn::connect(&args.bootstrap)?;
+    let mut c = Conn::connect(&args.bootstrap, "strata-groups")?;
     match &args.command {
         GroupsCommand::List => {
             let r = c.call(&ListGroupsRequest::default(), 4)?;

@@ -1,7 +1,7 @@
 //! The consumer protocol's assignment bytes (what SyncGroup carries for `protocol_type`
 //! "consumer"): version i16, then `[topic string, [partition i32]]`, then user data bytes
-//! (ignored here). The broker relays these bytes untouched; only `strata groups describe`
-//! decodes them, through kafka-protocol's own `ConsumerProtocolAssignment`.
+//! (ignored here). A broker relays these bytes untouched; `strata groups describe` decodes them,
+//! through kafka-protocol's own `ConsumerProtocolAssignment`.
 
 use bytes::Bytes;
 use kafka_protocol::messages::ConsumerProtocolAssignment;
