@@ -63,17 +63,22 @@ pub fn run(args: ServeArgs) -> Result<()> {
         Ok((before, now)) => tracing::info!(
             open_files = now,
             raised_from = before,
-            partitions = now / crate::broker::FDS_PER_PARTITION,
-            "open-file limit: about this many partitions can be open at once (CreateTopics past it fails cleanly)"
+            partitions_in_use = now / crate::broker::FDS_PER_PARTITION,
+            "open-file limit: about this many partitions can be written and read at once (idle ones hold no descriptor)"
         ),
         Err(e) => tracing::warn!(error = %e, "cannot read or raise the open-file limit"),
     }
     let addr = config.listen_addr()?;
     // Settings that depend on each other are checked once all are known.
     config.queued_request_budget()?;
+    // A fixed set of threads whatever the number of partitions (PERFORMANCE.md, "Threads and
+    // files"): the connections' workers, at most num.io.threads for blocking work, and the
+    // storage engine's shared runtime.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("strata-net")
+        .worker_threads(config.network_threads()?)
+        .max_blocking_threads(config.io_threads()?)
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
@@ -91,7 +96,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
         tracing::info!(%bound, cluster_id = %broker.cluster_id, "strata broker ready");
         println!("listening on {bound}");
         let health = tokio::spawn(crate::broker::heal_loop(broker.clone(), stop_rx.clone()));
-        let server = tokio::spawn(crate::broker::server::serve(
+        let server = tokio::spawn(crate::kafka::server::serve(
             broker.clone(),
             listener,
             stop_rx,

@@ -81,18 +81,21 @@ fn given_a_partition_open_in_another_process_when_repaired_then_refused_with_exi
     let tmp = tempfile::tempdir().unwrap();
     let dir = copy_fixture("torn-tail", tmp.path());
     let before = std::fs::read(dir.join("00000000000000000030.log")).unwrap();
-    // Hold the lock as a broker would (a flock on .lock, from an open file in this process).
-    let lock = std::fs::File::create(dir.join(".lock")).unwrap();
-    lock.try_lock().unwrap();
-    let o = strata(&["verify", "--repair", "torn-tail-0"], tmp.path());
-    assert_eq!(o.status.code(), Some(2));
-    let err = String::from_utf8(o.stderr).unwrap();
-    assert!(err.contains("held by a running process"), "{err}");
-    assert_eq!(
-        std::fs::read(dir.join("00000000000000000030.log")).unwrap(),
-        before
-    );
-    drop(lock);
+    // Hold the lock as a broker would (a flock on its data directory's .lock), then as a
+    // standalone engine would (on the partition's), from an open file in this process.
+    for holder in [tmp.path().join(".lock"), dir.join(".lock")] {
+        let lock = std::fs::File::create(&holder).unwrap();
+        lock.try_lock().unwrap();
+        let o = strata(&["verify", "--repair", "torn-tail-0"], tmp.path());
+        assert_eq!(o.status.code(), Some(2), "{}", holder.display());
+        let err = String::from_utf8(o.stderr).unwrap();
+        assert!(err.contains("held by a running process"), "{err}");
+        assert_eq!(
+            std::fs::read(dir.join("00000000000000000030.log")).unwrap(),
+            before
+        );
+        drop(lock);
+    }
 }
 
 /// A partition of three segments (offsets 0..15, 15..30, 30..45) closed cleanly, with one byte

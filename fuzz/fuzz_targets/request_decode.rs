@@ -3,7 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use strata::broker::server::{Decoded, decode_frame, supported_range};
+use strata::kafka::dispatch::{Decoded, decode_frame};
+use strata::kafka::versions::supported_range;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(Decoded::Request { key, version, .. }) = decode_frame(bytes::Bytes::copy_from_slice(data)) {

@@ -139,6 +139,21 @@ pub const BROKER_KEYS: &[(&str, &str, &str)] = &[
         "Most client connections open at once; further ones wait in the listen backlog until one closes (as in Kafka).",
     ),
     (
+        "num.network.threads",
+        "0",
+        "Threads serving connections (the async runtime's workers); 0 = one per core. Kafka's name; its default is 3.",
+    ),
+    (
+        "num.io.threads",
+        "8",
+        "Threads for blocking work (appends, fsyncs, timestamp lookups, topic creation and deletion), at most this many at once; more requests wait. Kafka's name and default.",
+    ),
+    (
+        "strata.log.file.idle.ms",
+        "30000",
+        "Close a partition's files (after an fsync) once nothing wrote or read it for this long; they reopen on demand, so idle partitions hold no file descriptors. -1 keeps them open.",
+    ),
+    (
         "producer.id.expiration.ms",
         "86400000",
         "Forget an idempotent producer's sequence state when its last batch is older than this.",
@@ -320,6 +335,9 @@ impl BrokerConfig {
             "log.dirs" => Ok(()),
             "log.flush.interval.ms" if self.get(key).is_empty() => Ok(()),
             "max.connections" => self.max_connections().map(drop),
+            "num.network.threads" => self.network_threads().map(drop),
+            "num.io.threads" => self.io_threads().map(drop),
+            "strata.log.file.idle.ms" => self.file_idle().map(drop),
             "strata.decompressed.batch.max.bytes" => self.decompressed_batch_max().map(drop),
             "strata.request.processing.memory.bytes" => self.request_processing_memory().map(drop),
             "strata.decompression.memory.bytes" => self.decompression_memory().map(drop),
@@ -420,6 +438,34 @@ impl BrokerConfig {
         match usize::try_from(v) {
             Ok(n) if n >= 1 => Ok(n),
             _ => bail!("max.connections must be at least 1, got {v}"),
+        }
+    }
+
+    /// `num.network.threads` (0: one per core).
+    pub fn network_threads(&self) -> Result<usize> {
+        let v = self.i64("num.network.threads")?;
+        match usize::try_from(v) {
+            Ok(0) => Ok(std::thread::available_parallelism().map_or(1, |n| n.get())),
+            Ok(n) if n <= 256 => Ok(n),
+            _ => bail!("num.network.threads must be 0 to 256, got {v}"),
+        }
+    }
+
+    /// `num.io.threads`.
+    pub fn io_threads(&self) -> Result<usize> {
+        let v = self.i64("num.io.threads")?;
+        match usize::try_from(v) {
+            Ok(n) if (1..=1024).contains(&n) => Ok(n),
+            _ => bail!("num.io.threads must be 1 to 1024, got {v}"),
+        }
+    }
+
+    /// `strata.log.file.idle.ms` (`None`: never close).
+    pub fn file_idle(&self) -> Result<Option<Duration>> {
+        match self.i64("strata.log.file.idle.ms")? {
+            -1 => Ok(None),
+            v if v >= 1 => Ok(Some(Duration::from_millis(v as u64))),
+            v => bail!("strata.log.file.idle.ms must be -1 or at least 1, got {v}"),
         }
     }
 
@@ -666,6 +712,9 @@ impl TopicConfig {
             preallocate: broker.bool("log.preallocate")?,
             write_mode: broker.write_mode()?,
             direct_cache_bytes: broker.direct_cache_bytes()?,
+            // The broker locks its data directory (one descriptor), not every partition's.
+            lock_dir: false,
+            idle_file_close: broker.file_idle()?,
             ..LogConfig::default()
         };
         log.validate()?;

@@ -1,34 +1,39 @@
-//! The broker: topics and partitions on the storage engine, served over the Kafka protocol.
+//! The broker's domain: topics and partitions on the storage engine, producers and consumer
+//! groups. No wire type appears here: [`crate::kafka`] is the edge that speaks the Kafka
+//! protocol, and errors are [`error::BrokerError`]s it maps to Kafka's codes.
 //!
 //! * [`config`]: settings under Kafka's names.
-//! * this module: the topic registry and the produce/fetch logic, free of wire types.
-//! * [`server`]: connections, framing, dispatch; [`handlers`]: one function per Kafka API.
-//! * [`fetch_encode`]: the zero-copy Fetch response writer.
+//! * this module: the broker (opening, closing, the topic registry), produce, the health pass.
+//! * [`fetch`]: reading partitions for a fetch, and its long poll; [`topics`]: topic creation
+//!   and deletion.
+//! * [`partition`]: one partition (online or offline) and its produce path; [`producer`]:
+//!   idempotent producers' state; [`groups`]: the group coordinator and committed offsets.
 //!
 //! Topic metadata (partition count, config overrides, id) lives in `<data-dir>/topics/<name>.json`,
 //! written by atomic replace; partitions are the engine's `<data-dir>/<topic>-<n>/` directories.
 
 pub mod config;
-pub mod fetch_encode;
+pub mod error;
+pub mod fetch;
 pub mod groups;
-pub mod handlers;
 pub mod partition;
 pub mod producer;
-pub mod server;
+pub mod topics;
 
 use std::collections::BTreeMap;
 use std::hash::{BuildHasher, Hasher};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use kafka_protocol::ResponseError;
+use error::{BrokerError, ErrorKind, err};
 use parking_lot::{Mutex, RwLock};
 use strata_storage::io::IoBackend;
 
 use config::{BrokerConfig, TopicConfig};
 pub use partition::Partition;
 use producer::ProducerIdAllocator;
+pub use topics::{Topic, validate_topic_name};
 
 /// Writes `bytes` to `path` durably by atomic replace (tmp, fsync, rename, fsync dir) through
 /// `backend`, the broker's io backend (so the fault-injecting test backends see it).
@@ -56,45 +61,6 @@ pub fn random_u128() -> u128 {
     (u128::from(a.finish()) << 64) | u128::from(b.finish())
 }
 
-/// Kafka's rule for topic names.
-pub fn validate_topic_name(name: &str) -> Result<(), String> {
-    if name.is_empty() || name.len() > 249 {
-        return Err(format!(
-            "topic name must be 1 to 249 characters, got {}",
-            name.len()
-        ));
-    }
-    if name == "." || name == ".." {
-        return Err("topic name cannot be \".\" or \"..\"".into());
-    }
-    if name == "__consumer_offsets" {
-        return Err("__consumer_offsets is reserved for committed offsets".into());
-    }
-    if let Some(c) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-    {
-        return Err(format!(
-            "topic name contains {c:?}: only [a-zA-Z0-9._-] are allowed"
-        ));
-    }
-    Ok(())
-}
-
-/// A produce-path failure, as a Kafka error code and a message for the client.
-#[derive(Debug, Clone)]
-pub struct ProduceError {
-    pub code: ResponseError,
-    pub message: String,
-}
-
-fn perr(code: ResponseError, message: impl Into<String>) -> ProduceError {
-    ProduceError {
-        code,
-        message: message.into(),
-    }
-}
-
 /// What a successful produce returns.
 #[derive(Debug, Clone, Copy)]
 pub struct Produced {
@@ -102,15 +68,6 @@ pub struct Produced {
     /// The broker's timestamp under LogAppendTime, -1 otherwise.
     pub log_append_time: i64,
     pub log_start_offset: u64,
-}
-
-/// A topic: its partitions and effective configuration.
-#[derive(Debug)]
-pub struct Topic {
-    pub name: String,
-    pub id: u128,
-    pub partitions: Vec<Arc<Partition>>,
-    pub config: TopicConfig,
 }
 
 /// The whole broker state.
@@ -133,6 +90,35 @@ pub struct Broker {
     /// in progress may hold together.
     decompression: Arc<tokio::sync::Semaphore>,
     decompression_total: usize,
+    /// The data directory's lock (`<data-dir>/.lock`): one broker per data directory. The
+    /// partitions under it take none of their own (one descriptor, not one per partition).
+    _lock: std::fs::File,
+}
+
+/// Name of the data directory's lock file.
+pub const DATA_DIR_LOCK: &str = ".lock";
+
+/// Locks the data directory (an `flock` on `<data-dir>/.lock`), or says who holds it.
+fn lock_data_dir(data_dir: &Path) -> Result<std::fs::File> {
+    let path = data_dir.join(DATA_DIR_LOCK);
+    let f = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => bail!(
+            "{} is in use by another broker (the lock on {} is taken)",
+            data_dir.display(),
+            path.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("locking {}", path.display()))
+        }
+    }
 }
 
 /// How often the health pass looks for partitions to take offline or bring back
@@ -156,6 +142,7 @@ impl Broker {
         let data_dir = config.data_dir();
         std::fs::create_dir_all(data_dir.join(strata_storage::meta::TOPICS_DIR))
             .with_context(|| format!("creating {}", data_dir.display()))?;
+        let lock = lock_data_dir(&data_dir)?;
         let write_mode = config.write_mode()?;
         if write_mode == strata_storage::log::WriteMode::Direct {
             strata_storage::io::probe_direct(backend.as_ref(), &data_dir).with_context(|| {
@@ -196,6 +183,7 @@ impl Broker {
             )),
             decompression_total: config.decompression_memory()?,
             config,
+            _lock: lock,
         });
         for (name, path) in strata_storage::meta::list_topics(&data_dir)? {
             let opened = strata_storage::meta::read_topic(&path, &name)
@@ -217,52 +205,6 @@ impl Broker {
         Ok(broker)
     }
 
-    /// Deletes committed offsets of topics that no longer exist: a crash in the middle of a
-    /// topic deletion, or a data directory from a version that kept them.
-    fn forget_offsets_of_deleted_topics(&self) -> Result<()> {
-        for t in self.groups.offsets.topics() {
-            if self.topic(&t).is_none() && self.damaged_topic(&t).is_none() {
-                self.groups.offsets.delete_topic(&t).with_context(|| {
-                    format!("deleting the committed offsets of deleted topic {t:?}")
-                })?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Logs every directory of the data dir that looks like a partition (`<topic>-<n>`) of no
-    /// topic the broker knows: left by a crash in the middle of a topic creation or deletion,
-    /// or by hand. They are kept for the operator (`strata verify` lists them too).
-    fn report_orphan_dirs(&self) -> Vec<PathBuf> {
-        let data_dir = self.config.data_dir();
-        let Ok(entries) = std::fs::read_dir(&data_dir) else {
-            return Vec::new();
-        };
-        let mut orphans = Vec::new();
-        for entry in entries.flatten() {
-            if !entry.file_type().is_ok_and(|t| t.is_dir()) {
-                continue;
-            }
-            let name = entry.file_name();
-            let Some((topic, index)) = name.to_str().and_then(parse_partition_dir) else {
-                continue;
-            };
-            if name.to_str() == Some(groups::offsets::OFFSETS_DIR)
-                || self.damaged_topics.read().contains_key(topic)
-            {
-                continue;
-            }
-            let known = self
-                .topic(topic)
-                .is_some_and(|t| usize::try_from(index).is_ok_and(|i| i < t.partitions.len()));
-            if !known {
-                tracing::warn!(dir = %entry.path().display(), "partition directory of no topic: left as it is (remove it, or recreate its topic)");
-                orphans.push(entry.path());
-            }
-        }
-        orphans
-    }
-
     /// One health pass (blocking): takes partitions whose log failed offline, and reopens the
     /// offline ones whose cause may have gone (a full disk, too many open files). Run every
     /// [`HEAL_INTERVAL`] by the server.
@@ -277,272 +219,6 @@ impl Broker {
         }
     }
 
-    /// Why a topic is offline because its metadata file is damaged, if it is.
-    pub fn damaged_topic(&self, name: &str) -> Option<String> {
-        self.damaged_topics.read().get(name).cloned()
-    }
-
-    /// Topics whose metadata file is damaged, with the reason.
-    pub fn damaged_topics(&self) -> Vec<(String, String)> {
-        self.damaged_topics
-            .read()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
-    }
-
-    fn partition_dir(&self, topic: &str, p: i32) -> PathBuf {
-        strata_storage::meta::partition_dir(&self.config.data_dir(), topic, p)
-    }
-
-    fn open_topic(&self, meta: &TopicMeta) -> Result<Arc<Topic>> {
-        let config = TopicConfig::resolve(&self.config, meta.configs.clone())?;
-        let producer_expiration_ms = self.config.producer_id_expiration_ms()?;
-        let mut partitions = Vec::new();
-        for p in 0..meta.partitions {
-            let dir = self.partition_dir(&meta.name, p);
-            partitions.push(Arc::new(Partition::open(
-                &meta.name,
-                p,
-                dir,
-                config.log.clone(),
-                self.backend.clone(),
-                producer_expiration_ms,
-            )));
-        }
-        Ok(Arc::new(Topic {
-            name: meta.name.clone(),
-            id: meta.id_value(),
-            partitions,
-            config,
-        }))
-    }
-
-    pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
-        self.topics.read().get(name).cloned()
-    }
-
-    pub fn topics(&self) -> Vec<Arc<Topic>> {
-        self.topics.read().values().cloned().collect()
-    }
-
-    pub fn partition(&self, topic: &str, index: i32) -> Option<Arc<Partition>> {
-        let t = self.topic(topic)?;
-        usize::try_from(index)
-            .ok()
-            .and_then(|i| t.partitions.get(i))
-            .cloned()
-    }
-
-    /// Creates a topic. Errors carry the Kafka code to answer with.
-    pub fn create_topic(
-        &self,
-        name: &str,
-        partitions: i32,
-        overrides: BTreeMap<String, String>,
-        validate_only: bool,
-    ) -> Result<Arc<Topic>, ProduceError> {
-        validate_topic_name(name).map_err(|m| perr(ResponseError::InvalidTopicException, m))?;
-        let partitions = if partitions == -1 {
-            self.config.num_partitions().unwrap_or(1)
-        } else {
-            partitions
-        };
-        if !(1..=MAX_PARTITIONS).contains(&partitions) {
-            return Err(perr(
-                ResponseError::InvalidPartitions,
-                format!("number of partitions must be in 1..={MAX_PARTITIONS}, got {partitions}"),
-            ));
-        }
-        let config = TopicConfig::resolve(&self.config, overrides.clone())
-            .map_err(|e| perr(ResponseError::InvalidConfig, format!("{e:#}")))?;
-        let _g = self.admin.lock();
-        if let Some(t) = self.topic(name) {
-            return Err(perr(
-                ResponseError::TopicAlreadyExists,
-                format!("topic {:?} already exists", t.name),
-            ));
-        }
-        if validate_only {
-            return Ok(Arc::new(Topic {
-                name: name.into(),
-                id: 0,
-                partitions: Vec::new(),
-                config,
-            }));
-        }
-        if let Some(reason) = self.damaged_topic(name) {
-            return Err(perr(
-                ResponseError::KafkaStorageError,
-                format!(
-                    "topic {name:?} exists but its metadata file is damaged ({reason}); delete the topic first"
-                ),
-            ));
-        }
-        let meta = TopicMeta {
-            name: name.to_string(),
-            partitions,
-            id: format!("{:032x}", random_u128()),
-            configs: overrides,
-        };
-        let storage_err =
-            |e: anyhow::Error| perr(ResponseError::KafkaStorageError, format!("{e:#}"));
-        // All or nothing: the partitions first (a failure removes the ones made), then the
-        // metadata file that makes the topic exist. A crash in between leaves directories of no
-        // topic, which the next start reports.
-        let made = self.create_partitions(&meta, &config)?;
-        if let Err(e) =
-            strata_storage::meta::write_topic(self.backend.as_ref(), &self.config.data_dir(), &meta)
-        {
-            self.remove_partitions(name, made);
-            return Err(storage_err(e.into()));
-        }
-        let topic = Arc::new(Topic {
-            name: meta.name.clone(),
-            id: meta.id_value(),
-            partitions: made,
-            config,
-        });
-        self.topics.write().insert(name.to_string(), topic.clone());
-        tracing::info!(topic = name, partitions, "created topic");
-        Ok(topic)
-    }
-
-    /// Creates every partition of a new topic, or none: a partition directory that already
-    /// exists (of an earlier topic of this name whose deletion a crash interrupted) is refused
-    /// rather than reused, and if one partition fails to open (a full disk, out of file
-    /// descriptors or threads) the ones already made are removed.
-    fn create_partitions(
-        &self,
-        meta: &TopicMeta,
-        config: &TopicConfig,
-    ) -> Result<Vec<Arc<Partition>>, ProduceError> {
-        let producer_expiration_ms = self
-            .config
-            .producer_id_expiration_ms()
-            .map_err(|e| perr(ResponseError::InvalidConfig, format!("{e:#}")))?;
-        let mut made = Vec::new();
-        for p in 0..meta.partitions {
-            let dir = self.partition_dir(&meta.name, p);
-            if dir.exists() {
-                self.remove_partitions(&meta.name, made);
-                return Err(perr(
-                    ResponseError::KafkaStorageError,
-                    format!(
-                        "{} already exists, left by an earlier topic of this name (a crash during its deletion?); remove the directory to create the topic",
-                        dir.display()
-                    ),
-                ));
-            }
-            let partition = Arc::new(Partition::open(
-                &meta.name,
-                p,
-                dir,
-                config.log.clone(),
-                self.backend.clone(),
-                producer_expiration_ms,
-            ));
-            let offline = partition.offline();
-            made.push(partition);
-            if let Some(o) = offline {
-                let message = format!(
-                    "creating partition {} of {} failed, so none was created: {}",
-                    p, meta.partitions, o.reason
-                );
-                self.remove_partitions(&meta.name, made);
-                return Err(perr(ResponseError::KafkaStorageError, message));
-            }
-        }
-        Ok(made)
-    }
-
-    /// Removes partitions made for a topic that will not exist after all: their logs are
-    /// dropped, then their directories removed (logged, not returned: the caller reports the
-    /// failure that brought it here).
-    fn remove_partitions(&self, topic: &str, made: Vec<Arc<Partition>>) {
-        let dirs: Vec<PathBuf> = made.iter().map(|p| p.dir().to_path_buf()).collect();
-        drop(made);
-        for dir in dirs {
-            if let Err(e) = std::fs::remove_dir_all(&dir)
-                && e.kind() != std::io::ErrorKind::NotFound
-            {
-                tracing::error!(topic, dir = %dir.display(), error = %e, "removing a partition of a topic that failed to be created");
-            }
-        }
-        let data_dir = self.config.data_dir();
-        if let Err(e) = self.backend.sync_dir(&data_dir) {
-            tracing::warn!(dir = %data_dir.display(), error = %e, "fsync failed");
-        }
-    }
-
-    /// Deletes a topic, its committed offsets (as Kafka does: a topic re-created under the same
-    /// name starts with none) and its data. Readers in flight keep their mappings. A topic whose
-    /// metadata file is damaged is deleted too: the file and every `<name>-<n>` directory.
-    pub fn delete_topic(&self, name: &str) -> Result<(), ProduceError> {
-        let _g = self.admin.lock();
-        let dirs: Vec<PathBuf> = match self.topics.write().remove(name) {
-            Some(topic) => topic
-                .partitions
-                .iter()
-                .map(|p| p.dir().to_path_buf())
-                .collect(),
-            None if self.damaged_topics.write().remove(name).is_some() => {
-                self.partition_dirs_on_disk(name)
-            }
-            None => {
-                return Err(perr(
-                    ResponseError::UnknownTopicOrPartition,
-                    format!("topic {name:?} does not exist"),
-                ));
-            }
-        };
-        let storage_err =
-            |e: anyhow::Error| perr(ResponseError::KafkaStorageError, format!("{e:#}"));
-        // Offsets first: a crash after this and before the metadata file is gone leaves a topic
-        // without committed offsets, never offsets a re-created topic would inherit.
-        self.groups
-            .offsets
-            .delete_topic(name)
-            .map_err(storage_err)?;
-        strata_storage::meta::remove_topic(self.backend.as_ref(), &self.config.data_dir(), name)
-            .map_err(|e| storage_err(e.into()))?;
-        for dir in dirs {
-            match std::fs::remove_dir_all(&dir) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    // The topic is gone; what is left is a directory of no topic, reported at
-                    // the next start.
-                    tracing::error!(topic = name, dir = %dir.display(), error = %e, "removing a deleted topic's partition failed");
-                }
-            }
-        }
-        let data_dir = self.config.data_dir();
-        if let Err(e) = self.backend.sync_dir(&data_dir) {
-            tracing::warn!(dir = %data_dir.display(), error = %e, "fsync failed");
-        }
-        tracing::info!(topic = name, "deleted topic");
-        Ok(())
-    }
-
-    /// Every `<name>-<n>` directory in the data dir.
-    fn partition_dirs_on_disk(&self, name: &str) -> Vec<PathBuf> {
-        let Ok(entries) = std::fs::read_dir(self.config.data_dir()) else {
-            return Vec::new();
-        };
-        entries
-            .flatten()
-            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-            .filter(|e| {
-                e.file_name()
-                    .to_str()
-                    .and_then(parse_partition_dir)
-                    .is_some_and(|(t, _)| t == name)
-            })
-            .map(|e| e.path())
-            .collect()
-    }
-
     pub fn allocate_producer_id(&self) -> Result<i64> {
         self.producer_ids.allocate()
     }
@@ -555,7 +231,7 @@ impl Broker {
         partition: &Partition,
         config: &TopicConfig,
         records: bytes::Bytes,
-    ) -> Result<Produced, ProduceError> {
+    ) -> Result<Produced, BrokerError> {
         let len = records.len() as u64;
         let res = partition.produce(config, records);
         if res.is_ok() {
@@ -574,7 +250,7 @@ impl Broker {
         partition: Arc<Partition>,
         config: TopicConfig,
         records: bytes::Bytes,
-    ) -> Result<Produced, ProduceError> {
+    ) -> Result<Produced, BrokerError> {
         let _share = match self.recode_cost(&config, &records) {
             0 => None,
             cost => Some(
@@ -582,12 +258,12 @@ impl Broker {
                     .clone()
                     .acquire_many_owned(u32::try_from(cost).unwrap_or(u32::MAX))
                     .await
-                    .map_err(|_| perr(ResponseError::UnknownServerError, "shutting down"))?,
+                    .map_err(|_| err(ErrorKind::Unknown, "shutting down"))?,
             ),
         };
         tokio::task::spawn_blocking(move || self.produce(&partition, &config, records))
             .await
-            .unwrap_or_else(|e| Err(perr(ResponseError::UnknownServerError, e.to_string())))
+            .unwrap_or_else(|e| Err(err(ErrorKind::Unknown, e.to_string())))
     }
 
     /// The memory re-encoding `records` for its topic takes (0 when the topic keeps the
@@ -665,12 +341,12 @@ pub async fn heal_loop(broker: Arc<Broker>, mut stop: tokio::sync::watch::Receiv
     }
 }
 
-/// File descriptors an open partition holds: the lock file, the active segment (written,
-/// mapped, and again with O_DIRECT or an io_uring in some modes) and its sealed segments'
-/// mappings, kept for `sendfile`. A rough figure for the start-up log line.
-pub const FDS_PER_PARTITION: u64 = 5;
+/// File descriptors a partition in use holds: its active segment's write handle (and its
+/// O_DIRECT handle in direct mode) and the mappings being read (one each, kept for
+/// `sendfile`). An idle partition holds none (`strata.log.file.idle.ms`). A rough figure for
+/// the start-up log line.
+pub const FDS_PER_PARTITION: u64 = 3;
 
-use strata_storage::meta::TopicMeta;
 pub use strata_storage::meta::{MAX_PARTITIONS, parse_partition_dir};
 
 /// Checks that the data directory is usable before anything else happens.

@@ -17,16 +17,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
+use super::error::ErrorKind;
 use anyhow::{Result, bail};
-use kafka_protocol::ResponseError;
 use parking_lot::{Mutex, RwLock};
 use strata_storage::batch::header;
 use strata_storage::io::IoBackend;
 use strata_storage::log::{LogConfig, PartitionLog};
 
 use super::config::{TopicCompression, TopicConfig};
+use super::error::{BrokerError, err};
 use super::producer::{self, ProducerStates, SeqCheck};
-use super::{ProduceError, Produced, groups, perr, write_atomic};
+use super::{Produced, groups, write_atomic};
 
 /// How often idle producers are looked for (Kafka's `producer.id.expiration.check.interval.ms`).
 const PRODUCER_EXPIRY_CHECK_MS: i64 = 10 * 60 * 1000;
@@ -113,9 +114,9 @@ fn min_room(config: &LogConfig) -> u64 {
 }
 
 /// The answer to a request for an offline partition.
-pub fn offline_error(topic: &str, index: i32, o: &Offline) -> ProduceError {
-    perr(
-        ResponseError::KafkaStorageError,
+pub fn offline_error(topic: &str, index: i32, o: &Offline) -> BrokerError {
+    err(
+        ErrorKind::Storage,
         format!("partition {topic}-{index} is offline: {}", o.reason),
     )
 }
@@ -166,7 +167,7 @@ impl Partition {
     }
 
     /// The open log, or why the partition is offline.
-    pub fn log(&self) -> Result<Arc<PartitionLog>, ProduceError> {
+    pub fn log(&self) -> Result<Arc<PartitionLog>, BrokerError> {
         match &*self.state.read() {
             State::Online(log) => Ok(log.clone()),
             State::Offline(o) => Err(offline_error(&self.topic, self.index, o)),
@@ -203,6 +204,8 @@ impl Partition {
         let log = log.clone();
         let retry = if f.no_space {
             Retry::NoSpace
+        } else if f.out_of_resources {
+            Retry::Resources
         } else {
             Retry::Never
         };
@@ -435,12 +438,12 @@ impl Partition {
         &self,
         config: &TopicConfig,
         records: bytes::Bytes,
-    ) -> Result<Produced, ProduceError> {
+    ) -> Result<Produced, BrokerError> {
         let log = self.log()?;
         let max = config.log.max_batch_bytes;
         if records.len() > max {
-            return Err(perr(
-                ResponseError::MessageTooLarge,
+            return Err(err(
+                ErrorKind::MessageTooLarge,
                 format!(
                     "batch of {} bytes exceeds max.message.bytes {max}",
                     records.len()
@@ -449,29 +452,29 @@ impl Partition {
         }
         let valid = header::ValidBatch::new(records, max).map_err(|e| match e {
             strata_storage::batch::BatchError::BadCrc { .. } => {
-                perr(ResponseError::CorruptMessage, e.to_string())
+                err(ErrorKind::CorruptMessage, e.to_string())
             }
-            strata_storage::batch::BatchError::LengthMismatch { .. } => perr(
-                ResponseError::InvalidRecord,
+            strata_storage::batch::BatchError::LengthMismatch { .. } => err(
+                ErrorKind::InvalidRecord,
                 format!(
                     "{e} (a produce request must carry exactly one record batch per partition)"
                 ),
             ),
             strata_storage::batch::BatchError::BadMagic { .. } => {
-                perr(ResponseError::UnsupportedForMessageFormat, e.to_string())
+                err(ErrorKind::UnsupportedForMessageFormat, e.to_string())
             }
-            other => perr(ResponseError::CorruptMessage, other.to_string()),
+            other => err(ErrorKind::CorruptMessage, other.to_string()),
         })?;
         let h = *valid.header();
         if h.is_control() {
-            return Err(perr(
-                ResponseError::InvalidRecord,
+            return Err(err(
+                ErrorKind::InvalidRecord,
                 "clients may not produce control batches",
             ));
         }
         if h.is_transactional() {
-            return Err(perr(
-                ResponseError::InvalidRecord,
+            return Err(err(
+                ErrorKind::InvalidRecord,
                 "transactions are not supported",
             ));
         }
@@ -499,15 +502,13 @@ impl Partition {
             -1
         };
         let storage = |e: strata_storage::Error| match e {
-            strata_storage::Error::InvalidBatch(b) => {
-                perr(ResponseError::CorruptMessage, b.to_string())
-            }
+            strata_storage::Error::InvalidBatch(b) => err(ErrorKind::CorruptMessage, b.to_string()),
             strata_storage::Error::BatchTooLarge { .. } => {
-                perr(ResponseError::MessageTooLarge, e.to_string())
+                err(ErrorKind::MessageTooLarge, e.to_string())
             }
             other => {
                 tracing::error!(topic = %self.topic, partition = self.index, error = %other, "append failed");
-                perr(ResponseError::KafkaStorageError, other.to_string())
+                err(ErrorKind::Storage, other.to_string())
             }
         };
         // Unchanged bytes go in without a second CRC pass; rewritten ones are checked again.
@@ -535,15 +536,15 @@ impl Partition {
         );
         match check {
             SeqCheck::Duplicate(base) => Ok(produced(base)),
-            SeqCheck::OutOfOrder { expected, got } => Err(perr(
-                ResponseError::OutOfOrderSequenceNumber,
+            SeqCheck::OutOfOrder { expected, got } => Err(err(
+                ErrorKind::OutOfOrderSequenceNumber,
                 format!(
                     "producer {} expected sequence {expected}, got {got}",
                     h.producer_id
                 ),
             )),
-            SeqCheck::Fenced { current, got } => Err(perr(
-                ResponseError::InvalidProducerEpoch,
+            SeqCheck::Fenced { current, got } => Err(err(
+                ErrorKind::InvalidProducerEpoch,
                 format!(
                     "producer {} epoch {got} is older than the current {current}",
                     h.producer_id
@@ -581,7 +582,7 @@ fn recode(
     batch: &[u8],
     codec: strata_storage::batch::Compression,
     config: &TopicConfig,
-) -> Result<Vec<u8>, ProduceError> {
+) -> Result<Vec<u8>, BrokerError> {
     use strata_storage::batch::BatchError;
     use strata_storage::batch::stream::{RecodeLimits, recode};
     let limits = RecodeLimits {
@@ -591,19 +592,19 @@ fn recode(
     recode(h, batch, codec, limits)
         .map(|r| r.bytes)
         .map_err(|e| match e {
-            BatchError::DecompressedTooLarge { codec, .. } => perr(
-                ResponseError::CorruptMessage,
+            BatchError::DecompressedTooLarge { codec, .. } => err(
+                ErrorKind::CorruptMessage,
                 format!(
                     "{codec} records decompress to more than strata.decompressed.batch.max.bytes ({})",
                     config.max_decompressed
                 ),
             ),
-            BatchError::EncodedTooLarge { codec, limit } => perr(
-                ResponseError::MessageTooLarge,
+            BatchError::EncodedTooLarge { codec, limit } => err(
+                ErrorKind::MessageTooLarge,
                 format!("re-encoded with {codec} the batch exceeds max.message.bytes {limit}"),
             ),
-            e @ BatchError::BadRecord { .. } => perr(ResponseError::InvalidRecord, e.to_string()),
-            other => perr(ResponseError::CorruptMessage, other.to_string()),
+            e @ BatchError::BadRecord { .. } => err(ErrorKind::InvalidRecord, e.to_string()),
+            other => err(ErrorKind::CorruptMessage, other.to_string()),
         })
 }
 

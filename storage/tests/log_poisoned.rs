@@ -81,12 +81,108 @@ fn given_a_failing_write_when_appending_then_the_error_names_the_file_and_later_
     let dir = tempfile::tempdir().unwrap();
     let failing = FailingBackend::counting(backend());
     let log = PartitionLog::open(dir.path(), small_config(), Arc::new(failing.clone())).unwrap();
+    // The first append opens the segment's files; the next one only writes.
+    log.append_batch(numbered_batch(0, 1, 10, 0)).unwrap();
     failing.set_mode(FailMode::AfterN(failing.ops()));
-    let err = log.append_batch(numbered_batch(0, 1, 10, 0)).unwrap_err();
+    let err = log.append_batch(numbered_batch(1, 1, 10, 0)).unwrap_err();
     assert!(
         matches!(err, Error::Poisoned { op: "write", .. }),
         "{err:?}"
     );
     assert!(err.to_string().contains("injected failure"), "{err}");
-    assert_eq!(log.log_end_offset(), 0, "nothing became visible");
+    assert!(err.to_string().contains(".log"), "names the file: {err}");
+    assert_eq!(log.log_end_offset(), 1, "nothing more became visible");
+    failing.heal();
+    assert!(matches!(
+        log.append_batch(numbered_batch(2, 1, 10, 0)),
+        Err(Error::Poisoned { .. })
+    ));
+}
+
+/// A backend whose files cannot be opened while `full` is set: the process is out of file
+/// descriptors (`EMFILE`).
+#[derive(Debug)]
+struct NoDescriptors {
+    inner: Arc<dyn strata_storage::io::IoBackend>,
+    full: std::sync::atomic::AtomicBool,
+}
+
+impl strata_storage::io::IoBackend for NoDescriptors {
+    fn kind(&self) -> strata_storage::io::BackendKind {
+        self.inner.kind()
+    }
+    fn create_new(
+        &self,
+        path: &std::path::Path,
+    ) -> std::io::Result<Box<dyn strata_storage::io::WritableFile>> {
+        self.check()?;
+        self.inner.create_new(path)
+    }
+    fn open_writable(
+        &self,
+        path: &std::path::Path,
+    ) -> std::io::Result<Box<dyn strata_storage::io::WritableFile>> {
+        self.check()?;
+        self.inner.open_writable(path)
+    }
+    fn open_direct(
+        &self,
+        path: &std::path::Path,
+    ) -> std::io::Result<Box<dyn strata_storage::io::DirectFile>> {
+        self.check()?;
+        self.inner.open_direct(path)
+    }
+    fn rename(&self, from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+        self.inner.rename(from, to)
+    }
+    fn remove_file(&self, path: &std::path::Path) -> std::io::Result<()> {
+        self.inner.remove_file(path)
+    }
+    fn create_dir_all(&self, path: &std::path::Path) -> std::io::Result<()> {
+        self.inner.create_dir_all(path)
+    }
+    fn sync_dir(&self, dir: &std::path::Path) -> std::io::Result<()> {
+        self.inner.sync_dir(dir)
+    }
+}
+
+impl NoDescriptors {
+    fn check(&self) -> std::io::Result<()> {
+        if self.full.load(std::sync::atomic::Ordering::SeqCst) {
+            Err(std::io::Error::from_raw_os_error(libc::EMFILE))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[test]
+fn given_no_file_descriptors_left_when_appending_then_the_appends_fail_and_the_log_stays_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = PartitionLog::open(dir.path(), small_config(), backend()).unwrap();
+    log.append_batch(numbered_batch(0, 2, 10, 0)).unwrap();
+    log.close().unwrap();
+    let disk = Arc::new(NoDescriptors {
+        inner: backend(),
+        full: std::sync::atomic::AtomicBool::new(false),
+    });
+    // Opening an idle partition needs no descriptor.
+    disk.full.store(true, std::sync::atomic::Ordering::SeqCst);
+    let log = PartitionLog::open(dir.path(), small_config(), disk.clone()).unwrap();
+    let err = log.append_batch(numbered_batch(1, 2, 10, 0)).unwrap_err();
+    assert!(err.is_out_of_resources(), "{err:?}");
+    assert_eq!(
+        log.failure(),
+        None,
+        "the log is not poisoned: nothing was written"
+    );
+    assert_eq!(log.log_end_offset(), 2);
+    // Once descriptors are back, appends go on where the log ends, without a gap.
+    disk.full.store(false, std::sync::atomic::Ordering::SeqCst);
+    let info = log.append_batch(numbered_batch(2, 2, 10, 0)).unwrap();
+    assert_eq!(info.base_offset, 2);
+    assert_eq!(read_all(&log, 0).len(), 2);
+    drop(log);
+    let log = PartitionLog::open(dir.path(), small_config(), backend()).unwrap();
+    assert_eq!(read_all(&log, 0).len(), 2);
 }

@@ -2,7 +2,6 @@
 //!
 //! * [`state`]: the per-group state machine (join barrier, sync, heartbeats, static members).
 //! * [`offsets`]: committed offsets in the engine's `__consumer_offsets-0` log.
-//! * [`handlers`]: one function per group API, wire types in and out.
 //!
 //! This broker is the coordinator of every group. Group membership lives in memory (after a
 //! restart members rejoin, as after a coordinator move in Kafka); committed offsets are durable.
@@ -10,11 +9,12 @@
 //! the rebalance deadline and expiry of member ids handed out with MEMBER_ID_REQUIRED.
 //! docs/GROUPS.md describes the state machine and the offsets log format.
 
-pub mod handlers;
 pub mod offsets;
 pub mod state;
 
 use std::collections::BTreeMap;
+
+use crate::broker::error::ErrorKind;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -96,11 +96,11 @@ impl Coordinator {
     }
 
     /// Removes an empty group (DeleteGroups); its offsets are deleted by the caller.
-    pub fn remove_group_if_empty(&self, id: &str) -> Result<(), kafka_protocol::ResponseError> {
+    pub fn remove_group_if_empty(&self, id: &str) -> Result<(), ErrorKind> {
         let mut groups = self.groups.lock();
         match groups.get(id) {
-            None => Err(kafka_protocol::ResponseError::GroupIdNotFound),
-            Some(g) if !g.is_empty() => Err(kafka_protocol::ResponseError::NonEmptyGroup),
+            None => Err(ErrorKind::GroupIdNotFound),
+            Some(g) if !g.is_empty() => Err(ErrorKind::NonEmptyGroup),
             Some(_) => {
                 groups.remove(id);
                 Ok(())
@@ -137,23 +137,4 @@ impl Coordinator {
         self.closed.store(true, Ordering::Release);
         self.offsets.close()
     }
-}
-
-/// The client id of a request frame (after the 4-byte size), for generated member ids:
-/// api_key i16, api_version i16, correlation_id i32, client_id nullable i16-length string.
-pub fn client_id_of(frame: &[u8]) -> String {
-    let Some(len) = frame
-        .get(8..10)
-        .and_then(|b| <[u8; 2]>::try_from(b).ok())
-        .map(i16::from_be_bytes)
-    else {
-        return String::new();
-    };
-    if len <= 0 {
-        return String::new();
-    }
-    frame
-        .get(10..10 + len as usize)
-        .map(|b| String::from_utf8_lossy(b).into_owned())
-        .unwrap_or_default()
 }

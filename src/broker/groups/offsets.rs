@@ -197,6 +197,8 @@ pub fn log_config(segment_bytes: u64, preallocate: bool) -> LogConfig {
         retention_check_interval: None,
         fsync: FsyncPolicy::Always,
         preallocate,
+        // Under the broker's data-directory lock.
+        lock_dir: false,
         ..LogConfig::default()
     }
 }

@@ -11,8 +11,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
+use crate::broker::error::ErrorKind;
 use bytes::Bytes;
-use kafka_protocol::ResponseError;
 use tokio::sync::oneshot;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,7 +37,7 @@ impl GroupState {
 /// What a JoinGroup answers.
 #[derive(Debug, Clone, Default)]
 pub struct JoinOutcome {
-    pub error: Option<ResponseError>,
+    pub error: Option<ErrorKind>,
     pub generation: i32,
     pub protocol_type: Option<String>,
     pub protocol_name: Option<String>,
@@ -48,7 +48,7 @@ pub struct JoinOutcome {
 }
 
 impl JoinOutcome {
-    pub fn error(e: ResponseError, member_id: &str) -> Self {
+    pub fn error(e: ErrorKind, member_id: &str) -> Self {
         JoinOutcome {
             error: Some(e),
             generation: -1,
@@ -61,14 +61,14 @@ impl JoinOutcome {
 /// What a SyncGroup answers.
 #[derive(Debug, Clone, Default)]
 pub struct SyncOutcome {
-    pub error: Option<ResponseError>,
+    pub error: Option<ErrorKind>,
     pub protocol_type: Option<String>,
     pub protocol_name: Option<String>,
     pub assignment: Bytes,
 }
 
 impl SyncOutcome {
-    fn error(e: ResponseError) -> Self {
+    fn error(e: ErrorKind) -> Self {
         SyncOutcome {
             error: Some(e),
             ..SyncOutcome::default()
@@ -258,7 +258,7 @@ impl Group {
             for m in &mut self.members {
                 m.assignment = Bytes::new();
                 if let Some(w) = m.sync_waiter.take() {
-                    let _ = w.send(SyncOutcome::error(ResponseError::RebalanceInProgress));
+                    let _ = w.send(SyncOutcome::error(ErrorKind::RebalanceInProgress));
                 }
             }
         }
@@ -404,7 +404,7 @@ impl Group {
             m.rebalance_timeout = req.rebalance_timeout;
             m.client_id = req.client_id.clone();
             if let Some(old) = m.join_waiter.replace(tx) {
-                let _ = old.send(JoinOutcome::error(ResponseError::UnknownMemberId, id));
+                let _ = old.send(JoinOutcome::error(ErrorKind::UnknownMemberId, id));
             }
             m.touch(now);
         }
@@ -414,15 +414,15 @@ impl Group {
     pub fn join(&mut self, req: JoinRequest, now: Instant, limits: &Limits) -> Step<JoinOutcome> {
         let fail = |e| Step::Now(JoinOutcome::error(e, &req.member_id));
         if req.protocols.is_empty() || req.protocol_type.is_empty() {
-            return fail(ResponseError::InconsistentGroupProtocol);
+            return fail(ErrorKind::InconsistentGroupProtocol);
         }
         if req.session_timeout < limits.min_session_timeout
             || req.session_timeout > limits.max_session_timeout
         {
-            return fail(ResponseError::InvalidSessionTimeout);
+            return fail(ErrorKind::InvalidSessionTimeout);
         }
         if !self.supports(&req.protocol_type, &req.protocols, &req.member_id) {
-            return fail(ResponseError::InconsistentGroupProtocol);
+            return fail(ErrorKind::InconsistentGroupProtocol);
         }
         if req.member_id.is_empty() {
             self.join_unknown(req, now, limits)
@@ -444,7 +444,7 @@ impl Group {
             }
         } else if req.require_known_member_id {
             self.pending.insert(id.clone(), now + req.session_timeout);
-            return Step::Now(JoinOutcome::error(ResponseError::MemberIdRequired, &id));
+            return Step::Now(JoinOutcome::error(ErrorKind::MemberIdRequired, &id));
         }
         self.add_member(&req, id.clone(), now);
         let rx = self.await_join(&id, &req, now);
@@ -467,17 +467,17 @@ impl Group {
         limits: &Limits,
     ) -> Step<JoinOutcome> {
         let Some(pos) = self.members.iter().position(|m| m.id == old) else {
-            return Step::Now(JoinOutcome::error(ResponseError::UnknownMemberId, ""));
+            return Step::Now(JoinOutcome::error(ErrorKind::UnknownMemberId, ""));
         };
         let unchanged;
         {
             #[expect(clippy::indexing_slicing, reason = "position() just found it")]
             let m = &mut self.members[pos];
             if let Some(w) = m.join_waiter.take() {
-                let _ = w.send(JoinOutcome::error(ResponseError::FencedInstanceId, old));
+                let _ = w.send(JoinOutcome::error(ErrorKind::FencedInstanceId, old));
             }
             if let Some(w) = m.sync_waiter.take() {
-                let _ = w.send(SyncOutcome::error(ResponseError::FencedInstanceId));
+                let _ = w.send(SyncOutcome::error(ErrorKind::FencedInstanceId));
             }
             unchanged = m.protocols == req.protocols;
             m.id = id.clone();
@@ -512,7 +512,7 @@ impl Group {
     fn join_known(&mut self, req: JoinRequest, now: Instant, limits: &Limits) -> Step<JoinOutcome> {
         let id = req.member_id.clone();
         if self.is_fenced(req.instance_id.as_deref(), &id) {
-            return Step::Now(JoinOutcome::error(ResponseError::FencedInstanceId, &id));
+            return Step::Now(JoinOutcome::error(ErrorKind::FencedInstanceId, &id));
         }
         if !self.has(&id) {
             if self.pending.contains_key(&id) {
@@ -524,13 +524,13 @@ impl Group {
                 self.maybe_complete_join(now);
                 return Step::Wait(rx);
             }
-            return Step::Now(JoinOutcome::error(ResponseError::UnknownMemberId, &id));
+            return Step::Now(JoinOutcome::error(ErrorKind::UnknownMemberId, &id));
         }
         let unchanged = self
             .member(&id)
             .is_some_and(|m| m.protocols == req.protocols);
         match self.state {
-            GroupState::Empty => Step::Now(JoinOutcome::error(ResponseError::UnknownMemberId, &id)),
+            GroupState::Empty => Step::Now(JoinOutcome::error(ErrorKind::UnknownMemberId, &id)),
             GroupState::PreparingRebalance => {
                 let rx = self.await_join(&id, &req, now);
                 self.maybe_complete_join(now);
@@ -571,22 +571,22 @@ impl Group {
     ) -> Step<SyncOutcome> {
         let fail = |e| Step::Now(SyncOutcome::error(e));
         if self.is_fenced(instance_id, member_id) {
-            return fail(ResponseError::FencedInstanceId);
+            return fail(ErrorKind::FencedInstanceId);
         }
         if !self.has(member_id) {
-            return fail(ResponseError::UnknownMemberId);
+            return fail(ErrorKind::UnknownMemberId);
         }
         if generation != self.generation {
-            return fail(ResponseError::IllegalGeneration);
+            return fail(ErrorKind::IllegalGeneration);
         }
         if protocol_type.is_some_and(|t| Some(t) != self.protocol_type.as_deref())
             || protocol_name.is_some_and(|n| Some(n) != self.protocol.as_deref())
         {
-            return fail(ResponseError::InconsistentGroupProtocol);
+            return fail(ErrorKind::InconsistentGroupProtocol);
         }
         match self.state {
-            GroupState::Empty => fail(ResponseError::UnknownMemberId),
-            GroupState::PreparingRebalance => fail(ResponseError::RebalanceInProgress),
+            GroupState::Empty => fail(ErrorKind::UnknownMemberId),
+            GroupState::PreparingRebalance => fail(ErrorKind::RebalanceInProgress),
             GroupState::Stable => {
                 let a = self
                     .member(member_id)
@@ -602,7 +602,7 @@ impl Group {
                 if let Some(m) = self.member_mut(member_id) {
                     m.touch(now);
                     if let Some(old) = m.sync_waiter.replace(tx) {
-                        let _ = old.send(SyncOutcome::error(ResponseError::UnknownMemberId));
+                        let _ = old.send(SyncOutcome::error(ErrorKind::UnknownMemberId));
                     }
                 }
                 if self.leader.as_deref() == Some(member_id) {
@@ -640,22 +640,22 @@ impl Group {
         instance_id: Option<&str>,
         generation: i32,
         now: Instant,
-    ) -> Option<ResponseError> {
+    ) -> Option<ErrorKind> {
         if self.is_fenced(instance_id, member_id) {
-            return Some(ResponseError::FencedInstanceId);
+            return Some(ErrorKind::FencedInstanceId);
         }
         if !self.has(member_id) {
-            return Some(ResponseError::UnknownMemberId);
+            return Some(ErrorKind::UnknownMemberId);
         }
         if generation != self.generation {
-            return Some(ResponseError::IllegalGeneration);
+            return Some(ErrorKind::IllegalGeneration);
         }
         if let Some(m) = self.member_mut(member_id) {
             m.touch(now);
         }
         match self.state {
-            GroupState::Empty => Some(ResponseError::UnknownMemberId),
-            GroupState::PreparingRebalance => Some(ResponseError::RebalanceInProgress),
+            GroupState::Empty => Some(ErrorKind::UnknownMemberId),
+            GroupState::PreparingRebalance => Some(ErrorKind::RebalanceInProgress),
             GroupState::CompletingRebalance | GroupState::Stable => None,
         }
     }
@@ -667,15 +667,15 @@ impl Group {
         instance_id: Option<&str>,
         now: Instant,
         limits: &Limits,
-    ) -> Option<ResponseError> {
+    ) -> Option<ErrorKind> {
         let id = match (member_id.is_empty(), instance_id) {
             (true, Some(i)) => match self.statics.get(i) {
                 Some(id) => id.clone(),
-                None => return Some(ResponseError::UnknownMemberId),
+                None => return Some(ErrorKind::UnknownMemberId),
             },
             _ => {
                 if self.is_fenced(instance_id, member_id) {
-                    return Some(ResponseError::FencedInstanceId);
+                    return Some(ErrorKind::FencedInstanceId);
                 }
                 member_id.to_string()
             }
@@ -685,7 +685,7 @@ impl Group {
             return None;
         }
         if !self.has(&id) {
-            return Some(ResponseError::UnknownMemberId);
+            return Some(ErrorKind::UnknownMemberId);
         }
         self.remove_member(&id, now, limits, "a member left");
         None
@@ -697,10 +697,10 @@ impl Group {
         };
         let m = self.members.remove(pos);
         if let Some(w) = m.join_waiter {
-            let _ = w.send(JoinOutcome::error(ResponseError::UnknownMemberId, id));
+            let _ = w.send(JoinOutcome::error(ErrorKind::UnknownMemberId, id));
         }
         if let Some(w) = m.sync_waiter {
-            let _ = w.send(SyncOutcome::error(ResponseError::UnknownMemberId));
+            let _ = w.send(SyncOutcome::error(ErrorKind::UnknownMemberId));
         }
         if let Some(i) = &m.instance_id
             && self.statics.get(i).is_some_and(|s| s == id)
@@ -745,21 +745,21 @@ impl Group {
         member_id: &str,
         instance_id: Option<&str>,
         generation: i32,
-    ) -> Option<ResponseError> {
+    ) -> Option<ErrorKind> {
         if self.is_fenced(instance_id, member_id) {
-            return Some(ResponseError::FencedInstanceId);
+            return Some(ErrorKind::FencedInstanceId);
         }
         if generation < 0 && self.state == GroupState::Empty {
             return None;
         }
         if self.state == GroupState::CompletingRebalance {
-            return Some(ResponseError::RebalanceInProgress);
+            return Some(ErrorKind::RebalanceInProgress);
         }
         if !self.has(member_id) {
-            return Some(ResponseError::UnknownMemberId);
+            return Some(ErrorKind::UnknownMemberId);
         }
         if generation != self.generation {
-            return Some(ResponseError::IllegalGeneration);
+            return Some(ErrorKind::IllegalGeneration);
         }
         None
     }
@@ -830,7 +830,7 @@ mod tests {
         assert_eq!(c.try_recv().unwrap().leader, a.member_id);
         // A member sharing no protocol with the group is refused.
         let bad = ready(g.join(req("", &["other"]), t, &LIMITS));
-        assert_eq!(bad.error, Some(ResponseError::InconsistentGroupProtocol));
+        assert_eq!(bad.error, Some(ErrorKind::InconsistentGroupProtocol));
     }
 
     #[test]
@@ -850,7 +850,7 @@ mod tests {
         let later = t + Duration::from_millis(500);
         assert_eq!(
             g.heartbeat(&a.member_id, None, 1, later),
-            Some(ResponseError::RebalanceInProgress)
+            Some(ErrorKind::RebalanceInProgress)
         );
         g.tick(later, &LIMITS);
         assert!(b.try_recv().is_err(), "deadline not reached yet");
@@ -860,11 +860,11 @@ mod tests {
         assert_eq!(jb.leader, jb.member_id, "the remaining member leads");
         assert_eq!(
             g.heartbeat(&a.member_id, None, 1, later),
-            Some(ResponseError::UnknownMemberId)
+            Some(ErrorKind::UnknownMemberId)
         );
         // A stale-generation rejoin by the dropped member is refused; it must join anew.
         let stale = ready(g.join(req(&a.member_id, &["range"]), later, &LIMITS));
-        assert_eq!(stale.error, Some(ResponseError::UnknownMemberId));
+        assert_eq!(stale.error, Some(ErrorKind::UnknownMemberId));
     }
 
     #[test]
@@ -882,7 +882,7 @@ mod tests {
         assert_eq!(g.state, GroupState::CompletingRebalance);
         assert_eq!(
             g.leave(&a.member_id, None, t, &LIMITS),
-            Some(ResponseError::UnknownMemberId)
+            Some(ErrorKind::UnknownMemberId)
         );
     }
 }

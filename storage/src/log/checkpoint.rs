@@ -147,6 +147,17 @@ mod tests {
     }
 
     #[test]
+    fn an_unclean_checkpoint_decodes_as_unclean() {
+        let cp = Checkpoint {
+            clean: false,
+            recovery_point: 7,
+            log_end_offset: 9,
+            active_segment_len: 11,
+        };
+        assert_eq!(Checkpoint::decode(&cp.encode()).unwrap(), cp);
+    }
+
+    #[test]
     fn layout_tiles_36_bytes() {
         use layout::*;
         let mut at = 0;

@@ -361,6 +361,16 @@ mod tests {
             !c.truncate_from_start(10),
             "before the first entry: nothing to drop"
         );
+        // One entry that covers the new start moves to it.
+        let mut one = cache(&[(2, 0)]);
+        assert!(one.truncate_from_start(10));
+        assert_eq!(
+            one.entries(),
+            &[EpochEntry {
+                epoch: 2,
+                start_offset: 10
+            }]
+        );
         assert_eq!(c.epoch_for_offset(149), None);
         assert_eq!(c.epoch_for_offset(500), Some(3));
     }
@@ -376,6 +386,7 @@ mod tests {
             (b"1\n0\n", "version"),
             (b"0\n2\n0 0\n", "missing"),
             (b"0\n99999999999\n", "count"),
+            (b"0\n10\n0 0\n", "count"),
             (b"0\n2\n3 0\n2 5\n", "follow"),
             (b"0\n1\n0 x\n", "offset"),
             (b"0\n1\n-2 0\n", "negative"),

@@ -34,7 +34,7 @@ use super::target;
 
 /// The partition is held by another process (exit status 2).
 #[derive(Debug, thiserror::Error)]
-#[error("{}: held by a running process (the flock on {LOCK_FILE} is taken); stop it before --repair", .0.display())]
+#[error("{}: held by a running process (the flock on its {LOCK_FILE} or its data directory's is taken); stop it before --repair", .0.display())]
 pub struct LockHeld(pub PathBuf);
 
 /// What a file looked like: the length of a segment (recovery only ever truncates one), the
@@ -63,23 +63,37 @@ fn snapshot(dir: &Path) -> anyhow::Result<BTreeMap<String, Snap>> {
     Ok(out)
 }
 
-/// Takes and releases the partition's lock: fails with [`LockHeld`] if a process holds it.
-fn check_unlocked(dir: &Path) -> anyhow::Result<()> {
-    let path = dir.join(LOCK_FILE);
-    let f = std::fs::File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .with_context(|| path.display().to_string())?;
-    match f.try_lock() {
-        Ok(()) => Ok(()),
-        Err(std::fs::TryLockError::WouldBlock) => Err(LockHeld(dir.to_path_buf()).into()),
-        Err(std::fs::TryLockError::Error(e)) => {
-            Err(anyhow::Error::new(e).context(format!("lock {}", path.display())))
+/// Takes the lock of the broker data directory `dir` is in (its parent's `.lock`, if there is
+/// one: a running broker holds it) for the repair, and checks the partition's own lock (a
+/// standalone engine holds that): fails with [`LockHeld`] if a process holds either. Returns
+/// the data directory's lock, to hold until the repair is done.
+fn lock_for_repair(dir: &Path) -> anyhow::Result<Option<std::fs::File>> {
+    let take = |path: &Path, create: bool| -> anyhow::Result<Option<std::fs::File>> {
+        let f = match std::fs::File::options()
+            .create(create)
+            .truncate(false)
+            .write(true)
+            .open(path)
+        {
+            Ok(f) => f,
+            Err(e) if !create && e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(anyhow::Error::new(e).context(path.display().to_string())),
+        };
+        match f.try_lock() {
+            Ok(()) => Ok(Some(f)),
+            Err(std::fs::TryLockError::WouldBlock) => Err(LockHeld(dir.to_path_buf()).into()),
+            Err(std::fs::TryLockError::Error(e)) => {
+                Err(anyhow::Error::new(e).context(format!("lock {}", path.display())))
+            }
         }
-    }
-    // `f` is dropped here, releasing the lock before the engine takes it.
+    };
+    let data_dir = match dir.parent() {
+        Some(parent) => take(&parent.join(LOCK_FILE), false)?,
+        None => None,
+    };
+    // Released at once: the engine takes it again when it opens the partition.
+    drop(take(&dir.join(LOCK_FILE), true)?);
+    Ok(data_dir)
 }
 
 /// Runs recovery on `dir` and reports every change.
@@ -92,7 +106,7 @@ pub fn repair_partition(
         // Opening would create a first segment: that is not a repair.
         return Ok(());
     }
-    check_unlocked(dir)?;
+    let _data_dir_lock = lock_for_repair(dir)?;
     let before = snapshot(dir)?;
     let config = LogConfig {
         segment_bytes: MAX_SEGMENT_BYTES,

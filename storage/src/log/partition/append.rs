@@ -111,6 +111,14 @@ impl Inner {
         let seq = ticket.seq;
         let mut q = self.queue.lock();
         loop {
+            if let Some(&(_, _, errno)) = q.refused.iter().find(|(a, b, _)| (*a..*b).contains(&seq))
+            {
+                return Err(Error::io(
+                    "open segment",
+                    &self.dir,
+                    std::io::Error::from_raw_os_error(errno),
+                ));
+            }
             if seq < q.done_seq || (until == Until::Taken && seq < q.taken_seq) {
                 return Ok(());
             }
@@ -126,12 +134,14 @@ impl Inner {
             if !q.leader && !q.pending.is_empty() {
                 q.leader = true;
                 let group = std::mem::take(&mut q.pending);
+                let from = q.taken_seq;
                 let upto = q.next_seq;
                 q.taken_seq = upto;
                 drop(q);
-                let res = {
+                let (res, end) = {
                     let mut core = self.core.lock();
-                    self.lead_group(&mut core, &group, upto)
+                    let res = self.lead_group(&mut core, &group, upto);
+                    (res, core.next_offset)
                 };
                 q = self.queue.lock();
                 q.leader = false;
@@ -139,6 +149,25 @@ impl Inner {
                     Ok(true) => q.done_seq = q.done_seq.max(upto),
                     // Staged: published when its writes complete (`WriteMode::Direct`).
                     Ok(false) => {}
+                    // Nothing was written: these appends fail, the log stays open.
+                    Err(("open", e)) => {
+                        let errno = match &e {
+                            Error::Io { source, .. } => source.raw_os_error().unwrap_or(0),
+                            _ => 0,
+                        };
+                        tracing::warn!(dir = %self.dir.display(), error = %e, "appends refused: a file could not be opened; the next ones try again");
+                        // The batches queued meanwhile were given offsets after these: they
+                        // are refused too, and the offsets taken back, so the log has no gap.
+                        let upto = q.next_seq;
+                        q.pending.clear();
+                        q.taken_seq = upto;
+                        q.refused.push_back((from, upto, errno));
+                        while q.refused.len() > super::state::REFUSED_KEPT {
+                            q.refused.pop_front();
+                        }
+                        q.done_seq = q.done_seq.max(upto);
+                        q.next_offset = end;
+                    }
                     Err((op, e)) => {
                         tracing::error!(dir = %self.dir.display(), op, error = %e, "write failed; the log refuses further writes");
                         q.failure.get_or_insert_with(|| LogFailure::new(op, &e));
@@ -161,8 +190,23 @@ impl Inner {
         group: &[Pending],
         upto: u64,
     ) -> std::result::Result<bool, (&'static str, Error)> {
-        self.mark_dirty(core).map_err(|e| ("checkpoint", e))?;
-        self.assign_epochs(group).map_err(|e| ("leader epoch", e))?;
+        // Everything that may fail for lack of descriptors or memory before a byte of the
+        // group is written: such a failure refuses the group ("open") without poisoning.
+        let refusable = |op: &'static str| {
+            move |e: Error| {
+                if e.is_out_of_resources() {
+                    ("open", e)
+                } else {
+                    (op, e)
+                }
+            }
+        };
+        self.path
+            .prepare(self, core)
+            .map_err(refusable("open segment"))?;
+        self.mark_dirty(core).map_err(refusable("checkpoint"))?;
+        self.assign_epochs(group)
+            .map_err(refusable("leader epoch"))?;
         self.appends
             .fetch_add(group.len() as u64, Ordering::Relaxed);
         self.path.write_group(self, core, group, upto)

@@ -363,6 +363,7 @@ impl Inner {
                 op: "fdatasync",
                 cause: e.to_string(),
                 no_space: false,
+                out_of_resources: false,
             }));
         }
         self.durable_end.fetch_max(end, Ordering::AcqRel);
@@ -453,6 +454,7 @@ impl Inner {
                         op: "fdatasync",
                         cause: e.to_string(),
                         no_space: false,
+                        out_of_resources: false,
                     })
                 })?;
                 inner

@@ -242,9 +242,13 @@ impl PartitionLog {
         let rec = recovery::recover(&dir, &config, &ctx, same_boot)?;
         let epochs = recovery::load_epochs(&dir, backend.as_ref(), &rec.segments)?;
         if direct {
-            // Fails now, naming the file system, if it refuses O_DIRECT.
-            rec.core.active.direct_writer()?;
-            rec.core.active.release_files();
+            // Fails now, naming the file system, if it refuses O_DIRECT (a lack of descriptors
+            // is for the first write to report).
+            match rec.core.active.direct_writer() {
+                Ok(_) => rec.core.active.release_files(),
+                Err(e) if e.is_out_of_resources() => {}
+                Err(e) => return Err(e),
+            }
         }
         let end = rec.core.next_offset;
         let path: Box<dyn WritePath> = if direct {

@@ -117,7 +117,15 @@ pub(crate) struct Queue {
     pub failure: Option<LogFailure>,
     /// A truncation is changing the log end: new appends wait until it is done.
     pub frozen: bool,
+    /// Groups refused without touching the file (a handle could not be opened for lack of
+    /// descriptors or memory): `[from, upto)` sequence numbers and the `errno`. Their appenders
+    /// fail; the log stays open. The newest [`REFUSED_KEPT`] are kept.
+    pub refused: std::collections::VecDeque<(u64, u64, i32)>,
 }
+
+/// Refused groups remembered for their appenders (each appender looks right after the group
+/// is refused, so a few suffice).
+pub(crate) const REFUSED_KEPT: usize = 64;
 
 /// Why a log refuses writes (see [`super::PartitionLog::failure`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,6 +138,10 @@ pub struct LogFailure {
     /// cuts) and loses nothing acknowledged. Any other failure (`EIO` from a write or a sync)
     /// leaves the page cache not telling what is on the disk: the log stays refused.
     pub no_space: bool,
+    /// The process ran out of file descriptors or memory (`EMFILE`, `ENFILE`, `ENOMEM`) opening
+    /// a file before anything was written with it: reopening the log once others closed theirs
+    /// recovers it.
+    pub out_of_resources: bool,
 }
 
 impl LogFailure {
@@ -148,6 +160,7 @@ impl LogFailure {
             op,
             cause: e.to_string(),
             no_space: e.is_no_space() && !sync,
+            out_of_resources: e.is_out_of_resources() && !sync,
         }
     }
 }

@@ -102,6 +102,10 @@ impl WritePath for BufferedPath {
         Ok(true)
     }
 
+    fn prepare(&self, _log: &Inner, core: &WriterCore) -> Result<()> {
+        core.active.writer().map(drop)
+    }
+
     fn roll(&self, log: &Inner, _old: &Arc<Segment>, swap: RollSwap) -> Result<()> {
         log.apply_roll(swap);
         Ok(())

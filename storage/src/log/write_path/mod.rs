@@ -38,6 +38,10 @@ pub(crate) trait WritePath: Send + Sync {
         upto: u64,
     ) -> std::result::Result<bool, (&'static str, Error)>;
 
+    /// Opens what the next group will be written through (the active segment's handles), so
+    /// that a lack of descriptors shows before anything is written.
+    fn prepare(&self, log: &Inner, core: &WriterCore) -> Result<()>;
+
     /// A roll: hands over the old segment's last bytes, then applies `swap` (at once, or once
     /// every write before it completed).
     fn roll(&self, log: &Inner, old: &Arc<Segment>, swap: RollSwap) -> Result<()>;

@@ -357,6 +357,12 @@ impl WritePath for DirectPath {
         Ok(false)
     }
 
+    fn prepare(&self, _log: &Inner, core: &WriterCore) -> Result<()> {
+        // The write handle too: a block prefix is read through it, and syncs go through it.
+        core.active.writer()?;
+        core.active.direct_writer().map(drop)
+    }
+
     fn roll(&self, log: &Inner, old: &Arc<Segment>, swap: RollSwap) -> Result<()> {
         // The old segment's last bytes are staged before the swap that follows them.
         let last = {

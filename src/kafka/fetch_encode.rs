@@ -9,7 +9,7 @@
 
 use bytes::{BufMut, BytesMut};
 
-use super::server::Chunk;
+use super::reply::Chunk;
 
 /// Lowest and highest Fetch versions this encoder writes.
 pub const MIN_VERSION: i16 = 4;

@@ -1,6 +1,6 @@
-//! One function per group API: wire types in, wire types out, logic in [`super::state`].
+//! The group APIs: wire types in, wire types out, the work in [`crate::broker::groups`].
 //!
-//! Rule, as in `broker::handlers`: a response field is set only at versions that define it.
+//! As in every API: a response field is set only at versions that define it.
 //! JoinGroup and SyncGroup may wait (the join barrier, the leader's assignment); they await a
 //! oneshot outside every lock, so a waiting member never blocks another connection.
 
@@ -12,17 +12,15 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use tokio::sync::watch;
 
-use super::offsets::{Committed, now_ms};
-use super::state::{JoinOutcome, JoinRequest, Step, SyncOutcome};
 use crate::broker::Broker;
-use crate::broker::server::{Reply, encode_body};
+use crate::broker::error::ErrorKind;
+use crate::broker::groups::offsets::{Committed, now_ms};
+use crate::broker::groups::state::{JoinOutcome, JoinRequest, Step, SyncOutcome};
+use crate::kafka::errors::code_of as code;
+use crate::kafka::reply::{Reply, encode_body};
 
 fn s(v: impl Into<String>) -> StrBytes {
     StrBytes::from_string(v.into())
-}
-
-fn code(e: Option<ResponseError>) -> i16 {
-    e.map_or(0, |e| e.code())
 }
 
 fn ms(v: i32) -> Duration {
@@ -34,28 +32,25 @@ pub fn find_coordinator(broker: &Arc<Broker>, req: FindCoordinatorRequest, versi
         .config
         .advertised()
         .unwrap_or_else(|_| ("127.0.0.1".into(), 9092));
-    let error = match req.key_type {
+    // The error code and message, if any.
+    let error: Option<(ResponseError, String)> = match req.key_type {
         // The committed-offsets log did not open: no group can be coordinated here.
-        0 if broker.groups.offsets.offline().is_some() => {
-            Some(ResponseError::CoordinatorNotAvailable)
-        }
+        0 if broker.groups.offsets.offline().is_some() => Some((
+            crate::kafka::errors::kafka_error(ErrorKind::CoordinatorNotAvailable),
+            "the committed-offsets log is offline (see the broker's log)".to_string(),
+        )),
         0 => None,
         // Transactions are not implemented. A retriable answer (COORDINATOR_NOT_AVAILABLE) left
         // clients retrying for a minute or forever; this one is fatal in librdkafka, the Java
         // client and kafka-python, and its message says why.
-        1 => Some(ResponseError::TransactionalIdAuthorizationFailed),
-        _ => Some(ResponseError::InvalidRequest),
-    };
-    let message = |e: ResponseError| {
-        match e {
-        ResponseError::TransactionalIdAuthorizationFailed => {
-            "transactions are not supported by this broker (Strata): use an idempotent producer without transactional.id".to_string()
-        }
-        ResponseError::CoordinatorNotAvailable => {
-            "the committed-offsets log is offline (see the broker's log)".to_string()
-        }
-        other => other.to_string(),
-    }
+        1 => Some((
+            ResponseError::TransactionalIdAuthorizationFailed,
+            "transactions are not supported by this broker (Strata): use an idempotent producer without transactional.id".to_string(),
+        )),
+        _ => Some((
+            ResponseError::InvalidRequest,
+            ResponseError::InvalidRequest.to_string(),
+        )),
     };
     let mut r = FindCoordinatorResponse::default();
     if version >= 4 {
@@ -64,33 +59,33 @@ pub fn find_coordinator(broker: &Arc<Broker>, req: FindCoordinatorRequest, versi
                 .into_iter()
                 .map(|k| {
                     let c = find_coordinator_response::Coordinator::default().with_key(k);
-                    match error {
+                    match &error {
                         None => c
                             .with_node_id(BrokerId(broker.node_id))
                             .with_host(s(host.clone()))
                             .with_port(i32::from(port)),
-                        Some(e) => c
+                        Some((e, m)) => c
                             .with_node_id(BrokerId(-1))
                             .with_port(-1)
                             .with_error_code(e.code())
-                            .with_error_message(Some(s(message(e)))),
+                            .with_error_message(Some(s(m.clone()))),
                     }
                 })
                 .collect(),
         );
     } else {
-        r = match error {
+        r = match &error {
             None => r
                 .with_node_id(BrokerId(broker.node_id))
                 .with_host(s(host))
                 .with_port(i32::from(port)),
-            Some(e) => r
+            Some((e, _)) => r
                 .with_node_id(BrokerId(-1))
                 .with_port(-1)
                 .with_error_code(e.code()),
         };
         if version >= 1 && error.is_some() {
-            r = r.with_error_message(error.map(|e| s(message(e))));
+            r = r.with_error_message(error.map(|(_, m)| s(m)));
         }
     }
     encode_body(&r, version)
@@ -157,7 +152,7 @@ pub async fn join_group(
     c.ensure_ticker();
     let group = req.group_id.0.to_string();
     if !group_id_ok(&group) {
-        let o = JoinOutcome::error(ResponseError::InvalidGroupId, &req.member_id);
+        let o = JoinOutcome::error(ErrorKind::InvalidGroupId, &req.member_id);
         return encode_body(&join_response(o, version), version);
     }
     let session = ms(req.session_timeout_ms);
@@ -186,7 +181,7 @@ pub async fn join_group(
         .with_group(&group, true, |g, now, limits| g.join(j, now, limits))
         .unwrap_or_else(|| {
             Step::Now(JoinOutcome::error(
-                ResponseError::CoordinatorNotAvailable,
+                ErrorKind::CoordinatorNotAvailable,
                 &member,
             ))
         });
@@ -194,7 +189,7 @@ pub async fn join_group(
         Step::Now(o) => o,
         Step::Wait(rx) => park(rx, shutdown)
             .await
-            .unwrap_or_else(|| JoinOutcome::error(ResponseError::CoordinatorNotAvailable, &member)),
+            .unwrap_or_else(|| JoinOutcome::error(ErrorKind::CoordinatorNotAvailable, &member)),
     };
     encode_body(&join_response(outcome, version), version)
 }
@@ -232,13 +227,13 @@ pub async fn sync_group(
             )
         })
         .unwrap_or(Step::Now(SyncOutcome {
-            error: Some(ResponseError::UnknownMemberId),
+            error: Some(ErrorKind::UnknownMemberId),
             ..SyncOutcome::default()
         }));
     let o = match step {
         Step::Now(o) => o,
         Step::Wait(rx) => park(rx, shutdown).await.unwrap_or(SyncOutcome {
-            error: Some(ResponseError::CoordinatorNotAvailable),
+            error: Some(ErrorKind::CoordinatorNotAvailable),
             ..SyncOutcome::default()
         }),
     };
@@ -261,7 +256,7 @@ pub fn heartbeat(broker: &Arc<Broker>, req: HeartbeatRequest, version: i16) -> R
         .with_group(&req.group_id.0, false, |g, now, _| {
             g.heartbeat(&req.member_id, instance.as_deref(), req.generation_id, now)
         })
-        .unwrap_or(Some(ResponseError::UnknownMemberId));
+        .unwrap_or(Some(ErrorKind::UnknownMemberId));
     encode_body(
         &HeartbeatResponse::default().with_error_code(code(e)),
         version,
@@ -284,14 +279,14 @@ pub fn leave_group(broker: &Arc<Broker>, req: LeaveGroupRequest, version: i16) -
     } else {
         vec![(req.member_id.to_string(), None)]
     };
-    let results: Vec<Option<ResponseError>> = c
+    let results: Vec<Option<ErrorKind>> = c
         .with_group(&req.group_id.0, false, |g, now, limits| {
             members
                 .iter()
                 .map(|(id, instance)| g.leave(id, instance.as_deref(), now, limits))
                 .collect()
         })
-        .unwrap_or_else(|| vec![Some(ResponseError::UnknownMemberId); members.len()]);
+        .unwrap_or_else(|| vec![Some(ErrorKind::UnknownMemberId); members.len()]);
     let mut r = LeaveGroupResponse::default();
     if version >= 3 {
         r = r.with_members(
@@ -320,11 +315,11 @@ pub async fn offset_commit(broker: &Arc<Broker>, req: OffsetCommitRequest, versi
     let instance = req.group_instance_id.map(|i| i.to_string());
     let generation = req.generation_id_or_member_epoch;
     let group_error = if !group_id_ok(&group) {
-        Some(ResponseError::InvalidGroupId)
+        Some(ErrorKind::InvalidGroupId)
     } else {
         let exists = c.with_group(&group, false, |_, _, _| ()).is_some();
         if !exists && generation >= 0 {
-            Some(ResponseError::IllegalGeneration)
+            Some(ErrorKind::IllegalGeneration)
         } else {
             c.with_group(&group, true, |g, _, _| {
                 g.check_commit(&member, instance.as_deref(), generation)
@@ -334,7 +329,7 @@ pub async fn offset_commit(broker: &Arc<Broker>, req: OffsetCommitRequest, versi
     };
     let now = now_ms();
     // (topic index, partition index) → error, and the commits to write.
-    let mut errors: Vec<Vec<Option<ResponseError>>> = Vec::new();
+    let mut errors: Vec<Vec<Option<ErrorKind>>> = Vec::new();
     let mut commits = Vec::new();
     for t in &req.topics {
         let mut row = Vec::new();
@@ -342,13 +337,13 @@ pub async fn offset_commit(broker: &Arc<Broker>, req: OffsetCommitRequest, versi
             let e = if group_error.is_some() {
                 group_error
             } else if broker.partition(&t.name.0, p.partition_index).is_none() {
-                Some(ResponseError::UnknownTopicOrPartition)
+                Some(ErrorKind::UnknownTopicOrPartition)
             } else if p
                 .committed_metadata
                 .as_ref()
                 .is_some_and(|m| m.len() > 4096)
             {
-                Some(ResponseError::OffsetMetadataTooLarge)
+                Some(ErrorKind::OffsetMetadataTooLarge)
             } else {
                 commits.push((
                     (group.clone(), t.name.0.to_string(), p.partition_index),
@@ -392,7 +387,7 @@ pub async fn offset_commit(broker: &Arc<Broker>, req: OffsetCommitRequest, versi
                         for (e, part) in row.iter_mut().zip(&topic.partitions) {
                             let key = (topic.name.0.to_string(), part.partition_index);
                             if e.is_none() && refused.contains(&key) {
-                                *e = Some(ResponseError::UnknownTopicOrPartition);
+                                *e = Some(ErrorKind::UnknownTopicOrPartition);
                             }
                         }
                     }
@@ -400,11 +395,11 @@ pub async fn offset_commit(broker: &Arc<Broker>, req: OffsetCommitRequest, versi
             }
             Ok(Err(e)) => {
                 tracing::error!(group = %group, error = %format!("{e:#}"), "offset commit failed");
-                store_error = Some(ResponseError::KafkaStorageError);
+                store_error = Some(ErrorKind::Storage);
             }
             Err(e) => {
                 tracing::error!(error = %e, "offset commit task failed");
-                store_error = Some(ResponseError::UnknownServerError);
+                store_error = Some(ErrorKind::Unknown);
             }
         }
     }
@@ -444,7 +439,7 @@ fn fetch_group(broker: &Broker, group: &str, topics: Option<Vec<(String, Vec<i32
     let store = &broker.groups.offsets;
     match topics {
         Some(ts) => {
-            let dup = crate::broker::handlers::duplicated(
+            let dup = super::duplicated(
                 ts.iter()
                     .flat_map(|(t, ps)| ps.iter().map(move |p| (t.clone(), *p))),
             );
@@ -490,8 +485,7 @@ pub fn offset_fetch(broker: &Arc<Broker>, req: OffsetFetchRequest, version: i16)
     broker.groups.ensure_ticker();
     let mut r = OffsetFetchResponse::default();
     if version >= 8 {
-        let dup =
-            crate::broker::handlers::duplicated(req.groups.iter().map(|g| g.group_id.0.clone()));
+        let dup = super::duplicated(req.groups.iter().map(|g| g.group_id.0.clone()));
         let groups = req
             .groups
             .into_iter()
@@ -604,7 +598,7 @@ pub fn list_groups(broker: &Arc<Broker>, req: ListGroupsRequest, version: i16) -
 /// DescribeGroups. A group named twice would be described (members, metadata, assignments)
 /// twice for a few bytes asked: every occurrence of a duplicate gets INVALID_REQUEST instead.
 pub fn describe_groups(broker: &Arc<Broker>, req: DescribeGroupsRequest, version: i16) -> Reply {
-    let dup = crate::broker::handlers::duplicated(req.groups.iter().map(|g| g.0.clone()));
+    let dup = super::duplicated(req.groups.iter().map(|g| g.0.clone()));
     let groups = req
         .groups
         .into_iter()
@@ -657,23 +651,24 @@ pub fn describe_groups(broker: &Arc<Broker>, req: DescribeGroupsRequest, version
 /// DeleteGroups. Unknown, non-empty and duplicate groups are answered at once; the offsets of
 /// the groups removed are deleted one group after the other on one blocking thread.
 pub async fn delete_groups(broker: &Arc<Broker>, req: DeleteGroupsRequest, version: i16) -> Reply {
-    let dup = crate::broker::handlers::duplicated(req.groups_names.iter().map(|g| g.0.clone()));
-    let mut errors: Vec<Option<ResponseError>> = Vec::with_capacity(req.groups_names.len());
+    let dup = super::duplicated(req.groups_names.iter().map(|g| g.0.clone()));
+    // Per group: the error code (0 when removed).
+    let mut errors: Vec<i16> = Vec::with_capacity(req.groups_names.len());
     let mut removed = Vec::new();
     for id in &req.groups_names {
         errors.push(if dup.contains(&id.0) {
-            Some(ResponseError::InvalidRequest)
+            ResponseError::InvalidRequest.code()
         } else {
             match broker.groups.remove_group_if_empty(&id.0) {
-                Err(e) => Some(e),
+                Err(e) => crate::kafka::errors::code(e),
                 Ok(()) => {
                     removed.push(id.0.to_string());
-                    None
+                    0
                 }
             }
         });
     }
-    let failed: std::collections::HashMap<String, ResponseError> = if removed.is_empty() {
+    let failed: std::collections::HashMap<String, ErrorKind> = if removed.is_empty() {
         std::collections::HashMap::new()
     } else {
         let c = broker.groups.clone();
@@ -684,7 +679,7 @@ pub async fn delete_groups(broker: &Arc<Broker>, req: DeleteGroupsRequest, versi
                     Ok(()) => None,
                     Err(e) => {
                         tracing::error!(group = %g, error = %format!("{e:#}"), "deleting offsets failed");
-                        Some((g, ResponseError::KafkaStorageError))
+                        Some((g, ErrorKind::Storage))
                     }
                 })
                 .collect()
@@ -697,10 +692,14 @@ pub async fn delete_groups(broker: &Arc<Broker>, req: DeleteGroupsRequest, versi
         .into_iter()
         .zip(errors)
         .map(|(id, e)| {
-            let e = e.or_else(|| failed.get(id.0.as_str()).copied());
+            let e = if e == 0 {
+                code(failed.get(id.0.as_str()).copied())
+            } else {
+                e
+            };
             delete_groups_response::DeletableGroupResult::default()
                 .with_group_id(id)
-                .with_error_code(code(e))
+                .with_error_code(e)
         })
         .collect();
     encode_body(

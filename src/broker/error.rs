@@ -1,0 +1,72 @@
+//! Why the broker refused or failed something, in its own terms. The domain never names a
+//! wire error code: the Kafka edge maps each [`ErrorKind`] to Kafka's code
+//! ([`crate::kafka::errors`]); another protocol (AMQP, later) maps it to its own.
+//!
+//! The kinds follow Kafka's model, which is the broker's (topics, partitions, producers,
+//! groups), and keep Kafka's names where the concept is Kafka's.
+
+/// What went wrong, as a client can act on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    // Topics and partitions.
+    UnknownTopicOrPartition,
+    TopicAlreadyExists,
+    InvalidTopic,
+    InvalidPartitions,
+    InvalidConfig,
+    /// The partition's storage failed (offline, a full disk, damage).
+    Storage,
+    // Records.
+    InvalidRecord,
+    CorruptMessage,
+    MessageTooLarge,
+    UnsupportedForMessageFormat,
+    OffsetOutOfRange,
+    // Idempotent producers.
+    OutOfOrderSequenceNumber,
+    InvalidProducerEpoch,
+    // Consumer groups and committed offsets.
+    CoordinatorNotAvailable,
+    UnknownMemberId,
+    MemberIdRequired,
+    FencedInstanceId,
+    IllegalGeneration,
+    RebalanceInProgress,
+    InconsistentGroupProtocol,
+    InvalidSessionTimeout,
+    InvalidGroupId,
+    GroupIdNotFound,
+    NonEmptyGroup,
+    OffsetMetadataTooLarge,
+    /// Anything else: a bug or the broker shutting down.
+    Unknown,
+}
+
+/// An [`ErrorKind`] and a message for the client (and the log).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl BrokerError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        BrokerError {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for BrokerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}: {}", self.kind, self.message)
+    }
+}
+
+impl std::error::Error for BrokerError {}
+
+/// Shorthand for [`BrokerError::new`].
+pub fn err(kind: ErrorKind, message: impl Into<String>) -> BrokerError {
+    BrokerError::new(kind, message)
+}

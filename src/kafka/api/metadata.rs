@@ -1,0 +1,147 @@
+//! Metadata: brokers, topics and partitions (offline ones with their error).
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::*;
+
+use super::{code, kafka_code, s, uuid};
+use crate::broker::Broker;
+use crate::kafka::reply::{Reply, encode_body};
+use std::collections::BTreeMap;
+
+use kafka_protocol::ResponseError;
+
+use crate::broker::error::ErrorKind;
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::protocol::StrBytes;
+
+pub async fn metadata(broker: &Arc<Broker>, req: MetadataRequest, version: i16) -> Reply {
+    let (host, port) = broker
+        .config
+        .advertised()
+        .unwrap_or_else(|_| ("127.0.0.1".into(), 9092));
+    // v0: an empty list means all topics; v1+: null means all, empty means none. Names stay
+    // the request's own bytes (StrBytes slices of the frame), copied nowhere.
+    let wanted: Option<Vec<StrBytes>> = match req.topics {
+        None => None,
+        Some(t) if t.is_empty() && version == 0 => None,
+        Some(t) => Some(t.into_iter().filter_map(|t| t.name.map(|n| n.0)).collect()),
+    };
+    let allow_create =
+        (version < 4 || req.allow_auto_topic_creation) && broker.config.auto_create_topics();
+    let mut topics = Vec::new();
+    let names: Vec<StrBytes> = match wanted {
+        None => {
+            let mut all: Vec<StrBytes> =
+                broker.topics().iter().map(|t| s(t.name.clone())).collect();
+            all.extend(broker.damaged_topics().into_iter().map(|(n, _)| s(n)));
+            all
+        }
+        // Each topic once, in the order first asked (Kafka answers a set of topics too).
+        Some(w) => {
+            let mut seen = std::collections::HashSet::new();
+            w.into_iter().filter(|n| seen.insert(n.clone())).collect()
+        }
+    };
+    // Topics to auto-create, created together on one blocking thread.
+    let to_create: Vec<String> = if allow_create {
+        names
+            .iter()
+            .filter(|n| {
+                broker.topic(n).is_none()
+                    && broker.damaged_topic(n).is_none()
+                    && crate::broker::validate_topic_name(n).is_ok()
+            })
+            .map(|n| n.to_string())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let mut created: std::collections::HashMap<String, ErrorKind> =
+        std::collections::HashMap::new();
+    if !to_create.is_empty() {
+        let b = broker.clone();
+        match tokio::task::spawn_blocking(move || {
+            to_create
+                .into_iter()
+                .filter_map(|n| match b.create_topic(&n, -1, BTreeMap::new(), false) {
+                    Ok(_) => None,
+                    Err(e) if e.kind == ErrorKind::TopicAlreadyExists => None,
+                    Err(e) => Some((n, e.kind)),
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        {
+            Ok(failed) => created.extend(failed),
+            Err(e) => tracing::error!(error = %e, "topic creation task failed"),
+        }
+    }
+    for name in names {
+        let topic = broker.topic(&name);
+        let mut error = ErrorKind::UnknownTopicOrPartition;
+        if topic.is_none() {
+            if broker.damaged_topic(&name).is_some() {
+                // Its metadata file is damaged: offline, like a partition whose log is.
+                error = ErrorKind::Storage;
+            } else if crate::broker::validate_topic_name(&name).is_err() {
+                error = ErrorKind::InvalidTopic;
+            } else if let Some(e) = created.get(name.as_str()) {
+                error = *e;
+            }
+        }
+        let mut t = MetadataResponseTopic::default().with_name(Some(TopicName(name)));
+        match topic {
+            None => t = t.with_error_code(code(error)),
+            Some(topic) => {
+                if version >= 10 {
+                    t = t.with_topic_id(uuid(topic.id));
+                }
+                t = t.with_partitions(
+                    topic
+                        .partitions
+                        .iter()
+                        .map(|p| {
+                            let mut mp = MetadataResponsePartition::default()
+                                .with_partition_index(p.index)
+                                .with_leader_id(BrokerId(broker.node_id))
+                                .with_replica_nodes(vec![BrokerId(broker.node_id)])
+                                .with_isr_nodes(vec![BrokerId(broker.node_id)]);
+                            if version >= 7 {
+                                mp = mp.with_leader_epoch(0);
+                            }
+                            // An offline partition (damaged, or its disk failed or filled), as
+                            // Kafka lists the partitions of an offline log directory.
+                            if p.offline().is_some() {
+                                mp = mp
+                                    .with_error_code(kafka_code(ResponseError::KafkaStorageError));
+                                if version >= 5 {
+                                    mp = mp.with_offline_replicas(vec![BrokerId(broker.node_id)]);
+                                }
+                            }
+                            mp
+                        })
+                        .collect(),
+                );
+            }
+        }
+        topics.push(t);
+    }
+    let mut resp = MetadataResponse::default()
+        .with_brokers(vec![
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(broker.node_id))
+                .with_host(s(host))
+                .with_port(i32::from(port)),
+        ])
+        .with_topics(topics);
+    if version >= 1 {
+        resp = resp.with_controller_id(BrokerId(broker.node_id));
+    }
+    if version >= 2 {
+        resp = resp.with_cluster_id(Some(s(broker.cluster_id.clone())));
+    }
+    encode_body(&resp, version)
+}

@@ -1,0 +1,155 @@
+//! Produce: up to [`PRODUCE_IN_FLIGHT`] partitions of a request appended at once, answered in
+//! the order asked.
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::*;
+
+use super::{code, kafka_code, s};
+use crate::broker::Broker;
+use crate::kafka::reply::{Reply, encode_body};
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+
+use crate::broker::Produced;
+use crate::broker::error::{BrokerError, ErrorKind};
+
+pub async fn produce(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> Reply {
+    let acks = req.acks;
+    if req
+        .transactional_id
+        .as_ref()
+        .is_some_and(|t| !t.0.is_empty())
+    {
+        return produce_error_all(
+            &req,
+            version,
+            ResponseError::TransactionalIdAuthorizationFailed,
+            acks,
+        );
+    }
+    if !(-1..=1).contains(&acks) {
+        return produce_error_all(&req, version, ResponseError::InvalidRequiredAcks, acks);
+    }
+    // Up to PRODUCE_IN_FLIGHT partitions of the request are appended at once (concurrent
+    // appends share fsyncs under fsync=always); a request naming thousands of partitions costs
+    // no more threads, tasks or memory than that, and answers in the order asked.
+    // One slot per partition asked: the index of its topic in the request, its index, its
+    // outcome. Topic names stay the request's own bytes.
+    type Slot = (usize, i32, Option<Result<Produced, BrokerError>>);
+    let mut slots: Vec<Slot> = Vec::new();
+    let mut names: Vec<TopicName> = Vec::with_capacity(req.topic_data.len());
+    let mut flying: std::collections::VecDeque<(usize, tokio::task::JoinHandle<_>)> =
+        std::collections::VecDeque::new();
+    let joined = |r: Result<Result<Produced, BrokerError>, tokio::task::JoinError>| {
+        r.unwrap_or_else(|e| Err(BrokerError::new(ErrorKind::Unknown, e.to_string())))
+    };
+    for t in req.topic_data {
+        let topic = broker.topic(&t.name.0);
+        let topic_slot = names.len();
+        for p in t.partition_data {
+            let index = p.index;
+            let partition = topic.as_ref().and_then(|t| {
+                usize::try_from(index)
+                    .ok()
+                    .and_then(|i| t.partitions.get(i))
+                    .map(|part| (part.clone(), t.config.clone()))
+            });
+            let slot = slots.len();
+            let refused = match (partition, p.records) {
+                (None, _) => Some(BrokerError::new(
+                    ErrorKind::UnknownTopicOrPartition,
+                    String::new(),
+                )),
+                (Some(_), None) => Some(BrokerError::new(ErrorKind::InvalidRecord, String::new())),
+                (Some((partition, config)), Some(records)) => {
+                    if flying.len() >= PRODUCE_IN_FLIGHT
+                        && let Some((done, h)) = flying.pop_front()
+                    {
+                        let r = joined(h.await);
+                        if let Some(s) = slots.get_mut(done) {
+                            s.2 = Some(r);
+                        }
+                    }
+                    let b = broker.clone();
+                    flying.push_back((
+                        slot,
+                        tokio::spawn(b.produce_async(partition, config, records)),
+                    ));
+                    None
+                }
+            };
+            slots.push((topic_slot, index, refused.map(Err)));
+        }
+        names.push(t.name);
+    }
+    while let Some((done, h)) = flying.pop_front() {
+        let r = joined(h.await);
+        if let Some(s) = slots.get_mut(done) {
+            s.2 = Some(r);
+        }
+    }
+    if acks == 0 {
+        return Reply::Nothing;
+    }
+    let mut topics: Vec<TopicProduceResponse> = names
+        .into_iter()
+        .map(|n| TopicProduceResponse::default().with_name(n))
+        .collect();
+    for (topic_slot, index, result) in slots {
+        let result =
+            result.unwrap_or_else(|| Err(BrokerError::new(ErrorKind::Unknown, "no result")));
+        let mut r = PartitionProduceResponse::default().with_index(index);
+        match result {
+            Ok(p) => {
+                r = r
+                    .with_base_offset(p.base_offset as i64)
+                    .with_log_append_time_ms(p.log_append_time);
+                if version >= 5 {
+                    r = r.with_log_start_offset(p.log_start_offset as i64);
+                }
+            }
+            Err(e) => {
+                tracing::debug!(target: "strata::client", partition = index, code = ?e.kind, message = %e.message, "produce refused");
+                r = r.with_error_code(code(e.kind)).with_base_offset(-1);
+                if version >= 8 && !e.message.is_empty() {
+                    r = r.with_error_message(Some(s(e.message)));
+                }
+            }
+        }
+        if let Some(t) = topics.get_mut(topic_slot) {
+            t.partition_responses.push(r);
+        }
+    }
+    encode_body(&ProduceResponse::default().with_responses(topics), version)
+}
+
+/// Partitions of one produce request appended at once.
+const PRODUCE_IN_FLIGHT: usize = 16;
+
+fn produce_error_all(req: &ProduceRequest, version: i16, e: ResponseError, acks: i16) -> Reply {
+    if acks == 0 {
+        return Reply::Nothing;
+    }
+    let resp = ProduceResponse::default().with_responses(
+        req.topic_data
+            .iter()
+            .map(|t| {
+                TopicProduceResponse::default()
+                    .with_name(t.name.clone())
+                    .with_partition_responses(
+                        t.partition_data
+                            .iter()
+                            .map(|p| {
+                                PartitionProduceResponse::default()
+                                    .with_index(p.index)
+                                    .with_error_code(kafka_code(e))
+                                    .with_base_offset(-1)
+                            })
+                            .collect(),
+                    )
+            })
+            .collect(),
+    );
+    encode_body(&resp, version)
+}
