@@ -121,6 +121,9 @@ fn lock_data_dir(data_dir: &Path) -> Result<std::fs::File> {
     }
 }
 
+/// Threads that close partitions at shutdown (temporary: they end with the close).
+const CLOSE_THREADS: usize = 16;
+
 /// How often the health pass looks for partitions to take offline or bring back
 /// ([`Broker::heal`]).
 pub const HEAL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
@@ -303,17 +306,44 @@ impl Broker {
                 first_err.get_or_insert(e);
             }
         };
-        for t in topics {
-            let partitions: Vec<Arc<Partition>> = match Arc::try_unwrap(t) {
+        let partitions: Vec<Arc<Partition>> = topics
+            .into_iter()
+            .flat_map(|t| match Arc::try_unwrap(t) {
                 Ok(topic) => topic.partitions,
                 Err(t) => t.partitions.clone(),
-            };
-            for p in partitions {
-                match Arc::try_unwrap(p) {
-                    Ok(p) => note(p.close()),
-                    Err(p) => note(p.sync()),
-                }
+            })
+            .collect();
+        // Closed in parallel: each close is a few fsyncs, which the file system commits
+        // together when they come from many threads at once (2,000 partitions closed one by
+        // one took 8-10 s; PERFORMANCE.md, "The house").
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let slots: Vec<Mutex<Option<Arc<Partition>>>> = partitions
+            .into_iter()
+            .map(|p| Mutex::new(Some(p)))
+            .collect();
+        let errors = Mutex::new(Vec::new());
+        std::thread::scope(|scope| {
+            for _ in 0..CLOSE_THREADS.min(slots.len()) {
+                scope.spawn(|| {
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(slot) = slots.get(i) else { return };
+                        let Some(p) = slot.lock().take() else {
+                            continue;
+                        };
+                        let res = match Arc::try_unwrap(p) {
+                            Ok(p) => p.close(),
+                            Err(p) => p.sync(),
+                        };
+                        if let Err(e) = res {
+                            errors.lock().push(e);
+                        }
+                    }
+                });
             }
+        });
+        for e in errors.into_inner() {
+            note(Err(e));
         }
         match first_err {
             Some(e) => Err(e),

@@ -91,8 +91,9 @@ pub struct Partition {
     /// Serialises the sequence check and append of idempotent batches (they are rare to
     /// contend: one producer pipelines on one connection, which is processed in order).
     idempotent: Mutex<()>,
-    /// Serialises writers of the producer-state snapshot file.
-    snapshot_write: Mutex<()>,
+    /// Serialises writers of the producer-state snapshot file, and holds the log end offset
+    /// the file on disk was taken at (`None` when unknown or absent).
+    snapshot_write: Mutex<Option<u64>>,
     /// Bytes appended since the last snapshot was written.
     since_snapshot: AtomicU64,
     /// `producer.id.expiration.ms`.
@@ -149,7 +150,7 @@ impl Partition {
             retiring: Mutex::new(None),
             producers: Mutex::new(ProducerStates::default()),
             idempotent: Mutex::new(()),
-            snapshot_write: Mutex::new(()),
+            snapshot_write: Mutex::new(None),
             since_snapshot: AtomicU64::new(0),
             producer_expiration_ms,
             last_expiry_ms: AtomicI64::new(groups::offsets::now_ms()),
@@ -315,6 +316,7 @@ impl Partition {
             Ok(None) => (None, false),
             Ok(Some((end, states))) if end <= log_end => {
                 *self.producers.lock() = states;
+                *self.snapshot_write.lock() = Some(end);
                 (Some(end), false)
             }
             Ok(Some((end, _))) => {
@@ -339,6 +341,7 @@ impl Partition {
                 &self.snapshot_write,
                 log,
                 self.producer_expiration_ms,
+                true,
             )
         {
             // Without a replacement the file must go: once the log grows past its offset it
@@ -608,19 +611,22 @@ fn recode(
         })
 }
 
-/// Writes the snapshot if any idempotent producer has been seen (there is nothing to keep
-/// otherwise, and a restart without a snapshot replays only the last segment).
+/// Writes the snapshot at a clean close unless the one on disk is as of the log end already
+/// (an idle partition writes nothing). Even an empty one is worth it: a start with a current
+/// snapshot reads no batch, where one without replays the whole last segment.
 fn save_producer_state(
     backend: &dyn IoBackend,
     producers: &Mutex<ProducerStates>,
     idempotent: &Mutex<()>,
-    snapshot_write: &Mutex<()>,
+    snapshot_write: &Mutex<Option<u64>>,
     log: &PartitionLog,
     expiration_ms: i64,
 ) -> Result<()> {
-    if producers.lock().is_empty() {
+    if *snapshot_write.lock() == Some(log.log_end_offset()) {
         return Ok(());
     }
+    // The rename needs no directory fsync of its own: the log's clean close, which follows,
+    // ends with one. Were it lost, the next start would replay the last segment instead.
     write_snapshot(
         backend,
         producers,
@@ -628,6 +634,7 @@ fn save_producer_state(
         snapshot_write,
         log,
         expiration_ms,
+        false,
     )
 }
 
@@ -638,19 +645,26 @@ fn write_snapshot(
     backend: &dyn IoBackend,
     producers: &Mutex<ProducerStates>,
     idempotent: &Mutex<()>,
-    snapshot_write: &Mutex<()>,
+    snapshot_write: &Mutex<Option<u64>>,
     log: &PartitionLog,
     expiration_ms: i64,
+    dir_sync: bool,
 ) -> Result<()> {
-    let _w = snapshot_write.lock();
-    let bytes = {
+    let mut written = snapshot_write.lock();
+    let (end, bytes) = {
         let _g = idempotent.lock();
         let end = log.log_end_offset();
         let mut states = producers.lock();
         states.expire(groups::offsets::now_ms(), expiration_ms);
-        states.encode_snapshot(end)
+        (end, states.encode_snapshot(end))
     };
-    write_atomic(backend, &Partition::snapshot_path(log), &bytes)
+    if dir_sync {
+        write_atomic(backend, &Partition::snapshot_path(log), &bytes)?;
+    } else {
+        strata_storage::io::write_file_atomic(backend, &Partition::snapshot_path(log), &bytes)?;
+    }
+    *written = Some(end);
+    Ok(())
 }
 
 /// Reads and decodes a producer-state snapshot: `None` if there is none, an error if it is too

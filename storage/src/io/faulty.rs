@@ -92,13 +92,21 @@ struct FailState {
     ops: u64,
     syncs: u64,
     injected: u64,
+    /// The first [`FIRST_OPS_KEPT`] operations' names, for a test's failure message.
+    first_ops: Vec<&'static str>,
 }
+
+/// How many operation names a [`FailingBackend`] keeps (see [`FailingBackend::first_ops`]).
+const FIRST_OPS_KEPT: usize = 32;
 
 impl FailState {
     /// Counts one operation and decides whether it fails.
     fn admit(&mut self, class: OpClass, op: &'static str) -> io::Result<()> {
         let index = self.ops;
         self.ops += 1;
+        if self.first_ops.len() < FIRST_OPS_KEPT {
+            self.first_ops.push(op);
+        }
         let sync_index = self.syncs;
         if class == OpClass::Sync {
             self.syncs += 1;
@@ -144,6 +152,7 @@ impl FailingBackend {
                 ops: 0,
                 syncs: 0,
                 injected: 0,
+                first_ops: Vec::new(),
             })),
         }
     }
@@ -156,6 +165,12 @@ impl FailingBackend {
     /// Mutating operations attempted so far (including the ones that failed).
     pub fn ops(&self) -> u64 {
         self.state.lock().ops
+    }
+
+    /// The names of the first operations attempted (at most 32), to say in a failed
+    /// assertion which call ran.
+    pub fn first_ops(&self) -> Vec<&'static str> {
+        self.state.lock().first_ops.clone()
     }
 
     /// Syncs (`sync_data`, `write_all_at_and_sync`) attempted so far.
@@ -913,6 +928,7 @@ mod tests {
             ops: 0,
             syncs: 0,
             injected: 0,
+            first_ops: Vec::new(),
         };
         assert!(s.admit(OpClass::Other, "a").is_ok());
         let e = s.admit(OpClass::Other, "b").unwrap_err();
