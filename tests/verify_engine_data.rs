@@ -79,6 +79,7 @@ fn given_engine_written_partitions_when_verified_then_clean_for_every_path_kind(
             // The zeros ending a direct write's last block, left by the crash (direct mode).
             "padding" => assert!(v["bytes"].as_u64().unwrap() < 4096, "{line}"),
             "summary" => assert_eq!(v["problems"], 0),
+            "checkpoint" => assert!(v["recovery_point"].as_u64().is_some(), "{line}"),
             other => panic!("unexpected {other}: {line}"),
         }
     }
@@ -214,4 +215,85 @@ fn given_batches_larger_than_the_broker_default_written_by_the_engine_when_verif
         tmp.path(),
     );
     assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+}
+
+#[test]
+fn given_a_leader_epoch_file_and_a_producer_state_snapshot_when_verified_then_they_are_checked() {
+    use strata_storage::batch::{BatchBuilder, Compression, NewRecord};
+    use strata_storage::log::producer_state::{ProducerStates, SNAPSHOT_FILE};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("t-0");
+    let log = open(&dir);
+    for epoch in [0, 0, 3] {
+        let mut b = BatchBuilder::new(Compression::None);
+        b.push(NewRecord::new(b"v".to_vec())).unwrap();
+        log.append_as_leader(b.build().unwrap(), epoch).unwrap();
+    }
+    log.close().unwrap();
+    let epochs = std::fs::read(dir.join("leader-epoch-checkpoint")).unwrap();
+    assert_eq!(epochs, b"0\n2\n0 0\n3 2\n", "Kafka's format");
+    let mut states = ProducerStates::default();
+    states.record(7, 0, 0, 3, 0, 1);
+    std::fs::write(dir.join(SNAPSHOT_FILE), states.encode_snapshot(3)).unwrap();
+    let o = strata(&["verify", "t-0"], tmp.path());
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    // Dump says what each file holds.
+    let o = strata(&["dump", "t-0"], tmp.path());
+    let s = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{s}");
+    for line in [
+        "checkpoint: t-0/checkpoint clean: true recovery_point: 3 log_end_offset: 3",
+        "leader_epoch: t-0/leader-epoch-checkpoint epoch: 0 start_offset: 0",
+        "leader_epoch: t-0/leader-epoch-checkpoint epoch: 3 start_offset: 2",
+        "producer: t-0/producer-state end_offset: 3 producerId: 7 epoch: 0 lastTimestamp: 1 batches: 0..=2@0",
+    ] {
+        assert!(s.contains(line), "{line:?} in {s}");
+    }
+
+    // Each damage is named, with what the broker or the next open does about it.
+    let cases: [(&str, Vec<u8>, &str, &str); 4] = [
+        (
+            SNAPSHOT_FILE,
+            {
+                let mut b = states.encode_snapshot(3);
+                b[10] ^= 1;
+                b
+            },
+            "producer_state",
+            "CRC-32C mismatch",
+        ),
+        (
+            SNAPSHOT_FILE,
+            states.encode_snapshot(4),
+            "producer_state",
+            "ahead of the log",
+        ),
+        (
+            "leader-epoch-checkpoint",
+            b"0\n2\n0 0\n3 x\n".to_vec(),
+            "leader_epochs",
+            "rebuilds it",
+        ),
+        (
+            "leader-epoch-checkpoint",
+            b"0\n2\n0 0\n4 3\n".to_vec(),
+            "leader_epochs",
+            "past the log end",
+        ),
+    ];
+    for (file, bytes, check, says) in cases {
+        let keep = std::fs::read(dir.join(file)).unwrap();
+        std::fs::write(dir.join(file), &bytes).unwrap();
+        let o = strata(&["verify", "--json", "t-0"], tmp.path());
+        let s = stdout(&o);
+        assert_eq!(o.status.code(), Some(1), "{check} {says}: {s}");
+        let p: serde_json::Value = s
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .find(|v| v["type"] == "problem")
+            .unwrap_or_else(|| panic!("no problem in {s}"));
+        assert_eq!(p["check"], check, "{s}");
+        assert!(p["message"].as_str().unwrap().contains(says), "{s}");
+        std::fs::write(dir.join(file), keep).unwrap();
+    }
 }

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use super::error::ErrorKind;
-use anyhow::{Result, bail};
+use anyhow::Result;
 use parking_lot::{Mutex, RwLock};
 use strata_storage::batch::header;
 use strata_storage::io::IoBackend;
@@ -312,7 +312,7 @@ impl Partition {
         let log_start = log.log_start_offset();
         let log_end = log.log_end_offset();
         let path = Self::snapshot_path(log);
-        let (from, replace) = match read_snapshot(&path) {
+        let (from, replace) = match read_snapshot(log.dir()) {
             Ok(None) => (None, false),
             Ok(Some((end, states))) if end <= log_end => {
                 *self.producers.lock() = states;
@@ -667,31 +667,10 @@ fn write_snapshot(
     Ok(())
 }
 
-/// Reads and decodes a producer-state snapshot: `None` if there is none, an error if it is too
-/// large (checked before reading) or does not decode.
-fn read_snapshot(path: &Path) -> Result<Option<(u64, ProducerStates)>> {
-    use anyhow::Context;
-    use std::io::Read;
-    let file = match std::fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e).with_context(|| format!("opening {}", path.display())),
-    };
-    let len = file
-        .metadata()
-        .with_context(|| format!("stat {}", path.display()))?
-        .len();
-    if len > producer::MAX_SNAPSHOT_BYTES {
-        bail!(
-            "{len} bytes, more than the {} a snapshot may have",
-            producer::MAX_SNAPSHOT_BYTES
-        );
-    }
-    let mut bytes = Vec::with_capacity(len as usize);
-    file.take(producer::MAX_SNAPSHOT_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .with_context(|| format!("reading {}", path.display()))?;
-    ProducerStates::decode_snapshot(&bytes)
-        .map(Some)
+/// Reads and decodes a producer-state snapshot: `None` if there is none, an error if it does
+/// not read, is too large or does not decode.
+fn read_snapshot(dir: &Path) -> Result<Option<(u64, ProducerStates)>> {
+    producer::read_snapshot(dir)
+        .map_err(anyhow::Error::new)?
         .map_err(|e| anyhow::anyhow!(e))
 }

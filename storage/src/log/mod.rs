@@ -14,6 +14,7 @@ pub mod epoch;
 pub mod index;
 pub mod name;
 pub mod partition;
+pub mod producer_state;
 pub mod read;
 pub mod runtime;
 pub mod scan;

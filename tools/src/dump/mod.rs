@@ -157,8 +157,45 @@ struct ProblemLine<'a> {
 }
 
 #[derive(Serialize)]
+struct CheckpointLine<'a> {
+    file: &'a str,
+    clean: bool,
+    recovery_point: u64,
+    log_end_offset: u64,
+    active_segment_len: u64,
+}
+
+#[derive(Serialize)]
+struct LeaderEpochLine<'a> {
+    file: &'a str,
+    epoch: i32,
+    start_offset: u64,
+}
+
+#[derive(Serialize)]
+struct ProducerBatchLine {
+    first_seq: i32,
+    last_seq: i32,
+    base_offset: u64,
+}
+
+#[derive(Serialize)]
+struct ProducerLine<'a> {
+    file: &'a str,
+    /// The log end offset the snapshot was taken at.
+    end_offset: u64,
+    producer_id: i64,
+    epoch: i16,
+    last_timestamp: i64,
+    batches: Vec<ProducerBatchLine>,
+}
+
+#[derive(Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum Line<'a> {
+    Checkpoint(CheckpointLine<'a>),
+    LeaderEpoch(LeaderEpochLine<'a>),
+    Producer(ProducerLine<'a>),
     Batch(BatchLine<'a>),
     Record(RecordLine<'a>),
     IndexEntry(IndexLine<'a>),
@@ -191,14 +228,14 @@ pub fn run(args: &DumpArgs) -> anyhow::Result<ExitCode> {
 
 /// [`run`] writing to `out`.
 pub fn run_to(args: &DumpArgs, out: &mut dyn Write) -> anyhow::Result<DumpSummary> {
-    let mut files: Vec<(PathBuf, FileKind)> = Vec::new();
+    let mut files: Vec<(PathBuf, DumpFile)> = Vec::new();
     for p in &args.paths {
         match target::classify(p)? {
-            Target::File(f, k) => files.push((f, k)),
-            Target::Partition(d) => files.extend(partition_logs(&d)?),
+            Target::File(f, k) => files.push((f, DumpFile::Segment(k))),
+            Target::Partition(d) => files.extend(partition_files(&d)?),
             Target::DataDir(d) => {
                 for part in target::partitions_of(&d)? {
-                    files.extend(partition_logs(&part)?);
+                    files.extend(partition_files(&part)?);
                 }
             }
         }
@@ -216,9 +253,12 @@ pub fn run_to(args: &DumpArgs, out: &mut dyn Write) -> anyhow::Result<DumpSummar
         }
         d.summary.files += 1;
         match kind {
-            FileKind::Log => d.log(f)?,
-            FileKind::Index => d.index(f, IndexKind::Offset)?,
-            FileKind::TimeIndex => d.index(f, IndexKind::Time)?,
+            DumpFile::Segment(FileKind::Log) => d.log(f)?,
+            DumpFile::Segment(FileKind::Index) => d.index(f, IndexKind::Offset)?,
+            DumpFile::Segment(FileKind::TimeIndex) => d.index(f, IndexKind::Time)?,
+            DumpFile::Checkpoint => d.checkpoint(f)?,
+            DumpFile::LeaderEpochs => d.leader_epochs(f)?,
+            DumpFile::ProducerState => d.producer_state(f)?,
         }
     }
     let s = d.summary.clone();
@@ -241,13 +281,28 @@ pub fn run_to(args: &DumpArgs, out: &mut dyn Write) -> anyhow::Result<DumpSummar
     Ok(s)
 }
 
-/// The segments of a partition, skipping none (`--from-offset` skips inside [`Dumper::log`]).
-fn partition_logs(dir: &Path) -> anyhow::Result<Vec<(PathBuf, FileKind)>> {
-    Ok(target::list_partition(dir)?
+/// A file `strata dump` prints.
+#[derive(Debug, Clone, Copy)]
+enum DumpFile {
+    Segment(FileKind),
+    Checkpoint,
+    LeaderEpochs,
+    ProducerState,
+}
+
+/// The segments of a partition, skipping none (`--from-offset` skips inside [`Dumper::log`]),
+/// then its checkpoint, leader epochs and producer-state snapshot.
+fn partition_files(dir: &Path) -> anyhow::Result<Vec<(PathBuf, DumpFile)>> {
+    let l = target::list_partition(dir)?;
+    let mut v: Vec<(PathBuf, DumpFile)> = l
         .logs
         .into_values()
-        .map(|(p, _)| (p, FileKind::Log))
-        .collect())
+        .map(|(p, _)| (p, DumpFile::Segment(FileKind::Log)))
+        .collect();
+    v.extend(l.checkpoint.map(|p| (p, DumpFile::Checkpoint)));
+    v.extend(l.leader_epochs.map(|p| (p, DumpFile::LeaderEpochs)));
+    v.extend(l.producer_state.map(|p| (p, DumpFile::ProducerState)));
+    Ok(v)
 }
 
 /// Key, value or header bytes for a line: UTF-8 where valid (control characters escaped),
@@ -320,6 +375,100 @@ impl Dumper<'_, '_> {
             }
             s
         })
+    }
+
+    /// The checkpoint (FORMAT.md §5).
+    fn checkpoint(&mut self, path: &Path) -> anyhow::Result<()> {
+        use strata_storage::log::checkpoint::Checkpoint;
+        let show = path.display().to_string();
+        let bytes = std::fs::read(path).with_context(|| show.clone())?;
+        match Checkpoint::decode(&bytes) {
+            Ok(cp) => {
+                let line = Line::Checkpoint(CheckpointLine {
+                    file: &show,
+                    clean: cp.clean,
+                    recovery_point: cp.recovery_point,
+                    log_end_offset: cp.log_end_offset,
+                    active_segment_len: cp.active_segment_len,
+                });
+                self.emit(&line, || {
+                    format!(
+                        "checkpoint: {show} clean: {} recovery_point: {} log_end_offset: {} active_segment_len: {}",
+                        cp.clean, cp.recovery_point, cp.log_end_offset, cp.active_segment_len
+                    )
+                })?;
+            }
+            Err(reason) => self.problem(&show, None, reason.to_string(), None)?,
+        }
+        Ok(())
+    }
+
+    /// The leader-epoch file (FORMAT.md §11), one line per epoch.
+    fn leader_epochs(&mut self, path: &Path) -> anyhow::Result<()> {
+        let show = path.display().to_string();
+        let dir = path.parent().unwrap_or(Path::new("."));
+        match strata_storage::log::epoch::read(dir).with_context(|| show.clone())? {
+            Ok(cache) => {
+                for e in cache.iter().flat_map(|c| c.entries().iter().copied()) {
+                    let line = Line::LeaderEpoch(LeaderEpochLine {
+                        file: &show,
+                        epoch: e.epoch,
+                        start_offset: e.start_offset,
+                    });
+                    self.emit(&line, || {
+                        format!(
+                            "leader_epoch: {show} epoch: {} start_offset: {}",
+                            e.epoch, e.start_offset
+                        )
+                    })?;
+                }
+            }
+            Err(reason) => self.problem(&show, None, reason, None)?,
+        }
+        Ok(())
+    }
+
+    /// The producer-state snapshot (FORMAT.md §9), one line per producer.
+    fn producer_state(&mut self, path: &Path) -> anyhow::Result<()> {
+        let show = path.display().to_string();
+        let dir = path.parent().unwrap_or(Path::new("."));
+        match strata_storage::log::producer_state::read(dir).with_context(|| show.clone())? {
+            Ok(Some((end, states))) => {
+                for p in states.producers() {
+                    let batches = p
+                        .batches
+                        .iter()
+                        .map(|b| format!("{}..={}@{}", b.first_seq, b.last_seq, b.base_offset))
+                        .collect::<Vec<_>>()
+                        .join(",");
+                    let line = Line::Producer(ProducerLine {
+                        file: &show,
+                        end_offset: end,
+                        producer_id: p.producer_id,
+                        epoch: p.epoch,
+                        last_timestamp: p.last_timestamp,
+                        batches: p
+                            .batches
+                            .iter()
+                            .map(|b| ProducerBatchLine {
+                                first_seq: b.first_seq,
+                                last_seq: b.last_seq,
+                                base_offset: b.base_offset,
+                            })
+                            .collect(),
+                    });
+                    self.emit(&line, || {
+                        format!(
+                            "producer: {show} end_offset: {end} producerId: {} epoch: {} lastTimestamp: {} batches: {batches}",
+                            p.producer_id, p.epoch, p.last_timestamp
+                        )
+                    })?;
+                }
+            }
+            Ok(None) => {}
+            Err(reason) => self.problem(&show, None, reason, None)?,
+        }
+        Ok(())
     }
 
     fn log(&mut self, path: &Path) -> anyhow::Result<()> {

@@ -393,6 +393,90 @@ impl Verifier<'_, '_> {
         {
             self.checkpoint(cp, last_end)?;
         }
+        if !self.args.index_only {
+            let log_end = last_end.map(|(next, _)| next);
+            if let Some(path) = &l.producer_state {
+                self.producer_state(dir, path, log_end)?;
+            }
+            if let Some(path) = &l.leader_epochs {
+                self.leader_epochs(dir, path, log_end)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The broker's idempotent-producer snapshot: it must decode and not be ahead of the log.
+    fn producer_state(
+        &mut self,
+        dir: &Path,
+        path: &Path,
+        log_end: Option<u64>,
+    ) -> anyhow::Result<()> {
+        use strata_storage::log::producer_state;
+        match producer_state::read(dir).with_context(|| show(path))? {
+            Err(reason) => self.rep.problem(problem(
+                path,
+                None,
+                "producer_state",
+                "a valid producer-state snapshot",
+                "",
+                format!(
+                    "{reason} (the broker ignores it, rebuilds the state from the last segment and replaces it)"
+                ),
+            )),
+            Ok(Some((end, _))) if log_end.is_some_and(|e| end > e) => {
+                self.rep.problem(problem(
+                    path,
+                    Some(8),
+                    "producer_state",
+                    format!("end_offset at most the log end {}", log_end.unwrap_or(0)),
+                    format!("end_offset {end}"),
+                    "producer-state snapshot ahead of the log (its tail was lost in a crash): the broker ignores it and rebuilds the state from the last segment",
+                ));
+            }
+            Ok(_) => {}
+        }
+        Ok(())
+    }
+
+    /// The leader-epoch file: it must decode, and no epoch may start past the log end.
+    fn leader_epochs(
+        &mut self,
+        dir: &Path,
+        path: &Path,
+        log_end: Option<u64>,
+    ) -> anyhow::Result<()> {
+        use strata_storage::log::epoch;
+        match epoch::read(dir).with_context(|| show(path))? {
+            Err(reason) => self.rep.problem(problem(
+                path,
+                None,
+                "leader_epochs",
+                "a valid leader-epoch-checkpoint",
+                "",
+                format!("{reason} (the next open rebuilds it from the batch headers)"),
+            )),
+            Ok(Some(cache)) => {
+                let past = log_end.and_then(|e| {
+                    cache
+                        .entries()
+                        .iter()
+                        .find(|x| x.start_offset >= e)
+                        .map(|x| (e, *x))
+                });
+                if let Some((end, entry)) = past {
+                    self.rep.problem(problem(
+                        path,
+                        None,
+                        "leader_epochs",
+                        format!("epochs starting before the log end {end}"),
+                        format!("epoch {} from offset {}", entry.epoch, entry.start_offset),
+                        "leader epoch starting at or past the log end (a crash after the epoch was recorded, before its batch was written): the next open drops it",
+                    ));
+                }
+            }
+            Ok(None) => {}
+        }
         Ok(())
     }
 

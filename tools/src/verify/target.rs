@@ -90,6 +90,10 @@ pub struct Listing {
     /// Files with a segment suffix whose name is not 20 digits.
     pub malformed: Vec<(PathBuf, FileKind)>,
     pub checkpoint: Option<PathBuf>,
+    /// The broker's idempotent-producer snapshot (FORMAT.md §9).
+    pub producer_state: Option<PathBuf>,
+    /// The leader-epoch file (FORMAT.md §11).
+    pub leader_epochs: Option<PathBuf>,
 }
 
 pub fn list_partition(dir: &Path) -> anyhow::Result<Listing> {
@@ -106,6 +110,14 @@ pub fn list_partition(dir: &Path) -> anyhow::Result<Listing> {
         let path = dir.join(&n);
         if n == checkpoint::FILE_NAME {
             l.checkpoint = Some(path);
+            continue;
+        }
+        if n == strata_storage::log::producer_state::SNAPSHOT_FILE {
+            l.producer_state = Some(path);
+            continue;
+        }
+        if n == strata_storage::log::epoch::FILE_NAME {
+            l.leader_epochs = Some(path);
             continue;
         }
         match name::parse_file_name(&n) {
