@@ -230,7 +230,10 @@ fn given_a_low_open_file_limit_when_a_topic_has_more_partitions_than_descriptors
                 );
                 break;
             }
-            assert_eq!(part.error_code, 56, "partition {p}: only KAFKA_STORAGE_ERROR");
+            assert_eq!(
+                part.error_code, 56,
+                "partition {p}: only KAFKA_STORAGE_ERROR"
+            );
             assert!(
                 std::time::Instant::now() < deadline,
                 "partition {p} was never read"

@@ -216,7 +216,7 @@ impl Broker {
         for topic in self.topics() {
             for p in &topic.partitions {
                 if p.check_health() {
-                    p.try_reopen(topic.config.log.clone(), self.backend.clone());
+                    p.try_reopen(topic.config.log, self.backend.clone());
                 }
             }
         }

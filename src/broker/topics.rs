@@ -121,7 +121,7 @@ impl Broker {
                 &meta.name,
                 p,
                 dir,
-                config.log.clone(),
+                config.log,
                 self.backend.clone(),
                 producer_expiration_ms,
             )));
@@ -253,7 +253,7 @@ impl Broker {
                 &meta.name,
                 p,
                 dir,
-                config.log.clone(),
+                config.log,
                 self.backend.clone(),
                 producer_expiration_ms,
             ));

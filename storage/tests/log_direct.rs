@@ -93,7 +93,7 @@ fn given_direct_writes_when_closed_cleanly_then_every_file_holds_exactly_its_dat
         segment_bytes: 256 << 10,
         ..direct(1 << 20)
     };
-    let log = open(dir.path(), config.clone());
+    let log = open(dir.path(), config);
     let mut sent = Vec::new();
     for b in 0..70 {
         let batch = numbered_batch(b, 7, 1_000 + b as usize * 37, 0);

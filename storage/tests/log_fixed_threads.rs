@@ -44,20 +44,14 @@ fn given_hundreds_of_logs_then_threads_are_fixed_and_idle_logs_hold_no_descripto
     };
     let backend = backend();
     // Start the shared machinery once, then measure what the logs add.
-    let probe =
-        PartitionLog::open(root.path().join("probe"), config.clone(), backend.clone()).unwrap();
+    let probe = PartitionLog::open(root.path().join("probe"), config, backend.clone()).unwrap();
     probe.append_batch(numbered_batch(0, 1, 10, 0)).unwrap();
     probe.close().unwrap();
     let (threads_before, fds_before) = (threads(), fds());
 
     let logs: Vec<PartitionLog> = (0..LOGS)
         .map(|i| {
-            PartitionLog::open(
-                root.path().join(format!("t-{i}")),
-                config.clone(),
-                backend.clone(),
-            )
-            .unwrap()
+            PartitionLog::open(root.path().join(format!("t-{i}")), config, backend.clone()).unwrap()
         })
         .collect();
     assert!(

@@ -20,7 +20,7 @@ fn given_always_when_an_fsync_fails_then_the_append_fails_and_the_log_refuses_wr
         fsync: FsyncPolicy::Always,
         ..small_config()
     };
-    let log = PartitionLog::open(dir.path(), config.clone(), Arc::new(failing.clone())).unwrap();
+    let log = PartitionLog::open(dir.path(), config, Arc::new(failing.clone())).unwrap();
     log.append_batch(numbered_batch(0, 1, 10, 0)).unwrap();
     failing.set_mode(FailMode::SyncsAfterN(failing.syncs()));
     let err = log.append_batch(numbered_batch(1, 1, 10, 0)).unwrap_err();

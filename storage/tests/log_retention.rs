@@ -111,7 +111,7 @@ fn given_retention_deleted_segments_when_reopened_then_log_start_stays_where_ret
         retention_bytes: Some(20 * 1024),
         ..small_config()
     };
-    let log = open(dir.path(), config.clone());
+    let log = open(dir.path(), config);
     for b in 0..100 {
         log.append_batch(numbered_batch(b, 2, 200, 0)).unwrap();
     }

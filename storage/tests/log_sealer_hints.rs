@@ -358,7 +358,7 @@ fn given_a_file_system_that_refuses_fallocate_when_a_log_opens_appends_and_rolls
         preallocate: true,
         ..small_config()
     };
-    let log = PartitionLog::open(dir.path(), config.clone(), Arc::new(failing.clone())).unwrap();
+    let log = PartitionLog::open(dir.path(), config, Arc::new(failing.clone())).unwrap();
     let mut sent = 0;
     while log.segments().len() < 3 {
         log.append_batch(numbered_batch(sent, 8, 1000, 1_000))
@@ -385,7 +385,7 @@ fn given_an_existing_partition_when_it_is_opened_then_no_blocks_are_reserved_unt
         retention_check_interval: None,
         ..LogConfig::default()
     };
-    let log = PartitionLog::open(dir.path(), config.clone(), backend()).unwrap();
+    let log = PartitionLog::open(dir.path(), config, backend()).unwrap();
     log.append_batch(numbered_batch(0, 4, 100, 1_000)).unwrap();
     log.close().unwrap();
     let seg = dir.path().join("00000000000000000000.log");

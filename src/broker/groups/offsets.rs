@@ -212,7 +212,7 @@ impl OffsetStore {
         backend: Arc<dyn IoBackend>,
     ) -> Result<Self> {
         let dir = data_dir.join(OFFSETS_DIR);
-        let opened = PartitionLog::open(&dir, config.clone(), backend.clone())
+        let opened = PartitionLog::open(&dir, config, backend.clone())
             .with_context(|| format!("opening the offsets log {}", dir.display()))
             .and_then(|log| {
                 let live = replay(&log).with_context(|| format!("replaying {}", dir.display()))?;
@@ -265,7 +265,7 @@ impl OffsetStore {
         self.reopening
             .store(true, std::sync::atomic::Ordering::Release);
         drop(guard.take());
-        let reopened = PartitionLog::open(&self.dir, self.config.clone(), self.backend.clone())
+        let reopened = PartitionLog::open(&self.dir, self.config, self.backend.clone())
             .map_err(anyhow::Error::new)
             .and_then(|log| Ok((replay(&log)?, log)));
         match reopened {

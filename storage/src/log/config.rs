@@ -103,7 +103,7 @@ impl std::fmt::Display for WriteMode {
 }
 
 /// Kafka's defaults where Kafka has one (`log.segment.bytes`, `log.retention.hours`, …).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogConfig {
     /// Roll to a new segment before one would grow past this (`segment.bytes`, default 1 GiB).
     pub segment_bytes: u64,

@@ -44,7 +44,7 @@ pub(crate) struct Segment {
     /// looked).
     reads: AtomicU64,
     /// How many bytes to map: the largest the segment can become.
-    map_len: u64,
+    map_len: AtomicU64,
     len: AtomicU64,
     next_offset: AtomicU64,
     max_timestamp: AtomicI64,
@@ -122,7 +122,7 @@ impl Segment {
             active,
             map: Mutex::new(None),
             reads: AtomicU64::new(0),
-            map_len,
+            map_len: AtomicU64::new(map_len),
             len: AtomicU64::new(state.len),
             next_offset: AtomicU64::new(state.next_offset),
             max_timestamp: AtomicI64::new(state.max_timestamp),
@@ -313,15 +313,12 @@ impl Segment {
         if let Some(m) = slot.as_ref() {
             return Ok(Some(m.clone()));
         }
-        if self.map_len == 0 {
+        let map_len = self.map_len.load(Ordering::Acquire);
+        if map_len == 0 {
             return Ok(None);
         }
-        let len = usize::try_from(self.map_len).map_err(|_| {
-            Error::Config(format!(
-                "segment of {} bytes cannot be mapped",
-                self.map_len
-            ))
-        })?;
+        let len = usize::try_from(map_len)
+            .map_err(|_| Error::Config(format!("segment of {map_len} bytes cannot be mapped")))?;
         let file = File::open(&self.log_path).ctx("open segment", &self.log_path)?;
         // SAFETY: the mapping is read-only and shared. Its bytes can change under us only
         // through writes to this file, and the engine writes only past the published length,
@@ -335,6 +332,20 @@ impl Segment {
         let map = Arc::new(Mapped { map, file });
         *slot = Some(map.clone());
         Ok(Some(map))
+    }
+
+    /// Lets an active segment grow to `len` bytes (its settings changed: a larger
+    /// `segment.bytes` or `max.message.bytes`): the next mapping covers that much. Readers of
+    /// the current mapping keep it; nothing they read moves.
+    pub fn grow_map(&self, len: u64) {
+        if self.active.is_none() {
+            return;
+        }
+        let mut slot = self.map.lock();
+        if len > self.map_len.load(Ordering::Acquire) {
+            self.map_len.store(len, Ordering::Release);
+            slot.take();
+        }
     }
 
     /// Takes the cached mapping out (a truncation waits until its readers let go).

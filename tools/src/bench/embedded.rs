@@ -219,7 +219,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<Outcome> {
     let mut logs = Vec::new();
     for p in 0..args.partitions {
         let pdir = dir.join(name::partition_dir_name(&args.topic, p));
-        let log = PartitionLog::open(&pdir, config.clone(), backend.clone())
+        let log = PartitionLog::open(&pdir, config, backend.clone())
             .with_context(|| format!("opening partition log {}", pdir.display()))?;
         logs.push(Arc::new(log));
     }

@@ -130,7 +130,7 @@ pub fn repair_partition(
     let mut truncated = Vec::new();
     // Damage recovery refused (with --truncate-at-damage, cut below).
     let mut pending: Option<(PathBuf, u64, String)> = None;
-    match PartitionLog::open(dir, config.clone(), Arc::new(PlainBackend::new())) {
+    match PartitionLog::open(dir, config, Arc::new(PlainBackend::new())) {
         Ok(log) => {
             truncated = log.recovery_report().truncated.clone();
             log.close()
@@ -167,7 +167,7 @@ pub fn repair_partition(
                 break;
             };
             quarantine_and_cut(dir, &file, position, &reason, rep)?;
-            match PartitionLog::open(dir, config.clone(), Arc::new(PlainBackend::new())) {
+            match PartitionLog::open(dir, config, Arc::new(PlainBackend::new())) {
                 Ok(log) => {
                     truncated.extend(log.recovery_report().truncated.clone());
                     log.close()

@@ -309,10 +309,10 @@ impl Inner {
         if core.len == 0 {
             return false;
         }
-        if core.len + batch_len as u64 > self.config.segment_bytes {
+        if core.len + batch_len as u64 > self.config().segment_bytes {
             return true;
         }
-        match (self.config.segment_ms, core.first_append_ms) {
+        match (self.config().segment_ms, core.first_append_ms) {
             (Some(ms), Some(first)) => now_ms().saturating_sub(first) >= ms.as_millis() as i64,
             _ => false,
         }
@@ -321,7 +321,7 @@ impl Inner {
     /// Counts `messages` more appended and says whether `flush.messages` is reached; if so the
     /// count starts again (the caller syncs before acknowledging).
     pub fn flush_due(&self, messages: u64) -> bool {
-        let Some(n) = self.config.flush_messages else {
+        let Some(n) = self.config().flush_messages else {
             return false;
         };
         let total = self.unsynced_messages.fetch_add(messages, Ordering::AcqRel) + messages;
@@ -337,8 +337,8 @@ impl Inner {
     /// runs on the appending thread after the segment's first step, and an idle partition holds
     /// at most one step past its data.
     pub fn reserve_ahead(&self, core: &mut WriterCore, written: u64) {
-        let max = self.config.max_segment_len();
-        if !self.config.preallocate
+        let max = self.config().max_segment_len();
+        if !self.config().preallocate
             || core.reserved >= max
             || written + PREALLOCATE_STEP / 2 < core.reserved
         {
@@ -358,7 +358,7 @@ impl Inner {
         let mut index = seg.index.write();
         let mut time_index = seg.time_index.write();
         for p in run {
-            if core.bytes_since_index >= u64::from(self.config.index_interval_bytes) {
+            if core.bytes_since_index >= u64::from(self.config().index_interval_bytes) {
                 index.push(OffsetEntry {
                     relative_offset: relative(p.base_offset, base),
                     position: pos as u32,

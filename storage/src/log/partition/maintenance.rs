@@ -475,12 +475,12 @@ impl Inner {
     pub fn start_timers(&self) {
         let now = Instant::now();
         let mut d = self.deadlines.lock();
-        d.flush = match self.config.fsync {
+        d.flush = match self.config().fsync {
             FsyncPolicy::Interval(i) => Some(now + i),
             _ => None,
         };
-        d.retention = self.config.retention_check_interval.map(|i| now + i);
-        d.sweep = self.config.idle_file_close.map(|i| now + i);
+        d.retention = self.config().retention_check_interval.map(|i| now + i);
+        d.sweep = self.config().idle_file_close.map(|i| now + i);
         let first = [d.flush, d.retention, d.sweep].into_iter().flatten().min();
         drop(d);
         if let Some(at) = first {
@@ -509,19 +509,19 @@ impl Timed for Inner {
         if q.stop {
             return None;
         }
-        if let (Some(at), FsyncPolicy::Interval(i)) = (d.flush, self.config.fsync)
+        if let (Some(at), FsyncPolicy::Interval(i)) = (d.flush, self.config().fsync)
             && now >= at
         {
             q.sync_due = true;
             d.flush = Some(now + i);
         }
-        if let (Some(at), Some(i)) = (d.retention, self.config.retention_check_interval)
+        if let (Some(at), Some(i)) = (d.retention, self.config().retention_check_interval)
             && now >= at
         {
             q.retention_due = true;
             d.retention = Some(now + i);
         }
-        if let (Some(at), Some(i)) = (d.sweep, self.config.idle_file_close)
+        if let (Some(at), Some(i)) = (d.sweep, self.config().idle_file_close)
             && now >= at
         {
             q.sweep_due = true;

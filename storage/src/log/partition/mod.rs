@@ -48,6 +48,7 @@ pub(crate) mod recovery;
 pub(crate) mod replica;
 pub(crate) mod retention;
 pub(crate) mod roll;
+pub(crate) mod settings;
 pub(crate) mod state;
 
 use append::Origin;
@@ -259,7 +260,7 @@ impl PartitionLog {
         let inner = Arc::new_cyclic(|me| Inner {
             me: me.clone(),
             dir,
-            config,
+            settings: parking_lot::Mutex::new(config),
             backend,
             runtime: Runtime::global(),
             segments: RwLock::new(rec.segments),
@@ -314,8 +315,18 @@ impl PartitionLog {
         &self.inner.dir
     }
 
-    pub fn config(&self) -> &LogConfig {
-        &self.inner.config
+    /// The settings now ([`PartitionLog::reconfigure`] changes them).
+    pub fn config(&self) -> LogConfig {
+        self.inner.config()
+    }
+
+    /// Changes the settings Kafka lets an operator change on a running topic (segment size and
+    /// age, retention, flush policy, index interval, largest batch, preallocation); they apply
+    /// from the next operation that reads them. Any other field must stay as it is
+    /// ([`Error::Config`] otherwise), and so must the log: a closed or failed one refuses (it
+    /// takes the new settings when it is reopened). See `partition/settings.rs`.
+    pub fn reconfigure(&self, config: LogConfig) -> Result<()> {
+        self.inner.reconfigure(config)
     }
 
     /// First offset still in the log.
@@ -338,7 +349,7 @@ impl PartitionLog {
     /// [`set_high_watermark`](Self::set_high_watermark) last set (initially the log end found
     /// at open), never above the log end.
     pub fn high_watermark(&self) -> u64 {
-        if self.inner.config.replicated {
+        if self.inner.config().replicated {
             self.inner
                 .stored_high_watermark()
                 .min(self.log_end_offset())
@@ -461,13 +472,13 @@ impl PartitionLog {
     /// Checks a raw batch's size against `max_batch_bytes`, then validates it.
     fn validate(&self, batch: Bytes) -> Result<(Bytes, header::BatchHeader)> {
         self.check_size(batch.len())?;
-        let h = header::validate_batch(&batch, self.inner.config.max_batch_bytes)?;
+        let h = header::validate_batch(&batch, self.inner.config().max_batch_bytes)?;
         Ok((batch, h))
     }
 
     /// Refuses a batch of `size` bytes above `max_batch_bytes`.
     fn check_size(&self, size: usize) -> Result<()> {
-        let max = self.inner.config.max_batch_bytes;
+        let max = self.inner.config().max_batch_bytes;
         if size > max {
             return Err(Error::BatchTooLarge { size, max });
         }

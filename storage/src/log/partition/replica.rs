@@ -331,7 +331,7 @@ impl Inner {
         };
         let (active, _) = open_active(
             &self.dir,
-            &self.config,
+            &self.config(),
             self.backend.clone(),
             self.direct_waker(),
             base,

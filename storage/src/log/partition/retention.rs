@@ -18,11 +18,11 @@ impl Inner {
         let mut total: u64 = segs.iter().map(|s| s.len()).sum();
         let mut doomed = 0;
         for s in segs.iter().take(sealed) {
-            let too_old = self.config.retention_ms.is_some_and(|r| {
+            let too_old = self.config().retention_ms.is_some_and(|r| {
                 s.largest_timestamp_ms() < now.saturating_sub(r.as_millis() as i64)
             });
             let too_big = self
-                .config
+                .config()
                 .retention_bytes
                 .is_some_and(|r| total.saturating_sub(s.len()) >= r);
             if !(too_old || too_big) {

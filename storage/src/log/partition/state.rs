@@ -202,7 +202,9 @@ pub(crate) struct Maintenance {
 pub(crate) struct Inner {
     pub me: Weak<Inner>,
     pub dir: PathBuf,
-    pub config: LogConfig,
+    /// The settings; those Kafka lets an operator change while the log runs are replaced by
+    /// [`Inner::reconfigure`].
+    pub settings: Mutex<LogConfig>,
     pub backend: Arc<dyn IoBackend>,
     pub runtime: &'static Runtime,
     pub segments: RwLock<Vec<Arc<Segment>>>,
@@ -237,6 +239,11 @@ pub(crate) struct Inner {
 }
 
 impl Inner {
+    /// The settings now (a copy: a change applies from the next operation that reads them).
+    pub fn config(&self) -> LogConfig {
+        *self.settings.lock()
+    }
+
     pub fn poisoned(&self, f: &LogFailure) -> Error {
         Error::Poisoned {
             dir: self.dir.clone(),

@@ -27,7 +27,7 @@ impl WritePath for BufferedPath {
         group: &[Pending],
         _upto: u64,
     ) -> std::result::Result<bool, (&'static str, Error)> {
-        let always = log.config.fsync == FsyncPolicy::Always;
+        let always = log.config().fsync == FsyncPolicy::Always;
         let mut i = 0;
         let mut last_end = None;
         while let Some(first) = group.get(i) {
@@ -40,7 +40,7 @@ impl WritePath for BufferedPath {
             let mut j = i;
             while let Some(p) = group.get(j) {
                 let len = p.batch.len() as u64;
-                if j > i && end_pos + len > log.config.segment_bytes {
+                if j > i && end_pos + len > log.config().segment_bytes {
                     break;
                 }
                 end_pos += len;

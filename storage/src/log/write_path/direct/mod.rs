@@ -117,7 +117,7 @@ impl DirectPath {
     /// Whether a write must be followed by a sync, and whether its publish must wait for the
     /// seals of rolled segments.
     fn sync_for(&self, log: &Inner, flight: &Flight) -> (bool, bool) {
-        if log.config.fsync == FsyncPolicy::Always {
+        if log.config().fsync == FsyncPolicy::Always {
             return (true, false);
         }
         let Some((state, _)) = flight.publish else {
