@@ -218,7 +218,8 @@ fn given_batches_larger_than_the_broker_default_written_by_the_engine_when_verif
 }
 
 #[test]
-fn given_a_leader_epoch_file_and_a_producer_state_snapshot_when_verified_then_they_are_checked() {
+fn given_a_leader_epoch_file_a_log_start_and_a_producer_state_snapshot_when_verified_and_dumped_then_they_are_checked()
+ {
     use strata_storage::batch::{BatchBuilder, Compression, NewRecord};
     use strata_storage::log::producer_state::{ProducerStates, SNAPSHOT_FILE};
     let tmp = tempfile::tempdir().unwrap();
@@ -235,6 +236,7 @@ fn given_a_leader_epoch_file_and_a_producer_state_snapshot_when_verified_then_th
     let mut states = ProducerStates::default();
     states.record(7, 0, 0, 3, 0, 1);
     std::fs::write(dir.join(SNAPSHOT_FILE), states.encode_snapshot(3)).unwrap();
+    std::fs::write(dir.join("log-start-offset"), b"0\n1\n").unwrap();
     let o = strata(&["verify", "t-0"], tmp.path());
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
     // Dump says what each file holds.
@@ -243,6 +245,7 @@ fn given_a_leader_epoch_file_and_a_producer_state_snapshot_when_verified_then_th
     assert_eq!(o.status.code(), Some(0), "{s}");
     for line in [
         "checkpoint: t-0/checkpoint clean: true recovery_point: 3 log_end_offset: 3",
+        "log_start: t-0/log-start-offset offset: 1",
         "leader_epoch: t-0/leader-epoch-checkpoint epoch: 0 start_offset: 0",
         "leader_epoch: t-0/leader-epoch-checkpoint epoch: 3 start_offset: 2",
         "producer: t-0/producer-state end_offset: 3 producerId: 7 epoch: 0 lastTimestamp: 1 batches: 0..=2@0",
@@ -251,7 +254,19 @@ fn given_a_leader_epoch_file_and_a_producer_state_snapshot_when_verified_then_th
     }
 
     // Each damage is named, with what the broker or the next open does about it.
-    let cases: [(&str, Vec<u8>, &str, &str); 4] = [
+    let cases: [(&str, Vec<u8>, &str, &str); 6] = [
+        (
+            "log-start-offset",
+            b"0\nx\n".to_vec(),
+            "log_start",
+            "readable again",
+        ),
+        (
+            "log-start-offset",
+            b"0\n4\n".to_vec(),
+            "log_start",
+            "past the log end",
+        ),
         (
             SNAPSHOT_FILE,
             {

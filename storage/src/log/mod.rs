@@ -19,6 +19,7 @@ pub mod read;
 pub mod runtime;
 pub mod scan;
 mod segment;
+pub mod start;
 pub(crate) mod write_path;
 
 pub use config::{FsyncPolicy, LogConfig, PREALLOCATE_STEP, RecoveryMode, WriteMode};

@@ -166,6 +166,12 @@ struct CheckpointLine<'a> {
 }
 
 #[derive(Serialize)]
+struct LogStartLine<'a> {
+    file: &'a str,
+    log_start_offset: u64,
+}
+
+#[derive(Serialize)]
 struct LeaderEpochLine<'a> {
     file: &'a str,
     epoch: i32,
@@ -194,6 +200,7 @@ struct ProducerLine<'a> {
 #[serde(tag = "type", rename_all = "snake_case")]
 enum Line<'a> {
     Checkpoint(CheckpointLine<'a>),
+    LogStart(LogStartLine<'a>),
     LeaderEpoch(LeaderEpochLine<'a>),
     Producer(ProducerLine<'a>),
     Batch(BatchLine<'a>),
@@ -257,6 +264,7 @@ pub fn run_to(args: &DumpArgs, out: &mut dyn Write) -> anyhow::Result<DumpSummar
             DumpFile::Segment(FileKind::Index) => d.index(f, IndexKind::Offset)?,
             DumpFile::Segment(FileKind::TimeIndex) => d.index(f, IndexKind::Time)?,
             DumpFile::Checkpoint => d.checkpoint(f)?,
+            DumpFile::LogStart => d.log_start(f)?,
             DumpFile::LeaderEpochs => d.leader_epochs(f)?,
             DumpFile::ProducerState => d.producer_state(f)?,
         }
@@ -286,6 +294,7 @@ pub fn run_to(args: &DumpArgs, out: &mut dyn Write) -> anyhow::Result<DumpSummar
 enum DumpFile {
     Segment(FileKind),
     Checkpoint,
+    LogStart,
     LeaderEpochs,
     ProducerState,
 }
@@ -300,6 +309,7 @@ fn partition_files(dir: &Path) -> anyhow::Result<Vec<(PathBuf, DumpFile)>> {
         .map(|(p, _)| (p, DumpFile::Segment(FileKind::Log)))
         .collect();
     v.extend(l.checkpoint.map(|p| (p, DumpFile::Checkpoint)));
+    v.extend(l.log_start.map(|p| (p, DumpFile::LogStart)));
     v.extend(l.leader_epochs.map(|p| (p, DumpFile::LeaderEpochs)));
     v.extend(l.producer_state.map(|p| (p, DumpFile::ProducerState)));
     Ok(v)
@@ -399,6 +409,24 @@ impl Dumper<'_, '_> {
                 })?;
             }
             Err(reason) => self.problem(&show, None, reason.to_string(), None)?,
+        }
+        Ok(())
+    }
+
+    /// The log start offset DeleteRecords set (FORMAT.md §12).
+    fn log_start(&mut self, path: &Path) -> anyhow::Result<()> {
+        let show = path.display().to_string();
+        let dir = path.parent().unwrap_or(Path::new("."));
+        match strata_storage::log::start::read(dir).with_context(|| show.clone())? {
+            Ok(Some(o)) => {
+                let line = Line::LogStart(LogStartLine {
+                    file: &show,
+                    log_start_offset: o,
+                });
+                self.emit(&line, || format!("log_start: {show} offset: {o}"))?;
+            }
+            Ok(None) => {}
+            Err(reason) => self.problem(&show, None, reason, None)?,
         }
         Ok(())
     }

@@ -401,6 +401,9 @@ impl Verifier<'_, '_> {
             if let Some(path) = &l.leader_epochs {
                 self.leader_epochs(dir, path, log_end)?;
             }
+            if let Some(path) = &l.log_start {
+                self.log_start(dir, path, log_end)?;
+            }
         }
         Ok(())
     }
@@ -434,6 +437,32 @@ impl Verifier<'_, '_> {
                     "producer-state snapshot ahead of the log (its tail was lost in a crash): the broker ignores it and rebuilds the state from the last segment",
                 ));
             }
+            Ok(_) => {}
+        }
+        Ok(())
+    }
+
+    /// The log start offset file: it must decode and not lie past the log end.
+    fn log_start(&mut self, dir: &Path, path: &Path, log_end: Option<u64>) -> anyhow::Result<()> {
+        match strata_storage::log::start::read(dir).with_context(|| show(path))? {
+            Err(reason) => self.rep.problem(problem(
+                path,
+                None,
+                "log_start",
+                "a valid log-start-offset",
+                "",
+                format!(
+                    "{reason} (the next open ignores it: records below the log start offset DeleteRecords set are readable again)"
+                ),
+            )),
+            Ok(Some(o)) if log_end.is_some_and(|e| o > e) => self.rep.problem(problem(
+                path,
+                None,
+                "log_start",
+                format!("at most the log end {}", log_end.unwrap_or(0)),
+                format!("{o}"),
+                "log start offset past the log end (the log lost its tail): the next open clamps it to the end",
+            )),
             Ok(_) => {}
         }
         Ok(())

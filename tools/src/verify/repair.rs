@@ -184,6 +184,15 @@ pub fn repair_partition(
             }
         }
     }
+    // Why a file the engine's recovery does not own was removed.
+    let mut reasons: BTreeMap<String, String> = BTreeMap::new();
+    if let Some(why) = stale_producer_state(dir)? {
+        let name = strata_storage::log::producer_state::SNAPSHOT_FILE;
+        std::fs::remove_file(dir.join(name))
+            .with_context(|| format!("remove {}", dir.join(name).display()))?;
+        sync_dir(dir)?;
+        reasons.insert(name.to_string(), why);
+    }
     for (file, position, bytes, reason) in truncated {
         rep.repair(RepairAction {
             action: "truncated",
@@ -202,7 +211,7 @@ pub fn repair_partition(
                 file,
                 position: None,
                 bytes: None,
-                reason: String::new(),
+                reason: reasons.get(n).cloned().unwrap_or_default(),
             }),
             Some(Snap::Bytes(new)) if matches!(old, Snap::Bytes(o) if o != new) => {
                 rep.repair(RepairAction {
@@ -226,6 +235,29 @@ pub fn repair_partition(
         });
     }
     Ok(())
+}
+
+/// Why the broker's producer-state snapshot (FORMAT.md §9) can no longer be used, if so: it
+/// does not decode, or was taken past the end of the log as the repair left it. The broker
+/// would ignore it and rebuild the state from the last segment; removing it says so on disk.
+fn stale_producer_state(dir: &Path) -> anyhow::Result<Option<String>> {
+    use strata_storage::log::checkpoint::{self, Checkpoint};
+    use strata_storage::log::producer_state;
+    let end = std::fs::read(dir.join(checkpoint::FILE_NAME))
+        .ok()
+        .and_then(|b| Checkpoint::decode(&b).ok())
+        .filter(|c| c.clean)
+        .map(|c| c.log_end_offset);
+    Ok(match producer_state::read(dir)? {
+        Err(reason) => Some(format!(
+            "producer-state snapshot does not decode ({reason}); the broker rebuilds the state from the last segment"
+        )),
+        Ok(Some((at, _))) if end.is_some_and(|e| at > e) => Some(format!(
+            "producer-state snapshot taken at offset {at}, past the log end {}; the broker rebuilds the state from the last segment",
+            end.unwrap_or(0)
+        )),
+        _ => None,
+    })
 }
 
 /// What a cut takes out of a partition, counted before it is made.

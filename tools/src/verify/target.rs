@@ -94,6 +94,8 @@ pub struct Listing {
     pub producer_state: Option<PathBuf>,
     /// The leader-epoch file (FORMAT.md §11).
     pub leader_epochs: Option<PathBuf>,
+    /// The log start offset DeleteRecords set (FORMAT.md §12).
+    pub log_start: Option<PathBuf>,
 }
 
 pub fn list_partition(dir: &Path) -> anyhow::Result<Listing> {
@@ -118,6 +120,10 @@ pub fn list_partition(dir: &Path) -> anyhow::Result<Listing> {
         }
         if n == strata_storage::log::epoch::FILE_NAME {
             l.leader_epochs = Some(path);
+            continue;
+        }
+        if n == strata_storage::log::start::FILE_NAME {
+            l.log_start = Some(path);
             continue;
         }
         match name::parse_file_name(&n) {

@@ -252,6 +252,7 @@ impl PartitionLog {
             }
         }
         let end = rec.core.next_offset;
+        let start_floor = recovery::load_start(&dir, backend.as_ref(), &rec.segments, end)?;
         let path: Box<dyn WritePath> = if direct {
             Box::new(DirectPath::new(&config, end))
         } else {
@@ -273,6 +274,7 @@ impl PartitionLog {
             log_end: AtomicU64::new(end),
             durable_end: AtomicU64::new(end),
             high_watermark: AtomicU64::new(end),
+            start_floor: AtomicU64::new(start_floor),
             closed: AtomicBool::new(false),
             maintenance: parking_lot::Mutex::new(Maintenance {
                 checkpoint_clean: rec.checkpoint_clean,
@@ -539,7 +541,10 @@ impl PartitionLog {
         };
         let seg = {
             let segs = self.inner.segments.read();
-            let start = segs.first().map_or(0, |s| s.base_offset);
+            let start = segs
+                .first()
+                .map_or(0, |s| s.base_offset)
+                .max(self.inner.start_floor.load(Ordering::Acquire));
             if offset < start || offset > end {
                 return Err(Error::OffsetOutOfRange {
                     offset,
@@ -705,6 +710,16 @@ impl PartitionLog {
     /// hole. Readers holding slices of deleted segments keep working.
     pub fn delete_segments_before(&self, offset: u64) -> Result<RetentionReport> {
         self.inner.delete_segments_before(offset)
+    }
+
+    /// Moves the log start offset up to `offset` (Kafka's DeleteRecords): durably (the
+    /// `log-start-offset` file, FORMAT.md §12) before it returns, after which reads below it
+    /// are out of range and ListOffsets' earliest is it; the segments wholly below it go at
+    /// the next retention pass. `offset` may be at most the high watermark
+    /// ([`Error::OffsetOutOfRange`] otherwise); one at or below the log start changes nothing.
+    /// Returns the log start offset (Kafka's low watermark).
+    pub fn delete_records_before(&self, offset: u64) -> Result<u64> {
+        self.inner.advance_start(offset, self.high_watermark())
     }
 
     /// Clean shutdown: waits for in-flight appends, syncs, writes the indexes and a clean

@@ -504,6 +504,32 @@ pub(crate) fn load_epochs(
     Ok(cache)
 }
 
+/// The log start offset DeleteRecords left (FORMAT.md §12), clamped to the log: at least the
+/// first segment's base, at most `end` (a larger one is rewritten). 0 without a file. A damaged file is logged and
+/// ignored: the records it had deleted are readable again, none is lost.
+pub(crate) fn load_start(
+    dir: &Path,
+    backend: &dyn IoBackend,
+    segments: &[Arc<Segment>],
+    end: u64,
+) -> Result<u64> {
+    let base = segments.first().map_or(0, |s| s.base_offset);
+    match super::super::start::read(dir)? {
+        Ok(Some(o)) if o > end.max(base) => {
+            // The log lost its tail in a crash: it starts (and ends) at its end now.
+            let o = end.max(base);
+            super::super::start::write(backend, dir, o)?;
+            Ok(o)
+        }
+        Ok(Some(o)) => Ok(o.max(base)),
+        Ok(None) => Ok(0),
+        Err(reason) => {
+            tracing::error!(dir = %dir.display(), %reason, "log-start-offset damaged; the log starts at its first segment again");
+            Ok(0)
+        }
+    }
+}
+
 /// Every leader epoch the batches of `segments` carry, from their headers.
 fn rebuild_epochs(segments: &[Arc<Segment>]) -> Result<EpochCache> {
     let mut cache = EpochCache::default();

@@ -115,7 +115,8 @@ impl Inner {
             inner.wait_for_seals()?;
             let segs: Vec<Arc<Segment>> = inner.segments.read().clone();
             let first_base = segs.first().map_or(0, |s| s.base_offset);
-            if offset <= first_base {
+            // Below the log start offset (Kafka: truncateFullyAndStartAt).
+            if offset <= first_base || offset < inner.start_floor.load(Ordering::Acquire) {
                 return inner.restart_at(core, offset).map(|()| offset);
             }
             inner.cut(core, &segs, offset)
@@ -434,6 +435,11 @@ impl Inner {
             };
         }
         self.path.truncated(offset);
+        if self.start_floor.load(Ordering::Acquire) != 0 {
+            // The log now starts at `offset` (an open clamps a larger one there anyway).
+            super::super::start::write(self.backend.as_ref(), &self.dir, offset)?;
+            self.start_floor.store(offset, Ordering::Release);
+        }
         {
             let mut epochs = self.epochs.lock();
             *epochs = Default::default();

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use crate::error::{IoContext, Result};
 
-use super::super::epoch;
 use super::super::segment::Segment;
+use super::super::{epoch, start};
 use super::RetentionReport;
 use super::state::{Inner, remove_if_exists};
 
@@ -17,7 +17,10 @@ impl Inner {
         let sealed = segs.len().saturating_sub(1);
         let mut total: u64 = segs.iter().map(|s| s.len()).sum();
         let mut doomed = 0;
+        let floor = self.start_floor.load(std::sync::atomic::Ordering::Acquire);
         for s in segs.iter().take(sealed) {
+            // Wholly below the log start offset DeleteRecords set.
+            let deleted = s.next_offset() <= floor;
             let too_old = self.config().retention_ms.is_some_and(|r| {
                 s.largest_timestamp_ms() < now.saturating_sub(r.as_millis() as i64)
             });
@@ -25,7 +28,7 @@ impl Inner {
                 .config()
                 .retention_bytes
                 .is_some_and(|r| total.saturating_sub(s.len()) >= r);
-            if !(too_old || too_big) {
+            if !(deleted || too_old || too_big) {
                 break;
             }
             total -= s.len();
@@ -46,6 +49,32 @@ impl Inner {
             .take_while(|s| s.next_offset() <= offset)
             .count();
         self.remove_front(doomed, "delete_segments_before")
+    }
+
+    /// Moves the log start offset to `offset` (at most `limit`, the high watermark) and
+    /// persists it before returning (DeleteRecords).
+    pub fn advance_start(&self, offset: u64, limit: u64) -> Result<u64> {
+        use std::sync::atomic::Ordering;
+        let _g = self.maintenance.lock();
+        let start = self.log_start();
+        if offset > limit {
+            return Err(crate::error::Error::OffsetOutOfRange {
+                offset,
+                log_start: start,
+                log_end: limit,
+            });
+        }
+        if offset <= start {
+            return Ok(start);
+        }
+        start::write(self.backend.as_ref(), &self.dir, offset)?;
+        self.start_floor.store(offset, Ordering::Release);
+        let mut epochs = self.epochs.lock();
+        if epochs.truncate_from_start(offset) {
+            epoch::write(self.backend.as_ref(), &self.dir, &epochs)?;
+        }
+        tracing::info!(dir = %self.dir.display(), offset, "log start offset moved (records deleted)");
+        Ok(offset)
     }
 
     /// Removes the `doomed` oldest segments (all sealed). Unlists them first: new reads no

@@ -218,6 +218,9 @@ pub(crate) struct Inner {
     /// Kafka's high watermark: the end of what consumers may read. Follows the log end unless
     /// the log is replicated ([`super::HighWatermark::Explicit`]).
     pub high_watermark: AtomicU64,
+    /// The log start offset DeleteRecords moved the log to (0 if never): the log starts at
+    /// the larger of this and the first segment's base ([`Inner::log_start`]).
+    pub start_floor: AtomicU64,
     pub closed: AtomicBool,
     pub maintenance: Mutex<Maintenance>,
     /// Set once the first write cleared the clean checkpoint (fast path for `mark_dirty`).
@@ -292,7 +295,8 @@ impl Inner {
 
     /// The first offset still in the log.
     pub fn log_start(&self) -> u64 {
-        self.segments.read().first().map_or(0, |s| s.base_offset)
+        let base = self.segments.read().first().map_or(0, |s| s.base_offset);
+        base.max(self.start_floor.load(Ordering::Acquire))
     }
 }
 

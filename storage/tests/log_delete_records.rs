@@ -1,0 +1,111 @@
+//! DeleteRecords: the log start offset moves to any offset up to the high watermark, durably,
+//! and whole segments below it go at the next retention pass.
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use strata_storage::Error;
+use strata_storage::io::faulty::{FailingBackend, ForgetfulBackend, TornMode};
+use strata_storage::log::{FsyncPolicy, LogConfig, PartitionLog};
+
+fn fill(log: &PartitionLog, batches: u64) {
+    for b in 0..batches {
+        log.append_batch(numbered_batch(b, 4, 300, 1_000 + b as i64))
+            .unwrap();
+    }
+}
+
+#[test]
+fn given_deleted_records_then_reads_below_are_out_of_range_and_the_start_survives_reopen_and_retention()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), small_config());
+    fill(&log, 100);
+    assert_eq!(log.log_end_offset(), 400);
+    let segments = log.segments().len();
+    assert_eq!(log.delete_records_before(250).unwrap(), 250);
+    assert_eq!(log.log_start_offset(), 250);
+    assert!(matches!(
+        log.read(249, 1 << 20),
+        Err(Error::OffsetOutOfRange { log_start: 250, .. })
+    ));
+    // The batch holding 250 (248..=251) is returned whole, as Kafka does.
+    let first = read_all(&log, 250);
+    assert_eq!(first[0].0, 248);
+    // Lower changes nothing; past the end is refused.
+    assert_eq!(log.delete_records_before(100).unwrap(), 250);
+    assert!(matches!(
+        log.delete_records_before(401),
+        Err(Error::OffsetOutOfRange { .. })
+    ));
+    assert_eq!(log.log_start_offset(), 250);
+    // Nothing deleted from disk yet; the next retention pass removes whole segments below 250.
+    assert_eq!(log.segments().len(), segments);
+    log.wait_for_seals().unwrap();
+    let r = log.enforce_retention().unwrap();
+    assert!(r.segments_deleted > 0, "{r:?}");
+    assert!(log.segments()[0].base_offset <= 250);
+    assert!(log.segments()[0].next_offset > 250);
+    assert_eq!(log.log_start_offset(), 250);
+    drop(log); // a crash of the process
+    let log = open(dir.path(), small_config());
+    assert_eq!(log.log_start_offset(), 250);
+    log.close().unwrap();
+    let log = open(dir.path(), small_config());
+    assert_eq!(log.log_start_offset(), 250);
+    // A truncation below it empties the log, which starts again there (Kafka's
+    // truncateFullyAndStartAt).
+    log.truncate_to(200).unwrap();
+    assert_eq!(log.log_start_offset(), 200);
+    assert_eq!(log.log_end_offset(), 200);
+    drop(log);
+    let log = open(dir.path(), small_config());
+    assert_eq!(log.log_start_offset(), 200);
+}
+
+#[test]
+fn given_deleted_records_when_the_disk_forgets_unsynced_writes_at_every_operation_then_a_finished_delete_stays_done()
+ {
+    let config = LogConfig {
+        fsync: FsyncPolicy::Always,
+        ..small_config()
+    };
+    let workload = |dir: &std::path::Path, backend: Arc<dyn strata_storage::io::IoBackend>| {
+        let Ok(log) = PartitionLog::open(dir, config, backend) else {
+            return None;
+        };
+        for b in 0..20 {
+            if log
+                .append_batch(numbered_batch(b, 4, 300, 1_000 + b as i64))
+                .is_err()
+            {
+                return None;
+            }
+        }
+        log.delete_records_before(37).ok()
+    };
+    let total = {
+        let dir = tempfile::tempdir().unwrap();
+        let counting = FailingBackend::counting(backend());
+        assert_eq!(workload(dir.path(), Arc::new(counting.clone())), Some(37));
+        counting.ops()
+    };
+    for n in 0..=total {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = ForgetfulBackend::wrapping(backend());
+        let failing = FailingBackend::new(Arc::new(disk.clone()), n);
+        let done = workload(dir.path(), Arc::new(failing));
+        disk.crash(TornMode::Clean);
+        let log = PartitionLog::open(dir.path(), config, backend())
+            .unwrap_or_else(|e| panic!("crash at op {n}/{total}: {e}"));
+        if done.is_some() {
+            assert_eq!(log.log_start_offset(), 37, "crash at op {n}/{total}");
+            assert_eq!(log.log_end_offset(), 80, "crash at op {n}/{total}");
+        } else {
+            assert!(log.log_start_offset() == 0 || log.log_start_offset() == 37);
+        }
+    }
+}
