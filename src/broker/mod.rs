@@ -12,6 +12,7 @@
 //! Topic metadata (partition count, config overrides, id) lives in `<data-dir>/topics/<name>.json`,
 //! written by atomic replace; partitions are the engine's `<data-dir>/<topic>-<n>/` directories.
 
+pub mod admin;
 pub mod config;
 pub mod error;
 pub mod fetch;

@@ -107,7 +107,7 @@ impl Broker {
             .collect()
     }
 
-    fn partition_dir(&self, topic: &str, p: i32) -> PathBuf {
+    pub(super) fn partition_dir(&self, topic: &str, p: i32) -> PathBuf {
         strata_storage::meta::partition_dir(&self.config.data_dir(), topic, p)
     }
 
@@ -274,7 +274,7 @@ impl Broker {
     /// Removes partitions made for a topic that will not exist after all: their logs are
     /// dropped, then their directories removed (logged, not returned: the caller reports the
     /// failure that brought it here).
-    fn remove_partitions(&self, topic: &str, made: Vec<Arc<Partition>>) {
+    pub(super) fn remove_partitions(&self, topic: &str, made: Vec<Arc<Partition>>) {
         let dirs: Vec<PathBuf> = made.iter().map(|p| p.dir().to_path_buf()).collect();
         drop(made);
         for dir in dirs {

@@ -95,6 +95,12 @@ pub(crate) async fn dispatch(
         R::CreateTopics(r) => api::topics::create_topics(broker, r, version).await,
         R::DeleteTopics(r) => api::topics::delete_topics(broker, r, version).await,
         R::DescribeConfigs(r) => api::topics::describe_configs(broker, r, version),
+        R::CreatePartitions(r) => api::admin::create_partitions(broker, r, version).await,
+        R::AlterConfigs(r) => api::admin::alter_configs(broker, r, version).await,
+        R::IncrementalAlterConfigs(r) => {
+            api::admin::incremental_alter_configs(broker, r, version).await
+        }
+        R::DeleteRecords(r) => api::admin::delete_records(broker, r, version).await,
         R::FindCoordinator(r) => groups::find_coordinator(broker, r, version),
         R::JoinGroup(r) => {
             groups::join_group(broker, r, version, client_id, shutdown.clone()).await

@@ -7,6 +7,7 @@
 use kafka_protocol::ResponseError;
 use kafka_protocol::protocol::StrBytes;
 
+pub mod admin;
 pub mod api_versions;
 pub mod fetch;
 pub mod groups;

@@ -1,0 +1,347 @@
+//! The admin APIs that change a running broker: CreatePartitions, AlterConfigs,
+//! IncrementalAlterConfigs and DeleteRecords, at every version advertised, and what each
+//! changes surviving a restart.
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+mod common;
+
+use common::*;
+use kafka_protocol::messages::*;
+
+fn partitions_of(c: &mut Client, name: &str) -> usize {
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    let md = c.call(
+        &MetadataRequest::default().with_topics(Some(vec![
+            MetadataRequestTopic::default().with_name(Some(topic(name))),
+        ])),
+        12,
+    );
+    assert_eq!(md.topics[0].error_code, 0);
+    md.topics[0].partitions.len()
+}
+
+fn create_partitions(c: &mut Client, name: &str, count: i32, version: i16) -> (i16, String) {
+    use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+    let r = c.call(
+        &CreatePartitionsRequest::default()
+            .with_timeout_ms(10_000)
+            .with_topics(vec![
+                CreatePartitionsTopic::default()
+                    .with_name(topic(name))
+                    .with_count(count),
+            ]),
+        version,
+    );
+    (
+        r.results[0].error_code,
+        r.results[0]
+            .error_message
+            .as_ref()
+            .map(|m| m.to_string())
+            .unwrap_or_default(),
+    )
+}
+
+fn describe(c: &mut Client, name: &str) -> Vec<(String, Option<String>, i8)> {
+    use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+    let r = c.call(
+        &DescribeConfigsRequest::default().with_resources(vec![
+            DescribeConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(s(name)),
+        ]),
+        4,
+    );
+    assert_eq!(r.results[0].error_code, 0);
+    r.results[0]
+        .configs
+        .iter()
+        .map(|e| {
+            (
+                e.name.to_string(),
+                e.value.as_ref().map(|v| v.to_string()),
+                e.config_source,
+            )
+        })
+        .collect()
+}
+
+fn config(c: &mut Client, name: &str, key: &str) -> (Option<String>, i8) {
+    describe(c, name)
+        .into_iter()
+        .find(|(k, _, _)| k == key)
+        .map(|(_, v, src)| (v, src))
+        .unwrap()
+}
+
+#[test]
+fn given_a_topic_when_partitions_are_added_at_every_version_then_they_serve_and_survive_a_restart()
+{
+    let mut b = Broker::start(&[]);
+    let mut c = b.client();
+    create_topic(&mut c, "grow", 2, &[]);
+    for (v, count) in (0..=3).zip([3, 4, 5, 6]) {
+        assert_eq!(
+            create_partitions(&mut c, "grow", count, v),
+            (0, String::new()),
+            "v{v}"
+        );
+        assert_eq!(partitions_of(&mut c, "grow"), count as usize);
+    }
+    // The new partitions take records and serve them.
+    for p in 0..6 {
+        let r = produce(&mut c, "grow", p, batch(&[&format!("p{p}")], None), -1).unwrap();
+        assert_eq!(r.responses[0].partition_responses[0].error_code, 0, "p{p}");
+    }
+    // Shrinking, the same count, and unknown topics are refused as Kafka refuses them.
+    let (code, msg) = create_partitions(&mut c, "grow", 3, 3);
+    assert_eq!(code, 37, "INVALID_PARTITIONS: {msg}");
+    assert_eq!(create_partitions(&mut c, "grow", 6, 3).0, 37);
+    assert_eq!(create_partitions(&mut c, "nope", 6, 3).0, 3);
+    // validate_only changes nothing.
+    use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+    let r = c.call(
+        &CreatePartitionsRequest::default()
+            .with_validate_only(true)
+            .with_topics(vec![
+                CreatePartitionsTopic::default()
+                    .with_name(topic("grow"))
+                    .with_count(9),
+            ]),
+        3,
+    );
+    assert_eq!(r.results[0].error_code, 0);
+    assert_eq!(partitions_of(&mut c, "grow"), 6);
+    b.stop();
+    let b = Broker::start_in(&b.dir.clone(), &[]);
+    let mut c = b.client();
+    assert_eq!(partitions_of(&mut c, "grow"), 6);
+    let f = fetch(&mut c, "grow", 5, 0, 0, 12);
+    let records = f.responses[0].partitions[0].records.clone().unwrap();
+    assert_eq!(values(&records), vec![(0, "p5".to_string())]);
+}
+
+#[test]
+fn given_topic_configs_when_altered_by_both_apis_then_they_take_effect_at_once_and_survive_a_restart()
+ {
+    use kafka_protocol::messages::alter_configs_request::{AlterConfigsResource, AlterableConfig};
+    use kafka_protocol::messages::incremental_alter_configs_request as inc;
+    let mut b = Broker::start(&[]);
+    let mut c = b.client();
+    create_topic(&mut c, "cfg", 1, &[("retention.ms", "60000")]);
+    // Incremental: SET one, the other stays.
+    for v in 0..=1 {
+        let r = c.call(
+            &IncrementalAlterConfigsRequest::default().with_resources(vec![
+                inc::AlterConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(s("cfg"))
+                    .with_configs(vec![
+                        inc::AlterableConfig::default()
+                            .with_name(s("max.message.bytes"))
+                            .with_config_operation(0)
+                            .with_value(Some(s(&format!("{}", 2000 + i32::from(v))))),
+                    ]),
+            ]),
+            v,
+        );
+        assert_eq!(
+            r.responses[0].error_code, 0,
+            "v{v}: {:?}",
+            r.responses[0].error_message
+        );
+    }
+    assert_eq!(
+        config(&mut c, "cfg", "max.message.bytes"),
+        (Some("2001".into()), 1)
+    );
+    assert_eq!(
+        config(&mut c, "cfg", "retention.ms"),
+        (Some("60000".into()), 1)
+    );
+    // The largest batch changed at once: a 3000-byte batch is now too large.
+    let big = "x".repeat(3000);
+    let r = produce(&mut c, "cfg", 0, batch(&[&big], None), -1).unwrap();
+    assert_eq!(
+        r.responses[0].partition_responses[0].error_code, 10,
+        "MESSAGE_TOO_LARGE"
+    );
+    // DELETE goes back to the default; a bad value is refused whole, changing nothing.
+    let r = c.call(
+        &IncrementalAlterConfigsRequest::default().with_resources(vec![
+            inc::AlterConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(s("cfg"))
+                .with_configs(vec![
+                    inc::AlterableConfig::default()
+                        .with_name(s("max.message.bytes"))
+                        .with_config_operation(1),
+                    inc::AlterableConfig::default()
+                        .with_name(s("segment.bytes"))
+                        .with_config_operation(0)
+                        .with_value(Some(s("-5"))),
+                ]),
+        ]),
+        1,
+    );
+    assert_eq!(r.responses[0].error_code, 40, "INVALID_CONFIG");
+    assert_eq!(
+        config(&mut c, "cfg", "max.message.bytes").0,
+        Some("2001".into())
+    );
+    let r = c.call(
+        &IncrementalAlterConfigsRequest::default().with_resources(vec![
+            inc::AlterConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(s("cfg"))
+                .with_configs(vec![
+                    inc::AlterableConfig::default()
+                        .with_name(s("max.message.bytes"))
+                        .with_config_operation(1),
+                    inc::AlterableConfig::default()
+                        .with_name(s("retention.ms"))
+                        .with_config_operation(2)
+                        .with_value(Some(s("5"))),
+                ]),
+        ]),
+        1,
+    );
+    assert_eq!(r.responses[0].error_code, 40, "APPEND on a non-list config");
+    let r = produce(&mut c, "cfg", 0, batch(&["small"], None), -1).unwrap();
+    assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+    // AlterConfigs (legacy) replaces the whole set: retention.ms goes back to the default.
+    for v in 0..=2 {
+        let r = c.call(
+            &AlterConfigsRequest::default().with_resources(vec![
+                AlterConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(s("cfg"))
+                    .with_configs(vec![
+                        AlterableConfig::default()
+                            .with_name(s("segment.bytes"))
+                            .with_value(Some(s(&format!("{}", 1_000_000 + i32::from(v))))),
+                    ]),
+            ]),
+            v,
+        );
+        assert_eq!(
+            r.responses[0].error_code, 0,
+            "v{v}: {:?}",
+            r.responses[0].error_message
+        );
+    }
+    assert_eq!(
+        config(&mut c, "cfg", "segment.bytes"),
+        (Some("1000002".into()), 1)
+    );
+    assert_eq!(
+        config(&mut c, "cfg", "retention.ms").1,
+        5,
+        "back to the default"
+    );
+    // Unknown topics and keys, broker resources and duplicates are refused.
+    let r = c.call(
+        &AlterConfigsRequest::default().with_resources(vec![
+            AlterConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(s("nope")),
+            AlterConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(s("cfg"))
+                .with_configs(vec![
+                    AlterableConfig::default()
+                        .with_name(s("no.such.config"))
+                        .with_value(Some(s("1"))),
+                ]),
+            AlterConfigsResource::default()
+                .with_resource_type(4)
+                .with_resource_name(s("0")),
+        ]),
+        2,
+    );
+    let codes: Vec<i16> = r.responses.iter().map(|x| x.error_code).collect();
+    assert_eq!(codes, vec![3, 40, 42]);
+    b.stop();
+    let b = Broker::start_in(&b.dir.clone(), &[]);
+    let mut c = b.client();
+    assert_eq!(
+        config(&mut c, "cfg", "segment.bytes"),
+        (Some("1000002".into()), 1)
+    );
+    assert_eq!(config(&mut c, "cfg", "retention.ms").1, 5);
+}
+
+#[test]
+fn given_records_when_deleted_then_earliest_and_fetch_follow_and_the_start_survives_a_restart() {
+    use kafka_protocol::messages::delete_records_request::{
+        DeleteRecordsPartition, DeleteRecordsTopic,
+    };
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    let mut b = Broker::start(&[]);
+    let mut c = b.client();
+    create_topic(&mut c, "del", 1, &[]);
+    for i in 0..10 {
+        produce(&mut c, "del", 0, batch(&[&format!("r{i}")], None), -1).unwrap();
+    }
+    let delete = |c: &mut Client, offset: i64, v: i16| {
+        let r = c.call(
+            &DeleteRecordsRequest::default()
+                .with_timeout_ms(10_000)
+                .with_topics(vec![
+                    DeleteRecordsTopic::default()
+                        .with_name(topic("del"))
+                        .with_partitions(vec![
+                            DeleteRecordsPartition::default()
+                                .with_partition_index(0)
+                                .with_offset(offset),
+                        ]),
+                ]),
+            v,
+        );
+        let p = &r.topics[0].partitions[0];
+        (p.error_code, p.low_watermark)
+    };
+    assert_eq!(delete(&mut c, 3, 0), (0, 3));
+    assert_eq!(delete(&mut c, 6, 1), (0, 6));
+    assert_eq!(delete(&mut c, 2, 2), (0, 6), "lower changes nothing");
+    assert_eq!(
+        delete(&mut c, 11, 2).0,
+        1,
+        "OFFSET_OUT_OF_RANGE past the high watermark"
+    );
+    let earliest = |c: &mut Client| {
+        let r = c.call(
+            &ListOffsetsRequest::default().with_topics(vec![
+                ListOffsetsTopic::default()
+                    .with_name(topic("del"))
+                    .with_partitions(vec![
+                        ListOffsetsPartition::default()
+                            .with_partition_index(0)
+                            .with_timestamp(-2),
+                    ]),
+            ]),
+            7,
+        );
+        r.topics[0].partitions[0].offset
+    };
+    assert_eq!(earliest(&mut c), 6);
+    let f = fetch(&mut c, "del", 0, 2, 0, 12);
+    assert_eq!(
+        f.responses[0].partitions[0].error_code, 1,
+        "below the log start"
+    );
+    let f = fetch(&mut c, "del", 0, 6, 0, 12);
+    assert_eq!(f.responses[0].partitions[0].log_start_offset, 6);
+    let records = f.responses[0].partitions[0].records.clone().unwrap();
+    assert_eq!(values(&records)[0], (6, "r6".to_string()));
+    b.stop();
+    let mut b = Broker::start_in(&b.dir.clone(), &[]);
+    let mut c = b.client();
+    assert_eq!(earliest(&mut c), 6);
+    // -1: up to the high watermark.
+    assert_eq!(delete(&mut c, -1, 2), (0, 10));
+    b.kill9();
+    let b = Broker::start_in(&b.dir.clone(), &[]);
+    let mut c = b.client();
+    assert_eq!(earliest(&mut c), 10);
+}
