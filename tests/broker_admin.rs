@@ -345,3 +345,110 @@ fn given_records_when_deleted_then_earliest_and_fetch_follow_and_the_start_survi
     let mut c = b.client();
     assert_eq!(earliest(&mut c), 10);
 }
+
+#[test]
+fn given_a_topic_when_its_configs_are_described_then_every_kafka_topic_config_is_listed_as_kafka_lists_it()
+ {
+    use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+    let b = Broker::start(&["--set", "log.retention.bytes=5000000"]);
+    let mut c = b.client();
+    create_topic(&mut c, "all", 1, &[("retention.ms", "60000")]);
+    let r = c.call(
+        &DescribeConfigsRequest::default()
+            .with_include_synonyms(true)
+            .with_include_documentation(true)
+            .with_resources(vec![
+                DescribeConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(s("all")),
+                DescribeConfigsResource::default()
+                    .with_resource_type(4)
+                    .with_resource_name(s("0")),
+            ]),
+        4,
+    );
+    let topic = &r.results[0];
+    assert_eq!(topic.error_code, 0);
+    let names: Vec<&str> = topic.configs.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names.len(), 33, "{names:?}");
+    for k in [
+        "cleanup.policy",
+        "min.insync.replicas",
+        "segment.index.bytes",
+        "unclean.leader.election.enable",
+        "message.timestamp.after.max.ms",
+        "remote.storage.enable",
+    ] {
+        assert!(names.contains(&k), "{k} missing");
+    }
+    let get = |k: &str| topic.configs.iter().find(|e| e.name.as_str() == k).unwrap();
+    // An override: topic source, then the broker's default as its synonym.
+    let e = get("retention.ms");
+    assert_eq!(
+        (e.value.as_deref(), e.config_source, e.read_only),
+        (Some("60000"), 1, false)
+    );
+    let syn: Vec<(&str, Option<&str>, i8)> = e
+        .synonyms
+        .iter()
+        .map(|x| (x.name.as_str(), x.value.as_deref(), x.source))
+        .collect();
+    assert_eq!(
+        syn,
+        vec![
+            ("retention.ms", Some("60000"), 1),
+            ("log.retention.ms", Some("604800000"), 5)
+        ]
+    );
+    assert_eq!(e.config_type, 5, "LONG");
+    assert!(e.documentation.is_some());
+    // A static broker setting: its source, and the default below it.
+    let e = get("retention.bytes");
+    assert_eq!((e.value.as_deref(), e.config_source), (Some("5000000"), 4));
+    assert_eq!(e.synonyms.len(), 2);
+    // Unset flush.ms is Kafka's "never", not an empty string.
+    assert_eq!(
+        get("flush.ms").value.as_deref(),
+        Some("9223372036854775807")
+    );
+    // What Strata does not implement is listed with Kafka's default, read-only.
+    let e = get("min.insync.replicas");
+    assert_eq!(
+        (e.value.as_deref(), e.read_only, e.config_type),
+        (Some("1"), true, 3)
+    );
+    assert!(!get("segment.bytes").read_only);
+    assert_eq!(get("cleanup.policy").config_type, 7, "LIST");
+    // Broker configs: static, read-only; an unset one is null.
+    let broker = &r.results[1];
+    assert_eq!(broker.error_code, 0);
+    let adv = broker
+        .configs
+        .iter()
+        .find(|e| e.name.as_str() == "advertised.listeners")
+        .unwrap();
+    assert_eq!(adv.value, None);
+    assert!(broker.configs.iter().all(|e| e.read_only));
+    // Changing what is not implemented is refused, saying why.
+    use kafka_protocol::messages::incremental_alter_configs_request as inc;
+    let r = c.call(
+        &IncrementalAlterConfigsRequest::default().with_resources(vec![
+            inc::AlterConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(s("all"))
+                .with_configs(vec![
+                    inc::AlterableConfig::default()
+                        .with_name(s("min.insync.replicas"))
+                        .with_config_operation(0)
+                        .with_value(Some(s("2"))),
+                ]),
+        ]),
+        1,
+    );
+    assert_eq!(r.responses[0].error_code, 40);
+    let m = r.responses[0].error_message.as_deref().unwrap().to_string();
+    assert!(
+        m.contains("not supported") && m.contains("replication"),
+        "{m}"
+    );
+}

@@ -217,7 +217,327 @@ pub const TOPIC_KEYS: &[(&str, &str)] = &[
     ("flush.messages", "log.flush.interval.messages"),
     ("flush.ms", "log.flush.interval.ms"),
     ("cleanup.policy", ""),
+    ("index.interval.bytes", "log.index.interval.bytes"),
+    ("preallocate", "log.preallocate"),
 ];
+
+/// A config's type, as DescribeConfigs (v3+) reports it (Kafka's `ConfigDef.Type` ids).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigType {
+    Boolean = 1,
+    String = 2,
+    Int = 3,
+    Long = 5,
+    Double = 6,
+    List = 7,
+}
+
+/// One topic config as Kafka 4.x defines it.
+#[derive(Debug, Clone, Copy)]
+pub struct TopicConfigDef {
+    pub name: &'static str,
+    /// The broker setting that supplies its default (Kafka's synonym), or "" if none.
+    pub broker_key: &'static str,
+    /// Kafka's default (for the configs Strata does not implement, the value it reports).
+    pub kafka_default: &'static str,
+    pub kind: ConfigType,
+    /// `None`: implemented ([`TOPIC_KEYS`]). Otherwise why not: it is listed with Kafka's
+    /// default, read-only, and a change is refused with this reason.
+    pub unsupported: Option<&'static str>,
+    pub doc: &'static str,
+}
+
+const NO_COMPACTION: &str = "log compaction is not implemented (cleanup.policy=delete only)";
+const NO_REPLICAS: &str = "replication is not implemented yet (one broker, one copy)";
+const NO_TIERED: &str = "tiered storage is not implemented";
+
+/// Every topic config Kafka 4.x lists, in name order: what DescribeConfigs answers.
+pub const KAFKA_TOPIC_CONFIGS: &[TopicConfigDef] = &{
+    use ConfigType as T;
+    const fn d(
+        name: &'static str,
+        broker_key: &'static str,
+        kafka_default: &'static str,
+        kind: ConfigType,
+        unsupported: Option<&'static str>,
+        doc: &'static str,
+    ) -> TopicConfigDef {
+        TopicConfigDef {
+            name,
+            broker_key,
+            kafka_default,
+            kind,
+            unsupported,
+            doc,
+        }
+    }
+    [
+        d(
+            "cleanup.policy",
+            "log.cleanup.policy",
+            "delete",
+            T::List,
+            None,
+            "How old segments are retired: delete (compaction is not implemented).",
+        ),
+        d(
+            "compression.gzip.level",
+            "compression.gzip.level",
+            "-1",
+            T::Int,
+            Some("codec levels are not configurable (each codec's default level)"),
+            "Level of gzip compression when the broker compresses.",
+        ),
+        d(
+            "compression.lz4.level",
+            "compression.lz4.level",
+            "9",
+            T::Int,
+            Some("codec levels are not configurable (each codec's default level)"),
+            "Level of lz4 compression when the broker compresses.",
+        ),
+        d(
+            "compression.type",
+            "compression.type",
+            "producer",
+            T::String,
+            None,
+            "Codec of stored batches: producer keeps the client's; none, gzip, snappy, lz4, zstd re-encode.",
+        ),
+        d(
+            "compression.zstd.level",
+            "compression.zstd.level",
+            "3",
+            T::Int,
+            Some("codec levels are not configurable (each codec's default level)"),
+            "Level of zstd compression when the broker compresses.",
+        ),
+        d(
+            "delete.retention.ms",
+            "log.cleaner.delete.retention.ms",
+            "86400000",
+            T::Long,
+            Some(NO_COMPACTION),
+            "How long delete tombstones are kept by compaction.",
+        ),
+        d(
+            "file.delete.delay.ms",
+            "log.segment.delete.delay.ms",
+            "60000",
+            T::Long,
+            Some("segments are unlinked at once; readers keep their mappings"),
+            "Delay before a deleted segment's file is removed.",
+        ),
+        d(
+            "flush.messages",
+            "log.flush.interval.messages",
+            "9223372036854775807",
+            T::Long,
+            None,
+            "fsync once this many messages were appended since the last (1: before every acknowledgement).",
+        ),
+        d(
+            "flush.ms",
+            "log.flush.interval.ms",
+            "9223372036854775807",
+            T::Long,
+            None,
+            "fsync at least this often (0: before every acknowledgement).",
+        ),
+        d(
+            "follower.replication.throttled.replicas",
+            "follower.replication.throttled.replicas",
+            "",
+            T::List,
+            Some(NO_REPLICAS),
+            "Replicas whose replication is throttled on the follower side.",
+        ),
+        d(
+            "index.interval.bytes",
+            "log.index.interval.bytes",
+            "4096",
+            T::Int,
+            None,
+            "Bytes between offset-index entries.",
+        ),
+        d(
+            "leader.replication.throttled.replicas",
+            "leader.replication.throttled.replicas",
+            "",
+            T::List,
+            Some(NO_REPLICAS),
+            "Replicas whose replication is throttled on the leader side.",
+        ),
+        d(
+            "local.retention.bytes",
+            "log.local.retention.bytes",
+            "-2",
+            T::Long,
+            Some(NO_TIERED),
+            "Bytes kept locally when tiered storage is on.",
+        ),
+        d(
+            "local.retention.ms",
+            "log.local.retention.ms",
+            "-2",
+            T::Long,
+            Some(NO_TIERED),
+            "Time kept locally when tiered storage is on.",
+        ),
+        d(
+            "max.compaction.lag.ms",
+            "log.cleaner.max.compaction.lag.ms",
+            "9223372036854775807",
+            T::Long,
+            Some(NO_COMPACTION),
+            "Longest a record stays uncompacted.",
+        ),
+        d(
+            "max.message.bytes",
+            "message.max.bytes",
+            "1048588",
+            T::Int,
+            None,
+            "Largest batch accepted.",
+        ),
+        d(
+            "message.timestamp.after.max.ms",
+            "log.message.timestamp.after.max.ms",
+            "3600000",
+            T::Long,
+            Some("record timestamps are not bounded"),
+            "Most a record's timestamp may be ahead of the broker's clock.",
+        ),
+        d(
+            "message.timestamp.before.max.ms",
+            "log.message.timestamp.before.max.ms",
+            "9223372036854775807",
+            T::Long,
+            Some("record timestamps are not bounded"),
+            "Most a record's timestamp may be behind the broker's clock.",
+        ),
+        d(
+            "message.timestamp.type",
+            "log.message.timestamp.type",
+            "CreateTime",
+            T::String,
+            None,
+            "CreateTime keeps the producer's timestamps; LogAppendTime stamps the broker's.",
+        ),
+        d(
+            "min.cleanable.dirty.ratio",
+            "log.cleaner.min.cleanable.ratio",
+            "0.5",
+            T::Double,
+            Some(NO_COMPACTION),
+            "Dirty ratio that starts compaction.",
+        ),
+        d(
+            "min.compaction.lag.ms",
+            "log.cleaner.min.compaction.lag.ms",
+            "0",
+            T::Long,
+            Some(NO_COMPACTION),
+            "Shortest a record stays uncompacted.",
+        ),
+        d(
+            "min.insync.replicas",
+            "min.insync.replicas",
+            "1",
+            T::Int,
+            Some(NO_REPLICAS),
+            "In-sync replicas an acks=all produce needs.",
+        ),
+        d(
+            "preallocate",
+            "log.preallocate",
+            "false",
+            T::Boolean,
+            None,
+            "Reserve the active segment's blocks ahead of its data (32 MiB steps).",
+        ),
+        d(
+            "remote.log.copy.disable",
+            "",
+            "false",
+            T::Boolean,
+            Some(NO_TIERED),
+            "Stop copying segments to remote storage.",
+        ),
+        d(
+            "remote.log.delete.on.disable",
+            "",
+            "false",
+            T::Boolean,
+            Some(NO_TIERED),
+            "Delete remote segments when tiered storage is turned off.",
+        ),
+        d(
+            "remote.storage.enable",
+            "",
+            "false",
+            T::Boolean,
+            Some(NO_TIERED),
+            "Tiered storage for this topic.",
+        ),
+        d(
+            "retention.bytes",
+            "log.retention.bytes",
+            "-1",
+            T::Long,
+            None,
+            "Bytes kept per partition before old segments are deleted (-1: no limit).",
+        ),
+        d(
+            "retention.ms",
+            "log.retention.ms",
+            "604800000",
+            T::Long,
+            None,
+            "How long segments are kept (-1: forever).",
+        ),
+        d(
+            "segment.bytes",
+            "log.segment.bytes",
+            "1073741824",
+            T::Int,
+            None,
+            "Segment size.",
+        ),
+        d(
+            "segment.index.bytes",
+            "log.index.size.max.bytes",
+            "10485760",
+            T::Int,
+            Some("index files grow with their segment; no fixed size"),
+            "Size of a segment's index files.",
+        ),
+        d(
+            "segment.jitter.ms",
+            "log.roll.jitter.ms",
+            "0",
+            T::Long,
+            Some("segments roll at segment.ms exactly"),
+            "Random jitter subtracted from segment.ms.",
+        ),
+        d(
+            "segment.ms",
+            "log.roll.ms",
+            "604800000",
+            T::Long,
+            None,
+            "Roll the active segment after this long.",
+        ),
+        d(
+            "unclean.leader.election.enable",
+            "unclean.leader.election.enable",
+            "false",
+            T::Boolean,
+            Some(NO_REPLICAS),
+            "Elect an out-of-sync replica as leader.",
+        ),
+    ]
+};
 
 /// Aliases Kafka also accepts, mapped to the key we store, with a unit multiplier.
 const ALIASES: &[(&str, &str, i64)] = &[
@@ -642,8 +962,15 @@ impl TopicConfig {
     /// Validates `overrides` and computes the engine settings.
     pub fn resolve(broker: &BrokerConfig, overrides: BTreeMap<String, String>) -> Result<Self> {
         for k in overrides.keys() {
-            if !TOPIC_KEYS.iter().any(|(t, _)| t == k) {
-                bail!("unknown topic config {k:?}");
+            if TOPIC_KEYS.iter().any(|(t, _)| t == k) {
+                continue;
+            }
+            match KAFKA_TOPIC_CONFIGS.iter().find(|d| d.name == k) {
+                Some(TopicConfigDef {
+                    unsupported: Some(why),
+                    ..
+                }) => bail!("{k} is not supported by Strata: {why}"),
+                _ => bail!("unknown topic config {k:?}"),
             }
         }
         let get = |k: &str| -> String {
@@ -705,11 +1032,17 @@ impl TopicConfig {
             retention_check_interval: broker.retention_check_interval()?,
             fsync,
             flush_messages,
-            index_interval_bytes: u32::try_from(broker.i64("log.index.interval.bytes")?)
-                .context("log.index.interval.bytes out of range")?,
+            index_interval_bytes: u32::try_from(num("index.interval.bytes")?)
+                .ok()
+                .filter(|n| *n >= 1)
+                .context("index.interval.bytes must be in 1..=4294967295")?,
             max_batch_bytes: usize::try_from(max_message_bytes)
                 .context("max.message.bytes must be positive")?,
-            preallocate: broker.bool("log.preallocate")?,
+            preallocate: match get("preallocate").as_str() {
+                "true" => true,
+                "false" => false,
+                v => bail!("preallocate must be true or false, got {v:?}"),
+            },
             write_mode: broker.write_mode()?,
             direct_cache_bytes: broker.direct_cache_bytes()?,
             // The broker locks its data directory (one descriptor), not every partition's.
@@ -727,12 +1060,24 @@ impl TopicConfig {
         })
     }
 
-    /// The effective value of a topic key and whether the topic overrides it.
+    /// The effective value of a topic key and whether the topic overrides it: Kafka's
+    /// default for the configs Strata does not implement, and Kafka's "never" for an unset
+    /// `flush.ms`.
     pub fn value(&self, broker: &BrokerConfig, key: &str) -> (String, bool) {
-        match self.overrides.get(key) {
-            Some(v) => (v.clone(), true),
-            None => (broker.topic_default(key), false),
+        if let Some(v) = self.overrides.get(key) {
+            return (v.clone(), true);
         }
+        let def = KAFKA_TOPIC_CONFIGS.iter().find(|d| d.name == key);
+        if let Some(d) = def.filter(|d| d.unsupported.is_some()) {
+            return (d.kafka_default.to_string(), false);
+        }
+        let v = broker.topic_default(key);
+        if v.is_empty()
+            && let Some(d) = def
+        {
+            return (d.kafka_default.to_string(), false);
+        }
+        (v, false)
     }
 }
 

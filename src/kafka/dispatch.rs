@@ -94,7 +94,7 @@ pub(crate) async fn dispatch(
         R::InitProducerId(r) => api::producer_id::init_producer_id(broker, r, version),
         R::CreateTopics(r) => api::topics::create_topics(broker, r, version).await,
         R::DeleteTopics(r) => api::topics::delete_topics(broker, r, version).await,
-        R::DescribeConfigs(r) => api::topics::describe_configs(broker, r, version),
+        R::DescribeConfigs(r) => api::configs::describe_configs(broker, r, version),
         R::CreatePartitions(r) => api::admin::create_partitions(broker, r, version).await,
         R::AlterConfigs(r) => api::admin::alter_configs(broker, r, version).await,
         R::IncrementalAlterConfigs(r) => {

@@ -1,4 +1,4 @@
-//! CreateTopics, DeleteTopics and DescribeConfigs.
+//! CreateTopics and DeleteTopics.
 
 use std::sync::Arc;
 
@@ -17,20 +17,19 @@ use kafka_protocol::messages::create_topics_response::{
     CreatableTopicConfigs, CreatableTopicResult,
 };
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
-use kafka_protocol::messages::describe_configs_response::{
-    DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
-};
 
 use super::duplicated;
 use crate::broker::Topic;
-use crate::broker::config::{BROKER_KEYS, TOPIC_KEYS};
+use crate::broker::config::KAFKA_TOPIC_CONFIGS;
 
-fn topic_configs(broker: &Broker, topic: &Topic) -> Vec<(String, String, bool)> {
-    TOPIC_KEYS
+/// Every config of a new topic, as CreateTopics (v5+) answers: (name, value, overridden,
+/// read-only).
+fn topic_configs(broker: &Broker, topic: &Topic) -> Vec<(String, String, bool, bool)> {
+    KAFKA_TOPIC_CONFIGS
         .iter()
-        .map(|(k, _)| {
-            let (v, overridden) = topic.config.value(&broker.config, k);
-            (k.to_string(), v, overridden)
+        .map(|d| {
+            let (v, overridden) = topic.config.value(&broker.config, d.name);
+            (d.name.to_string(), v, overridden, d.unsupported.is_some())
         })
         .collect()
 }
@@ -139,10 +138,11 @@ pub async fn create_topics(broker: &Arc<Broker>, req: CreateTopicsRequest, versi
                         .with_configs(Some(
                             topic_configs(broker, &topic)
                                 .into_iter()
-                                .map(|(k, v, overridden)| {
+                                .map(|(k, v, overridden, read_only)| {
                                     CreatableTopicConfigs::default()
                                         .with_name(s(k))
-                                        .with_value(Some(s(v)))
+                                        .with_value((!v.is_empty()).then(|| s(v)))
+                                        .with_read_only(read_only)
                                         .with_config_source(if overridden { 1 } else { 5 })
                                 })
                                 .collect(),
@@ -279,139 +279,6 @@ pub async fn delete_topics(broker: &Arc<Broker>, req: DeleteTopicsRequest, versi
         .collect();
     encode_body(
         &DeleteTopicsResponse::default().with_responses(responses),
-        version,
-    )
-}
-
-/// One DescribeConfigs entry: key, value, source, and the broker setting it defaults to.
-type ConfigEntry = (String, String, i8, Option<(String, String, i8)>);
-
-/// Kafka's ConfigSource values.
-const SOURCE_TOPIC: i8 = 1;
-const SOURCE_STATIC_BROKER: i8 = 4;
-const SOURCE_DEFAULT: i8 = 5;
-
-/// DescribeConfigs. A resource named twice would be described twice (a few dozen entries for a
-/// few bytes asked): every occurrence of a duplicate gets INVALID_REQUEST instead.
-pub fn describe_configs(broker: &Arc<Broker>, req: DescribeConfigsRequest, version: i16) -> Reply {
-    let dup = duplicated(
-        req.resources
-            .iter()
-            .map(|r| (r.resource_type, r.resource_name.clone())),
-    );
-    let mut results = Vec::new();
-    for res in req.resources {
-        let name = res.resource_name.to_string();
-        let mut r = DescribeConfigsResult::default()
-            .with_resource_type(res.resource_type)
-            .with_resource_name(res.resource_name.clone());
-        // (key, value, source, synonym: (broker key, value, source))
-        let entries: Result<Vec<ConfigEntry>, (ResponseError, String)> = match res.resource_type {
-            _ if dup.contains(&(res.resource_type, res.resource_name.clone())) => Err((
-                ResponseError::InvalidRequest,
-                "duplicate resource in the request".into(),
-            )),
-            2 => match broker.topic(&name) {
-                Some(topic) => Ok(TOPIC_KEYS
-                    .iter()
-                    .map(|(k, bk)| {
-                        let (v, overridden) = topic.config.value(&broker.config, k);
-                        let broker_source = if broker.config.is_explicit(bk) {
-                            SOURCE_STATIC_BROKER
-                        } else {
-                            SOURCE_DEFAULT
-                        };
-                        let source = if overridden {
-                            SOURCE_TOPIC
-                        } else {
-                            broker_source
-                        };
-                        let syn = (!bk.is_empty()).then(|| {
-                            (
-                                bk.to_string(),
-                                broker.config.get(bk).to_string(),
-                                broker_source,
-                            )
-                        });
-                        (k.to_string(), v, source, syn)
-                    })
-                    .collect()),
-                None => Err((
-                    ResponseError::UnknownTopicOrPartition,
-                    format!("topic {name:?} does not exist"),
-                )),
-            },
-            4 if name.is_empty() || name == broker.node_id.to_string() => Ok(BROKER_KEYS
-                .iter()
-                .map(|(k, _, _)| {
-                    let source = if broker.config.is_explicit(k) {
-                        SOURCE_STATIC_BROKER
-                    } else {
-                        SOURCE_DEFAULT
-                    };
-                    (
-                        k.to_string(),
-                        broker.config.get(k).to_string(),
-                        source,
-                        None,
-                    )
-                })
-                .collect()),
-            4 => Err((
-                ResponseError::InvalidRequest,
-                format!("this is broker {}, not {name}", broker.node_id),
-            )),
-            other => Err((
-                ResponseError::InvalidRequest,
-                format!("resource type {other} is not supported"),
-            )),
-        };
-        match entries {
-            Err((e, m)) => {
-                r = r
-                    .with_error_code(kafka_code(e))
-                    .with_error_message(Some(s(m)));
-            }
-            Ok(entries) => {
-                // Null asks for every key; so does an empty list (clients differ in how they say "all").
-                let keys: Option<Vec<String>> = res
-                    .configuration_keys
-                    .filter(|k| !k.is_empty())
-                    .map(|k| k.iter().map(|k| k.to_string()).collect());
-                let configs = entries
-                    .into_iter()
-                    .filter(|(k, ..)| keys.as_ref().is_none_or(|w| w.contains(k)))
-                    .map(|(k, v, source, syn)| {
-                        let mut c = DescribeConfigsResourceResult::default()
-                            .with_name(s(k))
-                            .with_value(Some(s(v)))
-                            .with_read_only(res.resource_type == 4);
-                        {
-                            c = c.with_config_source(source);
-                            if req.include_synonyms
-                                && let Some((bk, bv, bs)) = syn
-                            {
-                                c = c.with_synonyms(vec![
-                                    DescribeConfigsSynonym::default()
-                                        .with_name(s(bk))
-                                        .with_value(Some(s(bv)))
-                                        .with_source(bs),
-                                ]);
-                            }
-                        }
-                        if version >= 3 {
-                            c = c.with_config_type(0);
-                        }
-                        c
-                    })
-                    .collect();
-                r = r.with_configs(configs);
-            }
-        }
-        results.push(r);
-    }
-    encode_body(
-        &DescribeConfigsResponse::default().with_results(results),
         version,
     )
 }

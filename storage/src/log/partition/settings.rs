@@ -63,7 +63,7 @@ impl Inner {
                 self.runtime.wake_at(at, me);
             }
         }
-        tracing::info!(dir = %self.dir.display(), ?new, "log settings changed");
+        tracing::debug!(dir = %self.dir.display(), ?new, "log settings changed");
         Ok(())
     }
 }
