@@ -452,3 +452,101 @@ fn given_a_topic_when_its_configs_are_described_then_every_kafka_topic_config_is
         "{m}"
     );
 }
+
+#[test]
+fn given_a_broker_when_described_then_cluster_log_dirs_producers_and_epoch_ends_are_answered() {
+    use kafka_protocol::messages::describe_log_dirs_request::DescribableLogDirTopic;
+    use kafka_protocol::messages::describe_producers_request::TopicRequest;
+    use kafka_protocol::messages::offset_for_leader_epoch_request::{
+        OffsetForLeaderPartition, OffsetForLeaderTopic,
+    };
+    let b = Broker::start(&[]);
+    let mut c = b.client();
+    create_topic(&mut c, "info", 2, &[]);
+    for i in 0..3 {
+        let r = produce(&mut c, "info", 0, batch(&["x"], Some((42, 0, i))), -1).unwrap();
+        assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+    }
+    // DescribeCluster: this broker, which is also the controller.
+    for v in 0..=2 {
+        let r = c.call(&DescribeClusterRequest::default().with_endpoint_type(1), v);
+        assert_eq!(r.error_code, 0, "v{v}");
+        assert_eq!(r.brokers.len(), 1);
+        assert_eq!(r.brokers[0].broker_id.0, 0);
+        assert_eq!(r.controller_id.0, 0);
+        assert!(r.cluster_id.starts_with("strata-"));
+    }
+    let r = c.call(&DescribeClusterRequest::default().with_endpoint_type(2), 2);
+    assert_eq!(r.error_code, 115, "UNSUPPORTED_ENDPOINT_TYPE");
+    // DescribeLogDirs: the data directory, sizes per partition, and (v4) the disk's bytes.
+    let r = c.call(
+        &DescribeLogDirsRequest::default().with_topics(Some(vec![
+            DescribableLogDirTopic::default()
+                .with_topic(topic("info"))
+                .with_partitions(vec![0, 1, 7]),
+        ])),
+        4,
+    );
+    let dir = &r.results[0];
+    assert_eq!(dir.error_code, 0);
+    assert!(dir.total_bytes > 0 && dir.usable_bytes > 0);
+    let parts = &dir.topics[0].partitions;
+    assert_eq!(parts.len(), 2, "an unknown partition is left out");
+    assert!(parts[0].partition_size > 0);
+    assert_eq!(parts[1].partition_size, 0);
+    let all = c.call(&DescribeLogDirsRequest::default().with_topics(None), 1);
+    assert!(
+        all.results[0]
+            .topics
+            .iter()
+            .any(|t| t.name.0.as_str() == "info")
+    );
+    // DescribeProducers: the idempotent producer and its last sequence.
+    let r = c.call(
+        &DescribeProducersRequest::default().with_topics(vec![
+            TopicRequest::default()
+                .with_name(topic("info"))
+                .with_partition_indexes(vec![0, 1, 9]),
+        ]),
+        0,
+    );
+    let ps = &r.topics[0].partitions;
+    assert_eq!(ps[0].error_code, 0);
+    assert_eq!(ps[0].active_producers.len(), 1);
+    assert_eq!(ps[0].active_producers[0].producer_id.0, 42);
+    assert_eq!(ps[0].active_producers[0].last_sequence, 2);
+    assert!(ps[1].active_producers.is_empty());
+    assert_eq!(ps[2].error_code, 3);
+    // OffsetForLeaderEpoch: epoch 0 ends at the log end; newer epochs are unknown.
+    for v in 2..=4 {
+        let r = c.call(
+            &OffsetForLeaderEpochRequest::default()
+                .with_replica_id(BrokerId(-1))
+                .with_topics(vec![
+                    OffsetForLeaderTopic::default()
+                        .with_topic(topic("info"))
+                        .with_partitions(vec![
+                            OffsetForLeaderPartition::default()
+                                .with_partition(0)
+                                .with_current_leader_epoch(0)
+                                .with_leader_epoch(0),
+                            OffsetForLeaderPartition::default()
+                                .with_partition(0)
+                                .with_current_leader_epoch(-1)
+                                .with_leader_epoch(3),
+                            OffsetForLeaderPartition::default()
+                                .with_partition(0)
+                                .with_current_leader_epoch(1)
+                                .with_leader_epoch(0),
+                        ]),
+                ]),
+            v,
+        );
+        let e: Vec<(i16, i32, i64)> = r.topics[0]
+            .partitions
+            .iter()
+            .map(|p| (p.error_code, p.leader_epoch, p.end_offset))
+            .collect();
+        assert_eq!(e, vec![(0, 0, 3), (0, -1, -1), (75, -1, -1)], "v{v}");
+    }
+}

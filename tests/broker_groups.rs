@@ -614,3 +614,74 @@ fn given_a_member_parked_in_the_join_barrier_when_the_broker_stops_then_it_is_an
         "COORDINATOR_NOT_AVAILABLE"
     );
 }
+
+#[test]
+fn given_committed_offsets_when_offset_delete_is_asked_then_only_unsubscribed_topics_lose_them() {
+    use kafka_protocol::messages::offset_delete_request::{
+        OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
+    };
+    use kafka_protocol::protocol::Encodable;
+    let b = Broker::start(GROUP_SETTINGS);
+    let mut c = b.client();
+    create_topic(&mut c, "sub", 1, &[]);
+    create_topic(&mut c, "other", 1, &[]);
+    // A member subscribed to "sub" (consumer protocol metadata, v0).
+    let mut meta = bytes::BytesMut::new();
+    meta.extend_from_slice(&0i16.to_be_bytes());
+    ConsumerProtocolSubscription::default()
+        .with_topics(vec![s("sub")])
+        .encode(&mut meta, 0)
+        .unwrap();
+    let j = join(&mut c, "od", None, 10_000, &[("range", &meta)]);
+    assert_eq!(j.error_code, 0);
+    let member = j.member_id.to_string();
+    let _ = sync(
+        &mut c,
+        "od",
+        j.generation_id,
+        &member,
+        &[(member.as_str(), b"")],
+    );
+    let codes = commit(
+        &mut c,
+        "od",
+        j.generation_id,
+        &member,
+        &[("sub", 0, 5, None), ("other", 0, 7, None)],
+    );
+    assert_eq!(codes, vec![0, 0]);
+    let delete = |c: &mut Client, group: &str| {
+        let r = c.call(
+            &OffsetDeleteRequest::default()
+                .with_group_id(group_id(group))
+                .with_topics(
+                    ["sub", "other"]
+                        .iter()
+                        .map(|t| {
+                            OffsetDeleteRequestTopic::default()
+                                .with_name(topic(t))
+                                .with_partitions(vec![
+                                    OffsetDeleteRequestPartition::default().with_partition_index(0),
+                                ])
+                        })
+                        .collect(),
+                ),
+            0,
+        );
+        (
+            r.error_code,
+            r.topics
+                .iter()
+                .map(|t| t.partitions[0].error_code)
+                .collect::<Vec<_>>(),
+        )
+    };
+    // The subscribed topic keeps its offset (GROUP_SUBSCRIBED_TO_TOPIC); the other loses it.
+    assert_eq!(delete(&mut c, "od"), (0, vec![86, 0]));
+    assert_eq!(
+        fetch_offsets(&mut c, "od", &[("sub", 0), ("other", 0)]),
+        vec![(5, Some(String::new())), (-1, Some(String::new()))]
+    );
+    // A group nobody knows.
+    assert_eq!(delete(&mut c, "nobody").0, 69, "GROUP_ID_NOT_FOUND");
+}

@@ -212,3 +212,56 @@ impl Broker {
             .map_err(|e| err(ErrorKind::Storage, e.to_string()))
     }
 }
+
+/// The leader epoch of every partition of a single broker: it has led them all since they
+/// were created (Metadata reports it; cluster part 2 makes it change).
+pub const SINGLE_BROKER_LEADER_EPOCH: i32 = 0;
+
+impl Broker {
+    /// Where leader epoch `epoch` ends in `topic`-`partition` (Kafka's OffsetForLeaderEpoch,
+    /// KIP-101/KIP-279): `(epoch, end offset)`, the largest epoch at or below the one asked for
+    /// and the start of the next, or the log end for the latest; `(-1, -1)` for an epoch newer
+    /// than any. `current_leader_epoch` (-1: unchecked) must be the partition's, as in Kafka:
+    /// older is FENCED_LEADER_EPOCH, newer UNKNOWN_LEADER_EPOCH.
+    pub fn end_offset_for_epoch(
+        &self,
+        topic: &str,
+        partition: i32,
+        current_leader_epoch: i32,
+        epoch: i32,
+    ) -> Result<(i32, i64), BrokerError> {
+        let p = self.partition(topic, partition).ok_or_else(|| {
+            err(
+                ErrorKind::UnknownTopicOrPartition,
+                format!("{topic}-{partition} does not exist"),
+            )
+        })?;
+        let log = p.log()?;
+        let current = log
+            .leader_epochs()
+            .last()
+            .map_or(SINGLE_BROKER_LEADER_EPOCH, |e| e.epoch);
+        if current_leader_epoch >= 0 && current_leader_epoch < current {
+            return Err(err(
+                ErrorKind::FencedLeaderEpoch,
+                format!("leader epoch {current_leader_epoch} is older than {current}"),
+            ));
+        }
+        if current_leader_epoch > current {
+            return Err(err(
+                ErrorKind::UnknownLeaderEpoch,
+                format!("leader epoch {current_leader_epoch} is newer than {current}"),
+            ));
+        }
+        if log.leader_epochs().is_empty() {
+            // One epoch since the log began: it ends at the log end.
+            return Ok(if epoch == SINGLE_BROKER_LEADER_EPOCH {
+                (epoch, log.log_end_offset() as i64)
+            } else {
+                (-1, -1)
+            });
+        }
+        let e = log.end_offset_for_epoch(epoch);
+        Ok((e.epoch, e.end_offset))
+    }
+}

@@ -22,6 +22,8 @@ pub enum ErrorKind {
     MessageTooLarge,
     UnsupportedForMessageFormat,
     OffsetOutOfRange,
+    FencedLeaderEpoch,
+    UnknownLeaderEpoch,
     // Idempotent producers.
     OutOfOrderSequenceNumber,
     InvalidProducerEpoch,
@@ -38,6 +40,7 @@ pub enum ErrorKind {
     GroupIdNotFound,
     NonEmptyGroup,
     OffsetMetadataTooLarge,
+    GroupSubscribedToTopic,
     /// Anything else: a bug or the broker shutting down.
     Unknown,
 }

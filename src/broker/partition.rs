@@ -300,6 +300,11 @@ impl Partition {
         }
     }
 
+    /// The idempotent producers this partition knows (Kafka's DescribeProducers), by id.
+    pub fn producers(&self) -> Vec<strata_storage::log::producer_state::ProducerView> {
+        self.producers.lock().producers()
+    }
+
     fn snapshot_path(log: &PartitionLog) -> PathBuf {
         log.dir().join(producer::SNAPSHOT_FILE)
     }

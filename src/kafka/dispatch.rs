@@ -101,6 +101,11 @@ pub(crate) async fn dispatch(
             api::admin::incremental_alter_configs(broker, r, version).await
         }
         R::DeleteRecords(r) => api::admin::delete_records(broker, r, version).await,
+        R::DescribeCluster(r) => api::cluster::describe_cluster(broker, r, version),
+        R::DescribeLogDirs(r) => api::cluster::describe_log_dirs(broker, r, version).await,
+        R::DescribeProducers(r) => api::cluster::describe_producers(broker, r, version),
+        R::OffsetForLeaderEpoch(r) => api::cluster::offset_for_leader_epoch(broker, r, version),
+        R::OffsetDelete(r) => groups::offset_delete(broker, r, version).await,
         R::FindCoordinator(r) => groups::find_coordinator(broker, r, version),
         R::JoinGroup(r) => {
             groups::join_group(broker, r, version, client_id, shutdown.clone()).await

@@ -20,6 +20,8 @@ pub fn kafka_error(kind: ErrorKind) -> ResponseError {
         K::MessageTooLarge => ResponseError::MessageTooLarge,
         K::UnsupportedForMessageFormat => ResponseError::UnsupportedForMessageFormat,
         K::OffsetOutOfRange => ResponseError::OffsetOutOfRange,
+        K::FencedLeaderEpoch => ResponseError::FencedLeaderEpoch,
+        K::UnknownLeaderEpoch => ResponseError::UnknownLeaderEpoch,
         K::OutOfOrderSequenceNumber => ResponseError::OutOfOrderSequenceNumber,
         K::InvalidProducerEpoch => ResponseError::InvalidProducerEpoch,
         K::CoordinatorNotAvailable => ResponseError::CoordinatorNotAvailable,
@@ -34,6 +36,7 @@ pub fn kafka_error(kind: ErrorKind) -> ResponseError {
         K::GroupIdNotFound => ResponseError::GroupIdNotFound,
         K::NonEmptyGroup => ResponseError::NonEmptyGroup,
         K::OffsetMetadataTooLarge => ResponseError::OffsetMetadataTooLarge,
+        K::GroupSubscribedToTopic => ResponseError::GroupSubscribedToTopic,
         K::Unknown => ResponseError::UnknownServerError,
     }
 }
@@ -67,6 +70,8 @@ mod tests {
             K::MessageTooLarge,
             K::UnsupportedForMessageFormat,
             K::OffsetOutOfRange,
+            K::FencedLeaderEpoch,
+            K::UnknownLeaderEpoch,
             K::OutOfOrderSequenceNumber,
             K::InvalidProducerEpoch,
             K::CoordinatorNotAvailable,
@@ -81,6 +86,7 @@ mod tests {
             K::GroupIdNotFound,
             K::NonEmptyGroup,
             K::OffsetMetadataTooLarge,
+            K::GroupSubscribedToTopic,
             K::Unknown,
         ];
         let mut codes: Vec<i16> = all.iter().map(|k| code(*k)).collect();

@@ -95,6 +95,58 @@ impl Coordinator {
         self.groups.lock().values().map(&mut f).collect()
     }
 
+    /// Deletes `group`'s committed offsets of `partitions` (Kafka's OffsetDelete), per
+    /// partition `None` when done. As Kafka: a group that has neither members nor offsets is
+    /// GROUP_ID_NOT_FOUND; a group with members may only lose the offsets of topics none of
+    /// them subscribes to (GROUP_SUBSCRIBED_TO_TOPIC otherwise), and only if it uses the
+    /// consumer protocol, whose subscriptions `subscribes(metadata, topic)` reads (the group
+    /// is NON_EMPTY_GROUP otherwise). Blocking.
+    pub fn delete_offsets(
+        &self,
+        group: &str,
+        partitions: &[(String, i32)],
+        subscribes: impl Fn(&[u8], &str) -> bool,
+    ) -> Result<Vec<Option<ErrorKind>>, ErrorKind> {
+        // (members' subscription metadata) when the group has members.
+        let members: Option<Vec<bytes::Bytes>> = {
+            let groups = self.groups.lock();
+            match groups.get(group) {
+                Some(g) if !g.is_empty() => {
+                    if g.protocol_type.as_deref() != Some("consumer") {
+                        return Err(ErrorKind::NonEmptyGroup);
+                    }
+                    let protocol = g.protocol.clone().unwrap_or_default();
+                    Some(g.members.iter().map(|m| m.metadata(&protocol)).collect())
+                }
+                Some(_) => None,
+                None if self.offsets.group_offsets(group).is_empty() => {
+                    return Err(ErrorKind::GroupIdNotFound);
+                }
+                None => None,
+            }
+        };
+        let verdicts: Vec<Option<ErrorKind>> = partitions
+            .iter()
+            .map(|(t, _)| {
+                members
+                    .as_ref()
+                    .is_some_and(|ms| ms.iter().any(|m| subscribes(m, t)))
+                    .then_some(ErrorKind::GroupSubscribedToTopic)
+            })
+            .collect();
+        let doomed: Vec<(String, i32)> = partitions
+            .iter()
+            .zip(&verdicts)
+            .filter(|(_, v)| v.is_none())
+            .map(|(k, _)| k.clone())
+            .collect();
+        if let Err(e) = self.offsets.delete_offsets(group, &doomed) {
+            tracing::error!(group, error = %format!("{e:#}"), "deleting committed offsets failed");
+            return Err(ErrorKind::Storage);
+        }
+        Ok(verdicts)
+    }
+
     /// Removes an empty group (DeleteGroups); its offsets are deleted by the caller.
     pub fn remove_group_if_empty(&self, id: &str) -> Result<(), ErrorKind> {
         let mut groups = self.groups.lock();

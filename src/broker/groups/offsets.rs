@@ -347,6 +347,29 @@ impl OffsetStore {
         Ok(stored)
     }
 
+    /// Deletes the committed offsets of `group` for `partitions` (durable tombstones; those
+    /// without one are skipped). Blocking.
+    pub fn delete_offsets(&self, group: &str, partitions: &[(String, i32)]) -> Result<()> {
+        let keys: Vec<OffsetKey> = {
+            let live = self.live.lock();
+            partitions
+                .iter()
+                .map(|(t, p)| (group.to_string(), t.clone(), *p))
+                .filter(|k| live.contains_key(k))
+                .collect()
+        };
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let mut records = Vec::with_capacity(keys.len());
+        for k in &keys {
+            let mut r = NewRecord::new(Vec::new()).with_key(encode_key(k)?);
+            r.value = None;
+            records.push(r.with_timestamp(now_ms()));
+        }
+        self.append(records, keys.into_iter().map(|k| (k, None)))
+    }
+
     /// Deletes every committed offset of `group` (durable tombstones). Blocking.
     pub fn delete_group(&self, group: &str) -> Result<()> {
         let keys: Vec<OffsetKey> = self

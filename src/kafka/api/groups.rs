@@ -707,3 +707,73 @@ pub async fn delete_groups(broker: &Arc<Broker>, req: DeleteGroupsRequest, versi
         version,
     )
 }
+
+/// OffsetDelete (v0): deletes a group's committed offsets of the partitions named, as Kafka
+/// does (broker::groups::Coordinator::delete_offsets); a member's subscription is read from its
+/// consumer-protocol metadata.
+pub async fn offset_delete(broker: &Arc<Broker>, req: OffsetDeleteRequest, version: i16) -> Reply {
+    use kafka_protocol::messages::offset_delete_response::{
+        OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+    };
+    let partitions: Vec<(String, i32)> = req
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .map(|p| (t.name.0.to_string(), p.partition_index))
+        })
+        .collect();
+    let group = req.group_id.0.to_string();
+    let c = broker.groups.clone();
+    let outcome =
+        tokio::task::spawn_blocking(move || c.delete_offsets(&group, &partitions, subscribes_to))
+            .await
+            .unwrap_or(Err(ErrorKind::Unknown));
+    let mut r = OffsetDeleteResponse::default();
+    match outcome {
+        Err(e) => r = r.with_error_code(crate::kafka::errors::code(e)),
+        Ok(verdicts) => {
+            let mut v = verdicts.into_iter();
+            r = r.with_topics(
+                req.topics
+                    .iter()
+                    .map(|t| {
+                        OffsetDeleteResponseTopic::default()
+                            .with_name(t.name.clone())
+                            .with_partitions(
+                                t.partitions
+                                    .iter()
+                                    .map(|p| {
+                                        OffsetDeleteResponsePartition::default()
+                                            .with_partition_index(p.partition_index)
+                                            .with_error_code(crate::kafka::errors::code_of(
+                                                v.next().flatten(),
+                                            ))
+                                    })
+                                    .collect(),
+                            )
+                    })
+                    .collect(),
+            );
+        }
+    }
+    encode_body(&r, version)
+}
+
+/// Whether a consumer-protocol subscription (`ConsumerProtocolSubscription`, its version
+/// first) names `topic`; one that does not decode is taken as naming it (nothing is deleted
+/// from under a member we cannot read).
+fn subscribes_to(metadata: &[u8], topic: &str) -> bool {
+    use kafka_protocol::messages::ConsumerProtocolSubscription;
+    use kafka_protocol::protocol::Decodable;
+    let Some((version, body)) = metadata.split_first_chunk::<2>() else {
+        return true;
+    };
+    let version = i16::from_be_bytes(*version);
+    let mut buf = bytes::Bytes::copy_from_slice(body);
+    match ConsumerProtocolSubscription::decode(&mut buf, version.clamp(0, 3)) {
+        Ok(sub) => sub.topics.iter().any(|t| t.as_str() == topic),
+        Err(_) => true,
+    }
+}

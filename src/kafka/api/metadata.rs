@@ -110,7 +110,9 @@ pub async fn metadata(broker: &Arc<Broker>, req: MetadataRequest, version: i16) 
                                 .with_replica_nodes(vec![BrokerId(broker.node_id)])
                                 .with_isr_nodes(vec![BrokerId(broker.node_id)]);
                             if version >= 7 {
-                                mp = mp.with_leader_epoch(0);
+                                mp = mp.with_leader_epoch(
+                                    crate::broker::admin::SINGLE_BROKER_LEADER_EPOCH,
+                                );
                             }
                             // An offline partition (damaged, or its disk failed or filled), as
                             // Kafka lists the partitions of an offline log directory.

@@ -9,6 +9,7 @@ use kafka_protocol::protocol::StrBytes;
 
 pub mod admin;
 pub mod api_versions;
+pub mod cluster;
 pub mod configs;
 pub mod fetch;
 pub mod groups;

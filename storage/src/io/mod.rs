@@ -345,6 +345,12 @@ pub fn raise_open_file_limit() -> io::Result<(u64, u64)> {
 /// Bytes an unprivileged writer may still allocate on the file system holding `path`
 /// (`statvfs`: available blocks times the fragment size).
 pub fn available_bytes(path: &Path) -> io::Result<u64> {
+    space(path).map(|(_, available)| available)
+}
+
+/// The size of the file system holding `path` and the bytes an unprivileged writer may still
+/// allocate on it (`statvfs`: total and available blocks times the fragment size).
+pub fn space(path: &Path) -> io::Result<(u64, u64)> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(path.as_os_str().as_bytes())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path holds a NUL byte"))?;
@@ -355,7 +361,10 @@ pub fn available_bytes(path: &Path) -> io::Result<u64> {
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(st.f_bavail.saturating_mul(st.f_frsize))
+    Ok((
+        st.f_blocks.saturating_mul(st.f_frsize),
+        st.f_bavail.saturating_mul(st.f_frsize),
+    ))
 }
 
 /// How many of `path`'s bytes are in the page cache (`mincore` over a read-only mapping), so a
