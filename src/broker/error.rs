@@ -10,6 +10,8 @@
 pub enum ErrorKind {
     // Topics and partitions.
     UnknownTopicOrPartition,
+    /// A topic named by an id no topic has (deleted, or re-created under a new id).
+    UnknownTopicId,
     TopicAlreadyExists,
     InvalidTopic,
     InvalidPartitions,

@@ -78,7 +78,7 @@ pub struct Broker {
     pub node_id: i32,
     pub cluster_id: String,
     backend: Arc<dyn IoBackend>,
-    topics: RwLock<BTreeMap<String, Arc<Topic>>>,
+    topics: RwLock<topics::TopicMap>,
     /// Serialises topic creation and deletion.
     admin: Mutex<()>,
     producer_ids: ProducerIdAllocator,
@@ -177,7 +177,7 @@ impl Broker {
             cluster_id,
             producer_ids: ProducerIdAllocator::open(&data_dir, backend.clone())?,
             backend,
-            topics: RwLock::new(BTreeMap::new()),
+            topics: RwLock::new(Default::default()),
             damaged_topics: RwLock::new(BTreeMap::new()),
             admin: Mutex::new(()),
             decompression: Arc::new(tokio::sync::Semaphore::new(
@@ -293,7 +293,7 @@ impl Broker {
     /// stopped, so no connection holds a partition any more; a log still held elsewhere is
     /// synced but not marked clean (its next open recovers it, losing nothing).
     pub fn close(&self) -> Result<()> {
-        let topics: Vec<Arc<Topic>> = std::mem::take(&mut *self.topics.write())
+        let topics: Vec<Arc<Topic>> = std::mem::take(&mut self.topics.write().by_name)
             .into_values()
             .collect();
         let mut first_err: Option<anyhow::Error> = None;

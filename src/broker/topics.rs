@@ -37,6 +37,43 @@ pub fn validate_topic_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The topics by name, and their names by topic id (Fetch v13+ and Produce v13 name topics by
+/// id: a lookup per topic asked, not a scan).
+#[derive(Debug, Default)]
+pub struct TopicMap {
+    pub by_name: BTreeMap<String, Arc<Topic>>,
+    by_id: std::collections::HashMap<u128, String>,
+}
+
+impl TopicMap {
+    pub fn insert(&mut self, name: String, topic: Arc<Topic>) {
+        self.by_id.insert(topic.id, name.clone());
+        if let Some(old) = self.by_name.insert(name, topic)
+            && self.by_name.values().all(|t| t.id != old.id)
+        {
+            self.by_id.remove(&old.id);
+        }
+    }
+
+    pub fn remove(&mut self, name: &str) -> Option<Arc<Topic>> {
+        let t = self.by_name.remove(name)?;
+        self.by_id.remove(&t.id);
+        Some(t)
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<Topic>> {
+        self.by_name.get(name)
+    }
+
+    pub fn by_id(&self, id: u128) -> Option<&Arc<Topic>> {
+        self.by_id.get(&id).and_then(|n| self.by_name.get(n))
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &Arc<Topic>> {
+        self.by_name.values()
+    }
+}
+
 /// A topic: its partitions and effective configuration.
 #[derive(Debug)]
 pub struct Topic {
@@ -136,6 +173,12 @@ impl Broker {
 
     pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
         self.topics.read().get(name).cloned()
+    }
+
+    /// The topic whose id is `id` (ids are new for every creation, so a re-created topic's old
+    /// id finds nothing).
+    pub fn topic_by_id(&self, id: u128) -> Option<Arc<Topic>> {
+        self.topics.read().by_id(id).cloned()
     }
 
     pub fn topics(&self) -> Vec<Arc<Topic>> {

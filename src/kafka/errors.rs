@@ -10,6 +10,7 @@ pub fn kafka_error(kind: ErrorKind) -> ResponseError {
     use ErrorKind as K;
     match kind {
         K::UnknownTopicOrPartition => ResponseError::UnknownTopicOrPartition,
+        K::UnknownTopicId => ResponseError::UnknownTopicId,
         K::TopicAlreadyExists => ResponseError::TopicAlreadyExists,
         K::InvalidTopic => ResponseError::InvalidTopicException,
         K::InvalidPartitions => ResponseError::InvalidPartitions,
@@ -60,6 +61,7 @@ mod tests {
         use ErrorKind as K;
         let all = [
             K::UnknownTopicOrPartition,
+            K::UnknownTopicId,
             K::TopicAlreadyExists,
             K::InvalidTopic,
             K::InvalidPartitions,

@@ -1,4 +1,4 @@
-//! The Fetch response (v4–v12), written so that record bytes are never copied in user space.
+//! The Fetch response (v4–v17), written so that record bytes are never copied in user space.
 //!
 //! `kafka-protocol` encodes `records` by copying them into its output buffer. Here the response
 //! is produced as a list of chunks: small owned chunks for the framing and, for each partition,
@@ -13,7 +13,9 @@ use super::reply::Chunk;
 
 /// Lowest and highest Fetch versions this encoder writes.
 pub const MIN_VERSION: i16 = 4;
-pub const MAX_VERSION: i16 = 12;
+/// v13 names topics by id; v14-v17 change nothing here (their new fields are tagged, and
+/// Strata sends none of them).
+pub const MAX_VERSION: i16 = 17;
 
 /// One partition of a Fetch response.
 #[derive(Debug, Clone, Default)]
@@ -31,7 +33,9 @@ pub struct PartitionOut {
 
 #[derive(Debug, Clone, Default)]
 pub struct TopicOut {
+    /// The topic's name (v4-v12) and id (v13+).
     pub name: String,
+    pub topic_id: u128,
     pub partitions: Vec<PartitionOut>,
 }
 
@@ -123,7 +127,11 @@ pub fn encode(resp: &FetchOut, version: i16) -> Vec<Chunk> {
     }
     w.array_len(resp.topics.len());
     for t in &resp.topics {
-        w.string(&t.name);
+        if version >= 13 {
+            w.cur.put_u128(t.topic_id);
+        } else {
+            w.string(&t.name);
+        }
         w.array_len(t.partitions.len());
         for p in &t.partitions {
             w.cur.put_i32(p.partition_index);
@@ -192,6 +200,7 @@ mod tests {
             }
             topics.push(TopicOut {
                 name: format!("topic-{seed}-{t}"),
+                topic_id: u128::from(seed) << 64 | u128::from(t) | 1 << 100,
                 partitions,
             });
         }
@@ -203,7 +212,7 @@ mod tests {
         }
     }
 
-    fn to_crate(o: &FetchOut) -> FetchResponse {
+    fn to_crate(o: &FetchOut, version: i16) -> FetchResponse {
         FetchResponse::default()
             .with_throttle_time_ms(o.throttle_time_ms)
             .with_error_code(o.error_code)
@@ -212,36 +221,40 @@ mod tests {
                 o.topics
                     .iter()
                     .map(|t| {
-                        FetchableTopicResponse::default()
-                            .with_topic(TopicName(StrBytes::from_string(t.name.clone())))
-                            .with_partitions(
-                                t.partitions
-                                    .iter()
-                                    .map(|p| {
-                                        PartitionData::default()
-                                            .with_partition_index(p.partition_index)
-                                            .with_error_code(p.error_code)
-                                            .with_high_watermark(p.high_watermark)
-                                            .with_last_stable_offset(p.last_stable_offset)
-                                            .with_log_start_offset(p.log_start_offset)
-                                            .with_aborted_transactions(
-                                                p.aborted_transactions.as_ref().map(|v| {
-                                                    v.iter()
-                                                        .map(|(a, b)| {
-                                                            AbortedTransaction::default()
-                                                                .with_producer_id(ProducerId(*a))
-                                                                .with_first_offset(*b)
-                                                        })
-                                                        .collect()
-                                                }),
-                                            )
-                                            .with_preferred_read_replica(BrokerId(
-                                                p.preferred_read_replica,
-                                            ))
-                                            .with_records(p.records.as_ref().map(Chunk::to_bytes))
-                                    })
-                                    .collect(),
-                            )
+                        let r = FetchableTopicResponse::default();
+                        if version >= 13 {
+                            r.with_topic_id(::uuid::Uuid::from_u128(t.topic_id))
+                        } else {
+                            r.with_topic(TopicName(StrBytes::from_string(t.name.clone())))
+                        }
+                        .with_partitions(
+                            t.partitions
+                                .iter()
+                                .map(|p| {
+                                    PartitionData::default()
+                                        .with_partition_index(p.partition_index)
+                                        .with_error_code(p.error_code)
+                                        .with_high_watermark(p.high_watermark)
+                                        .with_last_stable_offset(p.last_stable_offset)
+                                        .with_log_start_offset(p.log_start_offset)
+                                        .with_aborted_transactions(
+                                            p.aborted_transactions.as_ref().map(|v| {
+                                                v.iter()
+                                                    .map(|(a, b)| {
+                                                        AbortedTransaction::default()
+                                                            .with_producer_id(ProducerId(*a))
+                                                            .with_first_offset(*b)
+                                                    })
+                                                    .collect()
+                                            }),
+                                        )
+                                        .with_preferred_read_replica(BrokerId(
+                                            p.preferred_read_replica,
+                                        ))
+                                        .with_records(p.records.as_ref().map(Chunk::to_bytes))
+                                })
+                                .collect(),
+                        )
                     })
                     .collect(),
             )
@@ -254,7 +267,7 @@ mod tests {
                 let ours = sample(seed);
                 let chunks = encode(&ours, version);
                 let flat: Vec<u8> = chunks.iter().flat_map(|c| c.to_bytes().to_vec()).collect();
-                let theirs = to_crate(&ours);
+                let theirs = to_crate(&ours, version);
                 let mut buf = BytesMut::new();
                 theirs.encode(&mut buf, version).unwrap();
                 assert_eq!(flat, buf.to_vec(), "version {version} seed {seed}");
@@ -270,6 +283,7 @@ mod tests {
         let out = FetchOut {
             topics: vec![TopicOut {
                 name: "t".into(),
+                topic_id: 1,
                 partitions: vec![PartitionOut {
                     records: Some(Chunk::Mem(records.clone())),
                     ..PartitionOut::default()

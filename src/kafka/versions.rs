@@ -5,14 +5,14 @@ use kafka_protocol::messages::ApiKey;
 
 /// The APIs and versions we implement, and therefore advertise in ApiVersions.
 pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
-    (ApiKey::Produce, 3, 10),
+    (ApiKey::Produce, 3, 13),
     (
         ApiKey::Fetch,
         super::fetch_encode::MIN_VERSION,
         super::fetch_encode::MAX_VERSION,
     ),
-    (ApiKey::ListOffsets, 1, 7),
-    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ListOffsets, 1, 10),
+    (ApiKey::Metadata, 0, 13),
     (ApiKey::ApiVersions, 0, 4),
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),

@@ -20,11 +20,27 @@ pub async fn fetch(
     version: i16,
     shutdown: watch::Receiver<bool>,
 ) -> Reply {
+    // v13+ names topics by id: (name, id) of each topic asked, `None` for an id no topic has
+    // (UNKNOWN_TOPIC_ID: deleted, or re-created under a new id).
+    let named: Vec<Option<(String, u128)>> = req
+        .topics
+        .iter()
+        .map(|t| {
+            if version >= 13 {
+                let id = t.topic_id.as_u128();
+                broker.topic_by_id(id).map(|topic| (topic.name.clone(), id))
+            } else {
+                let id = broker.topic(&t.topic.0).map_or(0, |x| x.id);
+                Some((t.topic.0.to_string(), id))
+            }
+        })
+        .collect();
     let wants: Vec<FetchWant> = req
         .topics
         .iter()
-        .flat_map(|t| {
-            let name = t.topic.0.to_string();
+        .zip(&named)
+        .filter_map(|(t, n)| n.as_ref().map(|(name, _)| (t, name)))
+        .flat_map(|(t, name)| {
             t.partitions.iter().map(move |p| FetchWant {
                 topic: name.clone(),
                 partition: p.partition,
@@ -44,8 +60,12 @@ pub async fn fetch(
     let topics = req
         .topics
         .iter()
-        .map(|t| TopicOut {
-            name: t.topic.0.to_string(),
+        .zip(&named)
+        .map(|(t, n)| TopicOut {
+            name: n
+                .as_ref()
+                .map_or_else(String::new, |(name, _)| name.clone()),
+            topic_id: n.as_ref().map_or(t.topic_id.as_u128(), |(_, id)| *id),
             partitions: t
                 .partitions
                 .iter()
@@ -60,6 +80,10 @@ pub async fn fetch(
                         records: Some(Chunk::Mem(Bytes::new())),
                         ..PartitionOut::default()
                     };
+                    if n.is_none() {
+                        out.error_code = kafka_protocol::ResponseError::UnknownTopicId.code();
+                        return out;
+                    }
                     match reads.next() {
                         Some(Ok(r)) => {
                             out.high_watermark = r.high_watermark;

@@ -61,7 +61,10 @@ pub async fn list_offsets(broker: &Arc<Broker>, req: ListOffsetsRequest, version
                     )),
                     Some(Err(e)) => Step::Done(refused(index, code(e.kind))),
                     Some(Ok(log)) => match p.timestamp {
-                        -2 => Step::Done(answered(index, -1, log.log_start_offset() as i64)),
+                        // -4 (v8+): the earliest offset kept locally; no tiered storage, so
+                        // the log start. -5 (v9+, latest tiered) falls to -1 below: nothing
+                        // is tiered.
+                        -2 | -4 => Step::Done(answered(index, -1, log.log_start_offset() as i64)),
                         -1 => Step::Done(answered(index, -1, log.log_end_offset() as i64)),
                         t if t >= 0 || t == -3 => Step::Lookup(index, log, t),
                         _ => Step::Done(answered(index, -1, -1)),

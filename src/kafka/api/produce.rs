@@ -38,14 +38,25 @@ pub async fn produce(broker: &Arc<Broker>, req: ProduceRequest, version: i16) ->
     // outcome. Topic names stay the request's own bytes.
     type Slot = (usize, i32, Option<Result<Produced, BrokerError>>);
     let mut slots: Vec<Slot> = Vec::new();
-    let mut names: Vec<TopicName> = Vec::with_capacity(req.topic_data.len());
+    // Per topic: its name (v3-v12) or id (v13+) for the answer.
+    let mut names: Vec<(TopicName, ::uuid::Uuid)> = Vec::with_capacity(req.topic_data.len());
     let mut flying: std::collections::VecDeque<(usize, tokio::task::JoinHandle<_>)> =
         std::collections::VecDeque::new();
     let joined = |r: Result<Result<Produced, BrokerError>, tokio::task::JoinError>| {
         r.unwrap_or_else(|e| Err(BrokerError::new(ErrorKind::Unknown, e.to_string())))
     };
     for t in req.topic_data {
-        let topic = broker.topic(&t.name.0);
+        // v13 names the topic by id; an id no topic has is UNKNOWN_TOPIC_ID.
+        let topic = if version >= 13 {
+            broker.topic_by_id(t.topic_id.as_u128())
+        } else {
+            broker.topic(&t.name.0)
+        };
+        let missing = if version >= 13 {
+            ErrorKind::UnknownTopicId
+        } else {
+            ErrorKind::UnknownTopicOrPartition
+        };
         let topic_slot = names.len();
         for p in t.partition_data {
             let index = p.index;
@@ -57,10 +68,7 @@ pub async fn produce(broker: &Arc<Broker>, req: ProduceRequest, version: i16) ->
             });
             let slot = slots.len();
             let refused = match (partition, p.records) {
-                (None, _) => Some(BrokerError::new(
-                    ErrorKind::UnknownTopicOrPartition,
-                    String::new(),
-                )),
+                (None, _) => Some(BrokerError::new(missing, String::new())),
                 (Some(_), None) => Some(BrokerError::new(ErrorKind::InvalidRecord, String::new())),
                 (Some((partition, config)), Some(records)) => {
                     if flying.len() >= PRODUCE_IN_FLIGHT
@@ -81,7 +89,7 @@ pub async fn produce(broker: &Arc<Broker>, req: ProduceRequest, version: i16) ->
             };
             slots.push((topic_slot, index, refused.map(Err)));
         }
-        names.push(t.name);
+        names.push((t.name, t.topic_id));
     }
     while let Some((done, h)) = flying.pop_front() {
         let r = joined(h.await);
@@ -94,7 +102,13 @@ pub async fn produce(broker: &Arc<Broker>, req: ProduceRequest, version: i16) ->
     }
     let mut topics: Vec<TopicProduceResponse> = names
         .into_iter()
-        .map(|n| TopicProduceResponse::default().with_name(n))
+        .map(|(name, id)| {
+            if version >= 13 {
+                TopicProduceResponse::default().with_topic_id(id)
+            } else {
+                TopicProduceResponse::default().with_name(name)
+            }
+        })
         .collect();
     for (topic_slot, index, result) in slots {
         let result =
@@ -135,19 +149,23 @@ fn produce_error_all(req: &ProduceRequest, version: i16, e: ResponseError, acks:
         req.topic_data
             .iter()
             .map(|t| {
-                TopicProduceResponse::default()
-                    .with_name(t.name.clone())
-                    .with_partition_responses(
-                        t.partition_data
-                            .iter()
-                            .map(|p| {
-                                PartitionProduceResponse::default()
-                                    .with_index(p.index)
-                                    .with_error_code(kafka_code(e))
-                                    .with_base_offset(-1)
-                            })
-                            .collect(),
-                    )
+                let r = TopicProduceResponse::default();
+                let r = if version >= 13 {
+                    r.with_topic_id(t.topic_id)
+                } else {
+                    r.with_name(t.name.clone())
+                };
+                r.with_partition_responses(
+                    t.partition_data
+                        .iter()
+                        .map(|p| {
+                            PartitionProduceResponse::default()
+                                .with_index(p.index)
+                                .with_error_code(kafka_code(e))
+                                .with_base_offset(-1)
+                        })
+                        .collect(),
+                )
             })
             .collect(),
     );
