@@ -630,8 +630,10 @@ fn save_producer_state(
     if *snapshot_write.lock() == Some(log.log_end_offset()) {
         return Ok(());
     }
-    // The rename needs no directory fsync of its own: the log's clean close, which follows,
-    // ends with one. Were it lost, the next start would replay the last segment instead.
+    // Neither an fdatasync nor a directory fsync of its own: the log's clean close, which
+    // follows, ends with a directory fsync. A snapshot a power cut leaves cut short fails its
+    // CRC, one lost leaves the old (or none), and one that outlives the log's unsynced tail is
+    // ahead of the log: each is ignored and the state rebuilt from the last segment.
     write_snapshot(
         backend,
         producers,
@@ -653,7 +655,7 @@ fn write_snapshot(
     snapshot_write: &Mutex<Option<u64>>,
     log: &PartitionLog,
     expiration_ms: i64,
-    dir_sync: bool,
+    durable: bool,
 ) -> Result<()> {
     let mut written = snapshot_write.lock();
     let (end, bytes) = {
@@ -663,10 +665,14 @@ fn write_snapshot(
         states.expire(groups::offsets::now_ms(), expiration_ms);
         (end, states.encode_snapshot(end))
     };
-    if dir_sync {
+    if durable {
         write_atomic(backend, &Partition::snapshot_path(log), &bytes)?;
     } else {
-        strata_storage::io::write_file_atomic(backend, &Partition::snapshot_path(log), &bytes)?;
+        strata_storage::io::write_file_atomic_unsynced(
+            backend,
+            &Partition::snapshot_path(log),
+            &bytes,
+        )?;
     }
     *written = Some(end);
     Ok(())

@@ -451,3 +451,64 @@ fn given_flush_messages_when_appending_then_a_sync_comes_every_n_messages_not_ev
         "101 messages, flush.messages=10: the 10th, 20th, ... 100th sync"
     );
 }
+
+/// Appends under `never` (nothing synced by the appends), then closes cleanly. Returns what was
+/// appended and whether the close returned Ok.
+fn close_workload(dir: &Path, backend: Arc<dyn IoBackend>) -> (Vec<(u64, u64)>, bool) {
+    let mut acked = Vec::new();
+    let Ok(log) = PartitionLog::open(dir, config(FsyncPolicy::Never), backend) else {
+        return (acked, false);
+    };
+    for n in 0..30 {
+        match log.append_batch(numbered_batch(n, 2, 150, n as i64)) {
+            Ok(info) => acked.push((info.base_offset, n)),
+            Err(_) => return (acked, false),
+        }
+    }
+    (acked, log.close().is_ok())
+}
+
+#[test]
+fn given_a_clean_close_when_the_disk_forgets_unsynced_writes_at_every_operation_then_a_finished_close_kept_everything()
+ {
+    let total = {
+        let dir = tempfile::tempdir().unwrap();
+        let counting = FailingBackend::counting(backend());
+        let (acked, closed) = close_workload(dir.path(), Arc::new(counting.clone()));
+        assert!(closed && acked.len() == 30);
+        counting.ops()
+    };
+    for n in 0..=total {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = ForgetfulBackend::wrapping(backend());
+        let failing = FailingBackend::new(Arc::new(disk.clone()), n);
+        let (acked, closed) = close_workload(dir.path(), Arc::new(failing));
+        disk.crash(TornMode::Clean);
+        let ctx = format!("crash at op {n}/{total}");
+        let log = PartitionLog::open(dir.path(), config(FsyncPolicy::Never), backend())
+            .unwrap_or_else(|e| panic!("{ctx}: reopen failed: {e}"));
+        let stored = read_all(&log, 0);
+        for w in stored.windows(2) {
+            assert_eq!(
+                w[0].0 + u64::from(w[0].1),
+                w[1].0,
+                "{ctx}: offsets not contiguous"
+            );
+        }
+        if closed {
+            // Everything appended before a clean close that returned is on the disk, whatever
+            // became of the index files and the checkpoint written without fdatasyncs.
+            assert_eq!(stored.len(), acked.len(), "{ctx}");
+            for ((base, _, bytes), (want_base, m)) in stored.iter().zip(&acked) {
+                assert_eq!(base, want_base, "{ctx}");
+                assert_eq!(
+                    bytes[8..],
+                    numbered_batch(*m, 2, 150, *m as i64)[8..],
+                    "{ctx}"
+                );
+            }
+            assert_eq!(log.log_end_offset(), 60, "{ctx}");
+            assert!(log.max_timestamp_offset().unwrap().is_some(), "{ctx}");
+        }
+    }
+}

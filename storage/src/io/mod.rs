@@ -225,6 +225,27 @@ pub trait DirectWaker: Send + Sync {
 /// garbage). The rename is durable once the caller syncs the directory, which callers that
 /// replace several files do once for all of them.
 pub fn write_file_atomic(backend: &dyn IoBackend, path: &Path, bytes: &[u8]) -> crate::Result<()> {
+    replace_file(backend, path, bytes, true)
+}
+
+/// [`write_file_atomic`] without the `fdatasync` of the new file, for files whose reader checks
+/// them (a CRC) and falls back to what the log itself says when they do not check out: after a
+/// crash the name holds the old file, the new one whole, or a new one cut short or empty, never
+/// a mix that passes. The rename still needs a directory fsync to be durable (the caller's).
+pub fn write_file_atomic_unsynced(
+    backend: &dyn IoBackend,
+    path: &Path,
+    bytes: &[u8],
+) -> crate::Result<()> {
+    replace_file(backend, path, bytes, false)
+}
+
+fn replace_file(
+    backend: &dyn IoBackend,
+    path: &Path,
+    bytes: &[u8],
+    sync: bool,
+) -> crate::Result<()> {
     use crate::error::{Error, IoContext};
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(crate::log::name::TMP_SUFFIX);
@@ -235,7 +256,11 @@ pub fn write_file_atomic(backend: &dyn IoBackend, path: &Path, bytes: &[u8]) -> 
         Err(e) => return Err(Error::io("remove", tmp, e)),
     }
     let f = backend.create_new(&tmp).ctx("create", &tmp)?;
-    f.write_all_at_and_sync(&[bytes], 0).ctx("write", &tmp)?;
+    if sync {
+        f.write_all_at_and_sync(&[bytes], 0).ctx("write", &tmp)?;
+    } else {
+        f.write_all_at(&[bytes], 0).ctx("write", &tmp)?;
+    }
     drop(f);
     backend.rename(&tmp, path).ctx("rename", &tmp)?;
     Ok(())

@@ -390,6 +390,15 @@ impl Segment {
         crate::io::write_file_atomic(backend, &self.time_index_path, &tidx)
     }
 
+    /// [`Segment::write_index_files`] without syncing them (a clean close: an index file a
+    /// crash leaves cut short fails its CRC, and the segment is walked instead).
+    pub fn write_index_files_unsynced(&self, backend: &dyn IoBackend) -> Result<()> {
+        let idx = self.index.read().encode(self.base_offset);
+        let tidx = self.time_index.read().encode(self.base_offset);
+        crate::io::write_file_atomic_unsynced(backend, &self.index_path, &idx)?;
+        crate::io::write_file_atomic_unsynced(backend, &self.time_index_path, &tidx)
+    }
+
     /// Largest timestamp for retention: the newest batch timestamp, or the file's modification
     /// time when no batch carries one (Kafka does the same).
     pub fn largest_timestamp_ms(&self) -> i64 {

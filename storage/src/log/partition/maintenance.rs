@@ -394,14 +394,16 @@ impl Inner {
         if let Some(e) = core.max_time_entry() {
             seg.time_index.write().maybe_push(e);
         }
-        // No directory fsync between the index files and the checkpoint (whose atomic replace
-        // ends with one, covering both): if a crash kept the clean checkpoint but lost the
-        // index files' renames, the old index files are a prefix of the new ones, and a trusted
-        // open walks every batch after their last entry (`load_trusted`), so it still finds
-        // the exact end and largest timestamp.
-        seg.write_index_files(self.backend.as_ref())?;
+        // The data is synced above; what follows is only there to make the next start fast, so
+        // it is written without fdatasyncs (thousands of partitions close at once), and one
+        // directory fsync at the end makes the renames durable. After a power cut in between:
+        // index files lost or cut short fail their CRC or are the old ones, a prefix of the new
+        // (a trusted open walks every batch after their last entry, `load_trusted`, or the whole
+        // segment when they do not check out); a checkpoint cut short fails its CRC and the next
+        // open scans every segment. Nothing acknowledged depends on them.
+        seg.write_index_files_unsynced(self.backend.as_ref())?;
         let mut m = self.maintenance.lock();
-        checkpoint::write(
+        checkpoint::write_unsynced(
             self.backend.as_ref(),
             &self.dir,
             &Checkpoint {
