@@ -255,7 +255,12 @@ fn given_topic_configs_when_altered_by_both_apis_then_they_take_effect_at_once_a
                 ]),
             AlterConfigsResource::default()
                 .with_resource_type(4)
-                .with_resource_name(s("0")),
+                .with_resource_name(s("0"))
+                .with_configs(vec![
+                    AlterableConfig::default()
+                        .with_name(s("num.partitions"))
+                        .with_value(Some(s("3"))),
+                ]),
         ]),
         2,
     );
@@ -428,7 +433,16 @@ fn given_a_topic_when_its_configs_are_described_then_every_kafka_topic_config_is
         .find(|e| e.name.as_str() == "advertised.listeners")
         .unwrap();
     assert_eq!(adv.value, None);
-    assert!(broker.configs.iter().all(|e| e.read_only));
+    let read_only = |k: &str| {
+        broker
+            .configs
+            .iter()
+            .find(|e| e.name.as_str() == k)
+            .unwrap()
+            .read_only
+    };
+    assert!(read_only("num.partitions") && read_only("log.dirs"));
+    assert!(!read_only("log.retention.ms"), "dynamic");
     // Changing what is not implemented is refused, saying why.
     use kafka_protocol::messages::incremental_alter_configs_request as inc;
     let r = c.call(
@@ -549,4 +563,104 @@ fn given_a_broker_when_described_then_cluster_log_dirs_producers_and_epoch_ends_
             .collect();
         assert_eq!(e, vec![(0, 0, 3), (0, -1, -1), (75, -1, -1)], "v{v}");
     }
+}
+
+#[test]
+fn given_dynamic_broker_configs_when_set_cluster_wide_and_per_broker_then_topics_without_overrides_follow_and_they_survive_a_restart()
+ {
+    use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+    use kafka_protocol::messages::incremental_alter_configs_request as inc;
+    let mut b = Broker::start(&[]);
+    let mut c = b.client();
+    create_topic(&mut c, "plain", 1, &[]);
+    create_topic(&mut c, "own", 1, &[("retention.ms", "60000")]);
+    let set = |c: &mut Client, broker: &str, key: &str, value: Option<&str>| {
+        let r = c.call(
+            &IncrementalAlterConfigsRequest::default().with_resources(vec![
+                inc::AlterConfigsResource::default()
+                    .with_resource_type(4)
+                    .with_resource_name(s(broker))
+                    .with_configs(vec![
+                        inc::AlterableConfig::default()
+                            .with_name(s(key))
+                            .with_config_operation(if value.is_some() { 0 } else { 1 })
+                            .with_value(value.map(s)),
+                    ]),
+            ]),
+            1,
+        );
+        r.responses[0].error_code
+    };
+    // Cluster-wide default: the topic without an override follows; the other keeps its own.
+    assert_eq!(set(&mut c, "", "log.retention.ms", Some("3600000")), 0);
+    assert_eq!(
+        config(&mut c, "plain", "retention.ms"),
+        (Some("3600000".into()), 3)
+    );
+    assert_eq!(
+        config(&mut c, "own", "retention.ms"),
+        (Some("60000".into()), 1)
+    );
+    // This broker's value wins over the cluster default.
+    assert_eq!(set(&mut c, "0", "log.retention.ms", Some("7200000")), 0);
+    assert_eq!(
+        config(&mut c, "plain", "retention.ms"),
+        (Some("7200000".into()), 2)
+    );
+    // In effect at once: a smaller message.max.bytes refuses a larger batch.
+    assert_eq!(set(&mut c, "", "message.max.bytes", Some("2000")), 0);
+    let big = "x".repeat(3000);
+    let r = produce(&mut c, "plain", 0, batch(&[&big], None), -1).unwrap();
+    assert_eq!(r.responses[0].partition_responses[0].error_code, 10);
+    // Static settings, bad values and other brokers are refused; nothing changes.
+    assert_eq!(
+        set(&mut c, "", "num.partitions", Some("3")),
+        42,
+        "INVALID_REQUEST"
+    );
+    assert_eq!(
+        set(&mut c, "", "log.segment.bytes", Some("-4")),
+        40,
+        "INVALID_CONFIG"
+    );
+    assert_eq!(set(&mut c, "7", "log.retention.ms", Some("1")), 42);
+    let describe = |c: &mut Client| {
+        let r = c.call(
+            &DescribeConfigsRequest::default()
+                .with_include_synonyms(true)
+                .with_resources(vec![
+                    DescribeConfigsResource::default()
+                        .with_resource_type(4)
+                        .with_resource_name(s("0")),
+                ]),
+            4,
+        );
+        let e = r.results[0]
+            .configs
+            .iter()
+            .find(|e| e.name.as_str() == "log.retention.ms")
+            .unwrap()
+            .clone();
+        (
+            e.value.map(|v| v.to_string()),
+            e.config_source,
+            e.synonyms.iter().map(|x| x.source).collect::<Vec<_>>(),
+        )
+    };
+    assert_eq!(describe(&mut c), (Some("7200000".into()), 2, vec![2, 3, 5]));
+    b.stop();
+    let mut b = Broker::start_in(&b.dir.clone(), &[]);
+    let mut c = b.client();
+    assert_eq!(describe(&mut c), (Some("7200000".into()), 2, vec![2, 3, 5]));
+    assert_eq!(
+        config(&mut c, "plain", "max.message.bytes").0,
+        Some("2000".into())
+    );
+    // DELETE goes back through the layers.
+    assert_eq!(set(&mut c, "0", "log.retention.ms", None), 0);
+    assert_eq!(
+        config(&mut c, "plain", "retention.ms"),
+        (Some("3600000".into()), 3)
+    );
+    b.stop();
 }

@@ -124,7 +124,7 @@ impl Broker {
     ) -> Result<(), BrokerError> {
         let _g = self.admin.lock();
         let topic = self.existing_topic(name)?;
-        let config = TopicConfig::resolve(&self.config, overrides.clone())
+        let config = TopicConfig::resolve(&self.topic_defaults(), overrides.clone())
             .map_err(|e| err(ErrorKind::InvalidConfig, format!("{e:#}")))?;
         if validate_only || overrides == topic.config.overrides {
             return Ok(());
@@ -190,6 +190,19 @@ impl Broker {
             )),
             Err(e) => Err(err(ErrorKind::Storage, e.to_string())),
         }
+    }
+
+    /// Swaps `topic` for one with `config` (same partitions and id).
+    pub(super) fn replace_topic_config(&self, topic: &Topic, config: TopicConfig) {
+        self.topics.write().insert(
+            topic.name.clone(),
+            Arc::new(Topic {
+                name: topic.name.clone(),
+                id: topic.id,
+                partitions: topic.partitions.clone(),
+                config,
+            }),
+        );
     }
 
     fn existing_topic(&self, name: &str) -> Result<Arc<Topic>, BrokerError> {

@@ -43,6 +43,8 @@ pub enum ErrorKind {
     NonEmptyGroup,
     OffsetMetadataTooLarge,
     GroupSubscribedToTopic,
+    /// A request that is well formed but asks for what cannot be done (Kafka's INVALID_REQUEST).
+    InvalidRequest,
     /// Anything else: a bug or the broker shutting down.
     Unknown,
 }

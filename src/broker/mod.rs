@@ -14,6 +14,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod dynamic;
 pub mod error;
 pub mod fetch;
 pub mod groups;
@@ -79,6 +80,8 @@ pub struct Broker {
     pub cluster_id: String,
     backend: Arc<dyn IoBackend>,
     topics: RwLock<topics::TopicMap>,
+    /// Dynamic broker configs and the effective topic defaults they make.
+    dynamic: RwLock<dynamic::Dynamic>,
     /// Serialises topic creation and deletion.
     admin: Mutex<()>,
     producer_ids: ProducerIdAllocator,
@@ -186,6 +189,7 @@ impl Broker {
                     .min(tokio::sync::Semaphore::MAX_PERMITS),
             )),
             decompression_total: config.decompression_memory()?,
+            dynamic: RwLock::new(dynamic::Dynamic::load(&config, &data_dir)),
             config,
             _lock: lock,
         });

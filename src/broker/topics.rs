@@ -149,7 +149,7 @@ impl Broker {
     }
 
     pub(super) fn open_topic(&self, meta: &TopicMeta) -> Result<Arc<Topic>> {
-        let config = TopicConfig::resolve(&self.config, meta.configs.clone())?;
+        let config = TopicConfig::resolve(&self.topic_defaults(), meta.configs.clone())?;
         let producer_expiration_ms = self.config.producer_id_expiration_ms()?;
         let mut partitions = Vec::new();
         for p in 0..meta.partitions {
@@ -213,7 +213,7 @@ impl Broker {
                 format!("number of partitions must be in 1..={MAX_PARTITIONS}, got {partitions}"),
             ));
         }
-        let config = TopicConfig::resolve(&self.config, overrides.clone())
+        let config = TopicConfig::resolve(&self.topic_defaults(), overrides.clone())
             .map_err(|e| err(ErrorKind::InvalidConfig, format!("{e:#}")))?;
         let _g = self.admin.lock();
         if let Some(t) = self.topic(name) {

@@ -38,6 +38,7 @@ pub fn kafka_error(kind: ErrorKind) -> ResponseError {
         K::NonEmptyGroup => ResponseError::NonEmptyGroup,
         K::OffsetMetadataTooLarge => ResponseError::OffsetMetadataTooLarge,
         K::GroupSubscribedToTopic => ResponseError::GroupSubscribedToTopic,
+        K::InvalidRequest => ResponseError::InvalidRequest,
         K::Unknown => ResponseError::UnknownServerError,
     }
 }
@@ -88,6 +89,7 @@ mod tests {
             K::GroupIdNotFound,
             K::NonEmptyGroup,
             K::OffsetMetadataTooLarge,
+            K::InvalidRequest,
             K::GroupSubscribedToTopic,
             K::Unknown,
         ];

@@ -14,6 +14,8 @@ use kafka_protocol::messages::*;
 
 use super::{Refusal, duplicated, s};
 use crate::broker::Broker;
+use crate::broker::config::TopicConfig;
+use crate::broker::dynamic::Scope;
 use crate::kafka::reply::{Reply, encode_body};
 
 /// `resource_type` of a topic and of a broker in the config APIs.
@@ -107,25 +109,49 @@ pub async fn create_partitions(
     )
 }
 
-/// One resource's config change, as both alter APIs describe it: the new overrides of a topic
-/// computed from the request, or why not.
-fn topic_of(
-    broker: &Broker,
-    resource_type: i8,
-    name: &str,
-) -> Result<crate::broker::config::TopicConfig, Refusal> {
+/// What a config change is for.
+#[derive(Debug, Clone)]
+enum Target {
+    Topic(String),
+    Broker(Scope),
+}
+
+/// A resource, the values it has now, and (a topic) its settings.
+type Current = (Target, BTreeMap<String, String>, Option<TopicConfig>);
+
+/// The resource a config change names, and the values it has now (a topic's overrides, or
+/// the dynamic layer of the broker's scope), or why it cannot be changed.
+fn target_of(broker: &Broker, resource_type: i8, name: &str) -> Result<Current, Refusal> {
     match resource_type {
         RESOURCE_TOPIC => match broker.topic(name) {
-            Some(t) => Ok(t.config.clone()),
+            Some(t) => Ok((
+                Target::Topic(name.to_string()),
+                t.config.overrides.clone(),
+                Some(t.config.clone()),
+            )),
             None => Err(Refusal::kafka(
                 ResponseError::UnknownTopicOrPartition,
                 format!("topic {name:?} does not exist"),
             )),
         },
-        RESOURCE_BROKER => Err(Refusal::kafka(
-            ResponseError::InvalidRequest,
-            "broker configs are static in Strata: set them in server.properties or with --set and restart (README, Settings)",
-        )),
+        RESOURCE_BROKER => {
+            let scope = if name.is_empty() {
+                Scope::Cluster
+            } else if name == broker.node_id.to_string() {
+                Scope::Broker
+            } else {
+                return Err(Refusal::kafka(
+                    ResponseError::InvalidRequest,
+                    format!("this is broker {}, not {name:?}", broker.node_id),
+                ));
+            };
+            let file = broker.dynamic_file();
+            let now = match scope {
+                Scope::Cluster => file.cluster,
+                Scope::Broker => file.broker,
+            };
+            Ok((Target::Broker(scope), now, None))
+        }
         other => Err(Refusal::kafka(
             ResponseError::InvalidRequest,
             format!("resource type {other} is not supported"),
@@ -133,10 +159,10 @@ fn topic_of(
     }
 }
 
-/// A topic and the overrides it is to have, or why not.
-type ConfigPlan = Result<(String, BTreeMap<String, String>), Refusal>;
+/// A resource and the values it is to have, or why not.
+type ConfigPlan = Result<(Target, BTreeMap<String, String>), Refusal>;
 
-/// Applies the planned overrides, one resource after the other, on a blocking thread.
+/// Applies the planned changes, one resource after the other, on a blocking thread.
 async fn apply_configs(
     broker: &Arc<Broker>,
     plans: Vec<ConfigPlan>,
@@ -148,9 +174,14 @@ async fn apply_configs(
         plans
             .into_iter()
             .map(|p| {
-                p.and_then(|(name, overrides)| {
-                    b.alter_topic_configs(&name, overrides, validate_only)
-                        .map_err(Refusal::from)
+                p.and_then(|(target, values)| {
+                    match target {
+                        Target::Topic(name) => b.alter_topic_configs(&name, values, validate_only),
+                        Target::Broker(scope) => {
+                            b.alter_broker_configs(scope, values, validate_only)
+                        }
+                    }
+                    .map_err(Refusal::from)
                 })
             })
             .collect()
@@ -184,7 +215,7 @@ pub async fn alter_configs(broker: &Arc<Broker>, req: AlterConfigsRequest, versi
                     "duplicate resource in the request",
                 ));
             }
-            topic_of(broker, r.resource_type, &name)?;
+            let (target, _, _) = target_of(broker, r.resource_type, &name)?;
             let mut overrides = BTreeMap::new();
             for c in &r.configs {
                 let Some(v) = &c.value else {
@@ -203,7 +234,7 @@ pub async fn alter_configs(broker: &Arc<Broker>, req: AlterConfigsRequest, versi
                     ));
                 }
             }
-            Ok((name, overrides))
+            Ok((target, overrides))
         })
         .collect();
     let outcomes = apply_configs(broker, plans, req.validate_only).await;
@@ -252,8 +283,7 @@ pub async fn incremental_alter_configs(
                     "duplicate resource in the request",
                 ));
             }
-            let current = topic_of(broker, r.resource_type, &name)?;
-            let mut overrides = current.overrides.clone();
+            let (target, mut overrides, current) = target_of(broker, r.resource_type, &name)?;
             let mut seen = std::collections::HashSet::new();
             for c in &r.configs {
                 let key = c.name.to_string();
@@ -278,7 +308,8 @@ pub async fn incremental_alter_configs(
                         overrides.remove(&key);
                     }
                     op @ (2 | 3) => {
-                        if key != "cleanup.policy" {
+                        let Some(current) = current.as_ref().filter(|_| key == "cleanup.policy")
+                        else {
                             return Err(Refusal::kafka(
                                 ResponseError::InvalidConfig,
                                 format!(
@@ -286,8 +317,8 @@ pub async fn incremental_alter_configs(
                                     if op == 2 { "APPEND" } else { "SUBTRACT" }
                                 ),
                             ));
-                        }
-                        let (now, _) = current.value(&broker.config, &key);
+                        };
+                        let (now, _) = current.value(&broker.topic_defaults(), &key);
                         let mut items: Vec<String> = now
                             .split(',')
                             .map(str::trim)
@@ -311,7 +342,7 @@ pub async fn incremental_alter_configs(
                     }
                 }
             }
-            Ok((name, overrides))
+            Ok((target, overrides))
         })
         .collect();
     let outcomes = apply_configs(broker, plans, req.validate_only).await;

@@ -1,7 +1,7 @@
 //! DescribeConfigs as Kafka answers it: every topic config Kafka 4.x lists, with its source,
 //! synonyms (in precedence order: the topic's override, the broker's static setting, the
-//! default), read-only flag (the configs Strata does not implement, and every broker config:
-//! they are static), type and, when asked, documentation; an unset value is null.
+//! default), read-only flag (the configs Strata does not implement, and the broker configs
+//! that are static), type and, when asked, documentation; an unset value is null.
 
 use std::sync::Arc;
 
@@ -15,10 +15,13 @@ use super::admin::{RESOURCE_BROKER, RESOURCE_TOPIC};
 use super::{duplicated, s};
 use crate::broker::Broker;
 use crate::broker::config::{BROKER_KEYS, ConfigType, KAFKA_TOPIC_CONFIGS};
+use crate::broker::dynamic::DYNAMIC_BROKER_KEYS;
 use crate::kafka::reply::{Reply, encode_body};
 
 /// Kafka's ConfigSource values.
 const SOURCE_TOPIC: i8 = 1;
+const SOURCE_DYNAMIC_BROKER: i8 = 2;
+const SOURCE_DYNAMIC_DEFAULT: i8 = 3;
 const SOURCE_STATIC_BROKER: i8 = 4;
 const SOURCE_DEFAULT: i8 = 5;
 
@@ -39,36 +42,47 @@ fn null_if_empty(v: String) -> Option<String> {
 }
 
 fn topic_entries(broker: &Broker, topic: &crate::broker::Topic) -> Vec<Entry> {
+    let defaults = broker.topic_defaults();
+    let dynamic = broker.dynamic_file();
     KAFKA_TOPIC_CONFIGS
         .iter()
         .map(|d| {
-            let (value, overridden) = topic.config.value(&broker.config, d.name);
+            let (value, overridden) = topic.config.value(&defaults, d.name);
             let supported = d.unsupported.is_none();
-            let static_broker =
-                supported && !d.broker_key.is_empty() && broker.config.is_explicit(d.broker_key);
-            let source = if overridden {
-                SOURCE_TOPIC
-            } else if static_broker {
-                SOURCE_STATIC_BROKER
-            } else {
-                SOURCE_DEFAULT
-            };
+            let has_key = supported && !d.broker_key.is_empty();
+            // Every layer that sets it, highest precedence first (Kafka's synonyms).
             let mut synonyms = Vec::new();
             if overridden {
                 synonyms.push((d.name.to_string(), Some(value.clone()), SOURCE_TOPIC));
+            }
+            if has_key {
+                if let Some(v) = dynamic.broker.get(d.broker_key) {
+                    synonyms.push((
+                        d.broker_key.to_string(),
+                        Some(v.clone()),
+                        SOURCE_DYNAMIC_BROKER,
+                    ));
+                }
+                if let Some(v) = dynamic.cluster.get(d.broker_key) {
+                    synonyms.push((
+                        d.broker_key.to_string(),
+                        Some(v.clone()),
+                        SOURCE_DYNAMIC_DEFAULT,
+                    ));
+                }
+                if broker.config.is_explicit(d.broker_key) {
+                    synonyms.push((
+                        d.broker_key.to_string(),
+                        null_if_empty(broker.config.get(d.broker_key).to_string()),
+                        SOURCE_STATIC_BROKER,
+                    ));
+                }
             }
             let default_name = if d.broker_key.is_empty() {
                 d.name
             } else {
                 d.broker_key
             };
-            if static_broker {
-                synonyms.push((
-                    d.broker_key.to_string(),
-                    null_if_empty(broker.config.get(d.broker_key).to_string()),
-                    SOURCE_STATIC_BROKER,
-                ));
-            }
             let default_value = if supported {
                 let v = crate::broker::config::BrokerConfig::default().topic_default(d.name);
                 if v.is_empty() {
@@ -84,6 +98,7 @@ fn topic_entries(broker: &Broker, topic: &crate::broker::Topic) -> Vec<Entry> {
                 null_if_empty(default_value),
                 SOURCE_DEFAULT,
             ));
+            let source = synonyms.first().map_or(SOURCE_DEFAULT, |s| s.2);
             Entry {
                 name: d.name.to_string(),
                 // An empty list is "" in Kafka's answer; other unset values are null.
@@ -118,14 +133,24 @@ fn broker_kind(key: &str, default: &str) -> ConfigType {
 }
 
 fn broker_entries(broker: &Broker) -> Vec<Entry> {
+    let effective = broker.topic_defaults();
+    let dynamic = broker.dynamic_file();
     BROKER_KEYS
         .iter()
         .map(|(k, default, doc)| {
-            let explicit = broker.config.is_explicit(k);
-            let value = null_if_empty(broker.config.get(k).to_string());
             let mut synonyms = Vec::new();
-            if explicit {
-                synonyms.push((k.to_string(), value.clone(), SOURCE_STATIC_BROKER));
+            if let Some(v) = dynamic.broker.get(*k) {
+                synonyms.push((k.to_string(), Some(v.clone()), SOURCE_DYNAMIC_BROKER));
+            }
+            if let Some(v) = dynamic.cluster.get(*k) {
+                synonyms.push((k.to_string(), Some(v.clone()), SOURCE_DYNAMIC_DEFAULT));
+            }
+            if broker.config.is_explicit(k) {
+                synonyms.push((
+                    k.to_string(),
+                    null_if_empty(broker.config.get(k).to_string()),
+                    SOURCE_STATIC_BROKER,
+                ));
             }
             synonyms.push((
                 k.to_string(),
@@ -134,13 +159,9 @@ fn broker_entries(broker: &Broker) -> Vec<Entry> {
             ));
             Entry {
                 name: k.to_string(),
-                value,
-                source: if explicit {
-                    SOURCE_STATIC_BROKER
-                } else {
-                    SOURCE_DEFAULT
-                },
-                read_only: true,
+                value: null_if_empty(effective.get(k).to_string()),
+                source: synonyms.first().map_or(SOURCE_DEFAULT, |s| s.2),
+                read_only: !DYNAMIC_BROKER_KEYS.contains(k),
                 synonyms,
                 kind: broker_kind(k, default) as i8,
                 doc,

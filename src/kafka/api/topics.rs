@@ -25,10 +25,11 @@ use crate::broker::config::KAFKA_TOPIC_CONFIGS;
 /// Every config of a new topic, as CreateTopics (v5+) answers: (name, value, overridden,
 /// read-only).
 fn topic_configs(broker: &Broker, topic: &Topic) -> Vec<(String, String, bool, bool)> {
+    let defaults = broker.topic_defaults();
     KAFKA_TOPIC_CONFIGS
         .iter()
         .map(|d| {
-            let (v, overridden) = topic.config.value(&broker.config, d.name);
+            let (v, overridden) = topic.config.value(&defaults, d.name);
             (d.name.to_string(), v, overridden, d.unsupported.is_some())
         })
         .collect()
