@@ -496,6 +496,38 @@ impl Partition {
             }
             _ => Vec::new(),
         };
+        // maxTimestamp as Kafka keeps it: the largest record timestamp. Old clients (sarama
+        // before 1.45.1) send -1, which would leave the time index empty and every seek by time
+        // at the log end. Only a header that cannot be right (below the batch's first
+        // timestamp) is checked against the records, so correct batches keep the zero-copy
+        // path; the records are streamed, never held, within the decompression limit.
+        // (A batch re-encoded above has its maxTimestamp from its records already.)
+        if !rewritten
+            && !config.log_append_time
+            && h.max_timestamp < h.base_timestamp
+            && h.record_count > 0
+        {
+            let max = strata_storage::batch::stream::max_record_timestamp(
+                &h,
+                valid.as_bytes(),
+                config.max_decompressed,
+            )
+            .map_err(|e| match e {
+                strata_storage::batch::BatchError::DecompressedTooLarge { .. } => err(
+                    ErrorKind::CorruptMessage,
+                    format!(
+                        "records decompress to more than strata.decompressed.batch.max.bytes ({})",
+                        config.max_decompressed
+                    ),
+                ),
+                other => err(ErrorKind::InvalidRecord, other.to_string()),
+            })?;
+            if max != h.max_timestamp {
+                batch = valid.as_bytes().to_vec();
+                header::set_max_timestamp(&mut batch, max);
+                rewritten = true;
+            }
+        }
         let append_time = if config.log_append_time {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)

@@ -1,4 +1,5 @@
 //! InitProducerId: producer ids for idempotent producers (transactions are refused).
+//! A new id at epoch 0 for every request, as Kafka answers a request without a transactional id.
 
 use std::sync::Arc;
 
@@ -25,17 +26,10 @@ pub fn init_producer_id(broker: &Arc<Broker>, req: InitProducerIdRequest, versio
             .with_producer_epoch(-1);
         return encode_body(&resp, version);
     }
-    // KIP-360: an idempotent producer may ask to bump its epoch.
-    if version >= 3
-        && req.producer_id.0 >= 0
-        && req.producer_epoch >= 0
-        && req.producer_epoch < i16::MAX - 1
-    {
-        resp = resp
-            .with_producer_id(req.producer_id)
-            .with_producer_epoch(req.producer_epoch + 1);
-        return encode_body(&resp, version);
-    }
+    // Without a transactional id Kafka ignores the producer id and epoch a client names (v3+,
+    // KIP-360) and always hands out a new id at epoch 0 (TransactionCoordinator's
+    // handleInitProducerId): an idempotent producer that bumps its epoch gets a fresh id, and
+    // clients that send zeros (kafka-go) do not all share id 0.
     match broker.allocate_producer_id() {
         Ok(id) => resp = resp.with_producer_id(ProducerId(id)).with_producer_epoch(0),
         Err(e) => {

@@ -365,6 +365,20 @@ pub fn set_partition_leader_epoch(batch: &mut [u8], epoch: i32) {
     }
 }
 
+/// Overwrites maxTimestamp (a CreateTime batch whose header disagrees with its records, as
+/// Kafka rewrites it) and recomputes the CRC.
+#[expect(
+    clippy::indexing_slicing,
+    reason = "the length is checked against HEADER_LEN first and the range is a header constant"
+)]
+pub fn set_max_timestamp(batch: &mut [u8], timestamp: i64) {
+    if batch.len() < HEADER_LEN {
+        return;
+    }
+    batch[MAX_TIMESTAMP].copy_from_slice(&timestamp.to_be_bytes());
+    write_crc(batch);
+}
+
 /// Marks the batch as LogAppendTime with `timestamp` as its maxTimestamp (what Kafka does for
 /// `message.timestamp.type=LogAppendTime`), and recomputes the CRC these fields are under.
 #[expect(

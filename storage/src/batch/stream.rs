@@ -740,3 +740,25 @@ pub fn first_at_or_after(
     })?;
     Ok(found)
 }
+
+/// The largest record timestamp of a checked batch (what its maxTimestamp must say under
+/// CreateTime), by streaming its records (the payload decompressed up to `limit` bytes and
+/// never held whole); -1 for a batch without records.
+pub fn max_record_timestamp(h: &BatchHeader, batch: &[u8], limit: usize) -> Result<i64, BatchError> {
+    let codec = h.compression()?;
+    let count = usize::try_from(h.record_count).map_err(|_| BatchError::BadRecordCount {
+        count: h.record_count,
+    })?;
+    let total = h.total_len();
+    let payload = batch.get(HEADER_LEN..total).ok_or(BatchError::Truncated {
+        needed: total,
+        available: batch.len(),
+    })?;
+    let mut reader = BufReader::with_capacity(READ_BUFFER, decoder(codec, payload, limit)?);
+    let mut max = -1i64;
+    walk_records(&mut reader, count, codec, |m| {
+        max = max.max(h.base_timestamp.saturating_add(m.timestamp_delta));
+        Ok(ControlFlow::Continue(()))
+    })?;
+    Ok(max)
+}
