@@ -11,6 +11,9 @@ use kafka_protocol::messages::*;
 /// Sends one default request of `key` at `version` and decodes its answer (the client panics
 /// on a closed connection or an answer that does not decode as that API's response).
 fn send_default(c: &mut Client, key: ApiKey, version: i16) {
+    if key == ApiKey::Produce && version < 3 {
+        return produce_legacy(c, version);
+    }
     macro_rules! walk {
         ($($k:ident => $req:expr),* $(,)?) => {
             match key {
@@ -74,4 +77,35 @@ fn given_the_advertised_table_when_every_version_of_every_api_is_sent_then_each_
     assert!(sent > 100, "{sent} requests");
     // The connection served every one of them.
     assert_eq!(c.call(&ApiVersionsRequest::default(), 3).error_code, 0);
+}
+
+/// Produce v0-v2 (the crate encodes Produce from v3): a raw request for one partition, answered
+/// with UNSUPPORTED_VERSION for it, on a connection that stays open.
+fn produce_legacy(c: &mut Client, version: i16) {
+    let mut req = Vec::new();
+    req.extend_from_slice(&0i16.to_be_bytes()); // api key: Produce
+    req.extend_from_slice(&version.to_be_bytes());
+    req.extend_from_slice(&4242i32.to_be_bytes()); // correlation id
+    req.extend_from_slice(&(-1i16).to_be_bytes()); // null client id
+    req.extend_from_slice(&1i16.to_be_bytes()); // acks
+    req.extend_from_slice(&1000i32.to_be_bytes()); // timeout
+    req.extend_from_slice(&1i32.to_be_bytes()); // one topic
+    req.extend_from_slice(&1i16.to_be_bytes());
+    req.extend_from_slice(b"t");
+    req.extend_from_slice(&1i32.to_be_bytes()); // one partition
+    req.extend_from_slice(&3i32.to_be_bytes());
+    req.extend_from_slice(&(-1i32).to_be_bytes()); // null records
+    c.send_raw(&req);
+    let frame = c.read_frame().expect("an answer, not a closed connection");
+    assert_eq!(&frame[..4], &4242i32.to_be_bytes(), "correlation id");
+    let body = &frame[4..];
+    // topics: 1, name "t", partitions: 1, partition 3, error 35.
+    assert_eq!(&body[..4], &1i32.to_be_bytes());
+    assert_eq!(&body[4..7], b"\x00\x01t");
+    assert_eq!(&body[11..15], &3i32.to_be_bytes());
+    assert_eq!(
+        &body[15..17],
+        &35i16.to_be_bytes(),
+        "v{version}: UNSUPPORTED_VERSION"
+    );
 }

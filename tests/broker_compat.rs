@@ -51,7 +51,10 @@ fn given_batches_with_max_timestamp_minus_one_when_produced_then_it_is_recompute
     for (name, codec) in [("plain", Compression::None), ("zstd", Compression::Zstd)] {
         create_topic(&mut c, name, 1, &[]);
         let r = produce(&mut c, name, 0, sarama_batch(codec, t0, 5), -1).unwrap();
-        assert_eq!(r.responses[0].partition_responses[0].error_code, 0, "{name}");
+        assert_eq!(
+            r.responses[0].partition_responses[0].error_code, 0,
+            "{name}"
+        );
         // The stored header says the largest record timestamp, with a valid CRC.
         let f = fetch(&mut c, name, 0, 0, 0, 12);
         let records = f.responses[0].partitions[0].records.clone().unwrap();
@@ -59,8 +62,16 @@ fn given_batches_with_max_timestamp_minus_one_when_produced_then_it_is_recompute
         assert_eq!(h.max_timestamp, t0 + 4000, "{name}");
         header::check_batch(&records, usize::MAX).unwrap();
         // Seeks by time find the records instead of jumping to the end.
-        assert_eq!(offset_for_time(&mut c, name, t0 + 2500), (3, t0 + 3000), "{name}");
-        assert_eq!(offset_for_time(&mut c, name, -3), (4, t0 + 4000), "{name} max timestamp");
+        assert_eq!(
+            offset_for_time(&mut c, name, t0 + 2500),
+            (3, t0 + 3000),
+            "{name}"
+        );
+        assert_eq!(
+            offset_for_time(&mut c, name, -3),
+            (4, t0 + 4000),
+            "{name} max timestamp"
+        );
         assert_eq!(values(&records).len(), 5);
     }
 }

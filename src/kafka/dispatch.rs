@@ -25,6 +25,8 @@ pub enum Decoded {
     },
     /// ApiVersions at a version we do not know: answer error 35 in the v0 layout.
     ApiVersionsUnsupported,
+    /// Produce v0-v2 (advertised, not supported): the body after the request header.
+    ProduceLegacy { version: i16, body: Bytes },
 }
 
 /// Decodes one frame (everything after the 4-byte size). Never panics, whatever the bytes; an
@@ -56,6 +58,9 @@ pub fn decode_frame(frame: Bytes) -> Result<Decoded, String> {
     let mut body = frame;
     kafka_protocol::messages::RequestHeader::decode(&mut body, key.request_header_version(version))
         .map_err(|e| format!("bad request header: {e}"))?;
+    if key == ApiKey::Produce && version < 3 {
+        return Ok(Decoded::ProduceLegacy { version, body });
+    }
     let request = kafka_protocol::messages::RequestKind::decode(key, &mut body, version)
         .map_err(|e| format!("malformed {key:?} v{version} request: {e}"))?;
     Ok(Decoded::Request {
@@ -82,6 +87,12 @@ pub(crate) async fn dispatch(
         }) => (key, version, request),
         Ok(Decoded::ApiVersionsUnsupported) => {
             return (api::api_versions::api_versions_unsupported(), 0);
+        }
+        Ok(Decoded::ProduceLegacy { version, body }) => {
+            return (
+                api::produce_legacy::produce_unsupported_version(&body, version),
+                ApiKey::Produce.response_header_version(version),
+            );
         }
         Err(reason) => return (Reply::Close(reason), 0),
     };

@@ -5,7 +5,9 @@ use kafka_protocol::messages::ApiKey;
 
 /// The APIs and versions we implement, and therefore advertise in ApiVersions.
 pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
-    (ApiKey::Produce, 3, 13),
+    // v0-v2 are advertised as Kafka 4.0 does and answered UNSUPPORTED_VERSION
+    // (api::produce_legacy).
+    (ApiKey::Produce, 0, 13),
     (
         ApiKey::Fetch,
         super::fetch_encode::MIN_VERSION,

@@ -40,3 +40,16 @@ def test_given_keyed_lines_when_kcat_produces_then_kcat_consumes_exact_keys_and_
                "-m", "10", "-f", "%o|%k|%s\n").stdout.decode()
 
     assert out.splitlines() == [f"{i}|{k}|{v}" for i, (k, v) in enumerate(records)]
+
+
+@pytest.mark.parametrize("codec,attr", [("gzip", 1), ("snappy", 2), ("lz4", 3)])
+def test_given_debians_kcat_when_it_produces_compressed_then_the_stored_batches_keep_its_codec(broker, codec, attr):
+    """librdkafka 2.0.2 (Debian) picks gzip, snappy and lz4 only when the broker advertises
+    Produce v0-v2 (librdkafka #4956): Strata advertises them as Kafka 4.0 does (KAFKA-18659)."""
+    from helpers import disk_batches
+    topic = create_topic(broker)
+    lines = "".join(f"line {i} " + "x" * 200 + "\n" for i in range(50)).encode()
+    kcat("-b", broker.bootstrap, "-P", "-t", topic, "-p", "0", "-z", codec, "-m", "10", input=lines)
+    seg = sorted(broker.partition_dir(topic, 0).glob("*.log"))[0]
+    codecs = {a & 0x7 for (_, _, a, _) in disk_batches(seg)}
+    assert codecs == {attr}, f"kcat -z {codec} stored codecs {codecs}"

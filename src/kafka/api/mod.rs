@@ -16,6 +16,7 @@ pub mod groups;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
+pub mod produce_legacy;
 pub mod producer_id;
 pub mod topics;
 

@@ -744,7 +744,11 @@ pub fn first_at_or_after(
 /// The largest record timestamp of a checked batch (what its maxTimestamp must say under
 /// CreateTime), by streaming its records (the payload decompressed up to `limit` bytes and
 /// never held whole); -1 for a batch without records.
-pub fn max_record_timestamp(h: &BatchHeader, batch: &[u8], limit: usize) -> Result<i64, BatchError> {
+pub fn max_record_timestamp(
+    h: &BatchHeader,
+    batch: &[u8],
+    limit: usize,
+) -> Result<i64, BatchError> {
     let codec = h.compression()?;
     let count = usize::try_from(h.record_count).map_err(|_| BatchError::BadRecordCount {
         count: h.record_count,
