@@ -183,13 +183,27 @@ impl Default for LogConfig {
     }
 }
 
-/// How far ahead of its data the active segment's blocks are reserved when
-/// [`LogConfig::preallocate`] is on: the first step when the segment is created or opened, the
-/// next one (by the sealer thread) once half of the last is used. Redpanda's
-/// `segment_fallocation_step` defaults to the same 32 MiB. A whole segment up front would hold
-/// `segment.bytes` of disk per partition from its first record (6 GiB for an idle six-partition
-/// topic at the default 1 GiB).
+/// The most the active segment's blocks are reserved ahead of its data when
+/// [`LogConfig::preallocate`] is on (Redpanda's `segment_fallocation_step` defaults to the same
+/// 32 MiB). A whole segment up front would hold `segment.bytes` of disk per partition from its
+/// first record (6 GiB for an idle six-partition topic at the default 1 GiB).
+///
+/// The step follows the partition's write rate (FORMAT.md §2): it starts at
+/// [`MIN_PREALLOCATE_STEP`], doubles each time the last reservation was made less than
+/// [`PREALLOCATE_FAST`] ago, and halves each time it was made more than [`PREALLOCATE_SLOW`]
+/// ago. A partition writing tens of MB/s reserves 32 MiB at a time; one that writes a little
+/// holds about 1 MiB past its data (640 small partitions reserved 20 GB for 29 MB of data with
+/// a fixed 32 MiB step).
 pub const PREALLOCATE_STEP: u64 = 32 << 20;
+
+/// The smallest (and first) preallocation step.
+pub const MIN_PREALLOCATE_STEP: u64 = 1 << 20;
+
+/// A reservation asked for less than this after the last one doubles the step.
+pub const PREALLOCATE_FAST: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A reservation asked for more than this after the last one halves the step.
+pub const PREALLOCATE_SLOW: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Positions in the offset index are u32, so a segment must stay below 4 GiB; like Kafka's
 /// `log.segment.bytes` (an int) the limit is 2 GiB - 1, leaving room for the batch that crosses it.

@@ -22,7 +22,9 @@ mod segment;
 pub mod start;
 pub(crate) mod write_path;
 
-pub use config::{FsyncPolicy, LogConfig, PREALLOCATE_STEP, RecoveryMode, WriteMode};
+pub use config::{
+    FsyncPolicy, LogConfig, MIN_PREALLOCATE_STEP, PREALLOCATE_STEP, RecoveryMode, WriteMode,
+};
 pub use epoch::{EpochEnd, EpochEntry};
 pub use partition::{
     AppendInfo, LogFailure, PartitionLog, PendingAppend, ReadBound, RecoveryReport,

@@ -14,7 +14,6 @@ use bytes::Bytes;
 use crate::batch::header;
 use crate::error::{Error, Result};
 
-use super::super::config::PREALLOCATE_STEP;
 use super::super::epoch;
 use super::super::index::OffsetEntry;
 use super::super::scan::relative;
@@ -332,20 +331,20 @@ impl Inner {
         true
     }
 
-    /// Asks the runtime to reserve the next [`PREALLOCATE_STEP`] of the active segment once the
-    /// writer has used half of what is reserved, so `fallocate` (a journal transaction) never
-    /// runs on the appending thread after the segment's first step, and an idle partition holds
-    /// at most one step past its data.
+    /// Asks the runtime to reserve the next step of the active segment (at most
+    /// [`PREALLOCATE_STEP`](super::super::config::PREALLOCATE_STEP), following the write rate: [`super::state::Pace`]) once the writer
+    /// has used half of the current step, so `fallocate` (a journal transaction) never runs on
+    /// the appending thread after the segment's first step, and a partition holds at most about
+    /// one step past its data.
     pub fn reserve_ahead(&self, core: &mut WriterCore, written: u64) {
         let max = self.config().max_segment_len();
-        if !self.config().preallocate
-            || core.reserved >= max
-            || written + PREALLOCATE_STEP / 2 < core.reserved
-        {
+        let half = self.pace.lock().step / 2;
+        if !self.config().preallocate || core.reserved >= max || written + half < core.reserved {
             return;
         }
+        let step = self.pace.lock().next(std::time::Instant::now());
         let from = core.reserved;
-        let to = (written.max(from) + PREALLOCATE_STEP).min(max);
+        let to = (written.max(from) + step).min(max);
         core.reserved = to;
         self.request_range(|q| &mut q.preallocate, &core.active, from, to);
     }

@@ -274,6 +274,7 @@ impl PartitionLog {
             log_end: AtomicU64::new(end),
             durable_end: AtomicU64::new(end),
             high_watermark: AtomicU64::new(end),
+            pace: parking_lot::Mutex::new(Default::default()),
             start_floor: AtomicU64::new(start_floor),
             closed: AtomicBool::new(false),
             maintenance: parking_lot::Mutex::new(Maintenance {

@@ -430,6 +430,7 @@ pub(crate) fn recover(
     let (active, reserved) = open_active(
         dir,
         config,
+        crate::log::config::MIN_PREALLOCATE_STEP,
         ctx.backend.clone(),
         ctx.waker.clone(),
         last.base,

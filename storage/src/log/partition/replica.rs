@@ -333,6 +333,7 @@ impl Inner {
         let (active, _) = open_active(
             &self.dir,
             &self.config(),
+            crate::log::config::MIN_PREALLOCATE_STEP,
             self.backend.clone(),
             self.direct_waker(),
             base,

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use crate::error::{Error, IoContext, Result};
 use crate::io::{IoBackend, WritableFile};
 
-use super::super::config::{FsyncPolicy, LogConfig, PREALLOCATE_STEP, WriteMode};
+use super::super::config::{FsyncPolicy, LogConfig, WriteMode};
 use super::super::index::{OffsetIndex, TimeIndex};
 use super::super::name::{self, FileKind};
 use super::super::segment::{ActiveSpec, Segment, SegmentState};
@@ -114,9 +114,11 @@ impl Inner {
             .backend
             .create_new(&path)
             .ctx("create segment", &path)?;
+        let step = self.pace.lock().next(std::time::Instant::now());
         Ok(open_active(
             &self.dir,
             &self.config(),
+            step,
             self.backend.clone(),
             self.direct_waker(),
             base,
@@ -133,7 +135,7 @@ impl Inner {
 }
 
 /// An active segment. Given a write handle (`w`: a segment a roll just created, which an
-/// append is about to write) the first [`PREALLOCATE_STEP`] past its data is reserved here;
+/// append is about to write) the first `step` past its data is reserved here;
 /// otherwise (a log being opened, maybe one of thousands of idle partitions) nothing is opened
 /// or reserved until the first append asks ([`Inner::reserve_ahead`]). Reserving is best
 /// effort: a failed `fallocate` (a full disk, a file system without it) is logged and the
@@ -143,6 +145,7 @@ impl Inner {
 pub(crate) fn open_active(
     dir: &Path,
     config: &LogConfig,
+    step: u64,
     backend: Arc<dyn IoBackend>,
     waker: Option<super::super::segment::WakerCell>,
     base: u64,
@@ -157,7 +160,7 @@ pub(crate) fn open_active(
         && config.preallocate
         && state.len < max
     {
-        let len = PREALLOCATE_STEP.min(max - state.len);
+        let len = step.min(max - state.len);
         match w.preallocate(state.len, len) {
             Ok(()) => reserved = state.len + len,
             Err(e) => {

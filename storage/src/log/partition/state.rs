@@ -191,6 +191,43 @@ impl WriterCore {
     }
 }
 
+/// How far ahead the active segment's blocks are reserved: the step follows the partition's
+/// write rate (see [`super::super::config::PREALLOCATE_STEP`]).
+#[derive(Debug)]
+pub(crate) struct Pace {
+    pub step: u64,
+    last: Option<std::time::Instant>,
+}
+
+impl Default for Pace {
+    fn default() -> Self {
+        Pace {
+            step: super::super::config::MIN_PREALLOCATE_STEP,
+            last: None,
+        }
+    }
+}
+
+impl Pace {
+    /// The step of a reservation made at `now`: doubled if the last was made less than
+    /// `PREALLOCATE_FAST` ago, halved if more than `PREALLOCATE_SLOW` ago.
+    pub fn next(&mut self, now: std::time::Instant) -> u64 {
+        use super::super::config::{
+            MIN_PREALLOCATE_STEP, PREALLOCATE_FAST, PREALLOCATE_SLOW, PREALLOCATE_STEP,
+        };
+        if let Some(last) = self.last {
+            let gap = now.saturating_duration_since(last);
+            if gap < PREALLOCATE_FAST {
+                self.step = (self.step * 2).min(PREALLOCATE_STEP);
+            } else if gap > PREALLOCATE_SLOW {
+                self.step = (self.step / 2).max(MIN_PREALLOCATE_STEP);
+            }
+        }
+        self.last = Some(now);
+        self.step
+    }
+}
+
 /// What the maintenance lock guards besides its critical sections.
 #[derive(Debug, Default)]
 pub(crate) struct Maintenance {
@@ -218,6 +255,8 @@ pub(crate) struct Inner {
     /// Kafka's high watermark: the end of what consumers may read. Follows the log end unless
     /// the log is replicated ([`super::HighWatermark::Explicit`]).
     pub high_watermark: AtomicU64,
+    /// The preallocation step, following the write rate (a leaf lock).
+    pub pace: Mutex<Pace>,
     /// The log start offset DeleteRecords moved the log to (0 if never): the log starts at
     /// the larger of this and the first segment's base ([`Inner::log_start`]).
     pub start_floor: AtomicU64,
