@@ -94,7 +94,12 @@ pub(crate) async fn dispatch(
                 ApiKey::Produce.response_header_version(version),
             );
         }
-        Err(reason) => return (Reply::Close(reason), 0),
+        Err(reason) => {
+            return (
+                Reply::Close(format!("{reason} (client id {client_id:?})")),
+                0,
+            );
+        }
     };
     let reply = match *request {
         R::ApiVersions(_) => api::api_versions::api_versions(version),

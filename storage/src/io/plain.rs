@@ -258,7 +258,10 @@ mod tests {
                 return;
             }
         };
-        assert!(!file.is_async(), "the caller's thread waits: nothing stays in flight");
+        assert!(
+            !file.is_async(),
+            "the caller's thread waits: nothing stays in flight"
+        );
         file.submit(7, vec![DirectBuf::filled(b'x', DIRECT_ALIGN).unwrap()], 0)
             .unwrap();
         file.submit_sync(8).unwrap();
