@@ -154,6 +154,16 @@ pub const BROKER_KEYS: &[(&str, &str, &str)] = &[
         "Close a partition's files (after an fsync) once nothing wrote or read it for this long; they reopen on demand, so idle partitions hold no file descriptors. -1 keeps them open.",
     ),
     (
+        "group.consumer.session.timeout.ms",
+        "45000",
+        "Consumer groups of the next-generation protocol (KIP-848): a member silent this long is removed. Kafka's name and default.",
+    ),
+    (
+        "group.consumer.heartbeat.interval.ms",
+        "5000",
+        "Consumer groups of the next-generation protocol (KIP-848): how often members heartbeat. Kafka's name and default.",
+    ),
+    (
         "producer.id.expiration.ms",
         "86400000",
         "Forget an idempotent producer's sequence state when its last batch is older than this.",
@@ -665,6 +675,14 @@ impl BrokerConfig {
                 self.optional_millis(key).map(drop)
             }
             "producer.id.expiration.ms" => self.producer_id_expiration_ms().map(drop),
+            // Each positive here; that the interval is below the session timeout is checked
+            // when the broker opens (either may be set first).
+            "group.consumer.session.timeout.ms" | "group.consumer.heartbeat.interval.ms" => {
+                match self.millis(key)? {
+                    d if d.is_zero() => bail!("{key} must be positive"),
+                    _ => Ok(()),
+                }
+            }
             "socket.request.max.bytes" => {
                 let v = self.i64(key)?;
                 if !(8..=i64::from(i32::MAX)).contains(&v) {
@@ -876,6 +894,26 @@ impl BrokerConfig {
             bail!("{key} must be >= 0, got {v}");
         }
         Ok(Duration::from_millis(v as u64))
+    }
+
+    /// `group.consumer.session.timeout.ms`.
+    pub fn consumer_session_timeout(&self) -> Result<Duration> {
+        let d = self.millis("group.consumer.session.timeout.ms")?;
+        if d.is_zero() {
+            bail!("group.consumer.session.timeout.ms must be positive");
+        }
+        Ok(d)
+    }
+
+    /// `group.consumer.heartbeat.interval.ms`.
+    pub fn consumer_heartbeat_interval(&self) -> Result<Duration> {
+        let d = self.millis("group.consumer.heartbeat.interval.ms")?;
+        if d.is_zero() || d > self.consumer_session_timeout()? {
+            bail!(
+                "group.consumer.heartbeat.interval.ms must be positive and below the session timeout"
+            );
+        }
+        Ok(d)
     }
 
     /// `producer.id.expiration.ms`, in ms (> 0).

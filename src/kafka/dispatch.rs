@@ -122,6 +122,9 @@ pub(crate) async fn dispatch(
         R::DescribeProducers(r) => api::cluster::describe_producers(broker, r, version),
         R::OffsetForLeaderEpoch(r) => api::cluster::offset_for_leader_epoch(broker, r, version),
         R::OffsetDelete(r) => groups::offset_delete(broker, r, version).await,
+        R::ConsumerGroupHeartbeat(r) => {
+            api::consumer_groups::consumer_group_heartbeat(broker, r, version, client_id)
+        }
         R::FindCoordinator(r) => groups::find_coordinator(broker, r, version),
         R::JoinGroup(r) => {
             groups::join_group(broker, r, version, client_id, shutdown.clone()).await

@@ -9,6 +9,8 @@
 //! the rebalance deadline and expiry of member ids handed out with MEMBER_ID_REQUIRED.
 //! docs/GROUPS.md describes the state machine and the offsets log format.
 
+pub mod assignors;
+pub mod consumer;
 pub mod offsets;
 pub mod state;
 
@@ -35,6 +37,9 @@ const TICK: Duration = Duration::from_millis(50);
 #[derive(Debug)]
 pub struct Coordinator {
     groups: Mutex<BTreeMap<String, Group>>,
+    /// Groups of the next-generation protocol (KIP-848); a group id is in one map or the other.
+    consumer_groups: Mutex<BTreeMap<String, consumer::ConsumerGroup>>,
+    pub consumer_limits: consumer::ConsumerLimits,
     pub offsets: OffsetStore,
     limits: Limits,
     ticker_started: AtomicBool,
@@ -60,6 +65,11 @@ impl Coordinator {
             .collect();
         Ok(Coordinator {
             groups: Mutex::new(groups),
+            consumer_groups: Mutex::new(BTreeMap::new()),
+            consumer_limits: consumer::ConsumerLimits {
+                session_timeout: config.consumer_session_timeout()?,
+                heartbeat_interval: config.consumer_heartbeat_interval()?,
+            },
             offsets,
             limits: Limits {
                 initial_rebalance_delay: config.group_initial_rebalance_delay()?,
@@ -147,6 +157,62 @@ impl Coordinator {
         Ok(verdicts)
     }
 
+    /// One ConsumerGroupHeartbeat (KIP-848) of `group`. `topics` maps every topic's name to
+    /// (id, partition count). A classic group with members under that id is
+    /// INCONSISTENT_GROUP_PROTOCOL: a group is one or the other, as in Kafka.
+    pub fn consumer_heartbeat(
+        &self,
+        group: &str,
+        hb: consumer::Heartbeat,
+        topics: &BTreeMap<String, (u128, i32)>,
+    ) -> Result<consumer::HeartbeatAnswer, ErrorKind> {
+        if self.groups.lock().get(group).is_some_and(|g| !g.is_empty()) {
+            return Err(ErrorKind::InconsistentGroupProtocol);
+        }
+        let mut groups = self.consumer_groups.lock();
+        let g = groups
+            .entry(group.to_string())
+            .or_insert_with(|| consumer::ConsumerGroup::new(group));
+        // An empty consumer group stays one (as in Kafka) until a classic member joins it.
+        g.heartbeat(hb, topics, &self.consumer_limits, Instant::now(), || {
+            uuid::Uuid::from_u128(crate::broker::random_u128()).to_string()
+        })
+    }
+
+    /// Whether `group` is a consumer (KIP-848) group with members: a classic JoinGroup for it
+    /// is INCONSISTENT_GROUP_PROTOCOL. An empty consumer group becomes classic when a classic
+    /// member joins (as Kafka converts an empty group).
+    pub fn is_consumer_group(&self, group: &str) -> bool {
+        let mut groups = self.consumer_groups.lock();
+        match groups.get(group) {
+            Some(g) if !g.is_empty() => true,
+            Some(_) => {
+                groups.remove(group);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// For a consumer group (even one whose members all left, as Kafka keeps it): whether
+    /// `member` may commit or fetch with `epoch` (`None` when `group` is not one).
+    pub fn consumer_check(
+        &self,
+        group: &str,
+        member: &str,
+        epoch: i32,
+    ) -> Option<Option<ErrorKind>> {
+        self.consumer_groups
+            .lock()
+            .get(group)
+            .map(|g| g.check_commit(member, epoch))
+    }
+
+    /// The consumer groups' ids.
+    pub fn consumer_group_ids(&self) -> Vec<String> {
+        self.consumer_groups.lock().keys().cloned().collect()
+    }
+
     /// Removes an empty group (DeleteGroups); its offsets are deleted by the caller.
     pub fn remove_group_if_empty(&self, id: &str) -> Result<(), ErrorKind> {
         let mut groups = self.groups.lock();
@@ -179,6 +245,9 @@ impl Coordinator {
                 let limits = c.limits;
                 for g in c.groups.lock().values_mut() {
                     g.tick(now, &limits);
+                }
+                for g in c.consumer_groups.lock().values_mut() {
+                    g.tick(now);
                 }
             }
         });

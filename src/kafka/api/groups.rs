@@ -155,6 +155,11 @@ pub async fn join_group(
         let o = JoinOutcome::error(ErrorKind::InvalidGroupId, &req.member_id);
         return encode_body(&join_response(o, version), version);
     }
+    // A group is classic or consumer (KIP-848), not both.
+    if c.is_consumer_group(&group) {
+        let o = JoinOutcome::error(ErrorKind::InconsistentGroupProtocol, &req.member_id);
+        return encode_body(&join_response(o, version), version);
+    }
     let session = ms(req.session_timeout_ms);
     let j = JoinRequest {
         member_id: req.member_id.to_string(),
@@ -316,6 +321,9 @@ pub async fn offset_commit(broker: &Arc<Broker>, req: OffsetCommitRequest, versi
     let generation = req.generation_id_or_member_epoch;
     let group_error = if !group_id_ok(&group) {
         Some(ErrorKind::InvalidGroupId)
+    } else if let Some(check) = c.consumer_check(&group, &member, generation) {
+        // A consumer group (KIP-848): the member's epoch where a classic group has a generation.
+        check
     } else {
         let exists = c.with_group(&group, false, |_, _, _| ()).is_some();
         if !exists && generation >= 0 {
@@ -494,6 +502,17 @@ pub fn offset_fetch(broker: &Arc<Broker>, req: OffsetFetchRequest, version: i16)
                     return offset_fetch_response::OffsetFetchResponseGroup::default()
                         .with_group_id(g.group_id)
                         .with_error_code(ResponseError::InvalidRequest.code());
+                }
+                // v9: a consumer group member's fetch carries its epoch, checked as a commit's.
+                if let Some(member) = g.member_id.as_ref()
+                    && let Some(Some(e)) =
+                        broker
+                            .groups
+                            .consumer_check(&g.group_id.0, member, g.member_epoch)
+                {
+                    return offset_fetch_response::OffsetFetchResponseGroup::default()
+                        .with_group_id(g.group_id)
+                        .with_error_code(crate::kafka::errors::code(e));
                 }
                 let topics = g.topics.map(|ts| {
                     ts.into_iter()

@@ -24,10 +24,30 @@ pub async fn metadata(broker: &Arc<Broker>, req: MetadataRequest, version: i16) 
         .unwrap_or_else(|_| ("127.0.0.1".into(), 9092));
     // v0: an empty list means all topics; v1+: null means all, empty means none. Names stay
     // the request's own bytes (StrBytes slices of the frame), copied nowhere.
+    // v10+ may name a topic by id instead (name null; librdkafka's KIP-848 consumer does, to
+    // learn the topics of its assignment): found, it is answered as if named; an id no topic
+    // has is UNKNOWN_TOPIC_ID.
+    let mut unknown_ids: Vec<::uuid::Uuid> = Vec::new();
     let wanted: Option<Vec<StrBytes>> = match req.topics {
         None => None,
         Some(t) if t.is_empty() && version == 0 => None,
-        Some(t) => Some(t.into_iter().filter_map(|t| t.name.map(|n| n.0)).collect()),
+        Some(t) => Some(
+            t.into_iter()
+                .filter_map(|t| match t.name {
+                    Some(n) => Some(n.0),
+                    None if version >= 10 && !t.topic_id.is_nil() => {
+                        match broker.topic_by_id(t.topic_id.as_u128()) {
+                            Some(topic) => Some(s(topic.name.clone())),
+                            None => {
+                                unknown_ids.push(t.topic_id);
+                                None
+                            }
+                        }
+                    }
+                    None => None,
+                })
+                .collect(),
+        ),
     };
     let allow_create =
         (version < 4 || req.allow_auto_topic_creation) && broker.config.auto_create_topics();
@@ -130,6 +150,14 @@ pub async fn metadata(broker: &Arc<Broker>, req: MetadataRequest, version: i16) 
             }
         }
         topics.push(t);
+    }
+    for id in unknown_ids {
+        topics.push(
+            MetadataResponseTopic::default()
+                .with_name(None)
+                .with_topic_id(id)
+                .with_error_code(code(ErrorKind::UnknownTopicId)),
+        );
     }
     let mut resp = MetadataResponse::default()
         .with_brokers(vec![
