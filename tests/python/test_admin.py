@@ -129,3 +129,66 @@ def test_given_kafka_python_admin_when_partitions_configs_and_records_change_the
         a.close()
     c = admin(broker)
     assert topic_partitions(c, topic) == 3
+
+
+def test_given_kafka_python_admin_when_it_describes_the_cluster_log_dirs_and_producers_and_deletes_group_offsets_then_kafka_answers_come_back(broker):
+    from kafka import KafkaConsumer
+    topic = create_topic(broker, partitions=2)
+    p = producer(broker, **{"enable.idempotence": True})
+    for i in range(4):
+        p.produce(topic, value=f"r{i}".encode(), partition=0)
+    assert p.flush(CALL_TIMEOUT_S) == 0
+    group = f"{topic}-g"
+    # Committed offsets of a group without members, then OffsetDelete of one partition.
+    c = KafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=group, enable_auto_commit=False)
+    c.commit({KpTopicPartition(topic, 0): _offset(2), KpTopicPartition(topic, 1): _offset(0)})
+    c.close()
+    a = KafkaAdminClient(bootstrap_servers=broker.bootstrap, request_timeout_ms=CALL_TIMEOUT_S * 1000)
+    try:
+        cluster = a.describe_cluster()
+        assert [b["broker_id"] for b in cluster["brokers"]] == [0], cluster
+        assert cluster["cluster_id"].startswith("strata-"), cluster
+        dirs = a.describe_log_dirs({topic: [0, 1]})
+        sizes = {(t["name"], part["partition_index"]): part["partition_size"]
+                 for d in dirs for r in d["log_dirs"] for t in r["topics"] for part in t["partitions"]}
+        assert sizes[(topic, 0)] > 0 and sizes[(topic, 1)] == 0, dirs
+        assert all(r["usable_bytes"] > 0 for d in dirs for r in d["log_dirs"]), dirs
+        producers = a.describe_producers([KpTopicPartition(topic, 0)])
+        states = list(producers.values())[0]
+        assert len(_active(states)) == 1, producers
+        a.delete_group_offsets(group, [KpTopicPartition(topic, 0)])
+        left = a.list_group_offsets(group)[group]
+        assert KpTopicPartition(topic, 0) not in left and KpTopicPartition(topic, 1) in left, left
+    finally:
+        a.close()
+
+
+def _offset(n):
+    from kafka.structs import OffsetAndMetadata
+    try:
+        return OffsetAndMetadata(n, "", -1)
+    except TypeError:
+        return OffsetAndMetadata(n, "")
+
+
+def _active(state):
+    return state.active_producers
+
+
+def test_given_confluent_admin_when_a_dynamic_broker_config_is_set_then_topics_without_overrides_follow(broker):
+    a = admin(broker)
+    topic = create_topic(broker)
+    res = ConfigResource(ResourceType.BROKER, "0", incremental_configs=[
+        ConfigEntry("log.retention.ms", "7200000", incremental_operation=AlterConfigOpType.SET)])
+    for f in a.incremental_alter_configs([res], request_timeout=CALL_TIMEOUT_S).values():
+        f.result(timeout=CALL_TIMEOUT_S)
+    value, source = described(a, topic)["retention.ms"]
+    assert value == "7200000" and int(source) == 2, (value, source)  # DYNAMIC_BROKER_CONFIG
+    static = ConfigResource(ResourceType.BROKER, "0", incremental_configs=[
+        ConfigEntry("num.partitions", "3", incremental_operation=AlterConfigOpType.SET)])
+    try:
+        for f in a.incremental_alter_configs([static], request_timeout=CALL_TIMEOUT_S).values():
+            f.result(timeout=CALL_TIMEOUT_S)
+        raise AssertionError("a static broker setting was changed")
+    except Exception as e:
+        assert "INVALID_REQUEST" in str(e) or "dynamically" in str(e), e
