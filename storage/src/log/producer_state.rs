@@ -405,6 +405,20 @@ mod tests {
             .collect()
     }
 
+    /// The count bound (producers × their smallest size against the bytes present) lets every
+    /// real snapshot through, however many producers it holds.
+    #[test]
+    fn a_snapshot_of_many_producers_round_trips() {
+        let mut s = ProducerStates::default();
+        for pid in 0..200 {
+            s.record(pid, 0, 0, 1, pid as u64, 1_000);
+        }
+        let (end, back) = ProducerStates::decode_snapshot(&s.encode_snapshot(200)).unwrap();
+        assert_eq!(end, 200);
+        assert_eq!(back.producers().len(), 200);
+        assert_eq!(entries(&back), entries(&s));
+    }
+
     #[test]
     fn snapshots_round_trip_and_keep_deduplicating() {
         let s = sample();
