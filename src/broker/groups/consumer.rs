@@ -162,12 +162,12 @@ impl ConsumerGroup {
 
     /// Bumps the group epoch if the subscribed topics' partition counts changed (a topic
     /// created, deleted or grown).
-    fn note_topics(&mut self, topics: &BTreeMap<String, (u128, i32)>) {
-        let wanted = self.subscribed_topics();
-        let now: BTreeMap<String, (u128, i32)> = topics
-            .iter()
-            .filter(|(n, _)| wanted.contains(*n))
-            .map(|(n, v)| (n.clone(), *v))
+    fn note_topics(&mut self, topics: &dyn Fn(&str) -> Option<(u128, i32)>) {
+        // One lookup per subscribed topic, however many topics the broker has.
+        let now: BTreeMap<String, (u128, i32)> = self
+            .subscribed_topics()
+            .into_iter()
+            .filter_map(|n| topics(&n).map(|v| (n, v)))
             .collect();
         if now != self.topics_seen {
             self.topics_seen = now;
@@ -267,11 +267,11 @@ impl ConsumerGroup {
         };
     }
 
-    /// One heartbeat. `topics` maps every existing topic's name to (id, partition count).
+    /// One heartbeat. `topics` looks a topic up by name: (id, partition count).
     pub fn heartbeat(
         &mut self,
         hb: Heartbeat,
-        topics: &BTreeMap<String, (u128, i32)>,
+        topics: &dyn Fn(&str) -> Option<(u128, i32)>,
         limits: &ConsumerLimits,
         now: Instant,
         new_member_id: impl FnOnce() -> String,
@@ -437,8 +437,8 @@ mod tests {
         heartbeat_interval: Duration::from_secs(5),
     };
 
-    fn topics() -> BTreeMap<String, (u128, i32)> {
-        BTreeMap::from([("t".to_string(), (7u128, 4))])
+    fn topics(name: &str) -> Option<(u128, i32)> {
+        (name == "t").then_some((7u128, 4))
     }
 
     fn join(g: &mut ConsumerGroup, id: &str) -> HeartbeatAnswer {
@@ -453,7 +453,7 @@ mod tests {
                 assignor: None,
                 owned: Some(Partitions::new()),
             },
-            &topics(),
+            &topics,
             &LIMITS,
             Instant::now(),
             || unreachable!(),
@@ -473,7 +473,7 @@ mod tests {
                 assignor: None,
                 owned: Some(owned.clone()),
             },
-            &topics(),
+            &topics,
             &LIMITS,
             Instant::now(),
             || unreachable!(),
@@ -540,7 +540,7 @@ mod tests {
                     assignor: None,
                     owned: Some(owned),
                 },
-                &topics(),
+                &topics,
                 &LIMITS,
                 Instant::now(),
                 || unreachable!(),

@@ -157,14 +157,14 @@ impl Coordinator {
         Ok(verdicts)
     }
 
-    /// One ConsumerGroupHeartbeat (KIP-848) of `group`. `topics` maps every topic's name to
+    /// One ConsumerGroupHeartbeat (KIP-848) of `group`. `topics` looks a topic up by name:
     /// (id, partition count). A classic group with members under that id is
     /// INCONSISTENT_GROUP_PROTOCOL: a group is one or the other, as in Kafka.
     pub fn consumer_heartbeat(
         &self,
         group: &str,
         hb: consumer::Heartbeat,
-        topics: &BTreeMap<String, (u128, i32)>,
+        topics: &dyn Fn(&str) -> Option<(u128, i32)>,
     ) -> Result<consumer::HeartbeatAnswer, ErrorKind> {
         if self.groups.lock().get(group).is_some_and(|g| !g.is_empty()) {
             return Err(ErrorKind::InconsistentGroupProtocol);

@@ -1,7 +1,6 @@
 //! ConsumerGroupHeartbeat (KIP-848, v0-v1): the next-generation group protocol of
 //! [`crate::broker::groups::consumer`], with the server-side `uniform` and `range` assignors.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use kafka_protocol::messages::consumer_group_heartbeat_response::{Assignment, TopicPartitions};
@@ -30,13 +29,12 @@ pub fn consumer_group_heartbeat(
             version,
         );
     }
-    // Every topic by name: (id, partition count). A subscription names topics; assignments
-    // and owned partitions name them by id.
-    let topics: BTreeMap<String, (u128, i32)> = broker
-        .topics()
-        .iter()
-        .map(|t| (t.name.clone(), (t.id, t.partitions.len() as i32)))
-        .collect();
+    // A subscription names topics; assignments and owned partitions name them by id.
+    let topics = |name: &str| {
+        broker
+            .topic(name)
+            .map(|t| (t.id, t.partitions.len() as i32))
+    };
     let owned = req.topic_partitions.as_ref().map(|tps| {
         let mut p = Partitions::new();
         for tp in tps {
