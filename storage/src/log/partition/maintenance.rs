@@ -389,8 +389,15 @@ impl Inner {
         }
         let seg = core.active.clone();
         let w = seg.writer()?;
+        // Releases the blocks reserved past the data (the file's length is the data's already).
         w.set_len(core.len).ctx("truncate", &seg.log_path)?;
-        w.sync_data().ctx("fdatasync", &seg.log_path)?;
+        // Data an earlier sync covered (the idle sweep's, an interval's, every append's under
+        // `always`) needs no other: the truncation above changes only blocks past the end, and
+        // were it lost in a power cut they would stay reserved, nothing more.
+        if self.durable_end.load(Ordering::Acquire) < core.next_offset {
+            w.sync_data().ctx("fdatasync", &seg.log_path)?;
+            self.durable_end.fetch_max(core.next_offset, Ordering::AcqRel);
+        }
         if let Some(e) = core.max_time_entry() {
             seg.time_index.write().maybe_push(e);
         }
