@@ -477,6 +477,13 @@ mod tests {
         huge[16..20].copy_from_slice(&u32::MAX.to_be_bytes());
         let err = ProducerStates::decode_snapshot(&with_crc(huge)).unwrap_err();
         assert!(err.contains("do not fit"), "{err}");
+        // One more producer than the bytes could hold, at the smallest entry size, is refused
+        // by the count bound itself (before anything is allocated for it), not later.
+        let rest = body.len() - SNAPSHOT_HEADER;
+        let mut one_more = body.to_vec();
+        one_more[16..20].copy_from_slice(&((rest / SNAPSHOT_PRODUCER + 1) as u32).to_be_bytes());
+        let err = ProducerStates::decode_snapshot(&with_crc(one_more)).unwrap_err();
+        assert!(err.contains("do not fit"), "{err}");
         let mut six = body.to_vec();
         six[SNAPSHOT_HEADER + SNAPSHOT_PRODUCER - 1] = 6;
         assert!(ProducerStates::decode_snapshot(&with_crc(six)).is_err());

@@ -396,7 +396,8 @@ impl Inner {
         // were it lost in a power cut they would stay reserved, nothing more.
         if self.durable_end.load(Ordering::Acquire) < core.next_offset {
             w.sync_data().ctx("fdatasync", &seg.log_path)?;
-            self.durable_end.fetch_max(core.next_offset, Ordering::AcqRel);
+            self.durable_end
+                .fetch_max(core.next_offset, Ordering::AcqRel);
         }
         if let Some(e) = core.max_time_entry() {
             seg.time_index.write().maybe_push(e);
