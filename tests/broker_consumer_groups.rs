@@ -107,6 +107,14 @@ fn given_two_members_when_the_second_joins_then_it_gets_partitions_only_after_th
         110
     );
     assert_eq!(hb(&mut c, "g", "nobody", 5, None, None).error_code, 25);
+    assert_eq!(
+        hb(&mut c, "never-joined", "x", 3, None, None).error_code,
+        25
+    );
+    assert_eq!(
+        hb(&mut c, "never-joined", "x", -1, None, None).error_code,
+        0
+    );
     // Commits carry the member epoch: an old one is STALE_MEMBER_EPOCH.
     assert_eq!(
         commit(

@@ -394,8 +394,8 @@ impl ConsumerGroup {
     }
 
     /// Removes members silent past their session, or stuck revoking past their rebalance
-    /// timeout (both bump the group epoch).
-    pub fn tick(&mut self, now: Instant) {
+    /// timeout (both bump the group epoch). Returns whether that left the group empty.
+    pub fn tick(&mut self, now: Instant) -> bool {
         let gone: Vec<String> = self
             .members
             .values()
@@ -407,7 +407,11 @@ impl ConsumerGroup {
             self.members.remove(&id);
             self.target.remove(&id);
             self.epoch += 1;
+            if self.members.is_empty() {
+                return true;
+            }
         }
+        false
     }
 
     /// Whether `member` may commit with `epoch` (Kafka: the member's current epoch; an older

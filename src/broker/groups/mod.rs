@@ -170,13 +170,33 @@ impl Coordinator {
             return Err(ErrorKind::InconsistentGroupProtocol);
         }
         let mut groups = self.consumer_groups.lock();
+        // Only a join creates a group: heartbeats naming groups that do not exist leave
+        // nothing behind.
+        if !groups.contains_key(group) {
+            match hb.member_epoch {
+                0 => {}
+                -1 | -2 => {
+                    return Ok(consumer::HeartbeatAnswer {
+                        member_id: hb.member_id,
+                        member_epoch: hb.member_epoch,
+                        assignment: None,
+                    });
+                }
+                _ => return Err(ErrorKind::UnknownMemberId),
+            }
+        }
         let g = groups
             .entry(group.to_string())
             .or_insert_with(|| consumer::ConsumerGroup::new(group));
-        // An empty consumer group stays one (as in Kafka) until a classic member joins it.
-        g.heartbeat(hb, topics, &self.consumer_limits, Instant::now(), || {
+        let res = g.heartbeat(hb, topics, &self.consumer_limits, Instant::now(), || {
             uuid::Uuid::from_u128(crate::broker::random_u128()).to_string()
-        })
+        });
+        // An empty consumer group stays one while it has committed offsets (as in Kafka,
+        // until a classic member joins it); without any it goes.
+        if g.is_empty() && self.offsets.group_offsets(group).is_empty() {
+            groups.remove(group);
+        }
+        res
     }
 
     /// Whether `group` is a consumer (KIP-848) group with members: a classic JoinGroup for it
@@ -206,11 +226,6 @@ impl Coordinator {
             .lock()
             .get(group)
             .map(|g| g.check_commit(member, epoch))
-    }
-
-    /// The consumer groups' ids.
-    pub fn consumer_group_ids(&self) -> Vec<String> {
-        self.consumer_groups.lock().keys().cloned().collect()
     }
 
     /// Removes an empty group (DeleteGroups); its offsets are deleted by the caller.
@@ -246,8 +261,15 @@ impl Coordinator {
                 for g in c.groups.lock().values_mut() {
                     g.tick(now, &limits);
                 }
-                for g in c.consumer_groups.lock().values_mut() {
-                    g.tick(now);
+                let mut consumer_groups = c.consumer_groups.lock();
+                let emptied: Vec<String> = consumer_groups
+                    .iter_mut()
+                    .filter_map(|(id, g)| g.tick(now).then(|| id.clone()))
+                    .collect();
+                for id in emptied {
+                    if c.offsets.group_offsets(&id).is_empty() {
+                        consumer_groups.remove(&id);
+                    }
                 }
             }
         });
