@@ -283,8 +283,10 @@ impl Partition {
             // Not fatal: the next start rebuilds the state from the log.
             tracing::warn!(partition = %what, error = %format!("{e:#}"), "writing the producer-state snapshot failed");
         }
+        // The directory fsync each log's clean close would end with is left to the broker,
+        // which syncs the whole file system once for all of them (Broker::close).
         let res = match Arc::try_unwrap(log) {
-            Ok(log) => log.close(),
+            Ok(log) => log.close_deferring_dir_sync(),
             Err(log) => log.sync(),
         };
         res.map_err(|e| anyhow::anyhow!("{what}: {e}"))

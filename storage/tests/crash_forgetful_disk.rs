@@ -452,11 +452,16 @@ fn given_flush_messages_when_appending_then_a_sync_comes_every_n_messages_not_ev
     );
 }
 
-/// Appends under `never` (nothing synced by the appends), then closes cleanly. Returns what was
-/// appended and whether the close returned Ok.
-fn close_workload(dir: &Path, backend: Arc<dyn IoBackend>) -> (Vec<(u64, u64)>, bool) {
+/// Appends under `never` (nothing synced by the appends), then closes cleanly (with `deferred`,
+/// as a broker does: each log without its directory fsync, then the whole file system synced
+/// once). Returns what was appended and whether the close returned Ok.
+fn close_workload(
+    dir: &Path,
+    backend: Arc<dyn IoBackend>,
+    deferred: bool,
+) -> (Vec<(u64, u64)>, bool) {
     let mut acked = Vec::new();
-    let Ok(log) = PartitionLog::open(dir, config(FsyncPolicy::Never), backend) else {
+    let Ok(log) = PartitionLog::open(dir, config(FsyncPolicy::Never), backend.clone()) else {
         return (acked, false);
     };
     for n in 0..30 {
@@ -465,16 +470,30 @@ fn close_workload(dir: &Path, backend: Arc<dyn IoBackend>) -> (Vec<(u64, u64)>, 
             Err(_) => return (acked, false),
         }
     }
-    (acked, log.close().is_ok())
+    if !deferred {
+        return (acked, log.close().is_ok());
+    }
+    let closed = log.close_deferring_dir_sync().is_ok() && backend.sync_filesystem(dir).is_ok();
+    (acked, closed)
 }
 
 #[test]
 fn given_a_clean_close_when_the_disk_forgets_unsynced_writes_at_every_operation_then_a_finished_close_kept_everything()
  {
+    clean_close_sweep(false);
+}
+
+#[test]
+fn given_a_close_deferring_its_directory_sync_to_one_sync_of_the_file_system_when_the_disk_forgets_at_every_operation_then_a_finished_close_kept_everything_and_reopens_clean()
+ {
+    clean_close_sweep(true);
+}
+
+fn clean_close_sweep(deferred: bool) {
     let total = {
         let dir = tempfile::tempdir().unwrap();
         let counting = FailingBackend::counting(backend());
-        let (acked, closed) = close_workload(dir.path(), Arc::new(counting.clone()));
+        let (acked, closed) = close_workload(dir.path(), Arc::new(counting.clone()), deferred);
         assert!(closed && acked.len() == 30);
         counting.ops()
     };
@@ -482,7 +501,7 @@ fn given_a_clean_close_when_the_disk_forgets_unsynced_writes_at_every_operation_
         let dir = tempfile::tempdir().unwrap();
         let disk = ForgetfulBackend::wrapping(backend());
         let failing = FailingBackend::new(Arc::new(disk.clone()), n);
-        let (acked, closed) = close_workload(dir.path(), Arc::new(failing));
+        let (acked, closed) = close_workload(dir.path(), Arc::new(failing), deferred);
         disk.crash(TornMode::Clean);
         let ctx = format!("crash at op {n}/{total}");
         let log = PartitionLog::open(dir.path(), config(FsyncPolicy::Never), backend())
@@ -509,6 +528,10 @@ fn given_a_clean_close_when_the_disk_forgets_unsynced_writes_at_every_operation_
             }
             assert_eq!(log.log_end_offset(), 60, "{ctx}");
             assert!(log.max_timestamp_offset().unwrap().is_some(), "{ctx}");
+            if deferred {
+                // One sync of the file system made the clean checkpoint durable too.
+                assert!(log.recovery_report().clean, "{ctx}");
+            }
         }
     }
 }

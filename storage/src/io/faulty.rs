@@ -255,6 +255,11 @@ impl IoBackend for FailingBackend {
         self.admit(OpClass::Other, "sync_dir")?;
         self.inner.sync_dir(dir)
     }
+
+    fn sync_filesystem(&self, dir: &Path) -> io::Result<()> {
+        self.admit(OpClass::Sync, "sync_filesystem")?;
+        self.inner.sync_filesystem(dir)
+    }
 }
 
 /// A file of a [`FailingBackend`].
@@ -790,6 +795,20 @@ impl IoBackend for ForgetfulBackend {
                 None => model.durable_names.remove(&path),
             };
         }
+        Ok(())
+    }
+
+    /// Everything the fake disk knows becomes durable: every file's content as it is now, every
+    /// directory entry (the whole disk is one file system).
+    fn sync_filesystem(&self, dir: &Path) -> io::Result<()> {
+        let mut model = self.model.lock();
+        self.inner.sync_filesystem(dir)?;
+        for inode in model.inodes.values_mut() {
+            if let Some(f) = &inode.live {
+                inode.durable = read_whole(f)?;
+            }
+        }
+        model.durable_names = model.names.clone();
         Ok(())
     }
 }

@@ -122,9 +122,19 @@ pub fn read(dir: &Path) -> Result<Option<Checkpoint>> {
 /// synced before it: a checkpoint a crash leaves cut short fails its CRC and is ignored (the
 /// next open scans every segment); whole, it is exactly what was written. The directory fsync
 /// that makes the rename durable still comes last.
-pub fn write_unsynced(backend: &dyn IoBackend, dir: &Path, cp: &Checkpoint) -> Result<()> {
+/// `dir_sync: false` leaves the directory fsync to the caller (who syncs the whole file system
+/// once for thousands of logs: [`IoBackend::sync_filesystem`]).
+pub fn write_unsynced(
+    backend: &dyn IoBackend,
+    dir: &Path,
+    cp: &Checkpoint,
+    dir_sync: bool,
+) -> Result<()> {
     crate::io::write_file_atomic_unsynced(backend, &dir.join(FILE_NAME), &cp.encode())?;
-    backend.sync_dir(dir).ctx("fsync dir", dir)
+    if dir_sync {
+        backend.sync_dir(dir).ctx("fsync dir", dir)?;
+    }
+    Ok(())
 }
 
 pub fn write(backend: &dyn IoBackend, dir: &Path, cp: &Checkpoint) -> Result<()> {

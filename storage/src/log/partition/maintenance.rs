@@ -374,7 +374,7 @@ impl Inner {
     /// The clean close's last step (as the leader, after every write and seal): truncate the
     /// active segment to its data, sync it, write its indexes and a clean checkpoint. Nothing
     /// to do if nothing changed since the log opened from a clean checkpoint.
-    pub fn close_clean(&self, core: &mut WriterCore) -> Result<()> {
+    pub fn close_clean(&self, core: &mut WriterCore, dir_sync: bool) -> Result<()> {
         {
             // No reservation may land after the truncation below released them.
             let mut q = self.work.lock();
@@ -420,6 +420,7 @@ impl Inner {
                 log_end_offset: core.next_offset,
                 active_segment_len: core.len,
             },
+            dir_sync,
         )?;
         m.checkpoint_clean = true;
         Ok(())
