@@ -533,3 +533,58 @@ fn given_sealed_segments_when_reopened_after_a_crash_or_a_clean_close_then_they_
     let info = log.append_batch(numbered_batch(60, 4, 90, 1)).unwrap();
     assert_eq!(info.base_offset, before.last().unwrap().next_offset);
 }
+
+/// What a power cut right after a clean close can leave (the close writes index files without
+/// fdatasync, FORMAT.md §6): a clean checkpoint with the active segment's *older* index files.
+/// They are a prefix of the new ones, and the trusted open walks every batch after their last
+/// entry: it must find the exact end, and the largest timestamp even when that lies in the
+/// walked tail.
+#[test]
+fn given_a_clean_close_whose_index_files_are_an_older_prefix_when_reopened_then_the_tail_gives_the_end_and_largest_timestamp()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        segment_bytes: 1 << 20,
+        index_interval_bytes: 1024,
+        ..small_config()
+    };
+    let log = open(dir.path(), config);
+    for b in 0..10u64 {
+        log.append_batch(numbered_batch(b, 4, 400, 10_000 + b as i64))
+            .unwrap();
+    }
+    log.close().unwrap();
+    let idx = dir.path().join("00000000000000000000.index");
+    let tidx = dir.path().join("00000000000000000000.timeindex");
+    let (old_idx, old_tidx) = (std::fs::read(&idx).unwrap(), std::fs::read(&tidx).unwrap());
+    // More batches, the newest with the largest timestamps, then a clean close again.
+    let log = open(dir.path(), config);
+    for b in 10..30u64 {
+        log.append_batch(numbered_batch(b, 4, 400, 50_000 + b as i64))
+            .unwrap();
+    }
+    let end = log.log_end_offset();
+    log.close().unwrap();
+    // The power cut lost the new index files' renames, not the clean checkpoint's.
+    std::fs::write(&idx, &old_idx).unwrap();
+    std::fs::write(&tidx, &old_tidx).unwrap();
+    let log = open(dir.path(), config);
+    let r = log.recovery_report().clone();
+    assert!(r.clean, "{r:?}");
+    assert_eq!(r.segments_scanned, 0, "trusted, not walked whole: {r:?}");
+    assert_eq!(log.log_end_offset(), end);
+    assert_eq!(read_all(&log, 0).len(), 30);
+    assert_eq!(
+        log.max_timestamp_offset().unwrap(),
+        Some((50_032, end - 1)),
+        "the largest timestamp is in the walked tail"
+    );
+    // Record r of batch b is stamped 50_000 + b + r: the first at or after 50_015 is batch 12's
+    // last record.
+    let hit = log.find_timestamp(50_015).unwrap().unwrap();
+    assert_eq!((hit.offset, hit.timestamp), (12 * 4 + 3, 50_015));
+    // Appends continue exactly at the end.
+    log.append_batch(numbered_batch(30, 4, 400, 60_000))
+        .unwrap();
+    assert_eq!(log.log_end_offset(), end + 4);
+}
