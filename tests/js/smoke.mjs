@@ -1,5 +1,6 @@
 // kafkajs against a strata broker: admin, keyed gzip produce, a consumer group that reads
-// everything and commits, partitions added, configs altered and described, records deleted.
+// everything and commits, partitions added, configs altered and described, records deleted, and a
+// transactional producer refused at once.
 // Usage: node smoke.mjs HOST:PORT. Exits 0 when every step checked out; prints why otherwise.
 import assert from 'node:assert/strict';
 import { Kafka, CompressionTypes, logLevel } from 'kafkajs';
@@ -62,6 +63,17 @@ if (Number(p0.high) > 0) {
   const after = await admin.fetchTopicOffsets(topic);
   assert.equal(after.find((p) => p.partition === 0).low, p0.high);
 }
+
+// Transactions are not supported: a transactional producer fails at once, not after retries
+// (kafkajs reports it as a coordinator it cannot find; it does not pass the broker's message on).
+const txProducer = kafka.producer({ transactionalId: `${topic}-tx`, idempotent: true, maxInFlightRequests: 1 });
+const t0 = Date.now();
+await assert.rejects(async () => {
+  await txProducer.connect();
+  await txProducer.transaction();
+});
+assert.ok(Date.now() - t0 < 1000, `the transactional producer took ${Date.now() - t0} ms to fail`);
+await txProducer.disconnect();
 
 await producer.disconnect();
 await admin.deleteTopics({ topics: [topic] });
