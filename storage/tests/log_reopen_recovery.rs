@@ -588,3 +588,52 @@ fn given_a_clean_close_whose_index_files_are_an_older_prefix_when_reopened_then_
         .unwrap();
     assert_eq!(log.log_end_offset(), end + 4);
 }
+
+/// A segment missing from the middle of what was synced and sealed is damage, in the same boot
+/// and after a reboot alike: the open fails naming the gap, and nothing is removed. (Only past
+/// the recovery point, after a machine crash, can a gap be what the crash left.)
+#[test]
+fn given_a_sealed_segment_missing_from_the_middle_when_reopened_in_the_same_boot_or_after_a_reboot_then_open_fails_and_nothing_is_removed()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), small_config());
+    fill(&log, 200);
+    log.wait_for_seals().unwrap();
+    let segments = log.segments();
+    assert!(segments.len() >= 4, "{segments:?}");
+    log.close().unwrap();
+    let middle = &segments[1];
+    std::fs::remove_file(&middle.path).unwrap();
+    // Segments, that is: the missing one's index files go (recovery removes index files
+    // without a segment, FORMAT.md §7).
+    let files = |d: &std::path::Path| {
+        std::fs::read_dir(d)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "log")
+            })
+            .count()
+    };
+    let before = files(dir.path());
+    for reboot in [false, true] {
+        if reboot {
+            as_if_rebooted(dir.path());
+        }
+        match PartitionLog::open(dir.path(), small_config(), backend()) {
+            Err(strata_storage::Error::Corrupt { reason, .. }) => {
+                assert!(reason.contains("previous segment ends"), "{reason}");
+            }
+            Err(e) => panic!("reboot {reboot}: unexpected error {e}"),
+            Ok(_) => panic!("reboot {reboot}: a missing sealed segment was accepted"),
+        }
+        assert_eq!(
+            files(dir.path()),
+            before,
+            "reboot {reboot}: no segment removed"
+        );
+    }
+}
