@@ -26,7 +26,7 @@ use super::super::scan::{self, relative};
 use super::super::segment::{Segment, SegmentState};
 use super::RecoveryReport;
 use super::roll::open_active;
-use super::state::{WriterCore, now_ms, remove_if_exists};
+use super::state::{WriterCore, now_ms, remove_if_exists, remove_segment_files};
 
 /// Segment files found in a directory.
 #[derive(Debug, Default)]
@@ -583,9 +583,7 @@ const TRUNCATE_HINT: &str = "`strata verify --repair --truncate-at-damage` cuts 
 /// Removes segments (log and index files) found by recovery past a point of corruption.
 fn remove_segments(backend: &dyn IoBackend, dir: &Path, bases: &[(u64, u64)]) -> Result<usize> {
     for (base, _) in bases {
-        for kind in [FileKind::Log, FileKind::Index, FileKind::TimeIndex] {
-            remove_if_exists(backend, &name::segment_path(dir, *base, kind))?;
-        }
+        remove_segment_files(backend, dir, *base)?;
     }
     backend.sync_dir(dir).ctx("fsync dir", dir)?;
     Ok(bases.len())

@@ -29,11 +29,10 @@ use crate::error::{Error, IoContext, Result};
 
 use super::super::checkpoint::{self, Checkpoint};
 use super::super::epoch;
-use super::super::name::{self, FileKind};
 use super::super::scan::{self, relative};
 use super::super::segment::{Segment, SegmentState};
 use super::roll::open_active;
-use super::state::{Inner, LogFailure, WriterCore, remove_if_exists};
+use super::state::{Inner, LogFailure, WriterCore, remove_if_exists, remove_segment_files};
 
 /// Why a truncation that changed nothing was refused.
 const ALREADY: &str = "a truncation is already running";
@@ -239,12 +238,7 @@ impl Inner {
             drop(q);
             // 4. Later segments, newest first.
             for s in later.iter().rev() {
-                for kind in [FileKind::Log, FileKind::Index, FileKind::TimeIndex] {
-                    remove_if_exists(
-                        self.backend.as_ref(),
-                        &name::segment_path(&self.dir, s.base_offset, kind),
-                    )?;
-                }
+                remove_segment_files(self.backend.as_ref(), &self.dir, s.base_offset)?;
             }
             // The cut segment's index files no longer match it; the next seal or clean close
             // writes new ones.
@@ -409,12 +403,7 @@ impl Inner {
             q.writeback = None;
             drop(q);
             for s in old.iter().rev() {
-                for kind in [FileKind::Log, FileKind::Index, FileKind::TimeIndex] {
-                    remove_if_exists(
-                        self.backend.as_ref(),
-                        &name::segment_path(&self.dir, s.base_offset, kind),
-                    )?;
-                }
+                remove_segment_files(self.backend.as_ref(), &self.dir, s.base_offset)?;
             }
             self.backend
                 .sync_dir(&self.dir)

@@ -345,6 +345,15 @@ pub(crate) fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// Removes a segment's files (log, offset index, time index), whichever exist.
+pub(crate) fn remove_segment_files(backend: &dyn IoBackend, dir: &Path, base: u64) -> Result<()> {
+    use super::super::name::{self, FileKind};
+    for kind in [FileKind::Log, FileKind::Index, FileKind::TimeIndex] {
+        remove_if_exists(backend, &name::segment_path(dir, base, kind))?;
+    }
+    Ok(())
+}
+
 pub(crate) fn remove_if_exists(backend: &dyn IoBackend, path: &Path) -> Result<()> {
     match backend.remove_file(path) {
         Ok(()) => Ok(()),
