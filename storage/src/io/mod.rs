@@ -242,6 +242,29 @@ pub fn write_file_atomic(backend: &dyn IoBackend, path: &Path, bytes: &[u8]) -> 
     replace_file(backend, path, bytes, true)
 }
 
+/// Reads a small file the engine keeps beside its segments, never more than `max` bytes:
+/// `Ok(None)` if there is none, `Ok(Some(Err(reason)))` if it is longer than `max`.
+pub fn read_small_file(
+    path: &Path,
+    max: u64,
+) -> crate::Result<Option<std::result::Result<Vec<u8>, String>>> {
+    use crate::error::{Error, IoContext};
+    use std::io::Read;
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("open", path, e)),
+    };
+    let mut bytes = Vec::new();
+    file.take(max + 1)
+        .read_to_end(&mut bytes)
+        .ctx("read", path)?;
+    if bytes.len() as u64 > max {
+        return Ok(Some(Err(format!("larger than {max} bytes"))));
+    }
+    Ok(Some(Ok(bytes)))
+}
+
 /// [`write_file_atomic`] without the `fdatasync` of the new file, for files whose reader checks
 /// them (a CRC) and falls back to what the log itself says when they do not check out: after a
 /// crash the name holds the old file, the new one whole, or a new one cut short or empty, never

@@ -22,8 +22,8 @@
 
 use std::path::Path;
 
-use crate::error::{Error, IoContext, Result};
-use crate::io::{IoBackend, write_file_atomic};
+use crate::error::{IoContext, Result};
+use crate::io::{IoBackend, read_small_file, write_file_atomic};
 
 /// File name of the checkpoint, in the partition directory (Kafka's).
 pub const FILE_NAME: &str = "leader-epoch-checkpoint";
@@ -231,21 +231,12 @@ impl EpochCache {
 /// Reads `dir`'s checkpoint: `Ok(None)` if there is none, `Err` with the reason if it is
 /// damaged (the caller rebuilds it from the log).
 pub fn read(dir: &Path) -> Result<std::result::Result<Option<EpochCache>, String>> {
-    use std::io::Read;
-    let path = dir.join(FILE_NAME);
-    let file = match std::fs::File::open(&path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Ok(None)),
-        Err(e) => return Err(Error::io("open", path, e)),
-    };
-    let mut bytes = Vec::new();
-    file.take(MAX_FILE_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .ctx("read", &path)?;
-    if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Ok(Err(format!("larger than {MAX_FILE_BYTES} bytes")));
-    }
-    Ok(EpochCache::decode(&bytes).map(Some))
+    Ok(
+        match read_small_file(&dir.join(FILE_NAME), MAX_FILE_BYTES)? {
+            None => Ok(None),
+            Some(bytes) => bytes.and_then(|b| EpochCache::decode(&b)).map(Some),
+        },
+    )
 }
 
 /// Replaces `dir`'s checkpoint with `cache`, durably.

@@ -16,8 +16,8 @@
 
 use std::path::Path;
 
-use crate::error::{Error, IoContext, Result};
-use crate::io::{IoBackend, write_file_atomic};
+use crate::error::{IoContext, Result};
+use crate::io::{IoBackend, read_small_file, write_file_atomic};
 
 /// The file's name, in the partition directory.
 pub const FILE_NAME: &str = "log-start-offset";
@@ -56,21 +56,12 @@ pub fn decode(bytes: &[u8]) -> std::result::Result<u64, String> {
 
 /// Reads `dir`'s file: `Ok(Ok(None))` if there is none, the inner error if it is damaged.
 pub fn read(dir: &Path) -> Result<std::result::Result<Option<u64>, String>> {
-    use std::io::Read;
-    let path = dir.join(FILE_NAME);
-    let file = match std::fs::File::open(&path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Ok(None)),
-        Err(e) => return Err(Error::io("open", path, e)),
-    };
-    let mut bytes = Vec::new();
-    file.take(MAX_FILE_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .ctx("read", &path)?;
-    if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Ok(Err(format!("larger than {MAX_FILE_BYTES} bytes")));
-    }
-    Ok(decode(&bytes).map(Some))
+    Ok(
+        match read_small_file(&dir.join(FILE_NAME), MAX_FILE_BYTES)? {
+            None => Ok(None),
+            Some(bytes) => bytes.and_then(|b| decode(&b)).map(Some),
+        },
+    )
 }
 
 /// Replaces `dir`'s file with `offset`, durably.
