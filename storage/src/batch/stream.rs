@@ -716,27 +716,16 @@ pub fn first_at_or_after(
     timestamp: i64,
     limit: usize,
 ) -> Result<Option<(i64, i64)>, BatchError> {
-    let codec = h.compression()?;
-    let count = usize::try_from(h.record_count).map_err(|_| BatchError::BadRecordCount {
-        count: h.record_count,
-    })?;
-    let total = h.total_len();
-    let payload = batch.get(HEADER_LEN..total).ok_or(BatchError::Truncated {
-        needed: total,
-        available: batch.len(),
-    })?;
     if h.is_log_append_time() {
         return Ok((h.max_timestamp >= timestamp).then_some((h.base_offset, h.max_timestamp)));
     }
-    let mut reader = BufReader::with_capacity(READ_BUFFER, decoder(codec, payload, limit)?);
     let mut found = None;
-    walk_records(&mut reader, count, codec, |m| {
-        let t = h.base_timestamp.saturating_add(m.timestamp_delta);
+    walk_timestamps(h, batch, limit, |offset, t| {
         if t >= timestamp {
-            found = Some((h.base_offset.saturating_add(i64::from(m.offset_delta)), t));
-            return Ok(ControlFlow::Break(()));
+            found = Some((offset, t));
+            return ControlFlow::Break(());
         }
-        Ok(ControlFlow::Continue(()))
+        ControlFlow::Continue(())
     })?;
     Ok(found)
 }
@@ -749,6 +738,22 @@ pub fn max_record_timestamp(
     batch: &[u8],
     limit: usize,
 ) -> Result<i64, BatchError> {
+    let mut max = -1i64;
+    walk_timestamps(h, batch, limit, |_, t| {
+        max = max.max(t);
+        ControlFlow::Continue(())
+    })?;
+    Ok(max)
+}
+
+/// Streams a checked batch's records (decompressed up to `limit` bytes, never held whole),
+/// calling `f` with each record's offset and CreateTime timestamp until it breaks.
+fn walk_timestamps(
+    h: &BatchHeader,
+    batch: &[u8],
+    limit: usize,
+    mut f: impl FnMut(i64, i64) -> ControlFlow<()>,
+) -> Result<(), BatchError> {
     let codec = h.compression()?;
     let count = usize::try_from(h.record_count).map_err(|_| BatchError::BadRecordCount {
         count: h.record_count,
@@ -759,10 +764,10 @@ pub fn max_record_timestamp(
         available: batch.len(),
     })?;
     let mut reader = BufReader::with_capacity(READ_BUFFER, decoder(codec, payload, limit)?);
-    let mut max = -1i64;
     walk_records(&mut reader, count, codec, |m| {
-        max = max.max(h.base_timestamp.saturating_add(m.timestamp_delta));
-        Ok(ControlFlow::Continue(()))
-    })?;
-    Ok(max)
+        Ok(f(
+            h.base_offset.saturating_add(i64::from(m.offset_delta)),
+            h.base_timestamp.saturating_add(m.timestamp_delta),
+        ))
+    })
 }
