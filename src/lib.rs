@@ -7,5 +7,6 @@
 #![forbid(unsafe_code)]
 
 pub mod broker;
+pub mod cluster;
 pub mod kafka;
 pub mod serve;

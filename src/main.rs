@@ -27,14 +27,27 @@ enum Command {
     /// Consumer groups via the Kafka protocol: `list`, or `describe GROUP` (members,
     /// assignments, committed offsets and lag per partition).
     Groups(strata_tools::groups::GroupsArgs),
+    /// A cluster's metadata quorum: `status` (leader, voters, brokers, leaderless partitions).
+    Cluster(strata::cluster::status::ClusterArgs),
+}
+
+/// `RUST_LOG`, or `info`. openraft's own logging is off unless `RUST_LOG` names it: it logs
+/// every unreachable peer at error level, and Strata logs what an operator needs (leader
+/// changes, fencing, registrations) itself.
+fn cli_log_filter() -> tracing_subscriber::EnvFilter {
+    let spec = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
+    let spec = if spec.contains("openraft") {
+        spec
+    } else {
+        format!("{spec},openraft=off")
+    };
+    tracing_subscriber::EnvFilter::try_new(&spec)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=off"))
 }
 
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
+        .with_env_filter(cli_log_filter())
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
@@ -44,6 +57,7 @@ fn main() -> std::process::ExitCode {
         Command::Dump(args) => strata_tools::dump::run(&args),
         Command::Verify(args) => strata_tools::verify::run(&args),
         Command::Groups(args) => strata_tools::groups::run(&args),
+        Command::Cluster(args) => strata::cluster::status::run(&args),
         Command::Bench(args) => match strata_tools::bench::run(args) {
             Ok(()) => Ok(std::process::ExitCode::SUCCESS),
             // A failed run exits 1; a usage error (a mode that does not exist yet) exits 2.

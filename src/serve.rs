@@ -46,7 +46,7 @@ impl ServeArgs {
             c.set("log.dirs", &d.to_string_lossy())?;
         }
         if let Some(l) = &self.listen {
-            c.set("listeners", l)?;
+            c.set_client_listener(l)?;
         }
         if let Some(a) = &self.advertised_listener {
             c.set("advertised.listeners", a)?;
@@ -57,7 +57,7 @@ impl ServeArgs {
 
 /// Runs the broker. Prints `listening on ADDR` (the real port when 0 was asked) once ready.
 pub fn run(args: ServeArgs) -> Result<()> {
-    let mut config = args.resolve()?;
+    let config = args.resolve()?;
     crate::broker::check_data_dir(&config.data_dir())?;
     match strata_storage::io::raise_open_file_limit() {
         Ok((before, now)) => tracing::info!(
@@ -81,38 +81,148 @@ pub fn run(args: ServeArgs) -> Result<()> {
         .max_blocking_threads(config.io_threads()?)
         .build()
         .context("starting the async runtime")?;
+    let cluster = crate::cluster::ClusterSettings::from_config(&config)?;
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(addr)
+        match cluster {
+            None => single(config, addr).await,
+            Some(settings) => clustered(config, addr, settings).await,
+        }
+    })
+}
+
+/// The single-node broker (no `process.roles`): what `strata serve` always was.
+async fn single(mut config: BrokerConfig, addr: std::net::SocketAddr) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    let bound = listener.local_addr()?;
+    if config.get("advertised.listeners").is_empty() {
+        config.set_bound_addr(bound);
+    }
+    let broker = tokio::task::spawn_blocking(move || Broker::open(config))
+        .await
+        .context("opening the data directory")??;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tracing::info!(%bound, cluster_id = %broker.cluster_id, "strata broker ready");
+    println!("listening on {bound}");
+    let health = tokio::spawn(crate::broker::heal_loop(broker.clone(), stop_rx.clone()));
+    let server = tokio::spawn(crate::kafka::server::serve(
+        broker.clone(),
+        listener,
+        stop_rx,
+    ));
+    wait_for_signal().await?;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    server.await.context("server task")??;
+    health.await.context("health task")?;
+    close_broker(broker).await?;
+    tracing::info!("clean shutdown complete");
+    Ok(())
+}
+
+async fn close_broker(broker: Arc<Broker>) -> Result<()> {
+    tokio::task::spawn_blocking(move || broker.close())
+        .await
+        .context("closing logs")?
+}
+
+/// A node of a cluster (`process.roles` set): the metadata quorum's voter, and with the
+/// `broker` role also a broker that registers with the active controller and serves the
+/// partitions placed on it.
+async fn clustered(
+    mut config: BrokerConfig,
+    addr: std::net::SocketAddr,
+    settings: crate::cluster::ClusterSettings,
+) -> Result<()> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let data_dir = config.data_dir();
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    let backend = strata_storage::io::select_backend(config.io_backend()?)
+        .context("opening the io backend")?;
+    let broker_role = settings.broker;
+    let heartbeat = settings.heartbeat_interval;
+    let listener = if broker_role {
+        let l = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding {addr}"))?;
-        let bound = listener.local_addr()?;
         if config.get("advertised.listeners").is_empty() {
-            config.set_bound_addr(bound);
+            config.set_bound_addr(l.local_addr()?);
         }
-        let broker = tokio::task::spawn_blocking(move || Broker::open(config))
-            .await
-            .context("opening the data directory")??;
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        tracing::info!(%bound, cluster_id = %broker.cluster_id, "strata broker ready");
+        Some(l)
+    } else {
+        None
+    };
+    // The broker first: it takes the data directory's lock, so a second process on the same
+    // directory stops here, before it could touch the metadata log.
+    let broker = match &listener {
+        Some(_) => {
+            let (c, b) = (config.clone(), backend.clone());
+            Some(
+                tokio::task::spawn_blocking(move || Broker::open_with_backend(c, b))
+                    .await
+                    .context("opening the data directory")??,
+            )
+        }
+        None => None,
+    };
+    let node =
+        crate::cluster::node::ClusterNode::start(settings, &data_dir, backend, stop_rx.clone())
+            .await?;
+    println!("controller listening on {}", node.controller_addr);
+    let mut tasks = Vec::new();
+    let mut server = None;
+    let mut link_kept = None;
+    if let (Some(broker), Some(listener)) = (&broker, listener) {
+        let link = node.link();
+        link_kept = Some(link.clone());
+        broker.set_cluster(link.clone());
+        let (host, port) = config.advertised()?;
+        tasks.push(tokio::spawn(link.clone().run(
+            host,
+            port,
+            heartbeat,
+            stop_rx.clone(),
+        )));
+        tasks.push(tokio::spawn(crate::cluster::follow::follow(
+            broker.clone(),
+            link,
+            stop_rx.clone(),
+        )));
+        tasks.push(tokio::spawn(crate::broker::heal_loop(
+            broker.clone(),
+            stop_rx.clone(),
+        )));
+        let bound = listener.local_addr()?;
+        tracing::info!(%bound, node = node.settings.node_id, "strata broker ready (cluster)");
         println!("listening on {bound}");
-        let health = tokio::spawn(crate::broker::heal_loop(broker.clone(), stop_rx.clone()));
-        let server = tokio::spawn(crate::kafka::server::serve(
+        server = Some(tokio::spawn(crate::kafka::server::serve(
             broker.clone(),
             listener,
-            stop_rx,
-        ));
-        wait_for_signal().await?;
-        tracing::info!("shutting down");
-        let _ = stop_tx.send(true);
-        server.await.context("server task")??;
-        health.await.context("health task")?;
-        let b: Arc<Broker> = broker;
-        tokio::task::spawn_blocking(move || b.close())
-            .await
-            .context("closing logs")??;
-        tracing::info!("clean shutdown complete");
-        Ok(())
-    })
+            stop_rx.clone(),
+        )));
+    }
+    wait_for_signal().await?;
+    tracing::info!("shutting down");
+    // Fenced first, while this node's own controller listener still answers (it may be the
+    // active controller).
+    if let Some(link) = &link_kept {
+        link.shut_down(std::time::Duration::from_secs(2)).await;
+    }
+    let _ = stop_tx.send(true);
+    if let Some(s) = server {
+        s.await.context("server task")??;
+    }
+    for t in tasks {
+        t.await.context("cluster task")?;
+    }
+    node.shutdown().await?;
+    if let Some(b) = broker {
+        close_broker(b).await?;
+    }
+    tracing::info!("clean shutdown complete");
+    Ok(())
 }
 
 async fn wait_for_signal() -> Result<()> {

@@ -70,6 +70,7 @@ impl Broker {
             partitions,
             id: format!("{:032x}", topic.id),
             configs: topic.config.overrides.clone(),
+            hosted: topic.hosted_list(),
         };
         self.write_meta(&meta(count))?;
         let mut added: Vec<Arc<Partition>> = Vec::new();
@@ -134,6 +135,7 @@ impl Broker {
             partitions: topic.partitions.len() as i32,
             id: format!("{:032x}", topic.id),
             configs: overrides,
+            hosted: topic.hosted_list(),
         })?;
         for p in &topic.partitions {
             // An offline partition takes them when it is reopened (it reads the topic's).
@@ -250,10 +252,12 @@ impl Broker {
             )
         })?;
         let log = p.log()?;
-        let current = log
-            .leader_epochs()
-            .last()
-            .map_or(SINGLE_BROKER_LEADER_EPOCH, |e| e.epoch);
+        let logged = log.leader_epochs().last().map(|e| e.epoch);
+        // In a cluster the quorum's epoch may be newer than any batch (no append since the
+        // leader changed): Kafka's leader records it at election; here it is the partition's.
+        let current = logged
+            .unwrap_or(SINGLE_BROKER_LEADER_EPOCH)
+            .max(p.leader_epoch().unwrap_or(SINGLE_BROKER_LEADER_EPOCH));
         if current_leader_epoch >= 0 && current_leader_epoch < current {
             return Err(err(
                 ErrorKind::FencedLeaderEpoch,
@@ -266,9 +270,16 @@ impl Broker {
                 format!("leader epoch {current_leader_epoch} is newer than {current}"),
             ));
         }
-        if log.leader_epochs().is_empty() {
+        if let Some(l) = logged
+            && epoch > l
+            && epoch <= current
+        {
+            // The current epoch, which no batch carries yet: it ends at the log end.
+            return Ok((epoch, log.log_end_offset() as i64));
+        }
+        if logged.is_none() {
             // One epoch since the log began: it ends at the log end.
-            return Ok(if epoch == SINGLE_BROKER_LEADER_EPOCH {
+            return Ok(if epoch == SINGLE_BROKER_LEADER_EPOCH || epoch == current {
                 (epoch, log.log_end_offset() as i64)
             } else {
                 (-1, -1)

@@ -39,6 +39,51 @@ pub const BROKER_KEYS: &[(&str, &str, &str)] = &[
         "This broker's id in Metadata (`broker.id` is an alias).",
     ),
     (
+        "process.roles",
+        "",
+        "Cluster roles: `broker,controller` (combined) or `controller`; empty: a single broker, no quorum.",
+    ),
+    (
+        "controller.quorum.voters",
+        "",
+        "The metadata quorum's voters, `ID@HOST:PORT,...` (their controller listeners).",
+    ),
+    (
+        "controller.listener.names",
+        "CONTROLLER",
+        "Names of the listeners in `listeners` that serve the metadata quorum.",
+    ),
+    (
+        "controller.quorum.election.timeout.ms",
+        "1000",
+        "A voter that hears no leader for this long (to twice it) starts an election.",
+    ),
+    (
+        "strata.metadata.snapshot.entries",
+        "1000",
+        "Metadata log entries between two snapshots of the metadata image (older entries are then purged).",
+    ),
+    (
+        "broker.heartbeat.interval.ms",
+        "2000",
+        "How often a broker heartbeats to the active controller.",
+    ),
+    (
+        "broker.session.timeout.ms",
+        "9000",
+        "A broker without a heartbeat for this long is fenced.",
+    ),
+    (
+        "default.replication.factor",
+        "1",
+        "Replication factor of a topic created without one (cluster part 1: 1 only).",
+    ),
+    (
+        "offsets.topic.num.partitions",
+        "50",
+        "Partitions of `__consumer_offsets` in a cluster: a group's coordinator leads its partition.",
+    ),
+    (
         "num.partitions",
         "1",
         "Partitions of an auto-created topic or a CreateTopics with -1.",
@@ -654,7 +699,14 @@ impl BrokerConfig {
 
     fn validate_key(&self, key: &str) -> Result<()> {
         match key {
-            "listeners" => self.listen_addr().map(drop),
+            // Each entry must parse; which is the client one is known once
+            // controller.listener.names is (either may be set first).
+            "listeners" => self
+                .listener_entries(key)
+                .iter()
+                .try_for_each(|(_, a)| parse_listener(a).map(drop)),
+            "process.roles" | "controller.listener.names" => Ok(()),
+            "controller.quorum.voters" => crate::cluster::parse_voters(self.get(key)).map(drop),
             "advertised.listeners" => self.advertised().map(drop),
             "strata.io.backend" => self.io_backend().map(drop),
             "strata.log.write.mode" => self.write_mode().map(drop),
@@ -709,9 +761,63 @@ impl BrokerConfig {
         PathBuf::from(self.get("log.dirs"))
     }
 
-    /// `PLAINTEXT://host:port` or `host:port`.
+    /// `listeners` as (name, value): `NAME://host:port` entries, or one bare `host:port`
+    /// (named PLAINTEXT).
+    fn listener_entries(&self, key: &str) -> Vec<(String, String)> {
+        self.get(key)
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .map(|e| match e.split_once("://") {
+                Some((name, addr)) => (name.to_string(), addr.to_string()),
+                None => ("PLAINTEXT".to_string(), e.to_string()),
+            })
+            .collect()
+    }
+
+    fn is_controller_listener(&self, name: &str) -> bool {
+        self.get("controller.listener.names")
+            .split(',')
+            .any(|n| n.trim() == name)
+    }
+
+    /// The client listener: the first entry of `listeners` that is not a controller listener
+    /// (`PLAINTEXT://host:port` or `host:port`).
     pub fn listen_addr(&self) -> Result<SocketAddr> {
-        parse_listener(self.get("listeners"))
+        let entries = self.listener_entries("listeners");
+        let client = entries
+            .iter()
+            .find(|(n, _)| !self.is_controller_listener(n))
+            .with_context(|| {
+                format!(
+                    "listeners {:?}: no client listener (only controller ones)",
+                    self.get("listeners")
+                )
+            })?;
+        parse_listener(&client.1)
+    }
+
+    /// Sets the client listener (`--listen`), keeping the controller listeners of
+    /// `listeners`.
+    pub fn set_client_listener(&mut self, addr: &str) -> Result<()> {
+        let mut entries: Vec<String> = self
+            .listener_entries("listeners")
+            .into_iter()
+            .filter(|(n, _)| self.is_controller_listener(n))
+            .map(|(n, a)| format!("{n}://{a}"))
+            .collect();
+        let addr = addr.strip_prefix("PLAINTEXT://").unwrap_or(addr);
+        entries.insert(0, format!("PLAINTEXT://{addr}"));
+        self.set("listeners", &entries.join(","))
+    }
+
+    /// The controller listener of `listeners`, if one is named there.
+    pub fn controller_listener(&self) -> Result<Option<SocketAddr>> {
+        self.listener_entries("listeners")
+            .iter()
+            .find(|(n, _)| self.is_controller_listener(n))
+            .map(|(_, a)| parse_listener(a))
+            .transpose()
     }
 
     /// The host and port advertised in Metadata.
@@ -722,7 +828,15 @@ impl BrokerConfig {
         } else {
             v
         };
-        let v = v.strip_prefix("PLAINTEXT://").unwrap_or(v);
+        let entries = if self.get("advertised.listeners").is_empty() {
+            self.listener_entries("listeners")
+        } else {
+            self.listener_entries("advertised.listeners")
+        };
+        let v = entries
+            .iter()
+            .find(|(n, _)| !self.is_controller_listener(n))
+            .map_or(v, |(_, a)| a.as_str());
         let (host, port) = v
             .rsplit_once(':')
             .with_context(|| format!("advertised listener {v:?}: expected HOST:PORT"))?;
@@ -734,8 +848,14 @@ impl BrokerConfig {
 
     /// Once the real listening address is known (port 0 in tests), advertise it unless told otherwise.
     pub fn set_bound_addr(&mut self, addr: SocketAddr) {
-        self.values
-            .insert("listeners".into(), format!("PLAINTEXT://{addr}"));
+        let mut entries: Vec<String> = self
+            .listener_entries("listeners")
+            .into_iter()
+            .filter(|(n, _)| self.is_controller_listener(n))
+            .map(|(n, a)| format!("{n}://{a}"))
+            .collect();
+        entries.insert(0, format!("PLAINTEXT://{addr}"));
+        self.values.insert("listeners".into(), entries.join(","));
     }
 
     pub fn node_id(&self) -> Result<i32> {

@@ -5,8 +5,9 @@
 //! The kinds follow Kafka's model, which is the broker's (topics, partitions, producers,
 //! groups), and keep Kafka's names where the concept is Kafka's.
 
-/// What went wrong, as a client can act on it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What went wrong, as a client can act on it. (Serializable: a controller answers a broker
+/// with one, `crate::cluster::rpc`.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ErrorKind {
     // Topics and partitions.
     UnknownTopicOrPartition,
@@ -46,6 +47,23 @@ pub enum ErrorKind {
     NonEmptyGroup,
     OffsetMetadataTooLarge,
     GroupSubscribedToTopic,
+    // A cluster (issue "cluster part 1").
+    /// The partition is led by another broker (or by none right now): ask Metadata again.
+    NotLeaderOrFollower,
+    /// The partition exists but has no leader right now (its broker is fenced).
+    LeaderNotAvailable,
+    /// The group is coordinated by another broker: FindCoordinator again.
+    NotCoordinator,
+    /// A replication factor that cannot be placed (more than the brokers, or not supported).
+    InvalidReplicationFactor,
+    /// The metadata quorum has no active controller reachable from here (an election, or this
+    /// node is cut off from the majority).
+    NotController,
+    /// A broker heartbeat or request with a broker epoch the controller does not know (it
+    /// restarted, or was registered again): register again.
+    StaleBrokerEpoch,
+    /// The request took longer than its timeout (the metadata quorum did not commit in time).
+    RequestTimedOut,
     /// A request that is well formed but asks for what cannot be done (Kafka's INVALID_REQUEST).
     InvalidRequest,
     /// Anything else: a bug or the broker shutting down.
@@ -53,7 +71,7 @@ pub enum ErrorKind {
 }
 
 /// An [`ErrorKind`] and a message for the client (and the log).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BrokerError {
     pub kind: ErrorKind,
     pub message: String,

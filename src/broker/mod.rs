@@ -94,6 +94,8 @@ pub struct Broker {
     /// in progress may hold together.
     decompression: Arc<tokio::sync::Semaphore>,
     decompression_total: usize,
+    /// In a cluster: the link to the metadata quorum (set once, right after opening).
+    cluster: std::sync::OnceLock<Arc<crate::cluster::link::Link>>,
     /// The data directory's lock (`<data-dir>/.lock`): one broker per data directory. The
     /// partitions under it take none of their own (one descriptor, not one per partition).
     _lock: std::fs::File,
@@ -133,6 +135,19 @@ const CLOSE_THREADS: usize = 16;
 pub const HEAL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Broker {
+    /// Joins the broker to a cluster: from now on topics are what the metadata quorum says
+    /// (`crate::cluster::follow`), and admin requests go to its controller.
+    pub fn set_cluster(&self, link: Arc<crate::cluster::link::Link>) {
+        if self.cluster.set(link).is_err() {
+            tracing::warn!("the broker's cluster link was set twice; the first one stays");
+        }
+    }
+
+    /// The link to the metadata quorum, in a cluster.
+    pub fn cluster(&self) -> Option<&Arc<crate::cluster::link::Link>> {
+        self.cluster.get()
+    }
+
     /// Opens the data directory: every topic in `topics/` with its partitions (recovering them).
     pub fn open(config: BrokerConfig) -> Result<Arc<Self>> {
         let backend = strata_storage::io::select_backend(config.io_backend()?)
@@ -190,6 +205,7 @@ impl Broker {
             )),
             decompression_total: config.decompression_memory()?,
             dynamic: RwLock::new(dynamic::Dynamic::load(&config, &data_dir)),
+            cluster: std::sync::OnceLock::new(),
             config,
             _lock: lock,
         });

@@ -15,7 +15,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU64, Ordering};
 
 use super::error::ErrorKind;
 use anyhow::Result;
@@ -73,6 +73,9 @@ impl Offline {
 enum State {
     Online(Arc<PartitionLog>),
     Offline(Offline),
+    /// In a cluster: the partition is on another broker (its leader, or none right now), and
+    /// this broker holds nothing of it.
+    Elsewhere,
 }
 
 /// One partition: its log (while online) and its idempotent-producer state.
@@ -103,6 +106,9 @@ pub struct Partition {
     /// Changes after every append to this partition: wakes the fetches parked on it, and only
     /// those.
     appended: tokio::sync::watch::Sender<u64>,
+    /// In a cluster: the leader epoch the metadata quorum gave this partition, stamped on
+    /// every batch appended (as a Kafka leader does). -1 outside a cluster.
+    leader_epoch: AtomicI32,
 }
 
 /// Free bytes a partition taken offline by a full disk waits for before it is reopened: room
@@ -155,11 +161,54 @@ impl Partition {
             producer_expiration_ms,
             last_expiry_ms: AtomicI64::new(groups::offsets::now_ms()),
             appended: tokio::sync::watch::channel(0).0,
+            leader_epoch: AtomicI32::new(-1),
         };
         if let Ok(log) = p.log() {
             p.load_producer_state(&log);
         }
         p
+    }
+
+    /// A partition of a cluster's topic that another broker holds: requests for it answer
+    /// NOT_LEADER_OR_FOLLOWER, and nothing of it is on this broker's disk.
+    pub fn elsewhere(
+        topic: &str,
+        index: i32,
+        dir: PathBuf,
+        backend: Arc<dyn IoBackend>,
+        producer_expiration_ms: i64,
+    ) -> Partition {
+        Partition {
+            topic: topic.to_string(),
+            index,
+            dir,
+            backend,
+            state: RwLock::new(State::Elsewhere),
+            retiring: Mutex::new(None),
+            producers: Mutex::new(ProducerStates::default()),
+            idempotent: Mutex::new(()),
+            snapshot_write: Mutex::new(None),
+            since_snapshot: AtomicU64::new(0),
+            producer_expiration_ms,
+            last_expiry_ms: AtomicI64::new(groups::offsets::now_ms()),
+            appended: tokio::sync::watch::channel(0).0,
+            leader_epoch: AtomicI32::new(-1),
+        }
+    }
+
+    /// In a cluster: the partition's leader epoch, as the metadata image says (never lowered).
+    pub fn set_leader_epoch(&self, epoch: i32) {
+        self.leader_epoch.fetch_max(epoch, Ordering::AcqRel);
+    }
+
+    /// The leader epoch set by the cluster, `None` outside one.
+    pub fn leader_epoch(&self) -> Option<i32> {
+        Some(self.leader_epoch.load(Ordering::Acquire)).filter(|e| *e >= 0)
+    }
+
+    /// Whether this broker holds the partition (it always does outside a cluster).
+    pub fn is_hosted(&self) -> bool {
+        !matches!(&*self.state.read(), State::Elsewhere)
     }
 
     /// The partition's directory (`<data-dir>/<topic>-<index>`).
@@ -172,13 +221,20 @@ impl Partition {
         match &*self.state.read() {
             State::Online(log) => Ok(log.clone()),
             State::Offline(o) => Err(offline_error(&self.topic, self.index, o)),
+            State::Elsewhere => Err(err(
+                ErrorKind::NotLeaderOrFollower,
+                format!(
+                    "partition {}-{} is not on this broker: ask Metadata for its leader",
+                    self.topic, self.index
+                ),
+            )),
         }
     }
 
     /// Why the partition is offline, or `None` while it serves.
     pub fn offline(&self) -> Option<Offline> {
         match &*self.state.read() {
-            State::Online(_) => None,
+            State::Online(_) | State::Elsewhere => None,
             State::Offline(o) => Some(o.clone()),
         }
     }
@@ -194,6 +250,7 @@ impl Partition {
         let failed = match &*self.state.read() {
             State::Online(log) => log.failure(),
             State::Offline(o) => return o.retry != Retry::Never,
+            State::Elsewhere => return false,
         };
         let Some(f) = failed else {
             return false;
@@ -555,9 +612,11 @@ impl Partition {
         };
         // Unchanged bytes go in without a second CRC pass; rewritten ones are checked again.
         let to_append = if rewritten { Err(batch) } else { Ok(valid) };
-        let append = |b: Result<header::ValidBatch, Vec<u8>>| match b {
-            Ok(v) => log.append_validated(v),
-            Err(bytes) => log.append_batch(bytes),
+        let epoch = self.leader_epoch();
+        let append = |b: Result<header::ValidBatch, Vec<u8>>| match (b, epoch) {
+            (Ok(v), e) => log.append_validated_as(v, e),
+            (Err(bytes), Some(e)) => log.append_as_leader(bytes, e),
+            (Err(bytes), None) => log.append_batch(bytes),
         };
         let produced = |base: u64| Produced {
             base_offset: base,

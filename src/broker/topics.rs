@@ -26,6 +26,9 @@ pub fn validate_topic_name(name: &str) -> Result<(), String> {
     if name == "__consumer_offsets" {
         return Err("__consumer_offsets is reserved for committed offsets".into());
     }
+    if name == "__cluster_metadata" {
+        return Err("__cluster_metadata is reserved for the metadata log".into());
+    }
     if let Some(c) = name
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
@@ -83,6 +86,24 @@ pub struct Topic {
     pub config: TopicConfig,
 }
 
+impl Topic {
+    /// The partitions this broker holds, `None` when it holds them all (as
+    /// [`TopicMeta::hosted`] records it).
+    pub fn hosted_list(&self) -> Option<Vec<i32>> {
+        if self.partitions.iter().all(|p| p.is_hosted()) {
+            None
+        } else {
+            Some(
+                self.partitions
+                    .iter()
+                    .filter(|p| p.is_hosted())
+                    .map(|p| p.index)
+                    .collect(),
+            )
+        }
+    }
+}
+
 impl Broker {
     /// Deletes committed offsets of topics that no longer exist: a crash in the middle of a
     /// topic deletion, or a data directory from a version that kept them.
@@ -115,6 +136,7 @@ impl Broker {
                 continue;
             };
             if name.to_str() == Some(groups::offsets::OFFSETS_DIR)
+                || name.to_str() == Some(crate::cluster::log_store::METADATA_LOG_DIR)
                 || self.damaged_topics.read().contains_key(topic)
             {
                 continue;
@@ -154,14 +176,24 @@ impl Broker {
         let mut partitions = Vec::new();
         for p in 0..meta.partitions {
             let dir = self.partition_dir(&meta.name, p);
-            partitions.push(Arc::new(Partition::open(
-                &meta.name,
-                p,
-                dir,
-                config.log,
-                self.backend.clone(),
-                producer_expiration_ms,
-            )));
+            partitions.push(Arc::new(if meta.hosts(p) {
+                Partition::open(
+                    &meta.name,
+                    p,
+                    dir,
+                    config.log,
+                    self.backend.clone(),
+                    producer_expiration_ms,
+                )
+            } else {
+                Partition::elsewhere(
+                    &meta.name,
+                    p,
+                    dir,
+                    self.backend.clone(),
+                    producer_expiration_ms,
+                )
+            }));
         }
         Ok(Arc::new(Topic {
             name: meta.name.clone(),
@@ -243,6 +275,7 @@ impl Broker {
             partitions,
             id: format!("{:032x}", random_u128()),
             configs: overrides,
+            hosted: None,
         };
         let storage_err = |e: anyhow::Error| err(ErrorKind::Storage, format!("{e:#}"));
         // All or nothing: the partitions first (a failure removes the ones made), then the
@@ -263,6 +296,72 @@ impl Broker {
         });
         self.topics.write().insert(name.to_string(), topic.clone());
         tracing::info!(topic = name, partitions, "created topic");
+        Ok(topic)
+    }
+
+    /// In a cluster: makes the local topic what the metadata log says (`meta`, with the
+    /// partitions this broker holds in `meta.hosted`). A topic seen for the first time is
+    /// created; one with more partitions, or other hosted ones, is extended (partitions kept
+    /// are not reopened). A topic of this name with another id must be deleted first (the
+    /// caller does: [`Broker::delete_topic`]).
+    pub fn host_topic(&self, meta: &TopicMeta) -> Result<Arc<Topic>, BrokerError> {
+        let config = TopicConfig::resolve(&self.topic_defaults(), meta.configs.clone())
+            .map_err(|e| err(ErrorKind::InvalidConfig, format!("{e:#}")))?;
+        let producer_expiration_ms = self
+            .config
+            .producer_id_expiration_ms()
+            .map_err(|e| err(ErrorKind::InvalidConfig, format!("{e:#}")))?;
+        let _g = self.admin.lock();
+        let existing = self.topic(&meta.name).filter(|t| t.id == meta.id_value());
+        let mut partitions = Vec::new();
+        let mut made = Vec::new();
+        for p in 0..meta.partitions {
+            let hosted = meta.hosts(p);
+            let kept = existing
+                .as_ref()
+                .and_then(|t| t.partitions.get(usize::try_from(p).unwrap_or(usize::MAX)))
+                .filter(|x| x.is_hosted() == hosted);
+            let dir = self.partition_dir(&meta.name, p);
+            let partition = match kept {
+                Some(x) => x.clone(),
+                None if hosted => {
+                    let x = Arc::new(Partition::open(
+                        &meta.name,
+                        p,
+                        dir,
+                        config.log,
+                        self.backend.clone(),
+                        producer_expiration_ms,
+                    ));
+                    made.push(x.clone());
+                    x
+                }
+                None => Arc::new(Partition::elsewhere(
+                    &meta.name,
+                    p,
+                    dir,
+                    self.backend.clone(),
+                    producer_expiration_ms,
+                )),
+            };
+            partitions.push(partition);
+        }
+        if let Err(e) =
+            strata_storage::meta::write_topic(self.backend.as_ref(), &self.config.data_dir(), meta)
+        {
+            if existing.is_none() {
+                self.remove_partitions(&meta.name, made);
+            }
+            return Err(err(ErrorKind::Storage, format!("{e:#}")));
+        }
+        let topic = Arc::new(Topic {
+            name: meta.name.clone(),
+            id: meta.id_value(),
+            partitions,
+            config,
+        });
+        self.topics.write().insert(meta.name.clone(), topic.clone());
+        tracing::info!(topic = %meta.name, partitions = meta.partitions, hosted = ?meta.hosted, "topic placed on this broker");
         Ok(topic)
     }
 

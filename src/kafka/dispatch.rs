@@ -107,7 +107,7 @@ pub(crate) async fn dispatch(
         R::Produce(r) => api::produce::produce(broker, r, version).await,
         R::Fetch(r) => api::fetch::fetch(broker, r, version, shutdown.clone()).await,
         R::ListOffsets(r) => api::list_offsets::list_offsets(broker, r, version).await,
-        R::InitProducerId(r) => api::producer_id::init_producer_id(broker, r, version),
+        R::InitProducerId(r) => api::producer_id::init_producer_id(broker, r, version).await,
         R::CreateTopics(r) => api::topics::create_topics(broker, r, version).await,
         R::DeleteTopics(r) => api::topics::delete_topics(broker, r, version).await,
         R::DescribeConfigs(r) => api::configs::describe_configs(broker, r, version),
@@ -125,7 +125,7 @@ pub(crate) async fn dispatch(
         R::ConsumerGroupHeartbeat(r) => {
             api::consumer_groups::consumer_group_heartbeat(broker, r, version, client_id)
         }
-        R::FindCoordinator(r) => groups::find_coordinator(broker, r, version),
+        R::FindCoordinator(r) => groups::find_coordinator(broker, r, version).await,
         R::JoinGroup(r) => {
             groups::join_group(broker, r, version, client_id, shutdown.clone()).await
         }

@@ -41,6 +41,13 @@ pub fn kafka_error(kind: ErrorKind) -> ResponseError {
         K::NonEmptyGroup => ResponseError::NonEmptyGroup,
         K::OffsetMetadataTooLarge => ResponseError::OffsetMetadataTooLarge,
         K::GroupSubscribedToTopic => ResponseError::GroupSubscribedToTopic,
+        K::NotLeaderOrFollower => ResponseError::NotLeaderOrFollower,
+        K::LeaderNotAvailable => ResponseError::LeaderNotAvailable,
+        K::NotCoordinator => ResponseError::NotCoordinator,
+        K::InvalidReplicationFactor => ResponseError::InvalidReplicationFactor,
+        K::NotController => ResponseError::NotController,
+        K::RequestTimedOut => ResponseError::RequestTimedOut,
+        K::StaleBrokerEpoch => ResponseError::StaleBrokerEpoch,
         K::InvalidRequest => ResponseError::InvalidRequest,
         K::Unknown => ResponseError::UnknownServerError,
     }
@@ -97,6 +104,13 @@ mod tests {
             K::OffsetMetadataTooLarge,
             K::InvalidRequest,
             K::GroupSubscribedToTopic,
+            K::NotLeaderOrFollower,
+            K::LeaderNotAvailable,
+            K::NotCoordinator,
+            K::InvalidReplicationFactor,
+            K::NotController,
+            K::RequestTimedOut,
+            K::StaleBrokerEpoch,
             K::Unknown,
         ];
         let mut codes: Vec<i16> = all.iter().map(|k| code(*k)).collect();

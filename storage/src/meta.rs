@@ -32,9 +32,18 @@ pub struct TopicMeta {
     pub id: String,
     /// Topic-level config overrides (Kafka's names).
     pub configs: BTreeMap<String, String>,
+    /// In a cluster: the partitions this broker holds (the others are on other brokers and
+    /// have no directory here). Absent: every partition, as a single broker holds them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hosted: Option<Vec<i32>>,
 }
 
 impl TopicMeta {
+    /// Whether this broker holds partition `p` (see [`TopicMeta::hosted`]).
+    pub fn hosts(&self, p: i32) -> bool {
+        self.hosted.as_ref().is_none_or(|h| h.contains(&p))
+    }
+
     /// The topic id as a number (checked by [`read_topic`]).
     pub fn id_value(&self) -> u128 {
         u128::from_str_radix(&self.id, 16).unwrap_or(0)
@@ -163,6 +172,7 @@ mod tests {
             partitions: 3,
             id: format!("{:032x}", 7u128),
             configs: BTreeMap::new(),
+            hosted: None,
         };
         let write = |m: &TopicMeta| std::fs::write(&path, serde_json::to_vec(m).unwrap()).unwrap();
         write(&good);
@@ -196,6 +206,7 @@ mod tests {
             partitions,
             id: format!("{:032x}", 9u128),
             configs: BTreeMap::new(),
+            hosted: None,
         }
     }
 

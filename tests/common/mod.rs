@@ -70,8 +70,11 @@ impl Broker {
     }
 
     fn spawn_cmd(mut cmd: Command, dir: &Path, extra: &[&str], log: Option<&Path>) -> Broker {
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(dir);
+        cmd.arg("serve");
+        if !extra.contains(&"--listen") {
+            cmd.args(["--listen", "127.0.0.1:0"]);
+        }
+        cmd.arg("--data-dir").arg(dir);
         // The suite runs once per write backend and write mode (scripts/test-all sets
         // STRATA_TEST_BACKEND and STRATA_TEST_WRITE_MODE).
         if let Ok(backend) = std::env::var("STRATA_TEST_BACKEND") {
@@ -97,9 +100,13 @@ impl Broker {
         }
         let mut child = cmd.spawn().unwrap();
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        out.read_line(&mut line).unwrap();
+        // A node of a cluster first says where its controller listener is.
+        if line.starts_with("controller listening on ") {
+            line.clear();
+            out.read_line(&mut line).unwrap();
+        }
         let addr = line
             .trim()
             .strip_prefix("listening on ")

@@ -17,7 +17,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 STRATA_BIN = Path(os.environ.get("STRATA_BIN", REPO / "target" / "debug" / "strata"))
-LISTENING = re.compile(r"listening on (127\.0\.0\.1:(\d+))")
+# The client listener (a cluster node first prints "controller listening on ...").
+LISTENING = re.compile(r"^listening on (127\.0\.0\.1:(\d+))", re.M)
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 30.0
 

@@ -55,6 +55,11 @@ pub async fn create_partitions(
                 ResponseError::InvalidRequest,
                 "duplicate topic in the request",
             ))
+        } else if broker.cluster().is_some() && t.assignments.as_ref().is_some_and(|a| !a.is_empty()) {
+            Err(Refusal::kafka(
+                ResponseError::InvalidReplicaAssignment,
+                "explicit assignments for new partitions are not supported in a cluster yet: the controller places them",
+            ))
         } else if let Some(a) = t.assignments.as_ref().filter(|a| !a.is_empty())
             && (a
                 .iter()
@@ -75,18 +80,38 @@ pub async fn create_partitions(
     let validate_only = req.validate_only;
     let b = broker.clone();
     let entries = plans.len();
-    let outcomes = blocking(entries, move || {
-        plans
-            .into_iter()
-            .map(|p| {
-                p.and_then(|(name, count)| {
-                    b.add_partitions(&name, count, validate_only)
-                        .map_err(Refusal::from)
+    let outcomes = if let Some(link) = broker.cluster() {
+        let timeout = std::time::Duration::from_millis(u64::try_from(req.timeout_ms).unwrap_or(0))
+            .clamp(
+                std::time::Duration::from_secs(1),
+                std::time::Duration::from_secs(30),
+            );
+        let mut out = Vec::with_capacity(plans.len());
+        for p in plans {
+            out.push(match p {
+                Ok((name, count)) => link
+                    .create_partitions(name, count, validate_only, timeout)
+                    .await
+                    .map(|()| 0)
+                    .map_err(Refusal::from),
+                Err(e) => Err(e),
+            });
+        }
+        out
+    } else {
+        blocking(entries, move || {
+            plans
+                .into_iter()
+                .map(|p| {
+                    p.and_then(|(name, count)| {
+                        b.add_partitions(&name, count, validate_only)
+                            .map_err(Refusal::from)
+                    })
                 })
-            })
-            .collect()
-    })
-    .await;
+                .collect()
+        })
+        .await
+    };
     let results = req
         .topics
         .iter()
@@ -168,6 +193,44 @@ async fn apply_configs(
     plans: Vec<ConfigPlan>,
     validate_only: bool,
 ) -> Vec<Result<(), Refusal>> {
+    if let Some(link) = broker.cluster() {
+        // A topic's configs change through the metadata log (checked here first); every
+        // broker applies them from its image. Broker configs stay this broker's.
+        let mut out = Vec::with_capacity(plans.len());
+        for p in plans {
+            out.push(match p {
+                Err(e) => Err(e),
+                Ok((Target::Topic(name), values)) => {
+                    match broker.alter_topic_configs(&name, values.clone(), true) {
+                        Err(e) => Err(Refusal::from(e)),
+                        Ok(()) if validate_only => Ok(()),
+                        Ok(()) => link
+                            .set_topic_configs(name, values, std::time::Duration::from_secs(10))
+                            .await
+                            .map_err(Refusal::from),
+                    }
+                }
+                Ok((Target::Broker(scope), values)) => {
+                    let b = broker.clone();
+                    blocking(1, move || {
+                        vec![
+                            b.alter_broker_configs(scope, values, validate_only)
+                                .map_err(Refusal::from),
+                        ]
+                    })
+                    .await
+                    .pop()
+                    .unwrap_or_else(|| {
+                        Err(Refusal::kafka(
+                            ResponseError::UnknownServerError,
+                            "no result",
+                        ))
+                    })
+                }
+            });
+        }
+        return out;
+    }
     let b = broker.clone();
     let entries = plans.len();
     blocking(entries, move || {

@@ -47,12 +47,39 @@ pub fn describe_cluster(broker: &Arc<Broker>, req: DescribeClusterRequest, versi
             .config
             .advertised()
             .unwrap_or_else(|_| ("127.0.0.1".into(), 9092));
-        r = r.with_brokers(vec![
-            DescribeClusterBroker::default()
-                .with_broker_id(BrokerId(broker.node_id))
-                .with_host(s(host))
-                .with_port(i32::from(port)),
-        ]);
+        r = match broker.cluster() {
+            // Every registered broker; v2 says which are fenced, older versions list the live.
+            Some(link) => {
+                let image = link.image();
+                if !image.cluster_id.is_empty() {
+                    r = r.with_cluster_id(s(image.cluster_id.clone()));
+                }
+                r.with_brokers(
+                    image
+                        .brokers
+                        .values()
+                        .filter(|b| version >= 2 || !b.fenced)
+                        .map(|b| {
+                            let d = DescribeClusterBroker::default()
+                                .with_broker_id(BrokerId(b.id))
+                                .with_host(s(b.host.clone()))
+                                .with_port(i32::from(b.port));
+                            if version >= 2 {
+                                d.with_is_fenced(b.fenced)
+                            } else {
+                                d
+                            }
+                        })
+                        .collect(),
+                )
+            }
+            None => r.with_brokers(vec![
+                DescribeClusterBroker::default()
+                    .with_broker_id(BrokerId(broker.node_id))
+                    .with_host(s(host))
+                    .with_port(i32::from(port)),
+            ]),
+        };
     }
     encode_body(&r, version)
 }

@@ -27,15 +27,26 @@ fn ms(v: i32) -> Duration {
     Duration::from_millis(u64::try_from(v).unwrap_or(0))
 }
 
-pub fn find_coordinator(broker: &Arc<Broker>, req: FindCoordinatorRequest, version: i16) -> Reply {
+/// Where a group's coordinator is: (node id, host, port), or the error to answer.
+type Coordinates = Result<(i32, String, i32), (ResponseError, String)>;
+
+/// FindCoordinator. On a single broker, this broker. In a cluster, the leader of the group's
+/// `__consumer_offsets` partition (`abs(groupId.hashCode()) % offsets.topic.num.partitions`, as
+/// Kafka computes it), the topic created on first use.
+pub async fn find_coordinator(
+    broker: &Arc<Broker>,
+    req: FindCoordinatorRequest,
+    version: i16,
+) -> Reply {
     let (host, port) = broker
         .config
         .advertised()
         .unwrap_or_else(|_| ("127.0.0.1".into(), 9092));
-    // The error code and message, if any.
+    let here: Coordinates = Ok((broker.node_id, host, i32::from(port)));
+    // The error code and message for the key type, if any.
     let error: Option<(ResponseError, String)> = match req.key_type {
         // The committed-offsets log did not open: no group can be coordinated here.
-        0 if broker.groups.offsets.offline().is_some() => Some((
+        0 if broker.cluster().is_none() && broker.groups.offsets.offline().is_some() => Some((
             crate::kafka::errors::kafka_error(ErrorKind::CoordinatorNotAvailable),
             "the committed-offsets log is offline (see the broker's log)".to_string(),
         )),
@@ -52,41 +63,94 @@ pub fn find_coordinator(broker: &Arc<Broker>, req: FindCoordinatorRequest, versi
             ResponseError::InvalidRequest.to_string(),
         )),
     };
+    let keys: Vec<StrBytes> = if version >= 4 {
+        req.coordinator_keys.clone()
+    } else {
+        vec![req.key.clone()]
+    };
+    let mut found: Vec<Coordinates> = Vec::with_capacity(keys.len());
+    match (&error, broker.cluster()) {
+        (Some(e), _) => found.extend(keys.iter().map(|_| Err(e.clone()))),
+        (None, None) => found.extend(keys.iter().map(|_| here.clone())),
+        (None, Some(link)) => {
+            let ensured = link.ensure_offsets_topic(Duration::from_secs(5)).await;
+            let image = link.image();
+            let offsets = image.topics.get(crate::cluster::controller::OFFSETS_TOPIC);
+            for k in &keys {
+                let not_available = |m: String| {
+                    Err((
+                        crate::kafka::errors::kafka_error(ErrorKind::CoordinatorNotAvailable),
+                        m,
+                    ))
+                };
+                let Some(t) = offsets else {
+                    found.push(not_available(match &ensured {
+                        Err(e) => e.message.clone(),
+                        Ok(()) => "__consumer_offsets is being created".into(),
+                    }));
+                    continue;
+                };
+                let n = i32::try_from(t.partitions.len()).unwrap_or(1);
+                let p = crate::cluster::offsets_partition_for(k, n);
+                let leader = image
+                    .partition(crate::cluster::controller::OFFSETS_TOPIC, p)
+                    .map(|p| p.leader);
+                found.push(
+                    match leader
+                        .and_then(|l| image.brokers.get(&l))
+                        .filter(|b| !b.fenced)
+                    {
+                        Some(b) => Ok((b.id, b.host.clone(), i32::from(b.port))),
+                        None => not_available(format!(
+                            "__consumer_offsets-{p}, which coordinates this group, has no leader"
+                        )),
+                    },
+                );
+            }
+        }
+    }
     let mut r = FindCoordinatorResponse::default();
     if version >= 4 {
         r = r.with_coordinators(
-            req.coordinator_keys
-                .into_iter()
-                .map(|k| {
+            keys.into_iter()
+                .zip(found)
+                .map(|(k, f)| {
                     let c = find_coordinator_response::Coordinator::default().with_key(k);
-                    match &error {
-                        None => c
-                            .with_node_id(BrokerId(broker.node_id))
-                            .with_host(s(host.clone()))
-                            .with_port(i32::from(port)),
-                        Some((e, m)) => c
+                    match f {
+                        Ok((id, host, port)) => c
+                            .with_node_id(BrokerId(id))
+                            .with_host(s(host))
+                            .with_port(port),
+                        Err((e, m)) => c
                             .with_node_id(BrokerId(-1))
                             .with_port(-1)
                             .with_error_code(e.code())
-                            .with_error_message(Some(s(m.clone()))),
+                            .with_error_message(Some(s(m))),
                     }
                 })
                 .collect(),
         );
     } else {
-        r = match &error {
-            None => r
-                .with_node_id(BrokerId(broker.node_id))
+        let f = found
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| Err((ResponseError::InvalidRequest, "no key".into())));
+        r = match f {
+            Ok((id, host, port)) => r
+                .with_node_id(BrokerId(id))
                 .with_host(s(host))
-                .with_port(i32::from(port)),
-            Some((e, _)) => r
-                .with_node_id(BrokerId(-1))
-                .with_port(-1)
-                .with_error_code(e.code()),
+                .with_port(port),
+            Err((e, m)) => {
+                let mut r = r
+                    .with_node_id(BrokerId(-1))
+                    .with_port(-1)
+                    .with_error_code(e.code());
+                if version >= 1 {
+                    r = r.with_error_message(Some(s(m)));
+                }
+                r
+            }
         };
-        if version >= 1 && error.is_some() {
-            r = r.with_error_message(error.map(|(_, m)| s(m)));
-        }
     }
     encode_body(&r, version)
 }

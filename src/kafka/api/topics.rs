@@ -35,13 +35,15 @@ fn topic_configs(broker: &Broker, topic: &Topic) -> Vec<(String, String, bool, b
         .collect()
 }
 
+/// What to create for one CreateTopics entry (name, partitions, configs), or the refusal.
+type Plan = Result<(String, i32, BTreeMap<String, String>), Refusal>;
+
 /// CreateTopics. Each entry is checked cheaply first (duplicates INVALID_REQUEST, invalid names,
 /// replication, assignments, topics that exist); the topics left are created one after the
 /// other on one blocking thread, each all or nothing.
 pub async fn create_topics(broker: &Arc<Broker>, req: CreateTopicsRequest, version: i16) -> Reply {
     let dup = duplicated(req.topics.iter().map(|t| t.name.0.clone()));
     // Per entry: the partition count asked, then what to create (or the error).
-    type Plan = Result<(String, i32, BTreeMap<String, String>), Refusal>;
     let mut plans: Vec<(i32, Plan)> = Vec::with_capacity(req.topics.len());
     for t in &req.topics {
         let name = t.name.0.to_string();
@@ -53,11 +55,23 @@ pub async fn create_topics(broker: &Arc<Broker>, req: CreateTopicsRequest, versi
             ))
         } else if let Err(m) = crate::broker::validate_topic_name(&name) {
             Err(Refusal::kafka(ResponseError::InvalidTopicException, m))
-        } else if broker.topic(&name).is_some() {
+        } else if broker.cluster().is_none() && broker.topic(&name).is_some() {
             Err(Refusal::kafka(
                 ResponseError::TopicAlreadyExists,
                 format!("topic {name:?} already exists"),
             ))
+        } else if broker.cluster().is_some() {
+            // The controller checks existence, replication and assignments.
+            let configs: BTreeMap<String, String> = t
+                .configs
+                .iter()
+                .filter_map(|c| {
+                    c.value
+                        .as_ref()
+                        .map(|v| (c.name.to_string(), v.to_string()))
+                })
+                .collect();
+            Ok((name, partitions, configs))
         } else if !matches!(t.replication_factor, -1 | 1) {
             Err(Refusal::kafka(
                 ResponseError::InvalidReplicationFactor,
@@ -96,7 +110,9 @@ pub async fn create_topics(broker: &Arc<Broker>, req: CreateTopicsRequest, versi
     let validate_only = req.validate_only;
     let b = broker.clone();
     let entries = plans.len();
-    let outcomes: Vec<(i32, Result<Arc<Topic>, Refusal>)> =
+    let outcomes: Vec<(i32, Result<Arc<Topic>, Refusal>)> = if let Some(link) = broker.cluster() {
+        create_in_cluster(broker, link, &req, plans).await
+    } else {
         tokio::task::spawn_blocking(move || {
             plans
                 .into_iter()
@@ -117,7 +133,8 @@ pub async fn create_topics(broker: &Arc<Broker>, req: CreateTopicsRequest, versi
                     (-1, Err(e))
                 })
                 .collect()
-        });
+        })
+    };
     let mut results = Vec::new();
     for (t, (partitions, outcome)) in req.topics.iter().zip(outcomes) {
         let mut r = CreatableTopicResult::default().with_name(t.name.clone());
@@ -135,7 +152,7 @@ pub async fn create_topics(broker: &Arc<Broker>, req: CreateTopicsRequest, versi
                     };
                     r = r
                         .with_num_partitions(n)
-                        .with_replication_factor(1)
+                        .with_replication_factor(replication_factor_of(broker, &topic))
                         .with_configs(Some(
                             topic_configs(broker, &topic)
                                 .into_iter()
@@ -172,6 +189,104 @@ pub async fn create_topics(broker: &Arc<Broker>, req: CreateTopicsRequest, versi
     )
 }
 
+/// The replication factor of a created topic, as CreateTopics v5+ answers it.
+fn replication_factor_of(broker: &Broker, topic: &Topic) -> i16 {
+    broker
+        .cluster()
+        .and_then(|l| {
+            l.image()
+                .topics
+                .get(&topic.name)
+                .and_then(|t| t.partitions.first().map(|p| p.replicas.len()))
+        })
+        .map_or(1, |n| i16::try_from(n).unwrap_or(i16::MAX))
+}
+
+/// CreateTopics in a cluster: configs are checked here, the rest by the active controller,
+/// which places the partitions and commits each topic to the metadata log (as a KRaft broker
+/// forwards CreateTopics to it). A created topic is answered once this node's image has it.
+async fn create_in_cluster(
+    broker: &Arc<Broker>,
+    link: &Arc<crate::cluster::link::Link>,
+    req: &CreateTopicsRequest,
+    plans: Vec<(i32, Plan)>,
+) -> Vec<(i32, Result<Arc<Topic>, Refusal>)> {
+    use crate::broker::config::TopicConfig;
+    let defaults = broker.topic_defaults();
+    let mut asks = Vec::new();
+    let mut outcomes: Vec<(i32, Result<Arc<Topic>, Refusal>)> = Vec::with_capacity(plans.len());
+    for ((partitions, plan), t) in plans.into_iter().zip(&req.topics) {
+        let plan = plan.and_then(|(name, partitions, configs)| {
+            let config = TopicConfig::resolve(&defaults, configs.clone())
+                .map_err(|e| Refusal::kafka(ResponseError::InvalidConfig, format!("{e:#}")))?;
+            let mut assignments: Vec<_> = t.assignments.iter().collect();
+            assignments.sort_by_key(|a| a.partition_index);
+            asks.push(crate::cluster::rpc::NewTopic {
+                name: name.clone(),
+                partitions: if assignments.is_empty() {
+                    partitions
+                } else {
+                    -1
+                },
+                replication_factor: t.replication_factor,
+                assignments: assignments
+                    .iter()
+                    .map(|a| a.broker_ids.iter().map(|b| b.0).collect())
+                    .collect(),
+                configs,
+            });
+            Ok(Arc::new(Topic {
+                name,
+                id: 0,
+                partitions: Vec::new(),
+                config,
+            }))
+        });
+        outcomes.push((partitions, plan));
+    }
+    if asks.is_empty() {
+        return outcomes;
+    }
+    let timeout = std::time::Duration::from_millis(u64::try_from(req.timeout_ms).unwrap_or(0))
+        .clamp(
+            std::time::Duration::from_secs(1),
+            std::time::Duration::from_secs(30),
+        );
+    let answers: std::collections::HashMap<String, Result<(), BrokerError>> = link
+        .create_topics(asks, req.validate_only, timeout)
+        .await
+        .into_iter()
+        .collect();
+    let image = link.image();
+    for (partitions, outcome) in &mut outcomes {
+        let Ok(topic) = outcome else {
+            continue;
+        };
+        let name = topic.name.clone();
+        match answers.get(&name) {
+            Some(Ok(())) => {
+                if let Some(info) = image.topics.get(&name) {
+                    *partitions = i32::try_from(info.partitions.len()).unwrap_or(i32::MAX);
+                    *outcome = Ok(Arc::new(Topic {
+                        name,
+                        id: info.id_value(),
+                        partitions: Vec::new(),
+                        config: topic.config.clone(),
+                    }));
+                }
+            }
+            Some(Err(e)) => *outcome = Err(Refusal::from(e.clone())),
+            None => {
+                *outcome = Err(Refusal::kafka(
+                    ResponseError::UnknownServerError,
+                    "the controller did not answer for this topic",
+                ))
+            }
+        }
+    }
+    outcomes
+}
+
 /// DeleteTopics. Every entry costs a lookup: invalid names (INVALID_TOPIC_EXCEPTION), duplicates
 /// (INVALID_REQUEST) and unknown topics are answered without any other work (and without an
 /// error message: the code says it), and the topics that exist are deleted one after the other
@@ -184,15 +299,22 @@ pub async fn delete_topics(broker: &Arc<Broker>, req: DeleteTopicsRequest, versi
         .map(|n| (Some(n), Uuid::nil(), true))
         .collect();
     let ids_given = req.topics.iter().any(|t| t.name.is_none());
-    let by_id: std::collections::HashMap<Uuid, String> = if ids_given {
-        broker
-            .topics()
-            .iter()
-            .map(|t| (uuid(t.id), t.name.clone()))
-            .collect()
-    } else {
-        std::collections::HashMap::new()
-    };
+    let image = broker.cluster().map(|l| l.image());
+    let by_id: std::collections::HashMap<Uuid, String> =
+        if let (true, Some(img)) = (ids_given, &image) {
+            img.topics
+                .values()
+                .map(|t| (uuid(t.id_value()), t.name.clone()))
+                .collect()
+        } else if ids_given {
+            broker
+                .topics()
+                .iter()
+                .map(|t| (uuid(t.id), t.name.clone()))
+                .collect()
+        } else {
+            std::collections::HashMap::new()
+        };
     targets.extend(req.topics.into_iter().map(|t| {
         let given = t.name.is_some();
         let name = t
@@ -224,7 +346,18 @@ pub async fn delete_topics(broker: &Arc<Broker>, req: DeleteTopicsRequest, versi
             Some(n) if *given && crate::broker::validate_topic_name(&n.0).is_err() => {
                 Some(kafka_code(ResponseError::InvalidTopicException))
             }
-            Some(n) if broker.topic(&n.0).is_none() && broker.damaged_topic(&n.0).is_none() => {
+            Some(n)
+                if image
+                    .as_ref()
+                    .is_some_and(|i| !i.topics.contains_key(n.0.as_str())) =>
+            {
+                Some(kafka_code(ResponseError::UnknownTopicOrPartition))
+            }
+            Some(n)
+                if image.is_none()
+                    && broker.topic(&n.0).is_none()
+                    && broker.damaged_topic(&n.0).is_none() =>
+            {
                 Some(kafka_code(ResponseError::UnknownTopicOrPartition))
             }
             Some(n) => {
@@ -235,6 +368,17 @@ pub async fn delete_topics(broker: &Arc<Broker>, req: DeleteTopicsRequest, versi
     }
     let deleted: std::collections::HashMap<String, BrokerError> = if doomed.is_empty() {
         std::collections::HashMap::new()
+    } else if let Some(link) = broker.cluster() {
+        let timeout = std::time::Duration::from_millis(u64::try_from(req.timeout_ms).unwrap_or(0))
+            .clamp(
+                std::time::Duration::from_secs(1),
+                std::time::Duration::from_secs(30),
+            );
+        link.delete_topics(doomed, timeout)
+            .await
+            .into_iter()
+            .filter_map(|(n, r)| r.err().map(|e| (n, e)))
+            .collect()
     } else {
         let b = broker.clone();
         let all = doomed.clone();

@@ -491,6 +491,16 @@ impl PartitionLog {
     /// Appends a batch validated by [`header::ValidBatch::new`], without checking its CRC a
     /// second time; otherwise exactly [`PartitionLog::append_batch`].
     pub fn append_validated(&self, batch: header::ValidBatch) -> Result<AppendInfo> {
+        self.append_validated_as(batch, None)
+    }
+
+    /// [`append_validated`](Self::append_validated), stamping `leader_epoch` (if any) as
+    /// [`append_as_leader`](Self::append_as_leader) does.
+    pub fn append_validated_as(
+        &self,
+        batch: header::ValidBatch,
+        leader_epoch: Option<i32>,
+    ) -> Result<AppendInfo> {
         let h = *batch.header();
         let bytes = batch.into_bytes();
         self.check_size(bytes.len())?;
@@ -498,7 +508,9 @@ impl PartitionLog {
             bytes,
             h.record_count as u64,
             h.max_timestamp,
-            Origin::Assign { epoch: None },
+            Origin::Assign {
+                epoch: leader_epoch,
+            },
         )
     }
 

@@ -1,0 +1,110 @@
+//! Applying the metadata image to the broker's disk: every topic of the image gets its local
+//! form (the partitions placed on this broker opened, the others known as elsewhere), and a
+//! topic the image deleted is deleted here too, also when this broker was down at the time
+//! (the image remembers deleted ids). A local topic the image does not know yet is left
+//! alone: this node may not have applied its creation yet.
+//!
+//! `__consumer_offsets` has no partition directories: committed offsets stay in the group
+//! coordinator's own log (`src/broker/groups/offsets.rs`), for the groups this broker
+//! coordinates.
+
+use std::sync::Arc;
+
+use strata_storage::meta::TopicMeta;
+use tokio::sync::watch;
+
+use super::controller::OFFSETS_TOPIC;
+use super::image::MetadataImage;
+use super::link::Link;
+use crate::broker::Broker;
+
+/// Follows the link's image until `stop`, applying each new one (blocking work on the
+/// blocking pool, one image at a time; images that arrive meanwhile are folded into the next).
+pub async fn follow(broker: Arc<Broker>, link: Arc<Link>, mut stop: watch::Receiver<bool>) {
+    let mut rx = link.subscribe();
+    loop {
+        let image = rx.borrow_and_update().clone();
+        let (b, me) = (broker.clone(), link.node_id);
+        if let Err(e) = tokio::task::spawn_blocking(move || apply(&b, &image, me)).await {
+            tracing::error!(error = %e, "applying the metadata image failed");
+        }
+        tokio::select! {
+            r = rx.changed() => if r.is_err() { return },
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Brings the broker's local topics in line with `image` (node `me`).
+pub fn apply(broker: &Broker, image: &MetadataImage, me: i32) {
+    for t in image.topics.values() {
+        if t.name == OFFSETS_TOPIC {
+            continue;
+        }
+        let hosted: Vec<i32> = t
+            .partitions
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.replicas.contains(&me))
+            .map(|(i, _)| i32::try_from(i).unwrap_or(i32::MAX))
+            .collect();
+        let count = i32::try_from(t.partitions.len()).unwrap_or(i32::MAX);
+        if let Some(local) = broker.topic(&t.name) {
+            if local.id != t.id_value() {
+                // Deleted and created again while this broker was away.
+                if let Err(e) = broker.delete_topic(&t.name) {
+                    tracing::error!(topic = %t.name, error = %e, "removing the old topic of a re-created name failed");
+                    continue;
+                }
+            } else {
+                let local_hosted: Vec<i32> = local
+                    .partitions
+                    .iter()
+                    .filter(|p| p.is_hosted())
+                    .map(|p| p.index)
+                    .collect();
+                if local.partitions.len() == t.partitions.len() && local_hosted == hosted {
+                    if local.config.overrides != t.configs
+                        && let Err(e) =
+                            broker.alter_topic_configs(&t.name, t.configs.clone(), false)
+                    {
+                        tracing::error!(topic = %t.name, error = %e, "applying a topic's new configs failed");
+                    }
+                    continue;
+                }
+            }
+        }
+        let meta = TopicMeta {
+            name: t.name.clone(),
+            partitions: count,
+            id: t.id.clone(),
+            configs: t.configs.clone(),
+            hosted: Some(hosted),
+        };
+        if let Err(e) = broker.host_topic(&meta) {
+            tracing::error!(topic = %t.name, error = %e, "placing a topic on this broker failed");
+        }
+    }
+    // Leader epochs, stamped on what this broker appends as leader.
+    for t in image.topics.values() {
+        let Some(local) = broker.topic(&t.name).filter(|l| l.id == t.id_value()) else {
+            continue;
+        };
+        for (p, info) in local.partitions.iter().zip(&t.partitions) {
+            if p.is_hosted() {
+                p.set_leader_epoch(info.leader_epoch);
+            }
+        }
+    }
+    for local in broker.topics() {
+        let id = format!("{:032x}", local.id);
+        if image.deleted_topic_ids.contains(&id) {
+            match broker.delete_topic(&local.name) {
+                Ok(()) => tracing::info!(topic = %local.name, "topic deleted by the controller"),
+                Err(e) => {
+                    tracing::error!(topic = %local.name, error = %e, "deleting a topic the controller deleted failed")
+                }
+            }
+        }
+    }
+}

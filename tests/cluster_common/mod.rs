@@ -1,0 +1,315 @@
+//! Harness for cluster tests: N `strata serve` nodes in combined mode (`broker,controller`)
+//! on loopback, each with its own data directory, their controller listeners on fixed free
+//! ports, and optionally a fault-injecting TCP proxy on every link between two nodes so that
+//! a test can cut one node off from the others (a network partition) and heal it.
+#![allow(dead_code, clippy::unwrap_used, clippy::indexing_slicing)]
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use crate::common::{Broker, Client};
+
+/// A free loopback port (bound, read, released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A TCP proxy from a local port to `target` that can be cut (existing connections shut
+/// down, new ones closed at once) and healed.
+pub struct Proxy {
+    pub port: u16,
+    cut: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<TcpStream>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Proxy {
+    pub fn start(target: String) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let cut = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::new(Mutex::new(Vec::new()));
+        let (c, s, cs) = (cut.clone(), stop.clone(), conns.clone());
+        listener.set_nonblocking(true).unwrap();
+        std::thread::spawn(move || {
+            while !s.load(Ordering::Acquire) {
+                let (client, _) = match listener.accept() {
+                    Ok(a) => a,
+                    Err(_) => {
+                        std::thread::sleep(Duration::from_millis(5));
+                        continue;
+                    }
+                };
+                client.set_nonblocking(false).ok();
+                if c.load(Ordering::Acquire) {
+                    drop(client);
+                    continue;
+                }
+                let Ok(server) =
+                    TcpStream::connect_timeout(&target.parse().unwrap(), Duration::from_secs(1))
+                else {
+                    continue;
+                };
+                client.set_nodelay(true).ok();
+                server.set_nodelay(true).ok();
+                {
+                    let mut g = cs.lock();
+                    g.retain(|x: &TcpStream| x.peer_addr().is_ok());
+                    g.push(client.try_clone().unwrap());
+                    g.push(server.try_clone().unwrap());
+                }
+                pipe(
+                    client.try_clone().unwrap(),
+                    server.try_clone().unwrap(),
+                    c.clone(),
+                );
+                pipe(server, client, c.clone());
+            }
+        });
+        Proxy {
+            port,
+            cut,
+            conns,
+            stop,
+        }
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Cuts the link: open connections are shut down, new ones closed on accept.
+    pub fn cut(&self) {
+        self.cut.store(true, Ordering::Release);
+        for c in self.conns.lock().drain(..) {
+            let _ = c.shutdown(Shutdown::Both);
+        }
+    }
+
+    pub fn heal(&self) {
+        self.cut.store(false, Ordering::Release);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        self.cut();
+    }
+}
+
+fn pipe(mut from: TcpStream, mut to: TcpStream, cut: Arc<AtomicBool>) {
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            let n = match from.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if cut.load(Ordering::Acquire) || to.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown(Shutdown::Both);
+        let _ = from.shutdown(Shutdown::Both);
+    });
+}
+
+/// Cluster tests of one test binary run one at a time: their nodes' ports are picked free
+/// before the nodes bind them, and two clusters starting together could pick the same.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// A cluster of combined-mode nodes, ids 1..=n.
+pub struct Cluster {
+    pub nodes: Vec<Option<Broker>>,
+    pub dirs: Vec<PathBuf>,
+    /// Each node's real controller listener.
+    pub controllers: Vec<String>,
+    /// Each node's client listener (fixed, so a restarted broker is where it was).
+    pub listeners: Vec<String>,
+    /// proxies[from][to]: node `from`'s link to node `to` (when started with proxies).
+    pub proxies: Vec<Vec<Option<Proxy>>>,
+    extra: Vec<String>,
+    _tmp: tempfile::TempDir,
+    _turn: parking_lot::MutexGuard<'static, ()>,
+}
+
+impl Cluster {
+    /// Starts `n` nodes; `proxied`: every node reaches the others through a [`Proxy`].
+    pub fn start(n: usize, proxied: bool, extra: &[&str]) -> Cluster {
+        let turn = ONE_AT_A_TIME.lock();
+        let tmp = tempfile::tempdir().unwrap();
+        let controllers: Vec<String> = (0..n)
+            .map(|_| format!("127.0.0.1:{}", free_port()))
+            .collect();
+        let proxies: Vec<Vec<Option<Proxy>>> = (0..n)
+            .map(|from| {
+                (0..n)
+                    .map(|to| {
+                        (proxied && from != to).then(|| Proxy::start(controllers[to].clone()))
+                    })
+                    .collect()
+            })
+            .collect();
+        let dirs = (0..n)
+            .map(|i| tmp.path().join(format!("node{}", i + 1)))
+            .collect();
+        let mut c = Cluster {
+            nodes: (0..n).map(|_| None).collect(),
+            dirs,
+            controllers,
+            listeners: (0..n)
+                .map(|_| format!("127.0.0.1:{}", free_port()))
+                .collect(),
+            proxies,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            _tmp: tmp,
+            _turn: turn,
+        };
+        // All at once: each waits for the quorum before it registers, not before it listens.
+        let handles: Vec<_> = (0..n).map(|i| c.spawn_args(i)).collect();
+        for (i, (dir, args)) in handles.into_iter().enumerate() {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            c.nodes[i] = Some(Broker::start_in(&dir, &args));
+        }
+        c
+    }
+
+    /// Node `i`'s voters: itself directly, the others through its proxies if any.
+    fn voters_for(&self, i: usize) -> String {
+        (0..self.controllers.len())
+            .map(|j| {
+                let addr = match &self.proxies[i][j] {
+                    Some(p) => p.addr(),
+                    None => self.controllers[j].clone(),
+                };
+                format!("{}@{addr}", j + 1)
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn spawn_args(&self, i: usize) -> (PathBuf, Vec<String>) {
+        let mut args = vec![
+            "--set".to_string(),
+            "process.roles=broker,controller".to_string(),
+            "--set".to_string(),
+            format!("node.id={}", i + 1),
+            "--set".to_string(),
+            format!("controller.quorum.voters={}", self.voters_for(i)),
+            "--set".to_string(),
+            format!("listeners=CONTROLLER://{}", self.controllers[i]),
+            "--listen".to_string(),
+            self.listeners[i].clone(),
+            "--set".to_string(),
+            "broker.heartbeat.interval.ms=500".to_string(),
+            "--set".to_string(),
+            "broker.session.timeout.ms=3000".to_string(),
+        ];
+        args.extend(self.extra.iter().cloned());
+        (self.dirs[i].clone(), args)
+    }
+
+    /// (Re)starts node `i` (0-based) on its data directory.
+    pub fn start_node(&mut self, i: usize) {
+        let (dir, args) = self.spawn_args(i);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.nodes[i] = Some(Broker::start_in(&dir, &args));
+    }
+
+    pub fn kill9(&mut self, i: usize) {
+        if let Some(mut b) = self.nodes[i].take() {
+            b.kill9();
+        }
+    }
+
+    pub fn stop(&mut self, i: usize) -> i32 {
+        self.nodes[i].take().map_or(0, |mut b| b.stop())
+    }
+
+    pub fn client(&self, i: usize) -> Client {
+        self.nodes[i].as_ref().unwrap().client()
+    }
+
+    pub fn addr(&self, i: usize) -> String {
+        self.nodes[i].as_ref().unwrap().addr.clone()
+    }
+
+    /// `strata cluster status --json` asked of node `i`'s controller listener.
+    pub fn status(&self, i: usize) -> Option<serde_json::Value> {
+        let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+            .args(["cluster", "status", "--json", "--bootstrap-controller"])
+            .arg(&self.controllers[i])
+            .output()
+            .ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    /// The node (0-based) that says it is the quorum's leader, among the live ones.
+    pub fn leader(&self) -> Option<usize> {
+        (0..self.nodes.len())
+            .filter(|i| self.nodes[*i].is_some())
+            .find(|i| self.status(*i).is_some_and(|s| s["state"] == "Leader"))
+    }
+
+    /// Waits (at most `timeout`) for a leader among the live nodes.
+    pub fn wait_leader(&self, timeout: Duration) -> usize {
+        let end = Instant::now() + timeout;
+        while Instant::now() < end {
+            if let Some(l) = self.leader() {
+                return l;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("no quorum leader within {timeout:?}");
+    }
+
+    /// Cuts node `i` (0-based) off from every other node, both ways.
+    pub fn isolate(&self, i: usize) {
+        for j in 0..self.nodes.len() {
+            if let Some(p) = &self.proxies[i][j] {
+                p.cut();
+            }
+            if let Some(p) = &self.proxies[j][i] {
+                p.cut();
+            }
+        }
+    }
+
+    pub fn heal(&self) {
+        for row in &self.proxies {
+            for p in row.iter().flatten() {
+                p.heal();
+            }
+        }
+    }
+}
+
+/// Waits up to `timeout` for `f` to return `Some`, polling every 100 ms.
+pub fn eventually<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let end = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() >= end {
+            panic!("not within {timeout:?}: {what}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
