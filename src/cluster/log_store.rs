@@ -36,9 +36,8 @@ use super::raft::{NodeId, TypeConfig};
 /// The metadata log's partition directory under the data directory.
 pub const METADATA_LOG_DIR: &str = "__cluster_metadata-0";
 /// The directory of the quorum's other files (`raft-state`, `metadata-snapshot`).
-pub const CLUSTER_DIR: &str = "cluster";
-const STATE_FILE: &str = "raft-state";
-const STATE_MAGIC: &[u8; 4] = b"SRST";
+pub use strata_storage::checked::CLUSTER_DIR;
+use strata_storage::checked::RAFT_STATE_FILE as STATE_FILE;
 /// Largest metadata log entry (one batch): a topic of tens of thousands of partitions fits.
 pub const MAX_ENTRY_BYTES: usize = 8 << 20;
 
@@ -99,7 +98,8 @@ impl LogStore {
             .create_dir_all(&cluster_dir)
             .with_context(|| format!("creating {}", cluster_dir.display()))?;
         let state_path = cluster_dir.join(STATE_FILE);
-        let state = match checked_file::read(&state_path, STATE_MAGIC, 1 << 16)? {
+        let state = match checked_file::read(&state_path, checked_file::RAFT_STATE_MAGIC, 1 << 16)?
+        {
             None => RaftFileState::default(),
             Some(body) => serde_json::from_slice(&body)
                 .with_context(|| format!("decoding {}", state_path.display()))?,
@@ -117,6 +117,43 @@ impl LogStore {
     /// The engine log (for `strata cluster status` and tests).
     pub fn log(&self) -> &PartitionLog {
         &self.inner.log
+    }
+
+    /// Appends `entries` and syncs the log: once this returns `Ok` they are durable (what
+    /// openraft is told through its callback). Blocking.
+    pub fn append_entries(&self, entries: Vec<Entry<TypeConfig>>) -> Result<()> {
+        self.inner.append(entries)
+    }
+
+    /// Entries with index in `[from, to)`. Blocking.
+    pub fn read_entries(&self, from: u64, to: u64) -> Result<Vec<Entry<TypeConfig>>> {
+        self.inner.entries(from, to)
+    }
+
+    /// Saves the vote durably. Blocking.
+    pub fn save_vote_now(&self, vote: Vote<NodeId>) -> Result<()> {
+        self.inner.save_state(|s| s.vote = Some(vote))
+    }
+
+    /// The saved vote.
+    pub fn vote(&self) -> Option<Vote<NodeId>> {
+        self.inner.state.lock().vote
+    }
+
+    /// Removes entries from `index` on (a conflicting suffix). Blocking.
+    pub fn truncate_from(&self, index: u64) -> Result<()> {
+        self.inner.log.truncate_to(index)?;
+        Ok(())
+    }
+
+    /// Purges entries up to and including `log_id` (covered by a snapshot). Blocking.
+    pub fn purge_upto(&self, log_id: LogId<NodeId>) -> Result<()> {
+        self.inner.purge(log_id)
+    }
+
+    /// The last purged log id.
+    pub fn last_purged(&self) -> Option<LogId<NodeId>> {
+        self.inner.state.lock().last_purged
     }
 
     /// Closes the log cleanly (at shutdown, once openraft stopped).
@@ -144,7 +181,12 @@ impl Inner {
         let mut next = state.clone();
         change(&mut next);
         let body = serde_json::to_vec(&next)?;
-        checked_file::write(self.backend.as_ref(), &self.state_path, STATE_MAGIC, &body)?;
+        checked_file::write(
+            self.backend.as_ref(),
+            &self.state_path,
+            checked_file::RAFT_STATE_MAGIC,
+            &body,
+        )?;
         *state = next;
         Ok(())
     }
@@ -198,6 +240,20 @@ impl Inner {
             }
         }
         Ok(out)
+    }
+
+    fn purge(&self, log_id: LogId<NodeId>) -> Result<()> {
+        // The purged id first: after a crash between the two, the log may hold entries below
+        // it, which openraft never reads again.
+        self.save_state(|s| s.last_purged = Some(log_id))?;
+        let next = log_id.index.saturating_add(1);
+        if next > self.log.log_end_offset() {
+            // A snapshot from the leader covers more than this log holds.
+            self.log.truncate_fully_and_start_at(next)?;
+        } else {
+            self.log.delete_records_before(next)?;
+        }
+        Ok(())
     }
 
     fn append(&self, entries: Vec<Entry<TypeConfig>>) -> Result<()> {
@@ -338,20 +394,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
-        self.blocking(move |i| {
-            // The purged id first: after a crash between the two, the log may hold entries
-            // below it, which openraft never reads again.
-            i.save_state(|s| s.last_purged = Some(log_id))
-                .map_err(|e| io_err(format!("{e:#}")))?;
-            let next = log_id.index.saturating_add(1);
-            let res = if next > i.log.log_end_offset() {
-                // A snapshot from the leader covers more than this log holds.
-                i.log.truncate_fully_and_start_at(next)
-            } else {
-                i.log.delete_records_before(next).map(drop)
-            };
-            res.map_err(|e| io_err(format!("{e:#}")))
-        })
-        .await
+        self.blocking(move |i| i.purge(log_id).map_err(|e| io_err(format!("{e:#}"))))
+            .await
     }
 }

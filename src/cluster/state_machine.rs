@@ -29,8 +29,7 @@ use super::image::MetadataImage;
 use super::log_store::CLUSTER_DIR;
 use super::raft::{CommandReply, NodeId, TypeConfig};
 
-const SNAPSHOT_FILE: &str = "metadata-snapshot";
-const SNAPSHOT_MAGIC: &[u8; 4] = b"SMSN";
+use strata_storage::checked::SNAPSHOT_FILE;
 /// Largest snapshot read back (the image of a large cluster is a few MiB).
 const MAX_SNAPSHOT_BYTES: u64 = 1 << 30;
 
@@ -79,7 +78,9 @@ impl StateMachine {
             snapshot: None,
             snapshots_built: 0,
         };
-        if let Some(bytes) = checked_file::read(&path, SNAPSHOT_MAGIC, MAX_SNAPSHOT_BYTES)? {
+        if let Some(bytes) =
+            checked_file::read(&path, checked_file::SNAPSHOT_MAGIC, MAX_SNAPSHOT_BYTES)?
+        {
             let body: SnapshotBody = serde_json::from_slice(&bytes)
                 .with_context(|| format!("decoding {}", path.display()))?;
             inner.image = body.image;
@@ -112,7 +113,12 @@ impl StateMachine {
 
     fn store_snapshot(&self, meta: &SnapshotMeta<NodeId, BasicNode>, body: &[u8]) -> Result<()> {
         let _ = meta;
-        checked_file::write(self.backend.as_ref(), &self.path, SNAPSHOT_MAGIC, body)
+        checked_file::write(
+            self.backend.as_ref(),
+            &self.path,
+            checked_file::SNAPSHOT_MAGIC,
+            body,
+        )
     }
 }
 

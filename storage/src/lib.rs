@@ -8,6 +8,7 @@
 //! Start with [`log::PartitionLog`] for one partition and [`log::LogConfig`] for its settings.
 
 pub mod batch;
+pub mod checked;
 pub mod error;
 pub mod io;
 pub mod log;

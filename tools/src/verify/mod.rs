@@ -255,7 +255,8 @@ impl Verifier<'_, '_> {
         for (name, path) in meta::list_topics(data_dir)? {
             match meta::read_topic(&path, &name) {
                 Ok(m) => {
-                    for p in 0..m.partitions {
+                    // In a cluster, only the partitions placed on this broker (`hosted`).
+                    for p in (0..m.partitions).filter(|p| m.hosts(*p)) {
                         let dir = meta::partition_dir(data_dir, &name, p);
                         if !dir.is_dir() {
                             self.rep.problem(problem(
@@ -291,7 +292,8 @@ impl Verifier<'_, '_> {
             else {
                 continue;
             };
-            if topic == "__consumer_offsets" {
+            // The group coordinator's log, and a cluster's metadata log (FORMAT.md §13).
+            if topic == "__consumer_offsets" || topic == "__cluster_metadata" {
                 continue;
             }
             let known = match partitions_of.get(topic) {
@@ -311,7 +313,40 @@ impl Verifier<'_, '_> {
                 ));
             }
         }
+        self.cluster_files(data_dir);
         Ok(())
+    }
+
+    /// A cluster node's quorum files (FORMAT.md §13): each must be a checked file whose body
+    /// is JSON; the node refuses to start otherwise.
+    fn cluster_files(&mut self, data_dir: &Path) {
+        use strata_storage::checked;
+        let dir = data_dir.join(checked::CLUSTER_DIR);
+        for (file, magic) in [
+            (checked::RAFT_STATE_FILE, checked::RAFT_STATE_MAGIC),
+            (checked::SNAPSHOT_FILE, checked::SNAPSHOT_MAGIC),
+        ] {
+            let path = dir.join(file);
+            let Ok(bytes) = std::fs::read(&path) else {
+                continue;
+            };
+            let why = match checked::decode(magic, &bytes) {
+                Err(e) => Some(e.to_string()),
+                Ok(body) => serde_json::from_slice::<serde_json::Value>(body)
+                    .err()
+                    .map(|e| format!("the body is not JSON: {e}")),
+            };
+            if let Some(why) = why {
+                self.rep.problem(problem(
+                    &path,
+                    None,
+                    "cluster_file",
+                    "a checked file (FORMAT.md §13)",
+                    why,
+                    "the node does not start on a damaged quorum file: restore it from a backup (emptying the node's quorum data makes it rejoin empty, which is safe only while the other voters are a healthy majority)",
+                ));
+            }
+        }
     }
 
     fn partition(&mut self, dir: &Path) -> anyhow::Result<()> {
