@@ -68,7 +68,6 @@ pub fn run(args: ServeArgs) -> Result<()> {
         ),
         Err(e) => tracing::warn!(error = %e, "cannot read or raise the open-file limit"),
     }
-    let addr = config.listen_addr()?;
     // Settings that depend on each other are checked once all are known.
     config.queued_request_budget()?;
     // A fixed set of threads whatever the number of partitions (PERFORMANCE.md, "Threads and
@@ -84,14 +83,15 @@ pub fn run(args: ServeArgs) -> Result<()> {
     let cluster = crate::cluster::ClusterSettings::from_config(&config)?;
     runtime.block_on(async move {
         match cluster {
-            None => single(config, addr).await,
-            Some(settings) => clustered(config, addr, settings).await,
+            None => single(config).await,
+            Some(settings) => clustered(config, settings).await,
         }
     })
 }
 
 /// The single-node broker (no `process.roles`): what `strata serve` always was.
-async fn single(mut config: BrokerConfig, addr: std::net::SocketAddr) -> Result<()> {
+async fn single(mut config: BrokerConfig) -> Result<()> {
+    let addr = config.listen_addr()?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {addr}"))?;
@@ -132,7 +132,6 @@ async fn close_broker(broker: Arc<Broker>) -> Result<()> {
 /// partitions placed on it.
 async fn clustered(
     mut config: BrokerConfig,
-    addr: std::net::SocketAddr,
     settings: crate::cluster::ClusterSettings,
 ) -> Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -144,6 +143,7 @@ async fn clustered(
     let broker_role = settings.broker;
     let heartbeat = settings.heartbeat_interval;
     let listener = if broker_role {
+        let addr = config.listen_addr()?;
         let l = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding {addr}"))?;
@@ -167,15 +167,33 @@ async fn clustered(
         }
         None => None,
     };
-    let node =
-        crate::cluster::node::ClusterNode::start(settings, &data_dir, backend, stop_rx.clone())
-            .await?;
-    println!("controller listening on {}", node.controller_addr);
+    let node_id = settings.node_id;
     let mut tasks = Vec::new();
+    let (node, remote) = if settings.controller {
+        let node =
+            crate::cluster::node::ClusterNode::start(settings, &data_dir, backend, stop_rx.clone())
+                .await?;
+        println!("controller listening on {}", node.controller_addr);
+        (Some(node), None)
+    } else {
+        // A broker-only node: no quorum here; the image comes from the active controller.
+        let (link, feed) = crate::cluster::link::Link::remote(
+            i32::try_from(settings.node_id).context("node.id out of range")?,
+            settings.voters.clone(),
+        );
+        tasks.push(tokio::spawn(
+            link.clone().follow_controller(feed, stop_rx.clone()),
+        ));
+        (None, Some(link))
+    };
     let mut server = None;
     let mut link_kept = None;
     if let (Some(broker), Some(listener)) = (&broker, listener) {
-        let link = node.link();
+        let link = match (&node, remote) {
+            (Some(n), _) => n.link(),
+            (None, Some(l)) => l,
+            (None, None) => anyhow::bail!("a broker without a link to the quorum"),
+        };
         link_kept = Some(link.clone());
         broker.set_cluster(link.clone());
         let (host, port) = config.advertised()?;
@@ -195,7 +213,7 @@ async fn clustered(
             stop_rx.clone(),
         )));
         let bound = listener.local_addr()?;
-        tracing::info!(%bound, node = node.settings.node_id, "strata broker ready (cluster)");
+        tracing::info!(%bound, node = node_id, "strata broker ready (cluster)");
         println!("listening on {bound}");
         server = Some(tokio::spawn(crate::kafka::server::serve(
             broker.clone(),
@@ -217,7 +235,9 @@ async fn clustered(
     for t in tasks {
         t.await.context("cluster task")?;
     }
-    node.shutdown().await?;
+    if let Some(node) = node {
+        node.shutdown().await?;
+    }
     if let Some(b) = broker {
         close_broker(b).await?;
     }

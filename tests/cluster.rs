@@ -566,3 +566,68 @@ fn a_node_behind_a_snapshot_catches_up_by_installing_it() {
         },
     );
 }
+
+#[test]
+fn a_controller_only_voter_and_a_broker_only_node_work_beside_combined_nodes() {
+    // Nodes 1 and 2 combined, 3 a voter serving no clients, 4 a broker that votes for nothing.
+    let mut c = Cluster::start_roles(
+        &[
+            "broker,controller",
+            "broker,controller",
+            "controller",
+            "broker",
+        ],
+        false,
+        &[],
+    );
+    c.wait_leader(Duration::from_secs(30));
+    let m = wait_brokers(&c, 3, 3);
+    let ids: BTreeSet<i32> = m.brokers.iter().map(|b| b.node_id.0).collect();
+    assert_eq!(
+        ids,
+        BTreeSet::from([1, 2, 4]),
+        "the brokers, not the controller-only voter"
+    );
+    // Created through the broker-only node, placed over the three brokers.
+    let (code, msg) = create(&mut c.client(3), "mixed", 6, 10_000);
+    assert_eq!(code, 0, "{msg:?}");
+    let placed = eventually(Duration::from_secs(10), "the topic on node 4", || {
+        placement(&metadata(&mut c.client(3))).get("mixed").cloned()
+    });
+    let leaders: BTreeSet<i32> = placed.iter().map(|(l, _)| *l).collect();
+    assert_eq!(leaders, BTreeSet::from([1, 2, 4]), "{placed:?}");
+    // A partition the broker-only node leads takes a produce there.
+    let p = placed.iter().position(|(l, _)| *l == 4).unwrap();
+    let mut c4 = c.client(3);
+    eventually(
+        Duration::from_secs(10),
+        "the broker-only node serves its partition",
+        || {
+            let r = produce(
+                &mut c4,
+                "mixed",
+                i32::try_from(p).unwrap(),
+                batch(&["x"], None),
+                -1,
+            )
+            .unwrap();
+            (r.responses[0].partition_responses[0].error_code == 0).then_some(())
+        },
+    );
+    // The quorum's leader killed: the broker-only node follows the new one.
+    let leader = c.wait_leader(Duration::from_secs(30));
+    c.kill9(leader);
+    eventually(
+        Duration::from_secs(30),
+        "topic creation through node 4 after the kill",
+        || {
+            let (code, _) = create(&mut c.client(3), "after-kill", 1, 2_000);
+            (code == 0 || code == 36).then_some(())
+        },
+    );
+    eventually(Duration::from_secs(10), "node 4 sees the new topic", || {
+        placement(&metadata(&mut c.client(3)))
+            .contains_key("after-kill")
+            .then_some(())
+    });
+}

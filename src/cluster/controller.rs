@@ -152,6 +152,7 @@ impl Controller {
             } => self.create_partitions(topic, count, validate_only).await,
             Request::Status => Ok(Response::Status(Box::new(self.status()))),
             Request::EnsureOffsetsTopic => self.ensure_offsets_topic().await,
+            Request::FetchImage { known, wait_ms } => self.fetch_image(known, wait_ms).await,
             Request::AllocateProducerIds { broker } => self.allocate_producer_ids(broker).await,
             Request::AppendEntries(_) | Request::Vote(_) | Request::InstallSnapshot(_) => {
                 Ok(Response::Error(err(
@@ -456,6 +457,32 @@ impl Controller {
             .map(drop)
             .map_err(|r| refusal_error(&r));
         Ok(Response::Partitions(res))
+    }
+
+    /// The image once it is newer than `known` (long poll, at most `wait_ms`, capped at 5 s).
+    /// Only the active controller answers: its image has every committed change.
+    async fn fetch_image(&self, known: u64, wait_ms: u64) -> Result<Response, Refusal> {
+        if self.raft.metrics().borrow().state != ServerState::Leader {
+            return Err(self.not_controller());
+        }
+        let mut rx = self.sm.subscribe();
+        let wait = Duration::from_millis(wait_ms.min(5000));
+        let newer = tokio::time::timeout(wait, async {
+            loop {
+                if rx.borrow_and_update().applied_index > known {
+                    return;
+                }
+                if rx.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await
+        .is_ok();
+        let image = self.sm.image();
+        Ok(Response::Image(
+            (newer && image.applied_index > known).then(|| Box::new((*image).clone())),
+        ))
     }
 
     /// Hands `broker` the next block of producer ids (committed before it is answered, so a

@@ -330,6 +330,49 @@ impl Link {
         }
     }
 
+    /// A broker-only node's link: its image comes from the active controller
+    /// ([`Link::follow_controller`]), not from a local state machine.
+    pub fn remote(node_id: i32, voters: BTreeMap<NodeId, String>) -> (Arc<Self>, ImageFeed) {
+        let (tx, rx) = watch::channel(Arc::new(MetadataImage::default()));
+        (Arc::new(Link::new(node_id, rx, voters)), ImageFeed(tx))
+    }
+
+    /// Keeps `feed` at the active controller's image until `stop`: a long poll that returns as
+    /// soon as the controller applied something newer (KRaft brokers fetch the metadata log
+    /// from the quorum the same way; here the whole image comes, which suits the metadata of
+    /// a small cluster).
+    pub async fn follow_controller(
+        self: Arc<Self>,
+        feed: ImageFeed,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        loop {
+            let known = self.image().applied_index;
+            let req = Request::FetchImage {
+                known,
+                wait_ms: 1000,
+            };
+            let got = tokio::select! {
+                r = self.ask(&req, Duration::from_secs(5)) => r,
+                _ = stop.changed() => return,
+            };
+            match got {
+                Ok(Response::Image(Some(img))) if img.applied_index > known => {
+                    feed.0.send_replace(Arc::new(*img));
+                }
+                Ok(Response::Image(_)) => {}
+                Ok(other) => {
+                    tracing::warn!(answer = ?other, "fetching the metadata image: unexpected answer");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e.message, "fetching the metadata image: retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
+
     /// Tells the active controller this broker is stopping cleanly, so that it is fenced at
     /// once (bounded by `timeout`; a failure only means the session timeout fences it).
     pub async fn shut_down(&self, timeout: Duration) {
@@ -387,6 +430,10 @@ impl Link {
         }
     }
 }
+
+/// Where a broker-only node's image comes from ([`Link::follow_controller`]).
+#[derive(Debug)]
+pub struct ImageFeed(watch::Sender<Arc<MetadataImage>>);
 
 async fn call_once(
     addr: &str,

@@ -49,8 +49,8 @@ pub struct ClusterSettings {
     pub controller: bool,
     /// `controller.quorum.voters`: id -> `host:port`.
     pub voters: BTreeMap<NodeId, String>,
-    /// Where this node's controller listener binds.
-    pub controller_listen: SocketAddr,
+    /// Where this node's controller listener binds (`None` on a broker-only node).
+    pub controller_listen: Option<SocketAddr>,
     /// `broker.heartbeat.interval.ms`.
     pub heartbeat_interval: Duration,
     /// `controller.quorum.election.timeout.ms`: elections start after this to twice it.
@@ -97,25 +97,25 @@ impl ClusterSettings {
                 other => bail!("process.roles: unknown role {other:?} (broker, controller)"),
             }
         }
-        if !controller {
-            bail!(
-                "process.roles=broker: broker-only nodes are not supported yet; run every node as broker,controller (combined mode) or controller"
-            );
-        }
         let node_id = c.node_id()?;
         let node_id = NodeId::try_from(node_id).context("node.id must not be negative")?;
         let voters = parse_voters(c.get("controller.quorum.voters"))?;
         if voters.is_empty() {
             bail!("process.roles is set: controller.quorum.voters must name the voters");
         }
-        let Some(own) = voters.get(&node_id) else {
-            bail!("node.id {node_id} is not among controller.quorum.voters");
-        };
-        let controller_listen = match c.controller_listener()? {
-            Some(a) => a,
-            None => own
-                .parse()
-                .with_context(|| format!("controller.quorum.voters: {own:?} is not IP:PORT"))?,
+        let controller_listen = match (controller, voters.get(&node_id)) {
+            (true, None) => bail!("node.id {node_id} is not among controller.quorum.voters"),
+            // A broker-only node votes for nothing and has no controller listener.
+            (false, Some(_)) => bail!(
+                "process.roles=broker: node.id {node_id} is a voter in controller.quorum.voters; a voter needs the controller role"
+            ),
+            (false, None) => None,
+            (true, Some(own)) => Some(match c.controller_listener()? {
+                Some(a) => a,
+                None => own
+                    .parse()
+                    .with_context(|| format!("controller.quorum.voters: {own:?} is not IP:PORT"))?,
+            }),
         };
         let ms = |k: &str| -> Result<Duration> {
             let v: u64 = c

@@ -77,14 +77,12 @@ impl ClusterNode {
         })
         .await
         .context("opening the metadata log")??;
-        let listener = tokio::net::TcpListener::bind(settings.controller_listen)
+        let addr = settings
+            .controller_listen
+            .context("a node without the controller role has no quorum to start")?;
+        let listener = tokio::net::TcpListener::bind(addr)
             .await
-            .with_context(|| {
-                format!(
-                    "binding the controller listener {}",
-                    settings.controller_listen
-                )
-            })?;
+            .with_context(|| format!("binding the controller listener {addr}"))?;
         let controller_addr = listener.local_addr()?;
         let raft = Raft::new(
             settings.node_id,

@@ -97,6 +97,13 @@ pub enum Request {
     Status,
     /// Create `__consumer_offsets` if it does not exist yet (a FindCoordinator needs it).
     EnsureOffsetsTopic,
+    /// The metadata image, once the active controller's is newer than `known` (the applied
+    /// index the asking broker has), waiting up to `wait_ms` for one: how a broker-only node
+    /// follows the metadata log.
+    FetchImage {
+        known: u64,
+        wait_ms: u64,
+    },
     /// A block of producer ids for a broker (KIP-730's AllocateProducerIds).
     AllocateProducerIds {
         broker: i32,
@@ -150,6 +157,8 @@ pub enum Response {
     /// A change that succeeded or not.
     Done(Result<(), BrokerError>),
     Status(Box<Status>),
+    /// The metadata image (`None`: nothing newer than the asker's within the wait).
+    Image(Option<Box<super::image::MetadataImage>>),
     /// Producer ids `[start, start + count)` are the asking broker's.
     ProducerIds {
         start: i64,

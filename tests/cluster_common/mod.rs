@@ -142,6 +142,8 @@ pub struct Cluster {
     /// proxies[from][to]: node `from`'s link to node `to` (when started with proxies).
     pub proxies: Vec<Vec<Option<Proxy>>>,
     extra: Vec<String>,
+    /// Each node's `process.roles`.
+    pub roles: Vec<String>,
     _tmp: tempfile::TempDir,
     _turn: parking_lot::MutexGuard<'static, ()>,
 }
@@ -149,6 +151,13 @@ pub struct Cluster {
 impl Cluster {
     /// Starts `n` nodes; `proxied`: every node reaches the others through a [`Proxy`].
     pub fn start(n: usize, proxied: bool, extra: &[&str]) -> Cluster {
+        Cluster::start_roles(&vec!["broker,controller"; n], proxied, extra)
+    }
+
+    /// Starts one node per entry of `roles` (`process.roles` of each; the voters are the nodes
+    /// with the controller role).
+    pub fn start_roles(roles: &[&str], proxied: bool, extra: &[&str]) -> Cluster {
+        let n = roles.len();
         let turn = ONE_AT_A_TIME.lock();
         let tmp = tempfile::tempdir().unwrap();
         let controllers: Vec<String> = (0..n)
@@ -175,21 +184,24 @@ impl Cluster {
                 .collect(),
             proxies,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            roles: roles.iter().map(|r| r.to_string()).collect(),
             _tmp: tmp,
             _turn: turn,
         };
-        // All at once: each waits for the quorum before it registers, not before it listens.
-        let handles: Vec<_> = (0..n).map(|i| c.spawn_args(i)).collect();
-        for (i, (dir, args)) in handles.into_iter().enumerate() {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            c.nodes[i] = Some(Broker::start_in(&dir, &args));
+        for i in 0..n {
+            c.start_node(i);
         }
         c
+    }
+
+    fn is_voter(&self, i: usize) -> bool {
+        self.roles[i].contains("controller")
     }
 
     /// Node `i`'s voters: itself directly, the others through its proxies if any.
     fn voters_for(&self, i: usize) -> String {
         (0..self.controllers.len())
+            .filter(|j| self.is_voter(*j))
             .map(|j| {
                 let addr = match &self.proxies[i][j] {
                     Some(p) => p.addr(),
@@ -204,20 +216,26 @@ impl Cluster {
     fn spawn_args(&self, i: usize) -> (PathBuf, Vec<String>) {
         let mut args = vec![
             "--set".to_string(),
-            "process.roles=broker,controller".to_string(),
+            format!("process.roles={}", self.roles[i]),
             "--set".to_string(),
             format!("node.id={}", i + 1),
             "--set".to_string(),
             format!("controller.quorum.voters={}", self.voters_for(i)),
-            "--set".to_string(),
-            format!("listeners=CONTROLLER://{}", self.controllers[i]),
-            "--listen".to_string(),
-            self.listeners[i].clone(),
+        ];
+        if self.is_voter(i) {
+            args.push("--set".to_string());
+            args.push(format!("listeners=CONTROLLER://{}", self.controllers[i]));
+        }
+        if self.roles[i].contains("broker") {
+            args.push("--listen".to_string());
+            args.push(self.listeners[i].clone());
+        }
+        args.extend([
             "--set".to_string(),
             "broker.heartbeat.interval.ms=500".to_string(),
             "--set".to_string(),
             "broker.session.timeout.ms=3000".to_string(),
-        ];
+        ]);
         args.extend(self.extra.iter().cloned());
         (self.dirs[i].clone(), args)
     }
@@ -225,8 +243,29 @@ impl Cluster {
     /// (Re)starts node `i` (0-based) on its data directory.
     pub fn start_node(&mut self, i: usize) {
         let (dir, args) = self.spawn_args(i);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        self.nodes[i] = Some(Broker::start_in(&dir, &args));
+        if self.roles[i].contains("broker") {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            self.nodes[i] = Some(Broker::start_in(&dir, &args));
+            return;
+        }
+        // A controller alone serves no clients: ready once its controller listener is.
+        let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(&dir)
+            .args(&args)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert!(line.starts_with("controller listening on"), "{line:?}");
+        self.nodes[i] = Some(Broker::from_child(child, String::new(), &dir));
     }
 
     pub fn kill9(&mut self, i: usize) {
@@ -263,7 +302,7 @@ impl Cluster {
     /// The node (0-based) that says it is the quorum's leader, among the live ones.
     pub fn leader(&self) -> Option<usize> {
         (0..self.nodes.len())
-            .filter(|i| self.nodes[*i].is_some())
+            .filter(|i| self.nodes[*i].is_some() && self.is_voter(*i))
             .find(|i| self.status(*i).is_some_and(|s| s["state"] == "Leader"))
     }
 

@@ -121,6 +121,17 @@ impl Broker {
         }
     }
 
+    /// A process started by the caller (`addr` empty when it serves no clients).
+    pub fn from_child(child: Child, addr: String, dir: &Path) -> Broker {
+        Broker {
+            child: Some(child),
+            addr,
+            dir: dir.to_path_buf(),
+            log: None,
+            _tmp: None,
+        }
+    }
+
     pub fn client(&self) -> Client {
         Client::connect(&self.addr)
     }
