@@ -308,6 +308,20 @@ fn a_whole_cluster_restart_keeps_topics_placement_records_and_committed_offsets(
         &[("kept", 0, 2, None), ("kept", 1, 1, None)],
     );
     assert_eq!(codes, vec![0, 0]);
+    // Every other broker refuses the group: NOT_COORDINATOR (16), clients look again.
+    for (_, addr) in addrs.iter().filter(|(_, a)| **a != coordinator) {
+        let mut other = Client::connect(addr);
+        let codes = common::commit(&mut other, "g-kept", -1, "", &[("kept", 0, 9, None)]);
+        assert_eq!(codes, vec![16], "a commit at {addr}, not the coordinator");
+        let r = other.call(
+            &HeartbeatRequest::default()
+                .with_group_id(common::group_id("g-kept"))
+                .with_member_id(common::s("m"))
+                .with_generation_id(1),
+            4,
+        );
+        assert_eq!(r.error_code, 16);
+    }
     for i in 0..3 {
         assert_eq!(c.stop(i), 0, "node {} stopped cleanly", i + 1);
     }

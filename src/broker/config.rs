@@ -41,7 +41,7 @@ pub const BROKER_KEYS: &[(&str, &str, &str)] = &[
     (
         "process.roles",
         "",
-        "Cluster roles: `broker,controller` (combined) or `controller`; empty: a single broker, no quorum.",
+        "Cluster roles: `broker,controller` (combined), `controller` or `broker`; empty: a single broker, no quorum.",
     ),
     (
         "controller.quorum.voters",

@@ -29,6 +29,13 @@ pub fn consumer_group_heartbeat(
             version,
         );
     }
+    if let Some(e) = super::groups::elsewhere(broker, &group) {
+        return encode_body(
+            &r.with_error_code(crate::kafka::errors::code(e))
+                .with_error_message(Some(s("this broker does not coordinate the group"))),
+            version,
+        );
+    }
     // A subscription names topics; assignments and owned partitions name them by id.
     let topics = |name: &str| {
         broker

@@ -23,6 +23,28 @@ fn s(v: impl Into<String>) -> StrBytes {
     StrBytes::from_string(v.into())
 }
 
+/// In a cluster, why this broker does not coordinate `group`: another leads its
+/// `__consumer_offsets` partition (NOT_COORDINATOR, clients ask FindCoordinator again), or the
+/// partition has no leader or does not exist yet (COORDINATOR_NOT_AVAILABLE). `None` on a
+/// single broker and on the coordinator.
+pub(crate) fn elsewhere(broker: &Broker, group: &str) -> Option<ErrorKind> {
+    let link = broker.cluster()?;
+    let image = link.image();
+    let Some(t) = image.topics.get(crate::cluster::controller::OFFSETS_TOPIC) else {
+        return Some(ErrorKind::CoordinatorNotAvailable);
+    };
+    let n = i32::try_from(t.partitions.len()).unwrap_or(1);
+    let p = crate::cluster::offsets_partition_for(group, n);
+    match image
+        .partition(crate::cluster::controller::OFFSETS_TOPIC, p)
+        .map(|p| p.leader)
+    {
+        Some(l) if l == broker.node_id => None,
+        Some(crate::cluster::image::NO_LEADER) | None => Some(ErrorKind::CoordinatorNotAvailable),
+        Some(_) => Some(ErrorKind::NotCoordinator),
+    }
+}
+
 fn ms(v: i32) -> Duration {
     Duration::from_millis(u64::try_from(v).unwrap_or(0))
 }
@@ -219,6 +241,10 @@ pub async fn join_group(
         let o = JoinOutcome::error(ErrorKind::InvalidGroupId, &req.member_id);
         return encode_body(&join_response(o, version), version);
     }
+    if let Some(e) = elsewhere(broker, &group) {
+        let o = JoinOutcome::error(e, &req.member_id);
+        return encode_body(&join_response(o, version), version);
+    }
     // A group is classic or consumer (KIP-848), not both.
     if c.is_consumer_group(&group) {
         let o = JoinOutcome::error(ErrorKind::InconsistentGroupProtocol, &req.member_id);
@@ -272,6 +298,12 @@ pub async fn sync_group(
     let c = &broker.groups;
     c.ensure_ticker();
     let group = req.group_id.0.to_string();
+    if let Some(e) = elsewhere(broker, &group) {
+        return encode_body(
+            &SyncGroupResponse::default().with_error_code(code(Some(e))),
+            version,
+        );
+    }
     let member = req.member_id.to_string();
     let instance = req.group_instance_id.map(|i| i.to_string());
     let (ptype, pname) = (
@@ -321,6 +353,12 @@ pub fn heartbeat(broker: &Arc<Broker>, req: HeartbeatRequest, version: i16) -> R
     let c = &broker.groups;
     c.ensure_ticker();
     let instance = req.group_instance_id.map(|i| i.to_string());
+    if let Some(e) = elsewhere(broker, &req.group_id.0) {
+        return encode_body(
+            &HeartbeatResponse::default().with_error_code(code(Some(e))),
+            version,
+        );
+    }
     let e = c
         .with_group(&req.group_id.0, false, |g, now, _| {
             g.heartbeat(&req.member_id, instance.as_deref(), req.generation_id, now)
@@ -335,6 +373,12 @@ pub fn heartbeat(broker: &Arc<Broker>, req: HeartbeatRequest, version: i16) -> R
 pub fn leave_group(broker: &Arc<Broker>, req: LeaveGroupRequest, version: i16) -> Reply {
     let c = &broker.groups;
     c.ensure_ticker();
+    if let Some(e) = elsewhere(broker, &req.group_id.0) {
+        return encode_body(
+            &LeaveGroupResponse::default().with_error_code(code(Some(e))),
+            version,
+        );
+    }
     let members: Vec<(String, Option<String>)> = if version >= 3 {
         req.members
             .iter()
@@ -385,6 +429,8 @@ pub async fn offset_commit(broker: &Arc<Broker>, req: OffsetCommitRequest, versi
     let generation = req.generation_id_or_member_epoch;
     let group_error = if !group_id_ok(&group) {
         Some(ErrorKind::InvalidGroupId)
+    } else if let Some(e) = elsewhere(broker, &group) {
+        Some(e)
     } else if let Some(check) = c.consumer_check(&group, &member, generation) {
         // A consumer group (KIP-848): the member's epoch where a classic group has a generation.
         check
@@ -567,6 +613,11 @@ pub fn offset_fetch(broker: &Arc<Broker>, req: OffsetFetchRequest, version: i16)
                         .with_group_id(g.group_id)
                         .with_error_code(ResponseError::InvalidRequest.code());
                 }
+                if let Some(e) = elsewhere(broker, &g.group_id.0) {
+                    return offset_fetch_response::OffsetFetchResponseGroup::default()
+                        .with_group_id(g.group_id)
+                        .with_error_code(crate::kafka::errors::code(e));
+                }
                 // v9: a consumer group member's fetch carries its epoch, checked as a commit's.
                 if let Some(member) = g.member_id.as_ref()
                     && let Some(Some(e)) =
@@ -611,6 +662,33 @@ pub fn offset_fetch(broker: &Arc<Broker>, req: OffsetFetchRequest, version: i16)
             })
             .collect();
         r = r.with_groups(groups);
+    } else if let Some(e) = elsewhere(broker, &req.group_id.0) {
+        // v0-1 have no top-level error: each partition asked carries it.
+        let e = crate::kafka::errors::code(e);
+        if version >= 2 {
+            r = r.with_error_code(e);
+        }
+        r = r.with_topics(
+            req.topics
+                .unwrap_or_default()
+                .into_iter()
+                .map(|t| {
+                    offset_fetch_response::OffsetFetchResponseTopic::default()
+                        .with_name(t.name)
+                        .with_partitions(
+                            t.partition_indexes
+                                .into_iter()
+                                .map(|p| {
+                                    offset_fetch_response::OffsetFetchResponsePartition::default()
+                                        .with_partition_index(p)
+                                        .with_committed_offset(-1)
+                                        .with_error_code(e)
+                                })
+                                .collect(),
+                        )
+                })
+                .collect(),
+        );
     } else {
         let topics = req.topics.map(|ts| {
             ts.into_iter()
