@@ -142,6 +142,7 @@ async fn clustered(
         .context("opening the io backend")?;
     let broker_role = settings.broker;
     let heartbeat = settings.heartbeat_interval;
+    let (fetcher, replica_lag_max) = (settings.fetcher, settings.replica_lag_max);
     let listener = if broker_role {
         let addr = config.listen_addr()?;
         let l = tokio::net::TcpListener::bind(addr)
@@ -205,7 +206,19 @@ async fn clustered(
         )));
         tasks.push(tokio::spawn(crate::cluster::follow::follow(
             broker.clone(),
+            link.clone(),
+            stop_rx.clone(),
+        )));
+        tasks.push(tokio::spawn(crate::cluster::fetcher::run(
+            broker.clone(),
+            link.clone(),
+            fetcher,
+            stop_rx.clone(),
+        )));
+        tasks.push(tokio::spawn(crate::cluster::follow::isr_loop(
+            broker.clone(),
             link,
+            replica_lag_max,
             stop_rx.clone(),
         )));
         tasks.push(tokio::spawn(crate::broker::heal_loop(

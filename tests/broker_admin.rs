@@ -417,10 +417,16 @@ fn given_a_topic_when_its_configs_are_described_then_every_kafka_topic_config_is
         Some("9223372036854775807")
     );
     // What Strata does not implement is listed with Kafka's default, read-only.
+    let e = get("unclean.leader.election.enable");
+    assert_eq!(
+        (e.value.as_deref(), e.read_only, e.config_type),
+        (Some("false"), true, 1)
+    );
+    // min.insync.replicas is implemented: writable, Kafka's default.
     let e = get("min.insync.replicas");
     assert_eq!(
         (e.value.as_deref(), e.read_only, e.config_type),
-        (Some("1"), true, 3)
+        (Some("1"), false, 3)
     );
     assert!(!get("segment.bytes").read_only);
     assert_eq!(get("cleanup.policy").config_type, 7, "LIST");
@@ -452,9 +458,9 @@ fn given_a_topic_when_its_configs_are_described_then_every_kafka_topic_config_is
                 .with_resource_name(s("all"))
                 .with_configs(vec![
                     inc::AlterableConfig::default()
-                        .with_name(s("min.insync.replicas"))
+                        .with_name(s("unclean.leader.election.enable"))
                         .with_config_operation(0)
-                        .with_value(Some(s("2"))),
+                        .with_value(Some(s("true"))),
                 ]),
         ]),
         1,
@@ -462,7 +468,7 @@ fn given_a_topic_when_its_configs_are_described_then_every_kafka_topic_config_is
     assert_eq!(r.responses[0].error_code, 40);
     let m = r.responses[0].error_message.as_deref().unwrap().to_string();
     assert!(
-        m.contains("not supported") && m.contains("replication"),
+        m.contains("not supported") && m.contains("unclean"),
         "{m}"
     );
 }

@@ -79,6 +79,36 @@ pub const BROKER_KEYS: &[(&str, &str, &str)] = &[
         "Replication factor of a topic created without one (cluster part 1: 1 only).",
     ),
     (
+        "min.insync.replicas",
+        "1",
+        "Default `min.insync.replicas`: in-sync replicas an acks=all produce needs.",
+    ),
+    (
+        "replica.lag.time.max.ms",
+        "30000",
+        "A follower that has not caught up with its leader for this long leaves the ISR.",
+    ),
+    (
+        "replica.fetch.max.bytes",
+        "1048576",
+        "Bytes a follower asks per partition in one fetch (at least one batch comes).",
+    ),
+    (
+        "replica.fetch.wait.max.ms",
+        "500",
+        "How long a follower's fetch waits at the leader for new data.",
+    ),
+    (
+        "num.replica.fetchers",
+        "1",
+        "Fetcher connections per leader broker a follower uses (1 only: one connection per broker pair).",
+    ),
+    (
+        "unclean.leader.election.enable",
+        "false",
+        "Elect a replica outside the ISR when none is left (false only: acknowledged data is never given up).",
+    ),
+    (
         "offsets.topic.num.partitions",
         "50",
         "Partitions of `__consumer_offsets` in a cluster: a group's coordinator leads its partition.",
@@ -274,6 +304,7 @@ pub const TOPIC_KEYS: &[(&str, &str)] = &[
     ("cleanup.policy", ""),
     ("index.interval.bytes", "log.index.interval.bytes"),
     ("preallocate", "log.preallocate"),
+    ("min.insync.replicas", "min.insync.replicas"),
 ];
 
 /// A config's type, as DescribeConfigs (v3+) reports it (Kafka's `ConfigDef.Type` ids).
@@ -303,7 +334,9 @@ pub struct TopicConfigDef {
 }
 
 const NO_COMPACTION: &str = "log compaction is not implemented (cleanup.policy=delete only)";
-const NO_REPLICAS: &str = "replication is not implemented yet (one broker, one copy)";
+const NO_UNCLEAN: &str =
+    "unclean leader election is not supported: a replica outside the ISR is never elected";
+const NO_THROTTLE: &str = "replication throttling is not implemented";
 const NO_TIERED: &str = "tiered storage is not implemented";
 
 /// Every topic config Kafka 4.x lists, in name order: what DescribeConfigs answers.
@@ -404,7 +437,7 @@ pub const KAFKA_TOPIC_CONFIGS: &[TopicConfigDef] = &{
             "follower.replication.throttled.replicas",
             "",
             T::List,
-            Some(NO_REPLICAS),
+            Some(NO_THROTTLE),
             "Replicas whose replication is throttled on the follower side.",
         ),
         d(
@@ -420,7 +453,7 @@ pub const KAFKA_TOPIC_CONFIGS: &[TopicConfigDef] = &{
             "leader.replication.throttled.replicas",
             "",
             T::List,
-            Some(NO_REPLICAS),
+            Some(NO_THROTTLE),
             "Replicas whose replication is throttled on the leader side.",
         ),
         d(
@@ -500,7 +533,7 @@ pub const KAFKA_TOPIC_CONFIGS: &[TopicConfigDef] = &{
             "min.insync.replicas",
             "1",
             T::Int,
-            Some(NO_REPLICAS),
+            None,
             "In-sync replicas an acks=all produce needs.",
         ),
         d(
@@ -588,7 +621,7 @@ pub const KAFKA_TOPIC_CONFIGS: &[TopicConfigDef] = &{
             "unclean.leader.election.enable",
             "false",
             T::Boolean,
-            Some(NO_REPLICAS),
+            Some(NO_UNCLEAN),
             "Elect an out-of-sync replica as leader.",
         ),
     ]
@@ -706,6 +739,18 @@ impl BrokerConfig {
                 .iter()
                 .try_for_each(|(_, a)| parse_listener(a).map(drop)),
             "process.roles" | "controller.listener.names" => Ok(()),
+            "unclean.leader.election.enable" => match self.get(key) {
+                "false" => Ok(()),
+                v => bail!(
+                    "unclean.leader.election.enable={v}: only false is supported (a replica outside the ISR is never elected: it could lose acknowledged records)"
+                ),
+            },
+            "num.replica.fetchers" => match self.i64(key)? {
+                1 => Ok(()),
+                v => bail!(
+                    "num.replica.fetchers={v}: only 1 is supported (one fetcher connection per leader broker)"
+                ),
+            },
             "controller.quorum.voters" => crate::cluster::parse_voters(self.get(key)).map(drop),
             "advertised.listeners" => self.advertised().map(drop),
             "strata.io.backend" => self.io_backend().map(drop),
@@ -1114,6 +1159,8 @@ pub struct TopicConfig {
     pub log_append_time: bool,
     /// `strata.decompressed.batch.max.bytes` (a broker setting every topic uses).
     pub max_decompressed: usize,
+    /// `min.insync.replicas`: an `acks=all` produce needs this many in-sync replicas.
+    pub min_insync_replicas: usize,
 }
 
 impl TopicConfig {
@@ -1206,10 +1253,17 @@ impl TopicConfig {
             // The broker locks its data directory (one descriptor), not every partition's.
             lock_dir: false,
             idle_file_close: broker.file_idle()?,
+            // In a cluster the high watermark is what replication says, not the log end.
+            replicated: !broker.get("process.roles").trim().is_empty(),
             ..LogConfig::default()
         };
         log.validate()?;
+        let min_isr = num("min.insync.replicas")?;
+        if min_isr < 1 {
+            bail!("min.insync.replicas must be at least 1, got {min_isr}");
+        }
         Ok(TopicConfig {
+            min_insync_replicas: usize::try_from(min_isr).unwrap_or(usize::MAX),
             compression: parse_topic_compression(&get("compression.type"))?,
             log_append_time: parse_timestamp_type(&get("message.timestamp.type"))?,
             overrides,

@@ -62,6 +62,11 @@ pub enum ErrorKind {
     /// A broker heartbeat or request with a broker epoch the controller does not know (it
     /// restarted, or was registered again): register again.
     StaleBrokerEpoch,
+    /// An `acks=all` produce while the ISR is smaller than `min.insync.replicas`.
+    NotEnoughReplicas,
+    /// The batch was appended but the ISR shrank below `min.insync.replicas` before it was
+    /// replicated.
+    NotEnoughReplicasAfterAppend,
     /// The request took longer than its timeout (the metadata quorum did not commit in time).
     RequestTimedOut,
     /// A request that is well formed but asks for what cannot be done (Kafka's INVALID_REQUEST).

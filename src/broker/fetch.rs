@@ -23,6 +23,11 @@ pub struct FetchWant {
     pub offset: i64,
     /// The most bytes for this partition (`partition_max_bytes`).
     pub max_bytes: i32,
+    /// The fetcher's idea of the leader epoch (-1: unchecked).
+    pub current_leader_epoch: i32,
+    /// A follower's: the epoch of the last batch it has (-1: none or not said), checked
+    /// against the leader's log for divergence.
+    pub last_fetched_epoch: i32,
 }
 
 /// What one partition answers.
@@ -32,6 +37,9 @@ pub struct PartitionRead {
     pub log_start_offset: i64,
     /// Whole batches from the offset asked, or `None` when there is nothing (yet) or no room.
     pub records: Option<ReadSlice>,
+    /// To a follower whose log diverges from this leader's: the leader's (epoch, end offset)
+    /// at or below the follower's last epoch, to truncate to.
+    pub diverging: Option<(i32, i64)>,
 }
 
 /// What a fetch returns, in the order of its [`FetchWant`]s.
@@ -55,15 +63,23 @@ pub struct FetchLimits {
     pub min_bytes: usize,
     /// The longest to wait for `min_bytes` (capped at [`MAX_WAIT_CAP`]).
     pub max_wait: Duration,
+    /// A follower's fetch: its broker id (it reads up to the log end, not the high watermark,
+    /// and its fetch offset tells the leader how far it is).
+    pub replica: Option<i32>,
 }
 
 impl Broker {
     /// Reads every partition of `wants` once.
-    pub fn plan_fetch(&self, wants: &[FetchWant], max_bytes: Option<usize>) -> FetchPlan {
+    pub fn plan_fetch(
+        &self,
+        wants: &[FetchWant],
+        max_bytes: Option<usize>,
+        replica: Option<i32>,
+    ) -> FetchPlan {
         let mut plan = FetchPlan::default();
         let mut budget = max_bytes.unwrap_or(usize::MAX);
         for w in wants {
-            let read = self.read_partition(w, &mut budget, &mut plan);
+            let read = self.read_partition(w, &mut budget, &mut plan, replica);
             plan.errors |= read.is_err();
             plan.partitions.push(read);
         }
@@ -75,17 +91,55 @@ impl Broker {
         w: &FetchWant,
         budget: &mut usize,
         plan: &mut FetchPlan,
+        replica: Option<i32>,
     ) -> Result<PartitionRead, BrokerError> {
-        let log = self
+        let p = self
             .partition(&w.topic, w.partition)
-            .ok_or_else(|| err(ErrorKind::UnknownTopicOrPartition, ""))?
-            .log()?;
-        let hw = log.high_watermark() as i64;
+            .ok_or_else(|| err(ErrorKind::UnknownTopicOrPartition, ""))?;
+        // Consumers and followers alike fetch from the leader (no KIP-392 follower fetching).
+        p.check_leader()?;
+        p.check_leader_epoch(w.current_leader_epoch)?;
+        let log = p.log()?;
         let start = log.log_start_offset() as i64;
+        let mut bound = strata_storage::log::ReadBound::HighWatermark;
+        let mut hw = log.high_watermark() as i64;
+        if let Some(follower) = replica {
+            // Where the follower's last epoch ends here: before its fetch offset, its log
+            // diverges from this one (Kafka's `Partition.fetchRecords`, KIP-595's check).
+            if w.last_fetched_epoch >= 0 && !log.leader_epochs().is_empty() {
+                let e = log.end_offset_for_epoch(w.last_fetched_epoch);
+                if e.end_offset >= 0 && (e.epoch < w.last_fetched_epoch || e.end_offset < w.offset)
+                {
+                    return Ok(PartitionRead {
+                        high_watermark: hw,
+                        log_start_offset: start,
+                        records: None,
+                        diverging: Some((e.epoch, e.end_offset)),
+                    });
+                }
+            }
+            if !p
+                .assignment()
+                .is_some_and(|a| a.replicas.contains(&follower) && a.me != follower)
+            {
+                return Err(err(
+                    ErrorKind::NotLeaderOrFollower,
+                    format!(
+                        "broker {follower} is not a follower of {}-{}",
+                        w.topic, w.partition
+                    ),
+                ));
+            }
+            if w.offset >= 0 && w.offset <= log.log_end_offset() as i64 {
+                hw = p.follower_fetched(follower, w.offset as u64) as i64;
+            }
+            bound = strata_storage::log::ReadBound::LogEnd;
+        }
         let mut out = PartitionRead {
             high_watermark: hw,
             log_start_offset: start,
             records: None,
+            diverging: None,
         };
         if w.offset < start || w.offset > log.log_end_offset() as i64 {
             return Err(err(ErrorKind::OffsetOutOfRange, ""));
@@ -96,11 +150,7 @@ impl Broker {
         if limit == 0 && plan.bytes > 0 {
             return Ok(out);
         }
-        match log.read_bounded(
-            w.offset as u64,
-            limit.max(1),
-            strata_storage::log::ReadBound::HighWatermark,
-        ) {
+        match log.read_bounded(w.offset as u64, limit.max(1), bound) {
             Ok(slice) if !slice.is_empty() && (plan.bytes == 0 || slice.len() <= *budget) => {
                 plan.bytes += slice.len();
                 *budget = budget.saturating_sub(slice.len());
@@ -147,7 +197,7 @@ impl Broker {
             for r in &mut appended {
                 r.borrow_and_update();
             }
-            let mut plan = self.plan_fetch(wants, limits.max_bytes);
+            let mut plan = self.plan_fetch(wants, limits.max_bytes, limits.replica);
             let expired = tokio::time::Instant::now() >= deadline;
             if plan.bytes >= limits.min_bytes || plan.errors || expired || *shutdown.borrow() {
                 let cold = std::mem::take(&mut plan.cold);

@@ -20,6 +20,7 @@ pub mod fetch;
 pub mod groups;
 pub mod partition;
 pub mod producer;
+pub mod replica;
 pub mod topics;
 
 use std::collections::BTreeMap;
@@ -61,6 +62,15 @@ pub fn random_u128() -> u128 {
             .map_or(0, |d| d.as_nanos()),
     );
     (u128::from(a.finish()) << 64) | u128::from(b.finish())
+}
+
+/// What a produce waits for before it is answered (Kafka's `acks`).
+#[derive(Debug, Clone, Copy)]
+pub enum Acks {
+    /// 0 or 1: the leader's own append (as the topic's flush policy stores it).
+    Leader,
+    /// -1 (`all`): every in-sync replica, within the request's timeout.
+    All { timeout: std::time::Duration },
 }
 
 /// What a successful produce returns.
@@ -257,8 +267,13 @@ impl Broker {
         records: bytes::Bytes,
     ) -> Result<Produced, BrokerError> {
         let len = records.len() as u64;
+        // In a cluster only the leader appends produces.
+        partition.check_leader()?;
         let res = partition.produce(config, records);
         if res.is_ok() {
+            // The high watermark follows the log end when the leader is the only in-sync
+            // replica; otherwise the followers' fetches move it.
+            partition.update_high_watermark();
             partition.notify_appended();
             partition.maybe_snapshot(len, config.log.segment_bytes);
             partition.maybe_expire_producers();
@@ -270,6 +285,35 @@ impl Broker {
     /// `strata.decompression.memory.bytes` if the topic re-encodes it (the share is held until
     /// the re-encoded batch is appended). The blocking work runs on a blocking thread.
     pub async fn produce_async(
+        self: Arc<Self>,
+        partition: Arc<Partition>,
+        config: TopicConfig,
+        records: bytes::Bytes,
+        acks: Acks,
+    ) -> Result<Produced, BrokerError> {
+        // acks=all in a cluster: refused up front when the ISR is too small, answered once
+        // every in-sync replica has the batch (the high watermark passed it).
+        let replicated = match acks {
+            Acks::All { timeout } if partition.assignment().is_some() => {
+                partition.check_leader()?;
+                partition.check_min_isr(config.min_insync_replicas)?;
+                let h = strata_storage::batch::header::BatchHeader::parse(&records).ok();
+                Some((h.map_or(0, |h| h.last_offset_delta.max(0) as u64), timeout))
+            }
+            _ => None,
+        };
+        let min_isr = config.min_insync_replicas;
+        let produced = self
+            .produce_local(partition.clone(), config, records)
+            .await?;
+        if let Some((delta, timeout)) = replicated {
+            let end = produced.base_offset + delta + 1;
+            partition.wait_replicated(end, min_isr, timeout).await?;
+        }
+        Ok(produced)
+    }
+
+    async fn produce_local(
         self: Arc<Self>,
         partition: Arc<Partition>,
         config: TopicConfig,

@@ -109,6 +109,9 @@ pub struct Partition {
     /// In a cluster: the leader epoch the metadata quorum gave this partition, stamped on
     /// every batch appended (as a Kafka leader does). -1 outside a cluster.
     leader_epoch: AtomicI32,
+    /// In a cluster: its assignment and, on the leader, what it knows of the followers
+    /// ([`super::replica`]).
+    pub(super) replica: Mutex<super::replica::ReplicaState>,
 }
 
 /// Free bytes a partition taken offline by a full disk waits for before it is reopened: room
@@ -162,6 +165,7 @@ impl Partition {
             last_expiry_ms: AtomicI64::new(groups::offsets::now_ms()),
             appended: tokio::sync::watch::channel(0).0,
             leader_epoch: AtomicI32::new(-1),
+            replica: Mutex::new(Default::default()),
         };
         if let Ok(log) = p.log() {
             p.load_producer_state(&log);
@@ -193,6 +197,31 @@ impl Partition {
             last_expiry_ms: AtomicI64::new(groups::offsets::now_ms()),
             appended: tokio::sync::watch::channel(0).0,
             leader_epoch: AtomicI32::new(-1),
+            replica: Mutex::new(Default::default()),
+        }
+    }
+
+    /// Records an idempotent producer's batch appended at `base_offset` (a follower's append).
+    pub(super) fn record_producer(
+        &self,
+        h: &strata_storage::batch::header::BatchHeader,
+        base_offset: u64,
+    ) {
+        self.producers.lock().record(
+            h.producer_id,
+            h.producer_epoch,
+            h.base_sequence,
+            h.record_count,
+            base_offset,
+            h.max_timestamp,
+        );
+    }
+
+    /// Rebuilds the producer state from the log (after a truncation removed batches it knew).
+    pub(super) fn reload_producer_state(&self) {
+        if let Ok(log) = self.log() {
+            *self.producers.lock() = ProducerStates::default();
+            self.load_producer_state(&log);
         }
     }
 

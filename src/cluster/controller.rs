@@ -153,6 +153,16 @@ impl Controller {
             Request::Status => Ok(Response::Status(Box::new(self.status()))),
             Request::EnsureOffsetsTopic => self.ensure_offsets_topic().await,
             Request::FetchImage { known, wait_ms } => self.fetch_image(known, wait_ms).await,
+            Request::AlterPartition {
+                broker,
+                topic,
+                partition,
+                leader_epoch,
+                isr,
+            } => {
+                self.alter_partition(broker, topic, partition, leader_epoch, isr)
+                    .await
+            }
             Request::AllocateProducerIds { broker } => self.allocate_producer_ids(broker).await,
             Request::AppendEntries(_) | Request::Vote(_) | Request::InstallSnapshot(_) => {
                 Ok(Response::Error(err(
@@ -282,7 +292,7 @@ impl Controller {
                     ));
                 }
             }
-            return check_rf(t.assignments.clone());
+            return Ok(t.assignments.clone());
         }
         let partitions = if t.partitions == -1 {
             self.settings.num_partitions
@@ -318,7 +328,7 @@ impl Controller {
         let start = (r % n as u128) as usize;
         let shift = ((r >> 64) % n as u128) as usize;
         let partitions = u32::try_from(partitions).unwrap_or(1);
-        check_rf(place_replicas(&live, partitions, rf_usize, start, shift, 0))
+        Ok(place_replicas(&live, partitions, rf_usize, start, shift, 0))
     }
 
     async fn create_topics(
@@ -457,6 +467,60 @@ impl Controller {
             .map(drop)
             .map_err(|r| refusal_error(&r));
         Ok(Response::Partitions(res))
+    }
+
+    /// Changes a partition's ISR at its leader's request (Kafka's AlterPartition): only from
+    /// the current leader at the current leader epoch, only replicas, the leader kept in it,
+    /// and no fenced broker added.
+    async fn alter_partition(
+        &self,
+        broker: i32,
+        topic: String,
+        partition: i32,
+        leader_epoch: i32,
+        isr: Vec<i32>,
+    ) -> Result<Response, Refusal> {
+        let (_g, image) = self.fresh().await?;
+        let Some(p) = image.partition(&topic, partition) else {
+            return Ok(Response::Done(Err(err(
+                ErrorKind::UnknownTopicOrPartition,
+                format!("{topic}-{partition} does not exist"),
+            ))));
+        };
+        if p.leader != broker || p.leader_epoch != leader_epoch {
+            return Ok(Response::Done(Err(err(
+                ErrorKind::FencedLeaderEpoch,
+                format!(
+                    "{topic}-{partition} is led by {} at epoch {}, not {broker} at {leader_epoch}",
+                    p.leader, p.leader_epoch
+                ),
+            ))));
+        }
+        let fenced = |r: &i32| image.brokers.get(r).is_none_or(|b| b.fenced);
+        if !isr.contains(&broker)
+            || isr.iter().any(|r| !p.replicas.contains(r))
+            || isr.iter().any(|r| !p.isr.contains(r) && fenced(r))
+        {
+            return Ok(Response::Done(Err(err(
+                ErrorKind::InvalidRequest,
+                format!("ISR {isr:?} is not possible for replicas {:?}", p.replicas),
+            ))));
+        }
+        if isr == p.isr {
+            return Ok(Response::Done(Ok(())));
+        }
+        tracing::info!(%topic, partition, from = ?p.isr, to = ?isr, "ISR changed");
+        let res = self
+            .commit(vec![MetadataRecord::ChangeIsr {
+                topic,
+                partition,
+                leader_epoch,
+                isr,
+            }])
+            .await
+            .map(drop)
+            .map_err(|r| refusal_error(&r));
+        Ok(Response::Done(res))
     }
 
     /// The image once it is newer than `known` (long poll, at most `wait_ms`, capped at 5 s).
@@ -644,18 +708,6 @@ impl Controller {
         }
         Ok(())
     }
-}
-
-/// Part 1 keeps one copy of each partition: a replication factor above 1 is refused until
-/// the partitions themselves are replicated (issue "cluster part 2").
-fn check_rf(replicas: Vec<Vec<i32>>) -> Result<Vec<Vec<i32>>, BrokerError> {
-    if replicas.iter().any(|r| r.len() > 1) {
-        return Err(err(
-            ErrorKind::InvalidReplicationFactor,
-            "replication factor above 1 is not supported yet: partitions are not replicated (one copy each, on the broker the controller places them on)",
-        ));
-    }
-    Ok(replicas)
 }
 
 fn refusal_error(r: &Response) -> BrokerError {

@@ -17,6 +17,7 @@ use super::controller::OFFSETS_TOPIC;
 use super::image::MetadataImage;
 use super::link::Link;
 use crate::broker::Broker;
+use crate::broker::replica::Assignment;
 
 /// Follows the link's image until `stop`, applying each new one (blocking work on the
 /// blocking pool, one image at a time; images that arrive meanwhile are folded into the next).
@@ -31,6 +32,52 @@ pub async fn follow(broker: Arc<Broker>, link: Arc<Link>, mut stop: watch::Recei
         tokio::select! {
             r = rx.changed() => if r.is_err() { return },
             _ = stop.changed() => return,
+        }
+    }
+}
+
+/// The leader's side of ISR changes (Kafka's `maybeShrinkIsr`/`maybeExpandIsr`, sent as
+/// AlterPartition): every half `replica.lag.time.max.ms`, each partition this broker leads
+/// proposes the ISR its followers' progress makes, until `stop`.
+pub async fn isr_loop(
+    broker: Arc<Broker>,
+    link: Arc<Link>,
+    lag_max: std::time::Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    // Shrinking waits for `lag_max` anyway; a short tick lets a caught-up follower rejoin
+    // soon (Kafka expands the ISR on the follower's fetch).
+    let tick = (lag_max / 2).clamp(
+        std::time::Duration::from_millis(100),
+        std::time::Duration::from_millis(500),
+    );
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(tick) => {}
+            _ = stop.changed() => return,
+        }
+        for t in broker.topics() {
+            for p in &t.partitions {
+                let Some((leader_epoch, isr)) = p.isr_change(lag_max) else {
+                    continue;
+                };
+                let req = super::rpc::Request::AlterPartition {
+                    broker: link.node_id,
+                    topic: t.name.clone(),
+                    partition: p.index,
+                    leader_epoch,
+                    isr: isr.clone(),
+                };
+                match link.ask(&req, std::time::Duration::from_secs(5)).await {
+                    Ok(super::rpc::Response::Done(Ok(()))) => {
+                        tracing::info!(topic = %t.name, partition = p.index, ?isr, "ISR change committed");
+                    }
+                    Ok(other) => {
+                        tracing::debug!(topic = %t.name, partition = p.index, answer = ?other, "ISR change refused");
+                    }
+                    Err(e) => tracing::debug!(error = %e.message, "ISR change not delivered"),
+                }
+            }
         }
     }
 }
@@ -85,14 +132,24 @@ pub fn apply(broker: &Broker, image: &MetadataImage, me: i32) {
             tracing::error!(topic = %t.name, error = %e, "placing a topic on this broker failed");
         }
     }
-    // Leader epochs, stamped on what this broker appends as leader.
+    // Each held partition's leader, epoch and ISR: who appends (the leader, stamping its
+    // epoch) and who fetches from whom.
     for t in image.topics.values() {
         let Some(local) = broker.topic(&t.name).filter(|l| l.id == t.id_value()) else {
             continue;
         };
         for (p, info) in local.partitions.iter().zip(&t.partitions) {
             if p.is_hosted() {
-                p.set_leader_epoch(info.leader_epoch);
+                let a = Assignment {
+                    me,
+                    leader: info.leader,
+                    leader_epoch: info.leader_epoch,
+                    replicas: info.replicas.clone(),
+                    isr: info.isr.clone(),
+                };
+                if p.assignment().as_ref() != Some(&a) {
+                    p.assign(a);
+                }
             }
         }
     }

@@ -55,6 +55,14 @@ pub enum MetadataRecord {
     /// A block of producer ids handed to a broker (`ProducerIdsRecord`, KIP-730): ids from the
     /// image's next one, `count` of them.
     AllocateProducerIds { broker: i32, count: i64 },
+    /// A partition's ISR changed at its leader's request (`PartitionChangeRecord` from an
+    /// AlterPartition): applied only if the leader epoch is still `leader_epoch`.
+    ChangeIsr {
+        topic: String,
+        partition: i32,
+        leader_epoch: i32,
+        isr: Vec<i32>,
+    },
     /// A topic's config overrides replaced (AlterConfigs; Kafka writes a `ConfigRecord` per
     /// key changed).
     ReplaceTopicConfigs {
@@ -196,6 +204,26 @@ impl MetadataImage {
             MetadataRecord::AllocateProducerIds { count, .. } => {
                 self.next_producer_id = self.next_producer_id.saturating_add((*count).max(0));
             }
+            MetadataRecord::ChangeIsr {
+                topic,
+                partition,
+                leader_epoch,
+                isr,
+            } => {
+                let Some(p) = usize::try_from(*partition)
+                    .ok()
+                    .and_then(|i| self.topics.get_mut(topic)?.partitions.get_mut(i))
+                else {
+                    return;
+                };
+                // The leader must stay in it, and only replicas may be in it.
+                if p.leader_epoch == *leader_epoch
+                    && isr.contains(&p.leader)
+                    && isr.iter().all(|r| p.replicas.contains(r))
+                {
+                    p.isr = isr.clone();
+                }
+            }
             MetadataRecord::ReplaceTopicConfigs { name, id, configs } => {
                 if let Some(t) = self.topics.get_mut(name)
                     && t.id == *id
@@ -241,6 +269,11 @@ impl MetadataImage {
         for t in self.topics.values_mut() {
             for p in &mut t.partitions {
                 if p.leader != id {
+                    // A fenced follower leaves the ISR (KRaft does the same), unless it is the
+                    // last member.
+                    if p.isr.contains(&id) && p.isr.len() > 1 {
+                        p.isr.retain(|r| *r != id);
+                    }
                     continue;
                 }
                 if p.isr.len() > 1 {

@@ -14,6 +14,7 @@
 
 pub mod checked_file;
 pub mod controller;
+pub mod fetcher;
 pub mod follow;
 pub mod image;
 pub mod link;
@@ -58,6 +59,10 @@ pub struct ClusterSettings {
     pub controller_settings: ControllerSettings,
     /// `strata.metadata.snapshot.entries`.
     pub snapshot_every: u64,
+    /// `replica.lag.time.max.ms`.
+    pub replica_lag_max: Duration,
+    /// `replica.fetch.max.bytes`, `replica.fetch.wait.max.ms`.
+    pub fetcher: fetcher::FetcherSettings,
 }
 
 /// Parses `controller.quorum.voters` (`1@127.0.0.1:19093,2@...`).
@@ -151,6 +156,16 @@ impl ClusterSettings {
             controller_listen,
             heartbeat_interval,
             election_timeout: ms("controller.quorum.election.timeout.ms")?,
+            replica_lag_max: ms("replica.lag.time.max.ms")?,
+            fetcher: fetcher::FetcherSettings {
+                max_bytes: c
+                    .get("replica.fetch.max.bytes")
+                    .parse::<i32>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .context("replica.fetch.max.bytes: expected a positive number")?,
+                max_wait: ms("replica.fetch.wait.max.ms")?,
+            },
             snapshot_every: c
                 .get("strata.metadata.snapshot.entries")
                 .parse::<u64>()

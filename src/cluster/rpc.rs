@@ -97,6 +97,14 @@ pub enum Request {
     Status,
     /// Create `__consumer_offsets` if it does not exist yet (a FindCoordinator needs it).
     EnsureOffsetsTopic,
+    /// A partition's leader asks to change its ISR (Kafka's AlterPartition).
+    AlterPartition {
+        broker: i32,
+        topic: String,
+        partition: i32,
+        leader_epoch: i32,
+        isr: Vec<i32>,
+    },
     /// The metadata image, once the active controller's is newer than `known` (the applied
     /// index the asking broker has), waiting up to `wait_ms` for one: how a broker-only node
     /// follows the metadata log.

@@ -19,8 +19,11 @@ use crate::broker::error::{ErrorKind, err};
 /// Connections the controller listener holds at once (peers, brokers and status calls need a
 /// handful; the rest wait in the kernel's backlog).
 pub const MAX_CONNECTIONS: usize = 256;
-/// A connection that sends nothing for this long is closed.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// A connection that sends no whole frame for this long is closed: a voter's kept connection
+/// carries a heartbeat every fifth of the election timeout, a broker opens one per request, so
+/// only a stalled or hostile peer waits this long, and it holds one of the
+/// [`MAX_CONNECTIONS`] slots for at most this long per frame.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What a frame must match to be served: Raft RPCs only from a voter, and every request from
 /// this cluster (when both sides know its id).

@@ -48,6 +48,8 @@ pub fn kafka_error(kind: ErrorKind) -> ResponseError {
         K::NotController => ResponseError::NotController,
         K::RequestTimedOut => ResponseError::RequestTimedOut,
         K::StaleBrokerEpoch => ResponseError::StaleBrokerEpoch,
+        K::NotEnoughReplicas => ResponseError::NotEnoughReplicas,
+        K::NotEnoughReplicasAfterAppend => ResponseError::NotEnoughReplicasAfterAppend,
         K::InvalidRequest => ResponseError::InvalidRequest,
         K::Unknown => ResponseError::UnknownServerError,
     }
@@ -111,6 +113,8 @@ mod tests {
             K::NotController,
             K::RequestTimedOut,
             K::StaleBrokerEpoch,
+            K::NotEnoughReplicas,
+            K::NotEnoughReplicasAfterAppend,
             K::Unknown,
         ];
         let mut codes: Vec<i16> = all.iter().map(|k| code(*k)).collect();

@@ -29,6 +29,9 @@ pub struct PartitionOut {
     pub aborted_transactions: Option<Vec<(i64, i64)>>,
     pub preferred_read_replica: i32,
     pub records: Option<Chunk>,
+    /// v12+, to a follower whose log diverges from the leader's (KIP-320/595): the leader's
+    /// (epoch, end offset) to truncate to. A tagged field (tag 0).
+    pub diverging_epoch: Option<(i32, i64)>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -151,7 +154,19 @@ pub fn encode(resp: &FetchOut, version: i16) -> Vec<Chunk> {
                 w.cur.put_i32(p.preferred_read_replica);
             }
             w.records(&p.records);
-            w.tagged_fields();
+            match p.diverging_epoch {
+                Some((epoch, end)) if w.flexible => {
+                    // One tagged field: tag 0, 13 bytes (EpochEndOffset: epoch, end offset,
+                    // no tagged fields of its own).
+                    uvarint(&mut w.cur, 1);
+                    uvarint(&mut w.cur, 0);
+                    uvarint(&mut w.cur, 13);
+                    w.cur.put_i32(epoch);
+                    w.cur.put_i64(end);
+                    uvarint(&mut w.cur, 0);
+                }
+                _ => w.tagged_fields(),
+            }
         }
         w.tagged_fields();
     }
@@ -196,6 +211,7 @@ mod tests {
                         1 => Some(Chunk::Mem(Bytes::new())),
                         _ => Some(Chunk::Mem(Bytes::from(vec![(seed % 251) as u8; len]))),
                     },
+                    diverging_epoch: None,
                 });
             }
             topics.push(TopicOut {

@@ -129,7 +129,29 @@ fn pipe(mut from: TcpStream, mut to: TcpStream, cut: Arc<AtomicBool>) {
 
 /// Cluster tests of one test binary run one at a time: their nodes' ports are picked free
 /// before the nodes bind them, and two clusters starting together could pick the same.
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+static ONE_AT_A_TIME: AtomicBool = AtomicBool::new(false);
+
+/// A cluster's turn (see [`ONE_AT_A_TIME`]); released on drop.
+struct Turn;
+
+impl Turn {
+    fn take() -> Turn {
+        // Bounded by the other tests' own bounds (each ends, passing or failing).
+        while ONE_AT_A_TIME
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Turn
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        ONE_AT_A_TIME.store(false, Ordering::Release);
+    }
+}
 
 /// A cluster of combined-mode nodes, ids 1..=n.
 pub struct Cluster {
@@ -141,11 +163,14 @@ pub struct Cluster {
     pub listeners: Vec<String>,
     /// proxies[from][to]: node `from`'s link to node `to` (when started with proxies).
     pub proxies: Vec<Vec<Option<Proxy>>>,
+    /// With proxies: one in front of each node's client listener, which is what the node
+    /// advertises (so other brokers' replica fetchers go through it; tests connect directly).
+    pub client_proxies: Vec<Option<Proxy>>,
     extra: Vec<String>,
     /// Each node's `process.roles`.
     pub roles: Vec<String>,
     _tmp: tempfile::TempDir,
-    _turn: parking_lot::MutexGuard<'static, ()>,
+    _turn: Turn,
 }
 
 impl Cluster {
@@ -158,7 +183,7 @@ impl Cluster {
     /// with the controller role).
     pub fn start_roles(roles: &[&str], proxied: bool, extra: &[&str]) -> Cluster {
         let n = roles.len();
-        let turn = ONE_AT_A_TIME.lock();
+        let turn = Turn::take();
         let tmp = tempfile::tempdir().unwrap();
         let controllers: Vec<String> = (0..n)
             .map(|_| format!("127.0.0.1:{}", free_port()))
@@ -175,13 +200,19 @@ impl Cluster {
         let dirs = (0..n)
             .map(|i| tmp.path().join(format!("node{}", i + 1)))
             .collect();
+        let listeners: Vec<String> = (0..n)
+            .map(|_| format!("127.0.0.1:{}", free_port()))
+            .collect();
+        let client_proxies = listeners
+            .iter()
+            .map(|l| proxied.then(|| Proxy::start(l.clone())))
+            .collect();
         let mut c = Cluster {
             nodes: (0..n).map(|_| None).collect(),
             dirs,
             controllers,
-            listeners: (0..n)
-                .map(|_| format!("127.0.0.1:{}", free_port()))
-                .collect(),
+            listeners,
+            client_proxies,
             proxies,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             roles: roles.iter().map(|r| r.to_string()).collect(),
@@ -229,6 +260,10 @@ impl Cluster {
         if self.roles[i].contains("broker") {
             args.push("--listen".to_string());
             args.push(self.listeners[i].clone());
+            if let Some(p) = &self.client_proxies[i] {
+                args.push("--advertised-listener".to_string());
+                args.push(p.addr());
+            }
         }
         args.extend([
             "--set".to_string(),
@@ -318,8 +353,17 @@ impl Cluster {
         panic!("no quorum leader within {timeout:?}");
     }
 
-    /// Cuts node `i` (0-based) off from every other node, both ways.
+    /// The real client address of broker `id` (1-based node id), not the advertised proxy.
+    pub fn broker_addr(&self, id: i32) -> String {
+        self.listeners[usize::try_from(id - 1).unwrap()].clone()
+    }
+
+    /// Cuts node `i` (0-based) off from every other node, both ways (and other brokers'
+    /// fetches from it).
     pub fn isolate(&self, i: usize) {
+        if let Some(p) = &self.client_proxies[i] {
+            p.cut();
+        }
         for j in 0..self.nodes.len() {
             if let Some(p) = &self.proxies[i][j] {
                 p.cut();
@@ -335,6 +379,9 @@ impl Cluster {
             for p in row.iter().flatten() {
                 p.heal();
             }
+        }
+        for p in self.client_proxies.iter().flatten() {
+            p.heal();
         }
     }
 }

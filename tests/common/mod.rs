@@ -316,6 +316,38 @@ pub fn fetch(
     c.call(&req, version)
 }
 
+/// Fetch v12 of one partition from `offset` through a [`strata_client::Conn`], without
+/// panicking: the records (offset, value), or `None` on any error.
+pub fn fetch_with(
+    k: &mut strata_client::Conn,
+    name: &str,
+    partition: i32,
+    offset: i64,
+) -> Option<Vec<(i64, String)>> {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    let req = FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(100)
+        .with_min_bytes(1)
+        .with_max_bytes(10 << 20)
+        .with_topics(vec![
+            FetchTopic::default()
+                .with_topic(topic(name))
+                .with_partitions(vec![
+                    FetchPartition::default()
+                        .with_partition(partition)
+                        .with_fetch_offset(offset)
+                        .with_partition_max_bytes(1 << 20),
+                ]),
+        ]);
+    let resp = k.call(&req, 12).ok()?;
+    let p = resp.responses.first()?.partitions.first()?;
+    if p.error_code != 0 {
+        return None;
+    }
+    Some(p.records.as_ref().map(values).unwrap_or_default())
+}
+
 /// Record values of every batch in a fetch response partition.
 pub fn values(records: &Bytes) -> Vec<(i64, String)> {
     let mut out = Vec::new();

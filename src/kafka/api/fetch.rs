@@ -46,6 +46,16 @@ pub async fn fetch(
                 partition: p.partition,
                 offset: p.fetch_offset,
                 max_bytes: p.partition_max_bytes,
+                current_leader_epoch: if version >= 9 {
+                    p.current_leader_epoch
+                } else {
+                    -1
+                },
+                last_fetched_epoch: if version >= 12 {
+                    p.last_fetched_epoch
+                } else {
+                    -1
+                },
             })
         })
         .collect();
@@ -53,6 +63,13 @@ pub async fn fetch(
         max_bytes: (version >= 3 && req.max_bytes > 0).then_some(req.max_bytes as usize),
         min_bytes: req.min_bytes.max(0) as usize,
         max_wait: Duration::from_millis(req.max_wait_ms.max(0) as u64),
+        // A follower's fetch (v15+ says so in replica_state, older versions in replica_id).
+        replica: Some(if version >= 15 {
+            req.replica_state.replica_id.0
+        } else {
+            req.replica_id.0
+        })
+        .filter(|id| *id >= 0 && broker.cluster().is_some()),
     };
     let plan = broker.fetch(&wants, limits, shutdown).await;
     let read_committed = req.isolation_level == 1;
@@ -90,6 +107,7 @@ pub async fn fetch(
                             // No transactions: everything below the high watermark is stable.
                             out.last_stable_offset = r.high_watermark;
                             out.log_start_offset = r.log_start_offset;
+                            out.diverging_epoch = r.diverging;
                             if let Some(slice) = r.records {
                                 out.records = Some(Chunk::File(slice));
                             }

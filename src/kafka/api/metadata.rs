@@ -282,6 +282,9 @@ async fn cluster_metadata(
         if version >= 10 {
             t = t.with_topic_id(uuid(info.id_value()));
         }
+        if version >= 1 && name == OFFSETS_TOPIC {
+            t = t.with_is_internal(true);
+        }
         let local = broker.topic(&name).filter(|l| l.id == info.id_value());
         let partitions = info
             .partitions

@@ -31,6 +31,17 @@ pub async fn produce(broker: &Arc<Broker>, req: ProduceRequest, version: i16) ->
     if !(-1..=1).contains(&acks) {
         return produce_error_all(&req, version, ResponseError::InvalidRequiredAcks, acks);
     }
+    let how = if acks == -1 {
+        crate::broker::Acks::All {
+            timeout: std::time::Duration::from_millis(u64::try_from(req.timeout_ms).unwrap_or(0))
+                .clamp(
+                    std::time::Duration::from_millis(1),
+                    std::time::Duration::from_secs(300),
+                ),
+        }
+    } else {
+        crate::broker::Acks::Leader
+    };
     // Up to PRODUCE_IN_FLIGHT partitions of the request are appended at once (concurrent
     // appends share fsyncs under fsync=always); a request naming thousands of partitions costs
     // no more threads, tasks or memory than that, and answers in the order asked.
@@ -82,7 +93,7 @@ pub async fn produce(broker: &Arc<Broker>, req: ProduceRequest, version: i16) ->
                     let b = broker.clone();
                     flying.push_back((
                         slot,
-                        tokio::spawn(b.produce_async(partition, config, records)),
+                        tokio::spawn(b.produce_async(partition, config, records, how)),
                     ));
                     None
                 }

@@ -1,0 +1,528 @@
+//! Replicated partitions (issue "cluster part 2"): three brokers, replication factor 3,
+//! `min.insync.replicas=2`, an idempotent producer with `acks=all` that retries until
+//! acknowledged, and faults: the leader killed with `kill -9` at random moments and restarted,
+//! the leader cut off by a network partition and healed, followers gone below
+//! `min.insync.replicas`. The contract: nothing acknowledged is lost, nothing is written twice,
+//! offsets have no gaps, and the replicas end byte-identical.
+//!
+//! The kill loop runs `STRATA_REPLICATION_ROUNDS` rounds (5 by default; 50 in the documented
+//! full run). Every wait is bounded.
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+mod cluster_common;
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use cluster_common::{Cluster, eventually};
+use common::{batch, topic};
+use kafka_protocol::messages::*;
+use parking_lot::Mutex;
+
+const TOPIC: &str = "durable";
+
+fn conn(addr: &str) -> Option<strata_client::Conn> {
+    let s =
+        std::net::TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_secs(1)).ok()?;
+    let c = strata_client::Conn::over(s, "replication-test");
+    c.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    Some(c)
+}
+
+/// (leader id, leader epoch, isr) of `TOPIC`-0 as any live node's Metadata says.
+fn leader(c: &Cluster) -> Option<(i32, i32, Vec<i32>)> {
+    for i in 0..c.nodes.len() {
+        let Some(n) = &c.nodes[i] else { continue };
+        let Some(mut k) = conn(&n.addr) else { continue };
+        let Ok(m) = k.call(
+            &MetadataRequest::default().with_topics(Some(vec![
+                metadata_request::MetadataRequestTopic::default().with_name(Some(topic(TOPIC))),
+            ])),
+            12,
+        ) else {
+            continue;
+        };
+        let Some(p) = m.topics.first().and_then(|t| t.partitions.first()) else {
+            continue;
+        };
+        if p.leader_id.0 >= 0 {
+            return Some((
+                p.leader_id.0,
+                p.leader_epoch,
+                p.isr_nodes.iter().map(|b| b.0).collect(),
+            ));
+        }
+    }
+    None
+}
+
+fn create(c: &Cluster) {
+    use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+    eventually(Duration::from_secs(30), "three live brokers", || {
+        let m = c
+            .client(0)
+            .call(&MetadataRequest::default().with_topics(None), 12);
+        (m.brokers.len() == 3).then_some(())
+    });
+    let mut k = c.client(0);
+    let r = k.call(
+        &CreateTopicsRequest::default()
+            .with_timeout_ms(10_000)
+            .with_topics(vec![
+                CreatableTopic::default()
+                    .with_name(topic(TOPIC))
+                    .with_num_partitions(1)
+                    .with_replication_factor(3)
+                    .with_configs(vec![
+                        CreatableTopicConfig::default()
+                            .with_name(common::s("min.insync.replicas"))
+                            .with_value(Some(common::s("2"))),
+                    ]),
+            ]),
+        7,
+    );
+    assert_eq!(r.topics[0].error_code, 0, "{:?}", r.topics[0].error_message);
+    eventually(
+        Duration::from_secs(30),
+        "the ISR has all three replicas",
+        || leader(c).filter(|(_, _, isr)| isr.len() == 3),
+    );
+}
+
+/// Produces one batch with `acks` to the partition's leader: its (error code, base offset).
+fn produce_once(
+    c: &Cluster,
+    value: &str,
+    producer: Option<(i64, i16, i32)>,
+    acks: i16,
+) -> Option<(i16, i64)> {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    let (id, _, _) = leader(c)?;
+    let mut k = conn(&c.broker_addr(id))?;
+    let req = ProduceRequest::default()
+        .with_acks(acks)
+        .with_timeout_ms(3000)
+        .with_topic_data(vec![
+            TopicProduceData::default()
+                .with_name(topic(TOPIC))
+                .with_partition_data(vec![
+                    PartitionProduceData::default()
+                        .with_index(0)
+                        .with_records(Some(batch(&[value], producer))),
+                ]),
+        ]);
+    let r = k.call(&req, 9).ok()?;
+    let p = r.responses.first()?.partition_responses.first()?;
+    Some((p.error_code, p.base_offset))
+}
+
+/// An idempotent producer: each value is retried (same sequence) until acknowledged.
+struct Idempotent {
+    pid: i64,
+    seq: i32,
+}
+
+impl Idempotent {
+    fn new(c: &Cluster) -> Idempotent {
+        let pid = eventually(Duration::from_secs(30), "a producer id", || {
+            (0..c.nodes.len()).find_map(|i| {
+                let mut k = conn(&c.nodes[i].as_ref()?.addr)?;
+                let r = k.call(&InitProducerIdRequest::default(), 4).ok()?;
+                (r.error_code == 0).then_some(r.producer_id.0)
+            })
+        });
+        Idempotent { pid, seq: 0 }
+    }
+
+    /// Sends `value` until acknowledged or `stop`; its offset.
+    fn send(&mut self, c: &Cluster, value: &str, stop: &AtomicBool) -> Option<i64> {
+        let end = Instant::now() + Duration::from_secs(120);
+        while Instant::now() < end {
+            if let Some((0, offset)) = produce_once(c, value, Some((self.pid, 0, self.seq)), -1) {
+                self.seq += 1;
+                return Some(offset);
+            }
+            if stop.load(Ordering::Acquire) {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("{value} not acknowledged within 120 s");
+    }
+}
+
+/// Every record of the partition from its leader (below the high watermark): (offset, value).
+fn read_all(c: &Cluster) -> Vec<(i64, String)> {
+    let (id, _, _) = eventually(Duration::from_secs(30), "a leader", || leader(c));
+    let mut k = conn(&c.broker_addr(id)).unwrap();
+    let mut out = Vec::new();
+    let mut next = 0i64;
+    for _ in 0..100_000 {
+        let f = common::fetch_with(&mut k, TOPIC, 0, next);
+        let Some(records) = f else { break };
+        if records.is_empty() {
+            break;
+        }
+        next = records.last().unwrap().0 + 1;
+        out.extend(records);
+    }
+    out
+}
+
+/// Waits until every replica is in the ISR, then stops every node cleanly and compares the
+/// partition's segment files: byte-identical.
+fn replicas_identical(c: &mut Cluster) {
+    eventually(
+        Duration::from_secs(60),
+        "the ISR has all three replicas",
+        || leader(c).filter(|(_, _, isr)| isr.len() == 3),
+    );
+    // Followers fetch continuously; a moment for the last high watermark to reach them.
+    std::thread::sleep(Duration::from_secs(1));
+    for i in 0..3 {
+        assert_eq!(c.stop(i), 0);
+    }
+    let bytes = |i: usize| -> Vec<u8> {
+        let dir = c.dirs[i].join(format!("{TOPIC}-0"));
+        let mut logs: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "log"))
+            .collect();
+        logs.sort();
+        logs.iter()
+            .flat_map(|p| std::fs::read(p).unwrap())
+            .collect()
+    };
+    let first = bytes(0);
+    assert!(!first.is_empty());
+    for i in 1..3 {
+        assert!(
+            bytes(i) == first,
+            "replica on node {} differs from node 1's ({} vs {} bytes)",
+            i + 1,
+            bytes(i).len(),
+            first.len()
+        );
+    }
+}
+
+fn check(acked: &BTreeMap<String, i64>, log: &[(i64, String)]) {
+    // Offsets without gaps from 0.
+    for (i, (o, _)) in log.iter().enumerate() {
+        assert_eq!(*o, i64::try_from(i).unwrap(), "a gap before offset {o}");
+    }
+    // Every value once.
+    let mut seen: BTreeMap<&str, i64> = BTreeMap::new();
+    for (o, v) in log {
+        if let Some(first) = seen.insert(v, *o) {
+            panic!("{v} written twice, at {first} and {o}");
+        }
+    }
+    // Every acknowledged value, where it was acknowledged.
+    for (v, o) in acked {
+        assert_eq!(
+            seen.get(v.as_str()),
+            Some(o),
+            "acknowledged {v} at {o} is not there"
+        );
+    }
+}
+
+#[test]
+fn killing_the_leader_at_random_moments_loses_and_duplicates_nothing_acknowledged() {
+    let rounds: usize = std::env::var("STRATA_REPLICATION_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let c = Cluster::start(3, false, &["--set", "replica.lag.time.max.ms=3000"]);
+    c.wait_leader(Duration::from_secs(30));
+    create(&c);
+    let c = Arc::new(Mutex::new(c));
+    let acked: Arc<Mutex<BTreeMap<String, i64>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let producer = {
+        let (c, acked, stop) = (c.clone(), acked.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut p = Idempotent::new(&c.lock());
+            for n in 0..1_000_000 {
+                if stop.load(Ordering::Acquire) {
+                    break;
+                }
+                let v = format!("v{n}");
+                // The cluster lock is held for one attempt at a time, never across a kill.
+                let offset = {
+                    let end = Instant::now() + Duration::from_secs(120);
+                    loop {
+                        let got = {
+                            let g = c.lock();
+                            produce_once(&g, &v, Some((p.pid, 0, p.seq)), -1)
+                        };
+                        if let Some((0, o)) = got {
+                            p.seq += 1;
+                            break Some(o);
+                        }
+                        if stop.load(Ordering::Acquire) {
+                            break None;
+                        }
+                        assert!(Instant::now() < end, "{v} not acknowledged within 120 s");
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                };
+                match offset {
+                    Some(o) => {
+                        acked.lock().insert(v, o);
+                    }
+                    None => break,
+                }
+            }
+        })
+    };
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut elections = Vec::new();
+    for round in 0..rounds {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        std::thread::sleep(Duration::from_millis(200 + seed % 1300));
+        let (old, epoch, _) = eventually(Duration::from_secs(30), "a leader", || leader(&c.lock()));
+        let before = acked.lock().len();
+        c.lock().kill9(usize::try_from(old - 1).unwrap());
+        let killed = Instant::now();
+        // A new leader from the ISR, and the producer acknowledged again through it.
+        eventually(Duration::from_secs(60), "a new leader", || {
+            leader(&c.lock()).filter(|(l, e, _)| *l != old && *e > epoch)
+        });
+        eventually(
+            Duration::from_secs(60),
+            "an acknowledgement after the kill",
+            || (acked.lock().len() > before).then_some(()),
+        );
+        elections.push(killed.elapsed());
+        c.lock().start_node(usize::try_from(old - 1).unwrap());
+        eventually(
+            Duration::from_secs(60),
+            "the restarted broker back in the ISR",
+            || leader(&c.lock()).filter(|(_, _, isr)| isr.len() == 3),
+        );
+        println!(
+            "round {round}: leader {old} killed, {} acknowledged so far",
+            acked.lock().len()
+        );
+    }
+    stop.store(true, Ordering::Release);
+    producer.join().unwrap();
+    let acked = acked.lock().clone();
+    assert!(
+        acked.len() > rounds,
+        "only {} records acknowledged",
+        acked.len()
+    );
+    let log = read_all(&c.lock());
+    check(&acked, &log);
+    elections.sort();
+    println!(
+        "{rounds} kills: from kill -9 of the leader to the next acknowledged produce, median {:?}, max {:?}; {} acknowledged, {} in the log",
+        elections.get(elections.len() / 2),
+        elections.last(),
+        acked.len(),
+        log.len()
+    );
+    replicas_identical(&mut c.lock());
+}
+
+#[test]
+fn acks_all_is_refused_below_min_insync_replicas_and_acks_1_still_served() {
+    let mut c = Cluster::start(3, false, &["--set", "replica.lag.time.max.ms=3000"]);
+    c.wait_leader(Duration::from_secs(30));
+    create(&c);
+    eventually(Duration::from_secs(10), "acks=all served", || {
+        (produce_once(&c, "all-in", None, -1).map(|r| r.0) == Some(0)).then_some(())
+    });
+    // min.insync.replicas=3 (through the metadata log): one follower down is one too many.
+    {
+        use kafka_protocol::messages::incremental_alter_configs_request::{
+            AlterConfigsResource, AlterableConfig,
+        };
+        let r = c.client(0).call(
+            &IncrementalAlterConfigsRequest::default().with_resources(vec![
+                AlterConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(common::s(TOPIC))
+                    .with_configs(vec![
+                        AlterableConfig::default()
+                            .with_name(common::s("min.insync.replicas"))
+                            .with_config_operation(0)
+                            .with_value(Some(common::s("3"))),
+                    ]),
+            ]),
+            1,
+        );
+        assert_eq!(r.responses[0].error_code, 0);
+    }
+    let (l, _, _) = leader(&c).unwrap();
+    let follower = (0..3)
+        .find(|i| i32::try_from(*i + 1).unwrap() != l)
+        .unwrap();
+    c.kill9(follower);
+    eventually(Duration::from_secs(30), "the ISR shrinks to two", || {
+        leader(&c).filter(|(_, _, isr)| isr.len() == 2)
+    });
+    // NOT_ENOUGH_REPLICAS (19) for acks=all; acks=1 is the leader's own append.
+    eventually(Duration::from_secs(10), "acks=all refused", || {
+        (produce_once(&c, "refused", None, -1).map(|r| r.0) == Some(19)).then_some(())
+    });
+    assert_eq!(produce_once(&c, "one", None, 1).map(|r| r.0), Some(0));
+    // The follower back and caught up: acks=all works again.
+    c.start_node(follower);
+    eventually(Duration::from_secs(30), "the ISR back to three", || {
+        leader(&c).filter(|(_, _, isr)| isr.len() == 3)
+    });
+    eventually(Duration::from_secs(10), "acks=all served again", || {
+        (produce_once(&c, "all-again", None, -1).map(|r| r.0) == Some(0)).then_some(())
+    });
+    let log: Vec<String> = read_all(&c).into_iter().map(|(_, v)| v).collect();
+    assert!(log.contains(&"one".to_string()) && log.contains(&"all-again".to_string()));
+    assert!(
+        !log.contains(&"refused".to_string()),
+        "a refused produce was written"
+    );
+}
+
+#[test]
+fn a_leader_cut_off_cannot_acknowledge_and_converges_after_healing() {
+    let c = Cluster::start(3, true, &["--set", "replica.lag.time.max.ms=3000"]);
+    c.wait_leader(Duration::from_secs(30));
+    create(&c);
+    let mut p = Idempotent::new(&c);
+    let never = AtomicBool::new(false);
+    let mut acked: BTreeMap<String, i64> = BTreeMap::new();
+    for n in 0..20 {
+        let v = format!("before-{n}");
+        let o = p.send(&c, &v, &never).unwrap();
+        acked.insert(v, o);
+    }
+    let (old, epoch, _) = leader(&c).unwrap();
+    let old_node = usize::try_from(old - 1).unwrap();
+    c.isolate(old_node);
+    // The cut-off leader takes the write but cannot get it to the in-sync replicas: no
+    // acknowledgement (REQUEST_TIMED_OUT, or NOT_LEADER once it learns better).
+    let mut k = conn(&c.broker_addr(old)).unwrap();
+    {
+        use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+        let r = k
+            .call(
+                &ProduceRequest::default()
+                    .with_acks(-1)
+                    .with_timeout_ms(2000)
+                    .with_topic_data(vec![
+                        TopicProduceData::default()
+                            .with_name(topic(TOPIC))
+                            .with_partition_data(vec![
+                                PartitionProduceData::default()
+                                    .with_index(0)
+                                    .with_records(Some(batch(&["lost-on-the-minority"], None))),
+                            ]),
+                    ]),
+                9,
+            )
+            .unwrap();
+        assert_ne!(r.responses[0].partition_responses[0].error_code, 0);
+    }
+    // The majority elects a new leader and goes on.
+    eventually(
+        Duration::from_secs(60),
+        "a new leader on the majority side",
+        || {
+            (0..3).filter(|i| *i != old_node).find_map(|i| {
+                let mut k = conn(&c.nodes[i].as_ref()?.addr)?;
+                let m = k
+                    .call(&MetadataRequest::default().with_topics(None), 12)
+                    .ok()?;
+                let p = m
+                    .topics
+                    .iter()
+                    .find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == TOPIC))?
+                    .partitions
+                    .first()?
+                    .clone();
+                (p.leader_id.0 >= 0 && p.leader_id.0 != old && p.leader_epoch > epoch).then_some(())
+            })
+        },
+    );
+    for n in 0..20 {
+        let v = format!("after-{n}");
+        let end = Instant::now() + Duration::from_secs(60);
+        loop {
+            // Through a majority node's view of the leader (the cut-off one still thinks it
+            // leads).
+            let got = (|| {
+                let other = (0..3).find(|i| *i != old_node)?;
+                let mut k = conn(&c.nodes[other].as_ref()?.addr)?;
+                let m = k
+                    .call(&MetadataRequest::default().with_topics(None), 12)
+                    .ok()?;
+                let l = m
+                    .topics
+                    .iter()
+                    .find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == TOPIC))?
+                    .partitions
+                    .first()?
+                    .leader_id
+                    .0;
+                if l < 0 || l == old {
+                    return None;
+                }
+                use kafka_protocol::messages::produce_request::{
+                    PartitionProduceData, TopicProduceData,
+                };
+                let mut k = conn(&c.broker_addr(l))?;
+                let r = k
+                    .call(
+                        &ProduceRequest::default()
+                            .with_acks(-1)
+                            .with_timeout_ms(3000)
+                            .with_topic_data(vec![
+                                TopicProduceData::default()
+                                    .with_name(topic(TOPIC))
+                                    .with_partition_data(vec![
+                                        PartitionProduceData::default().with_index(0).with_records(
+                                            Some(batch(&[&v], Some((p.pid, 0, p.seq)))),
+                                        ),
+                                    ]),
+                            ]),
+                        9,
+                    )
+                    .ok()?;
+                let pr = r.responses.first()?.partition_responses.first()?.clone();
+                (pr.error_code == 0).then_some(pr.base_offset)
+            })();
+            if let Some(o) = got {
+                p.seq += 1;
+                acked.insert(v.clone(), o);
+                break;
+            }
+            assert!(Instant::now() < end, "{v} not acknowledged by the majority");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    c.heal();
+    // The old leader learns it is a follower, truncates what only it had, and catches up.
+    eventually(
+        Duration::from_secs(60),
+        "the old leader back in the ISR",
+        || leader(&c).filter(|(l, _, isr)| *l != old && isr.len() == 3),
+    );
+    let log = read_all(&c);
+    check(&acked, &log);
+    assert!(
+        !log.iter().any(|(_, v)| v == "lost-on-the-minority"),
+        "a write no in-sync replica acknowledged survived"
+    );
+    let mut c = c;
+    replicas_identical(&mut c);
+}
