@@ -198,10 +198,14 @@ async fn clustered(
         link_kept = Some(link.clone());
         broker.set_cluster(link.clone());
         let (host, port) = config.advertised()?;
+        let b = broker.clone();
+        let offline: Arc<dyn Fn() -> Vec<(String, i32)> + Send + Sync> =
+            Arc::new(move || b.offline_partitions());
         tasks.push(tokio::spawn(link.clone().run(
             host,
             port,
             heartbeat,
+            offline,
             stop_rx.clone(),
         )));
         tasks.push(tokio::spawn(crate::cluster::follow::follow(
@@ -234,7 +238,18 @@ async fn clustered(
             stop_rx.clone(),
         )));
     }
-    wait_for_signal().await?;
+    // A signal, or this node's metadata log failing (then it stops, and says why).
+    let mut failed = None;
+    match &node {
+        Some(n) => tokio::select! {
+            r = wait_for_signal() => r?,
+            why = n.fatal() => {
+                tracing::error!(reason = %why, "the metadata log failed: this node stops (restart it once its disk is healthy)");
+                failed = Some(why);
+            }
+        },
+        None => wait_for_signal().await?,
+    }
     tracing::info!("shutting down");
     // Fenced first, while this node's own controller listener still answers (it may be the
     // active controller).
@@ -253,6 +268,9 @@ async fn clustered(
     }
     if let Some(b) = broker {
         close_broker(b).await?;
+    }
+    if let Some(why) = failed {
+        anyhow::bail!("stopped: the metadata log failed: {why}");
     }
     tracing::info!("clean shutdown complete");
     Ok(())

@@ -467,10 +467,7 @@ fn given_a_topic_when_its_configs_are_described_then_every_kafka_topic_config_is
     );
     assert_eq!(r.responses[0].error_code, 40);
     let m = r.responses[0].error_message.as_deref().unwrap().to_string();
-    assert!(
-        m.contains("not supported") && m.contains("unclean"),
-        "{m}"
-    );
+    assert!(m.contains("not supported") && m.contains("unclean"), "{m}");
 }
 
 #[test]

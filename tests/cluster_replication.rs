@@ -211,6 +211,149 @@ fn replicas_identical(c: &mut Cluster) {
     }
 }
 
+/// Everything a background producer acknowledged (value -> offset).
+type Acked = Arc<Mutex<BTreeMap<String, i64>>>;
+/// The error codes it saw.
+type Errors = Arc<Mutex<std::collections::BTreeSet<i16>>>;
+/// Its thread.
+type Background = std::thread::JoinHandle<()>;
+
+/// Starts an idempotent `acks=all` producer that sends `v0`, `v1`, ... one at a time, each
+/// retried (same sequence) until acknowledged, until `stop`.
+fn spawn_producer(c: &Arc<Mutex<Cluster>>) -> (Acked, Errors, Arc<AtomicBool>, Background) {
+    let acked: Acked = Arc::default();
+    let errors: Arc<Mutex<std::collections::BTreeSet<i16>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (c, a, e, st) = (c.clone(), acked.clone(), errors.clone(), stop.clone());
+    let h = std::thread::spawn(move || {
+        let mut p = Idempotent::new(&c.lock());
+        for n in 0..1_000_000 {
+            if st.load(Ordering::Acquire) {
+                break;
+            }
+            let v = format!("v{n}");
+            let end = Instant::now() + Duration::from_secs(120);
+            // The cluster lock is held for one attempt at a time, never across a fault.
+            let offset = loop {
+                let got = {
+                    let g = c.lock();
+                    produce_once(&g, &v, Some((p.pid, 0, p.seq)), -1)
+                };
+                match got {
+                    Some((0, o)) => {
+                        p.seq += 1;
+                        break Some(o);
+                    }
+                    Some((code, _)) => {
+                        e.lock().insert(code);
+                    }
+                    None => {}
+                }
+                if st.load(Ordering::Acquire) {
+                    break None;
+                }
+                assert!(Instant::now() < end, "{v} not acknowledged within 120 s");
+                std::thread::sleep(Duration::from_millis(50));
+            };
+            match offset {
+                Some(o) => {
+                    a.lock().insert(v, o);
+                }
+                None => break,
+            }
+        }
+    });
+    (acked, errors, stop, h)
+}
+
+/// Kafka's retriable produce errors a client sees while leaders move: NOT_LEADER_OR_FOLLOWER
+/// (6), REQUEST_TIMED_OUT (7), UNKNOWN_TOPIC_OR_PARTITION (3, a broker that has not applied
+/// the topic yet), LEADER_NOT_AVAILABLE (5), NOT_ENOUGH_REPLICAS (19) and
+/// NOT_ENOUGH_REPLICAS_AFTER_APPEND (20), KAFKA_STORAGE_ERROR (56, a log closing).
+const RETRIABLE: [i16; 7] = [3, 5, 6, 7, 19, 20, 56];
+
+#[test]
+fn a_rolling_restart_under_load_shows_only_retriable_errors_and_loses_nothing() {
+    let c = Cluster::start(3, false, &["--set", "replica.lag.time.max.ms=3000"]);
+    c.wait_leader(Duration::from_secs(30));
+    create(&c);
+    let c = Arc::new(Mutex::new(c));
+    let (acked, errors, stop, producer) = spawn_producer(&c);
+    for i in 0..3 {
+        std::thread::sleep(Duration::from_millis(500));
+        let before = acked.lock().len();
+        assert_eq!(c.lock().stop(i), 0, "node {} stopped cleanly", i + 1);
+        c.lock().start_node(i);
+        eventually(
+            Duration::from_secs(60),
+            "the restarted broker back in the ISR",
+            || leader(&c.lock()).filter(|(_, _, isr)| isr.len() == 3),
+        );
+        eventually(
+            Duration::from_secs(60),
+            "acknowledgements after the restart",
+            || (acked.lock().len() > before).then_some(()),
+        );
+    }
+    stop.store(true, Ordering::Release);
+    producer.join().unwrap();
+    let seen = errors.lock().clone();
+    assert!(
+        seen.iter().all(|e| RETRIABLE.contains(e)),
+        "non-retriable errors during the rolling restart: {seen:?}"
+    );
+    let acked = acked.lock().clone();
+    let log = read_all(&c.lock());
+    check(&acked, &log);
+    replicas_identical(&mut c.lock());
+}
+
+#[test]
+fn a_crash_of_the_whole_cluster_under_flush_messages_1_loses_nothing_acknowledged() {
+    let c = Cluster::start(
+        3,
+        false,
+        &[
+            "--set",
+            "replica.lag.time.max.ms=3000",
+            "--set",
+            "log.flush.interval.messages=1",
+        ],
+    );
+    c.wait_leader(Duration::from_secs(30));
+    create(&c);
+    let c = Arc::new(Mutex::new(c));
+    let (acked, _errors, stop, producer) = spawn_producer(&c);
+    eventually(Duration::from_secs(60), "some acknowledgements", || {
+        (acked.lock().len() > 50).then_some(())
+    });
+    // Every node at once, mid-stream.
+    {
+        let mut g = c.lock();
+        for i in 0..3 {
+            g.kill9(i);
+        }
+    }
+    stop.store(true, Ordering::Release);
+    producer.join().unwrap();
+    let acked = acked.lock().clone();
+    {
+        let mut g = c.lock();
+        for i in 0..3 {
+            g.start_node(i);
+        }
+        g.wait_leader(Duration::from_secs(60));
+    }
+    eventually(
+        Duration::from_secs(60),
+        "the ISR has all three replicas",
+        || leader(&c.lock()).filter(|(_, _, isr)| isr.len() == 3),
+    );
+    let log = read_all(&c.lock());
+    check(&acked, &log);
+    replicas_identical(&mut c.lock());
+}
+
 fn check(acked: &BTreeMap<String, i64>, log: &[(i64, String)]) {
     // Offsets without gaps from 0.
     for (i, (o, _)) in log.iter().enumerate() {
@@ -243,45 +386,7 @@ fn killing_the_leader_at_random_moments_loses_and_duplicates_nothing_acknowledge
     c.wait_leader(Duration::from_secs(30));
     create(&c);
     let c = Arc::new(Mutex::new(c));
-    let acked: Arc<Mutex<BTreeMap<String, i64>>> = Arc::default();
-    let stop = Arc::new(AtomicBool::new(false));
-    let producer = {
-        let (c, acked, stop) = (c.clone(), acked.clone(), stop.clone());
-        std::thread::spawn(move || {
-            let mut p = Idempotent::new(&c.lock());
-            for n in 0..1_000_000 {
-                if stop.load(Ordering::Acquire) {
-                    break;
-                }
-                let v = format!("v{n}");
-                // The cluster lock is held for one attempt at a time, never across a kill.
-                let offset = {
-                    let end = Instant::now() + Duration::from_secs(120);
-                    loop {
-                        let got = {
-                            let g = c.lock();
-                            produce_once(&g, &v, Some((p.pid, 0, p.seq)), -1)
-                        };
-                        if let Some((0, o)) = got {
-                            p.seq += 1;
-                            break Some(o);
-                        }
-                        if stop.load(Ordering::Acquire) {
-                            break None;
-                        }
-                        assert!(Instant::now() < end, "{v} not acknowledged within 120 s");
-                        std::thread::sleep(Duration::from_millis(50));
-                    }
-                };
-                match offset {
-                    Some(o) => {
-                        acked.lock().insert(v, o);
-                    }
-                    None => break,
-                }
-            }
-        })
-    };
+    let (acked, errors, stop, producer) = spawn_producer(&c);
     let mut seed = 0x2545_f491_4f6c_dd1du64;
     let mut elections = Vec::new();
     for round in 0..rounds {
@@ -297,11 +402,16 @@ fn killing_the_leader_at_random_moments_loses_and_duplicates_nothing_acknowledge
         eventually(Duration::from_secs(60), "a new leader", || {
             leader(&c.lock()).filter(|(l, e, _)| *l != old && *e > epoch)
         });
-        eventually(
-            Duration::from_secs(60),
-            "an acknowledgement after the kill",
-            || (acked.lock().len() > before).then_some(()),
-        );
+        let end = Instant::now() + Duration::from_secs(60);
+        while acked.lock().len() <= before {
+            assert!(
+                Instant::now() < end,
+                "round {round}: no acknowledgement within 60 s of the kill; leader now {:?}; errors seen {:?}",
+                leader(&c.lock()),
+                errors.lock()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
         elections.push(killed.elapsed());
         c.lock().start_node(usize::try_from(old - 1).unwrap());
         eventually(
@@ -525,4 +635,145 @@ fn a_leader_cut_off_cannot_acknowledge_and_converges_after_healing() {
     );
     let mut c = c;
     replicas_identical(&mut c);
+}
+
+/// Mounts a `size`-byte tmpfs at `dir`, keeping what `dir` held. `false` if this machine
+/// cannot (not root).
+fn mount_small_fs(dir: &std::path::Path, size: &str) -> bool {
+    let held = dir.with_extension("held");
+    std::fs::rename(dir, &held).unwrap();
+    std::fs::create_dir_all(dir).unwrap();
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+        .arg(dir)
+        .status()
+        .is_ok_and(|s| s.success());
+    let copied = ok
+        && std::process::Command::new("cp")
+            .arg("-a")
+            .arg(format!("{}/.", held.display()))
+            .arg(dir)
+            .status()
+            .is_ok_and(|s| s.success());
+    if !copied {
+        if ok {
+            let _ = std::process::Command::new("umount").arg(dir).status();
+        }
+        let _ = std::fs::remove_dir(dir);
+        std::fs::rename(&held, dir).unwrap();
+    }
+    copied
+}
+
+/// Fills the file system of `dir` with a file, leaving about `leave` bytes.
+fn fill(dir: &std::path::Path, leave: u64) -> std::path::PathBuf {
+    let path = dir.join("filler");
+    let st = nix_statvfs(dir);
+    let f = std::fs::File::create(&path).unwrap();
+    f.set_len(0).unwrap();
+    let want = st.saturating_sub(leave);
+    let _ = std::process::Command::new("fallocate")
+        .args(["-l", &want.to_string()])
+        .arg(&path)
+        .status();
+    path
+}
+
+/// Free bytes of the file system of `dir` (`df`'s answer, from `stat -f`).
+fn nix_statvfs(dir: &std::path::Path) -> u64 {
+    let out = std::process::Command::new("stat")
+        .args(["-f", "-c", "%a %S"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut it = text
+        .split_whitespace()
+        .map(|x| x.parse::<u64>().unwrap_or(0));
+    it.next().unwrap_or(0) * it.next().unwrap_or(0)
+}
+
+#[test]
+fn a_broker_whose_disk_fills_gives_up_leadership_and_rejoins_when_there_is_room() {
+    // The small disk is a tmpfs, which takes no O_DIRECT: buffered writes on every node.
+    let mut c = Cluster::start(
+        3,
+        false,
+        &[
+            "--set",
+            "replica.lag.time.max.ms=3000",
+            "--set",
+            "strata.log.write.mode=buffered",
+        ],
+    );
+    c.wait_leader(Duration::from_secs(30));
+    // Node 1 gets a 48 MiB disk of its own.
+    assert_eq!(c.stop(0), 0);
+    if !mount_small_fs(&c.dirs[0], "48m") {
+        c.start_node(0);
+        strata_storage::testing::skip("loop_mount", "cannot mount a small tmpfs (root needed)");
+        return;
+    }
+    let dir0 = c.dirs[0].clone();
+    let unmount = scopeguard(move || {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&dir0)
+            .status();
+    });
+    c.start_node(0);
+    create(&c);
+    // Node 1 leads: the producer writes there first.
+    let c = Arc::new(Mutex::new(c));
+    let led_by_1 = eventually(Duration::from_secs(30), "a leader", || leader(&c.lock()));
+    let (acked, _errors, stop, producer) = spawn_producer(&c);
+    eventually(Duration::from_secs(60), "some acknowledgements", || {
+        (acked.lock().len() > 20).then_some(())
+    });
+    // Fill node 1's disk; whichever partition replica it holds fails its next write.
+    let filler = fill(&c.lock().dirs[0], 64 << 10);
+    // Its replica goes offline, leaves the ISR, and leadership (if it led) moves.
+    eventually(Duration::from_secs(60), "node 1 out of the ISR", || {
+        leader(&c.lock()).filter(|(l, _, isr)| *l != 1 && !isr.contains(&1))
+    });
+    let before = acked.lock().len();
+    eventually(
+        Duration::from_secs(60),
+        "acknowledgements without node 1",
+        || (acked.lock().len() > before + 10).then_some(()),
+    );
+    // Room again: the partition reopens, catches up as a follower and rejoins. The metadata
+    // log shares the full disk: a node whose metadata log cannot be written stops (as a Kafka
+    // broker whose metadata log directory fails), and is restarted once there is room.
+    std::fs::remove_file(&filler).unwrap();
+    {
+        let mut g = c.lock();
+        if !g.is_running(0) {
+            g.start_node(0);
+        }
+    }
+    eventually(Duration::from_secs(60), "node 1 back in the ISR", || {
+        leader(&c.lock()).filter(|(_, _, isr)| isr.len() == 3)
+    });
+    stop.store(true, Ordering::Release);
+    producer.join().unwrap();
+    let acked = acked.lock().clone();
+    let log = read_all(&c.lock());
+    check(&acked, &log);
+    let _ = led_by_1;
+    replicas_identical(&mut c.lock());
+    drop(unmount);
+}
+
+/// Runs `f` when dropped (a test's cleanup, also when it fails).
+fn scopeguard(f: impl FnOnce()) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
 }

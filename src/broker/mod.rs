@@ -294,7 +294,9 @@ impl Broker {
         // acks=all in a cluster: refused up front when the ISR is too small, answered once
         // every in-sync replica has the batch (the high watermark passed it).
         let replicated = match acks {
-            Acks::All { timeout } if partition.assignment().is_some() => {
+            Acks::All { timeout }
+                if partition.assignment().is_some() || self.cluster().is_some() =>
+            {
                 partition.check_leader()?;
                 partition.check_min_isr(config.min_insync_replicas)?;
                 let h = strata_storage::batch::header::BatchHeader::parse(&records).ok();

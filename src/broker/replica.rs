@@ -80,13 +80,15 @@ impl Partition {
         self.replica.lock().assignment.clone()
     }
 
-    /// Whether this broker leads the partition (always, outside a cluster).
+    /// Whether this broker leads the partition (always, outside a cluster). In a cluster a
+    /// partition leads only once the metadata image made it leader: a broker that has just
+    /// restarted and not yet applied the image must not take writes on its own (it would
+    /// acknowledge `acks=all` alone, and a log behind the real leader's).
     pub fn is_leader(&self) -> bool {
-        self.replica
-            .lock()
-            .assignment
-            .as_ref()
-            .is_none_or(|a| a.leader == a.me)
+        match &self.replica.lock().assignment {
+            Some(a) => a.leader == a.me,
+            None => !self.log().is_ok_and(|l| l.config().replicated),
+        }
     }
 
     /// Refuses a produce or a consumer's fetch unless this broker leads the partition.

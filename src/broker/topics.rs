@@ -152,6 +152,21 @@ impl Broker {
         orphans
     }
 
+    /// Partitions this broker holds whose log is offline (damaged, or its disk failed or
+    /// filled), as (topic, partition).
+    pub fn offline_partitions(&self) -> Vec<(String, i32)> {
+        self.topics()
+            .iter()
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .filter(|p| p.offline().is_some())
+                    .map(|p| (t.name.clone(), p.index))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
     /// Why a topic is offline because its metadata file is damaged, if it is.
     pub fn damaged_topic(&self, name: &str) -> Option<String> {
         self.damaged_topics.read().get(name).cloned()

@@ -135,7 +135,8 @@ impl Controller {
                 id,
                 epoch,
                 applied_index,
-            } => self.heartbeat(id, epoch, applied_index).await,
+                offline,
+            } => self.heartbeat(id, epoch, applied_index, offline).await,
             Request::ShutdownBroker { id, epoch } => self.shutdown_broker(id, epoch).await,
             Request::CreateTopics {
                 topics,
@@ -208,7 +209,13 @@ impl Controller {
         Ok(Response::Registered { epoch })
     }
 
-    async fn heartbeat(&self, id: i32, epoch: u64, applied: u64) -> Result<Response, Refusal> {
+    async fn heartbeat(
+        &self,
+        id: i32,
+        epoch: u64,
+        applied: u64,
+        offline: Vec<(String, i32)>,
+    ) -> Result<Response, Refusal> {
         if self.raft.metrics().borrow().state != ServerState::Leader {
             return Err(self.not_controller());
         }
@@ -229,6 +236,9 @@ impl Controller {
             )));
         }
         self.seen.lock().insert(id, Instant::now());
+        if !offline.is_empty() {
+            self.replicas_offline(id, &offline).await?;
+        }
         if !b.fenced {
             return Ok(Response::Heartbeat { fenced: false });
         }
@@ -247,6 +257,42 @@ impl Controller {
             tracing::info!(broker = id, "broker unfenced");
         }
         Ok(Response::Heartbeat { fenced: false })
+    }
+
+    /// Moves leadership and ISR membership off a broker's offline replicas (only those where it
+    /// leads or is in an ISR of more than one: nothing else changes).
+    async fn replicas_offline(&self, id: i32, offline: &[(String, i32)]) -> Result<(), Refusal> {
+        let image = self.sm.image();
+        let affected = |image: &MetadataImage| -> Vec<MetadataRecord> {
+            offline
+                .iter()
+                .take(100_000)
+                .filter(|(t, p)| {
+                    image
+                        .partition(t, *p)
+                        .is_some_and(|x| x.isr.contains(&id) && x.isr.len() > 1)
+                })
+                .map(|(t, p)| MetadataRecord::ReplicaOffline {
+                    topic: t.clone(),
+                    partition: *p,
+                    broker: id,
+                })
+                .collect()
+        };
+        if affected(&image).is_empty() {
+            return Ok(());
+        }
+        let (_g, image) = self.fresh().await?;
+        let records = affected(&image);
+        if !records.is_empty() {
+            tracing::warn!(
+                broker = id,
+                partitions = records.len(),
+                "replicas offline on a broker: leadership and ISR move off them"
+            );
+            self.commit(records).await?;
+        }
+        Ok(())
     }
 
     async fn shutdown_broker(&self, id: i32, epoch: u64) -> Result<Response, Refusal> {
@@ -628,6 +674,7 @@ impl Controller {
             topics: image.topics.len(),
             partitions: image.topics.values().map(|t| t.partitions.len()).sum(),
             leaderless: image.leaderless(),
+            under_replicated: image.under_replicated(),
         }
     }
 

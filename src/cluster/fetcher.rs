@@ -168,7 +168,14 @@ fn fetch_from(broker: &Broker, link: &Link, leader: i32, s: FetcherSettings, qui
         };
         let req = fetch_request(broker, me, &parts, s);
         match c.call(&req, FETCH_VERSION) {
-            Ok(resp) => handle(broker, leader, &parts, resp),
+            Ok(resp) => {
+                // A replica that could not take the leader's batches (its disk failed or
+                // filled) is not asked again at once: the health pass takes it offline, and
+                // the controller takes it out of the ISR.
+                if !handle(broker, leader, &parts, resp) {
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+            }
             Err(e) => {
                 tracing::debug!(leader, %addr, error = %e, "replica fetch failed");
                 conn = None;
@@ -224,18 +231,20 @@ fn fetch_request(broker: &Broker, me: i32, parts: &[Followed], s: FetcherSetting
         )
 }
 
-/// Applies a leader's answer: truncation, batches, high watermarks.
+/// Applies a leader's answer: truncation, batches, high watermarks. `false` when a partition
+/// could not take what came.
 fn handle(
     broker: &Broker,
     leader: i32,
     parts: &[Followed],
     resp: kafka_protocol::messages::FetchResponse,
-) {
+) -> bool {
     use strata_storage::batch::header::BatchHeader;
+    let mut ok = true;
     if resp.error_code != 0 {
         tracing::debug!(leader, code = resp.error_code, "replica fetch refused");
         std::thread::sleep(Duration::from_millis(100));
-        return;
+        return true;
     }
     for t in resp.responses {
         let name = t.topic.0.to_string();
@@ -282,6 +291,7 @@ fn handle(
                     }
                     if let Err(e) = p.append_as_follower(batch) {
                         tracing::warn!(partition = %what, leader, error = %e, "a leader's batch was refused");
+                        ok = false;
                         break;
                     }
                 }
@@ -291,4 +301,5 @@ fn handle(
             }
         }
     }
+    ok
 }

@@ -63,6 +63,14 @@ pub enum MetadataRecord {
         leader_epoch: i32,
         isr: Vec<i32>,
     },
+    /// A broker's replica of a partition went offline (its disk failed or filled): it leaves
+    /// the ISR, and if it led, the next live in-sync replica leads (Kafka moves leadership
+    /// off an offline log directory the same way). The last in-sync replica stays.
+    ReplicaOffline {
+        topic: String,
+        partition: i32,
+        broker: i32,
+    },
     /// A topic's config overrides replaced (AlterConfigs; Kafka writes a `ConfigRecord` per
     /// key changed).
     ReplaceTopicConfigs {
@@ -224,6 +232,32 @@ impl MetadataImage {
                     p.isr = isr.clone();
                 }
             }
+            MetadataRecord::ReplicaOffline {
+                topic,
+                partition,
+                broker,
+            } => {
+                let live: BTreeSet<i32> = self.live_brokers().into_iter().collect();
+                let Some(p) = usize::try_from(*partition)
+                    .ok()
+                    .and_then(|i| self.topics.get_mut(topic)?.partitions.get_mut(i))
+                else {
+                    return;
+                };
+                if !p.isr.contains(broker) || p.isr.len() < 2 {
+                    return;
+                }
+                p.isr.retain(|r| r != broker);
+                if p.leader == *broker {
+                    p.leader = p
+                        .isr
+                        .iter()
+                        .copied()
+                        .find(|r| live.contains(r))
+                        .unwrap_or(NO_LEADER);
+                    p.leader_epoch = p.leader_epoch.saturating_add(1);
+                }
+            }
             MetadataRecord::ReplaceTopicConfigs { name, id, configs } => {
                 if let Some(t) = self.topics.get_mut(name)
                     && t.id == *id
@@ -319,6 +353,25 @@ impl MetadataImage {
     pub fn partition(&self, topic: &str, index: i32) -> Option<&PartitionInfo> {
         let i = usize::try_from(index).ok()?;
         self.topics.get(topic)?.partitions.get(i)
+    }
+
+    /// Partitions whose ISR is smaller than their replica set: (topic, partition, replicas,
+    /// isr).
+    pub fn under_replicated(&self) -> Vec<(String, i32, Vec<i32>, Vec<i32>)> {
+        let mut out = Vec::new();
+        for t in self.topics.values() {
+            for (i, p) in t.partitions.iter().enumerate() {
+                if p.isr.len() < p.replicas.len() {
+                    out.push((
+                        t.name.clone(),
+                        i32::try_from(i).unwrap_or(i32::MAX),
+                        p.replicas.clone(),
+                        p.isr.clone(),
+                    ));
+                }
+            }
+        }
+        out
     }
 
     /// Partitions without a leader, as (topic, partition).
@@ -500,5 +553,83 @@ mod tests {
         // Records about unknown brokers are ignored.
         img.apply(7, &[MetadataRecord::FenceBroker { id: 42 }]);
         assert!(!img.brokers.contains_key(&42));
+    }
+
+    #[test]
+    fn isr_changes_only_at_the_leaders_epoch_and_offline_replicas_leave() {
+        let mut img = MetadataImage::default();
+        for (i, id) in [1, 2, 3].into_iter().enumerate() {
+            register(&mut img, 1 + 2 * i as u64, id);
+        }
+        img.apply(
+            10,
+            &[MetadataRecord::CreateTopic {
+                name: "t".into(),
+                id: "ab".into(),
+                configs: BTreeMap::new(),
+                replicas: vec![vec![1, 2, 3]],
+            }],
+        );
+        let change = |epoch, isr: Vec<i32>| MetadataRecord::ChangeIsr {
+            topic: "t".into(),
+            partition: 0,
+            leader_epoch: epoch,
+            isr,
+        };
+        // A stale leader epoch, an ISR without the leader, or a non-replica: nothing.
+        img.apply(11, &[change(5, vec![1, 2])]);
+        img.apply(12, &[change(0, vec![2, 3])]);
+        img.apply(13, &[change(0, vec![1, 4])]);
+        assert_eq!(
+            img.partition("t", 0).map(|p| p.isr.clone()),
+            Some(vec![1, 2, 3])
+        );
+        img.apply(14, &[change(0, vec![1, 2])]);
+        assert_eq!(
+            img.partition("t", 0).map(|p| p.isr.clone()),
+            Some(vec![1, 2])
+        );
+        // A fenced follower leaves the ISR; the leader keeps leading.
+        img.apply(15, &[MetadataRecord::FenceBroker { id: 2 }]);
+        let p = img
+            .partition("t", 0)
+            .cloned()
+            .unwrap_or_else(|| panic!("p"));
+        assert_eq!((p.leader, p.leader_epoch, p.isr), (1, 0, vec![1]));
+        img.apply(16, &[MetadataRecord::UnfenceBroker { id: 2 }]);
+        img.apply(17, &[change(0, vec![1, 2, 3])]);
+        // The leader's replica goes offline: the next live in-sync replica leads.
+        img.apply(
+            18,
+            &[MetadataRecord::ReplicaOffline {
+                topic: "t".into(),
+                partition: 0,
+                broker: 1,
+            }],
+        );
+        let p = img
+            .partition("t", 0)
+            .cloned()
+            .unwrap_or_else(|| panic!("p"));
+        assert_eq!(
+            (p.leader, p.leader_epoch, p.isr.clone()),
+            (2, 1, vec![2, 3])
+        );
+        assert_eq!(img.under_replicated().len(), 1);
+        // The last in-sync replica stays, offline or not.
+        img.apply(19, &[change(1, vec![2])]);
+        img.apply(
+            20,
+            &[MetadataRecord::ReplicaOffline {
+                topic: "t".into(),
+                partition: 0,
+                broker: 2,
+            }],
+        );
+        let p = img
+            .partition("t", 0)
+            .cloned()
+            .unwrap_or_else(|| panic!("p"));
+        assert_eq!((p.leader, p.isr), (2, vec![2]));
     }
 }

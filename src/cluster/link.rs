@@ -399,6 +399,7 @@ impl Link {
         host: String,
         port: u16,
         interval: Duration,
+        offline: Arc<dyn Fn() -> Vec<(String, i32)> + Send + Sync>,
         mut stop: watch::Receiver<bool>,
     ) {
         let incarnation = format!("{:032x}", crate::broker::random_u128());
@@ -414,6 +415,7 @@ impl Link {
                 id: self.node_id,
                 epoch,
                 applied_index: self.image().applied_index,
+                offline: offline(),
             };
             match self.ask(&req, interval.max(Duration::from_secs(1))).await {
                 Ok(Response::Heartbeat { .. }) => {}

@@ -138,6 +138,22 @@ impl ClusterNode {
         })
     }
 
+    /// Resolves with the reason once this node's Raft stopped for good (its metadata log could
+    /// not be written: a failed or full disk). Kafka's broker exits when its metadata log
+    /// directory fails; so does this node (the caller shuts down and exits non-zero), rather
+    /// than serve a metadata image that no longer moves.
+    pub async fn fatal(&self) -> String {
+        let mut rx = self.raft.metrics();
+        loop {
+            if let Err(e) = &rx.borrow_and_update().running_state {
+                return e.to_string();
+            }
+            if rx.changed().await.is_err() {
+                return "openraft stopped".into();
+            }
+        }
+    }
+
     /// The broker side's link to the quorum.
     pub fn link(&self) -> Arc<Link> {
         Arc::new(Link::new(

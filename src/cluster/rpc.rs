@@ -68,6 +68,10 @@ pub enum Request {
         id: i32,
         epoch: u64,
         applied_index: u64,
+        /// Partitions this broker holds whose log is offline (a failed or full disk): their
+        /// leadership moves to another in-sync replica (Kafka: an offline log directory).
+        #[serde(default)]
+        offline: Vec<(String, i32)>,
     },
     /// The broker is stopping cleanly (KRaft's heartbeat with `want_shut_down`): fence it
     /// now rather than after `broker.session.timeout.ms`.
@@ -141,6 +145,9 @@ pub struct Status {
     pub topics: usize,
     pub partitions: usize,
     pub leaderless: Vec<(String, i32)>,
+    /// Partitions whose ISR is smaller than their replicas: (topic, partition, replicas, isr).
+    #[serde(default)]
+    pub under_replicated: Vec<(String, i32, Vec<i32>, Vec<i32>)>,
 }
 
 /// The answer to a [`Request`].

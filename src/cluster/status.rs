@@ -85,6 +85,7 @@ fn status_json(s: &Status) -> serde_json::Value {
         "topics": s.topics,
         "partitions": s.partitions,
         "leaderless": s.leaderless.iter().map(|(t, p)| format!("{t}-{p}")).collect::<Vec<_>>(),
+        "under_replicated": s.under_replicated.iter().map(|(t, p, r, i)| serde_json::json!({"partition": format!("{t}-{p}"), "replicas": r, "isr": i})).collect::<Vec<_>>(),
     })
 }
 
@@ -136,6 +137,18 @@ pub fn render(s: &Status) -> String {
         let _ = writeln!(o, "partitions without a leader: {}", s.leaderless.len());
         for (t, p) in &s.leaderless {
             let _ = writeln!(o, "  {t}-{p}");
+        }
+    }
+    if s.under_replicated.is_empty() {
+        let _ = writeln!(o, "under-replicated partitions: none");
+    } else {
+        let _ = writeln!(
+            o,
+            "under-replicated partitions: {}",
+            s.under_replicated.len()
+        );
+        for (t, p, r, i) in &s.under_replicated {
+            let _ = writeln!(o, "  {t}-{p} replicas {r:?} isr {i:?}");
         }
     }
     o

@@ -303,6 +303,14 @@ impl Cluster {
         self.nodes[i] = Some(Broker::from_child(child, String::new(), &dir));
     }
 
+    /// Whether node `i`'s process is still running.
+    pub fn is_running(&mut self, i: usize) -> bool {
+        self.nodes[i]
+            .as_mut()
+            .and_then(|b| b.child.as_mut())
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
     pub fn kill9(&mut self, i: usize) {
         if let Some(mut b) = self.nodes[i].take() {
             b.kill9();
