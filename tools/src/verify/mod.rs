@@ -11,6 +11,7 @@
 //! constant in the size of the data: segments are streamed through one buffer ([`walk`]).
 //! Exit status: 0 clean, 1 problems, 2 usage or I/O error.
 
+pub mod compare;
 pub mod index_check;
 pub mod repair;
 pub mod report;
@@ -63,6 +64,11 @@ pub struct VerifyArgs {
     /// read; lower it to flag batches above a limit.
     #[arg(long, value_name = "BYTES", default_value_t = strata_storage::log::config::MAX_SEGMENT_BYTES as usize)]
     pub max_batch_bytes: usize,
+    /// The PATHs are replicas of one partition (its directory in different brokers' data
+    /// directories): compare them batch by batch, byte for byte, up to the shortest one's end
+    /// (exit 1 at the first difference). A cluster's followers copy their leader exactly.
+    #[arg(long, conflicts_with = "repair")]
+    pub compare_replicas: bool,
     /// `index.interval.bytes` used when `--repair` rebuilds indexes.
     #[arg(long, value_name = "BYTES", default_value_t = LogConfig::default().index_interval_bytes)]
     pub index_interval_bytes: u32,
@@ -71,6 +77,9 @@ pub struct VerifyArgs {
 /// Runs `strata verify`, writing the report to stdout. `Ok` carries the exit status (0 clean,
 /// 1 problems); an `Err` is a usage or I/O error (exit 2).
 pub fn run(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
+    if args.compare_replicas {
+        return compare::compare_replicas(&args.paths, args.max_batch_bytes, args.json);
+    }
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
     let summary = run_to(args, &mut out, std::io::stderr().is_terminal())?;
