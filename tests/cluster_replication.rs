@@ -750,6 +750,9 @@ fn a_broker_whose_disk_fills_gives_up_leadership_and_rejoins_when_there_is_room(
             "replica.lag.time.max.ms=3000",
             "--set",
             "strata.log.write.mode=buffered",
+            // No blocks reserved ahead of the data: a write meets the full disk at once.
+            "--set",
+            "log.preallocate=false",
         ],
     );
     c.wait_leader(Duration::from_secs(30));

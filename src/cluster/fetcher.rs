@@ -31,6 +31,10 @@ use crate::broker::replica::Assignment;
 /// epoch in the answer).
 const FETCH_VERSION: i16 = 12;
 
+/// The most bytes one fetch response carries (Kafka's `replica.fetch.response.max.bytes`
+/// default).
+const RESPONSE_MAX_BYTES: i32 = 10 << 20;
+
 /// Fetcher settings (Kafka's names).
 #[derive(Debug, Clone, Copy)]
 pub struct FetcherSettings {
@@ -114,9 +118,14 @@ pub async fn run(
     for (quit, _) in threads.values() {
         quit.store(true, Ordering::Release);
     }
-    for (_, (_, h)) in threads {
-        let _ = h.join();
-    }
+    // Each ends after its fetch in flight (a long poll, or a read timeout): joined off the
+    // async threads.
+    let _ = tokio::task::spawn_blocking(move || {
+        for (_, (_, h)) in threads {
+            let _ = h.join();
+        }
+    })
+    .await;
 }
 
 /// One fetcher: fetches from `leader` until told to quit or nothing is followed there.
@@ -186,7 +195,10 @@ fn fetch_from(broker: &Broker, link: &Link, leader: i32, s: FetcherSettings, qui
 }
 
 fn connect(addr: &str, me: i32, wait: Duration) -> anyhow::Result<strata_client::Conn> {
-    let sock: std::net::SocketAddr = addr.parse()?;
+    // An advertised host may be a name: resolved at each connection.
+    let sock = std::net::ToSocketAddrs::to_socket_addrs(addr)?
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("{addr} resolves to no address"))?;
     let stream = TcpStream::connect_timeout(&sock, Duration::from_secs(2))?;
     stream.set_nodelay(true)?;
     let conn = strata_client::Conn::over(stream, &format!("strata-replica-{me}"));
@@ -218,7 +230,10 @@ fn fetch_request(broker: &Broker, me: i32, parts: &[Followed], s: FetcherSetting
         .with_replica_id(BrokerId(me))
         .with_max_wait_ms(i32::try_from(s.max_wait.as_millis()).unwrap_or(500))
         .with_min_bytes(1)
-        .with_max_bytes(i32::MAX)
+        // Kafka's replica.fetch.response.max.bytes default: a response stays well inside the
+        // client's frame limit however many partitions are followed (at least one batch
+        // comes, KIP-74).
+        .with_max_bytes(RESPONSE_MAX_BYTES)
         .with_topics(
             topics
                 .into_iter()

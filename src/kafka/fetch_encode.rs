@@ -211,7 +211,8 @@ mod tests {
                         1 => Some(Chunk::Mem(Bytes::new())),
                         _ => Some(Chunk::Mem(Bytes::from(vec![(seed % 251) as u8; len]))),
                     },
-                    diverging_epoch: None,
+                    diverging_epoch: (p % 2 == 1)
+                        .then(|| ((seed % 7) as i32, (seed * 13 + p) as i64)),
                 });
             }
             topics.push(TopicOut {
@@ -268,6 +269,15 @@ mod tests {
                                             p.preferred_read_replica,
                                         ))
                                         .with_records(p.records.as_ref().map(Chunk::to_bytes))
+                                        .with_diverging_epoch(match p.diverging_epoch {
+                                            // A tagged field: only flexible versions carry it.
+                                            Some((e, o)) if version >= 12 => {
+                                                kafka_protocol::messages::fetch_response::EpochEndOffset::default()
+                                                    .with_epoch(e)
+                                                    .with_end_offset(o)
+                                            }
+                                            _ => Default::default(),
+                                        })
                                 })
                                 .collect(),
                         )

@@ -169,6 +169,8 @@ pub struct Cluster {
     extra: Vec<String>,
     /// Each node's `process.roles`.
     pub roles: Vec<String>,
+    /// Each node's ports, held until it first starts.
+    reserved: Vec<Vec<TcpListener>>,
     _tmp: tempfile::TempDir,
     _turn: Turn,
 }
@@ -185,9 +187,17 @@ impl Cluster {
         let n = roles.len();
         let turn = Turn::take();
         let tmp = tempfile::tempdir().unwrap();
-        let controllers: Vec<String> = (0..n)
-            .map(|_| format!("127.0.0.1:{}", free_port()))
-            .collect();
+        // Every node's ports are held (bound) until the node starts, so the proxies bound
+        // meanwhile cannot be handed one of them.
+        let mut reserved: Vec<Vec<TcpListener>> = (0..n).map(|_| Vec::new()).collect();
+        let mut reserve = |i: usize| {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = format!("127.0.0.1:{}", l.local_addr().unwrap().port());
+            reserved[i].push(l);
+            addr
+        };
+        let controllers: Vec<String> = (0..n).map(&mut reserve).collect();
+        let listeners: Vec<String> = (0..n).map(&mut reserve).collect();
         let proxies: Vec<Vec<Option<Proxy>>> = (0..n)
             .map(|from| {
                 (0..n)
@@ -199,9 +209,6 @@ impl Cluster {
             .collect();
         let dirs = (0..n)
             .map(|i| tmp.path().join(format!("node{}", i + 1)))
-            .collect();
-        let listeners: Vec<String> = (0..n)
-            .map(|_| format!("127.0.0.1:{}", free_port()))
             .collect();
         let client_proxies = listeners
             .iter()
@@ -216,6 +223,7 @@ impl Cluster {
             proxies,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             roles: roles.iter().map(|r| r.to_string()).collect(),
+            reserved,
             _tmp: tmp,
             _turn: turn,
         };
@@ -277,6 +285,7 @@ impl Cluster {
 
     /// (Re)starts node `i` (0-based) on its data directory.
     pub fn start_node(&mut self, i: usize) {
+        self.reserved[i].clear();
         let (dir, args) = self.spawn_args(i);
         if self.roles[i].contains("broker") {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
