@@ -300,18 +300,31 @@ fn a_whole_cluster_restart_keeps_topics_placement_records_and_committed_offsets(
         format!("{}:{}", r.host, r.port)
     };
     let mut cc = Client::connect(&coordinator);
-    let codes = common::commit(
-        &mut cc,
-        "g-kept",
-        -1,
-        "",
-        &[("kept", 0, 2, None), ("kept", 1, 1, None)],
+    // The coordinator may apply `__consumer_offsets` a moment after the broker that answered
+    // FindCoordinator: COORDINATOR_NOT_AVAILABLE (15) until then, which clients retry.
+    let codes = eventually(
+        Duration::from_secs(10),
+        "the commit at the coordinator",
+        || {
+            let codes = common::commit(
+                &mut cc,
+                "g-kept",
+                -1,
+                "",
+                &[("kept", 0, 2, None), ("kept", 1, 1, None)],
+            );
+            (codes != vec![15, 15]).then_some(codes)
+        },
     );
     assert_eq!(codes, vec![0, 0]);
     // Every other broker refuses the group: NOT_COORDINATOR (16), clients look again.
     for (_, addr) in addrs.iter().filter(|(_, a)| **a != coordinator) {
         let mut other = Client::connect(addr);
-        let codes = common::commit(&mut other, "g-kept", -1, "", &[("kept", 0, 9, None)]);
+        // COORDINATOR_NOT_AVAILABLE (15) while that broker has not applied the offsets topic.
+        let codes = eventually(Duration::from_secs(10), "NOT_COORDINATOR", || {
+            let codes = common::commit(&mut other, "g-kept", -1, "", &[("kept", 0, 9, None)]);
+            (codes != vec![15]).then_some(codes)
+        });
         assert_eq!(codes, vec![16], "a commit at {addr}, not the coordinator");
         let r = other.call(
             &HeartbeatRequest::default()
