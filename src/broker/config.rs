@@ -845,15 +845,21 @@ impl BrokerConfig {
     /// Sets the client listener (`--listen`), keeping the controller listeners of
     /// `listeners`.
     pub fn set_client_listener(&mut self, addr: &str) -> Result<()> {
+        let v = self.with_client_listener(addr.strip_prefix("PLAINTEXT://").unwrap_or(addr));
+        self.set("listeners", &v)
+    }
+
+    /// `listeners` with its client entry replaced by `PLAINTEXT://addr`, its controller
+    /// entries kept.
+    fn with_client_listener(&self, addr: &str) -> String {
         let mut entries: Vec<String> = self
             .listener_entries("listeners")
             .into_iter()
             .filter(|(n, _)| self.is_controller_listener(n))
             .map(|(n, a)| format!("{n}://{a}"))
             .collect();
-        let addr = addr.strip_prefix("PLAINTEXT://").unwrap_or(addr);
         entries.insert(0, format!("PLAINTEXT://{addr}"));
-        self.set("listeners", &entries.join(","))
+        entries.join(",")
     }
 
     /// The controller listener of `listeners`, if one is named there.
@@ -893,14 +899,8 @@ impl BrokerConfig {
 
     /// Once the real listening address is known (port 0 in tests), advertise it unless told otherwise.
     pub fn set_bound_addr(&mut self, addr: SocketAddr) {
-        let mut entries: Vec<String> = self
-            .listener_entries("listeners")
-            .into_iter()
-            .filter(|(n, _)| self.is_controller_listener(n))
-            .map(|(n, a)| format!("{n}://{a}"))
-            .collect();
-        entries.insert(0, format!("PLAINTEXT://{addr}"));
-        self.values.insert("listeners".into(), entries.join(","));
+        let v = self.with_client_listener(&addr.to_string());
+        self.values.insert("listeners".into(), v);
     }
 
     pub fn node_id(&self) -> Result<i32> {

@@ -150,23 +150,7 @@ impl Partition {
                 State::Offline(o)
             }
         };
-        let p = Partition {
-            topic: topic.to_string(),
-            index,
-            dir,
-            backend,
-            state: RwLock::new(state),
-            retiring: Mutex::new(None),
-            producers: Mutex::new(ProducerStates::default()),
-            idempotent: Mutex::new(()),
-            snapshot_write: Mutex::new(None),
-            since_snapshot: AtomicU64::new(0),
-            producer_expiration_ms,
-            last_expiry_ms: AtomicI64::new(groups::offsets::now_ms()),
-            appended: tokio::sync::watch::channel(0).0,
-            leader_epoch: AtomicI32::new(-1),
-            replica: Mutex::new(Default::default()),
-        };
+        let p = Partition::with_state(topic, index, dir, backend, state, producer_expiration_ms);
         if let Ok(log) = p.log() {
             p.load_producer_state(&log);
         }
@@ -182,12 +166,31 @@ impl Partition {
         backend: Arc<dyn IoBackend>,
         producer_expiration_ms: i64,
     ) -> Partition {
+        Partition::with_state(
+            topic,
+            index,
+            dir,
+            backend,
+            State::Elsewhere,
+            producer_expiration_ms,
+        )
+    }
+
+    /// A partition in `state` with no producer state yet.
+    fn with_state(
+        topic: &str,
+        index: i32,
+        dir: PathBuf,
+        backend: Arc<dyn IoBackend>,
+        state: State,
+        producer_expiration_ms: i64,
+    ) -> Partition {
         Partition {
             topic: topic.to_string(),
             index,
             dir,
             backend,
-            state: RwLock::new(State::Elsewhere),
+            state: RwLock::new(state),
             retiring: Mutex::new(None),
             producers: Mutex::new(ProducerStates::default()),
             idempotent: Mutex::new(()),
