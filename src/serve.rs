@@ -197,6 +197,14 @@ async fn clustered(
         };
         link_kept = Some(link.clone());
         broker.set_cluster(link.clone());
+        broker
+            .groups
+            .offsets
+            .set_writer(Arc::new(crate::cluster::offsets::Writer::new(
+                broker,
+                tokio::runtime::Handle::current(),
+                config.offsets_commit_timeout()?,
+            )));
         let (host, port) = config.advertised()?;
         let b = broker.clone();
         let offline: Arc<dyn Fn() -> Vec<(String, i32)> + Send + Sync> =
@@ -227,6 +235,11 @@ async fn clustered(
         )));
         tasks.push(tokio::spawn(crate::broker::heal_loop(
             broker.clone(),
+            stop_rx.clone(),
+        )));
+        tasks.push(tokio::spawn(crate::broker::high_watermark_checkpoint_loop(
+            broker.clone(),
+            config.high_watermark_checkpoint_interval()?,
             stop_rx.clone(),
         )));
         let bound = listener.local_addr()?;

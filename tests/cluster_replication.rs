@@ -491,6 +491,72 @@ fn killing_the_leader_at_random_moments_loses_and_duplicates_nothing_acknowledge
     replicas_identical(&mut c.lock());
 }
 
+/// The replica list of `TOPIC`-0 (its first is the preferred leader).
+fn replicas(c: &Cluster) -> Vec<i32> {
+    let m = c.client(0).call(
+        &MetadataRequest::default().with_topics(Some(vec![
+            metadata_request::MetadataRequestTopic::default().with_name(Some(topic(TOPIC))),
+        ])),
+        12,
+    );
+    m.topics[0].partitions[0]
+        .replica_nodes
+        .iter()
+        .map(|b| b.0)
+        .collect()
+}
+
+#[test]
+fn leadership_returns_to_the_preferred_replica_once_it_is_back_in_sync() {
+    let mut c = Cluster::start(
+        3,
+        false,
+        &[
+            "--set",
+            "replica.lag.time.max.ms=3000",
+            "--set",
+            "leader.imbalance.check.interval.seconds=1",
+        ],
+    );
+    c.wait_leader(Duration::from_secs(30));
+    create(&c);
+    let preferred = replicas(&c)[0];
+    eventually(
+        Duration::from_secs(10),
+        "the preferred replica leads",
+        || leader(&c).filter(|(l, _, _)| *l == preferred),
+    );
+    let i = usize::try_from(preferred - 1).unwrap();
+    c.kill9(i);
+    eventually(Duration::from_secs(30), "another leader", || {
+        leader(&c).filter(|(l, _, _)| *l != preferred)
+    });
+    // Records the preferred replica must fetch before it is in sync again.
+    for n in 0..5 {
+        eventually(Duration::from_secs(10), "acks=all without it", || {
+            (produce_once(&c, &format!("away-{n}"), None, -1).map(|r| r.0) == Some(0)).then_some(())
+        });
+    }
+    c.start_node(i);
+    // Back in the ISR, then leading again after a pass of the controller's check: a second
+    // leader change (epoch 2; a node just restarted may still show its old image, epoch 0).
+    eventually(
+        Duration::from_secs(60),
+        "the preferred replica leads again",
+        || leader(&c).filter(|(l, epoch, isr)| *l == preferred && *epoch >= 2 && isr.len() == 3),
+    );
+    eventually(
+        Duration::from_secs(10),
+        "acks=all at the preferred leader",
+        || (produce_once(&c, "back", None, -1).map(|r| r.0) == Some(0)).then_some(()),
+    );
+    let log: Vec<String> = read_all(&c).into_iter().map(|(_, v)| v).collect();
+    for v in ["away-0", "away-4", "back"] {
+        assert!(log.contains(&v.to_string()), "{v} in {log:?}");
+    }
+    replicas_identical(&mut c);
+}
+
 #[test]
 fn acks_all_is_refused_below_min_insync_replicas_and_acks_1_still_served() {
     let mut c = Cluster::start(3, false, &["--set", "replica.lag.time.max.ms=3000"]);
@@ -739,11 +805,7 @@ fn nix_statvfs(dir: &std::path::Path) -> u64 {
     it.next().unwrap_or(0) * it.next().unwrap_or(0)
 }
 
-// Out of the default run: it passed alone every time but failed once of several runs inside
-// the full suite on this 2-core machine (not yet understood). Run it with
-// `cargo test --test cluster_replication -- --ignored`.
 #[test]
-#[ignore = "flaky under the full suite's load; run with --ignored (issue 16 note)"]
 fn a_broker_whose_disk_fills_gives_up_leadership_and_rejoins_when_there_is_room() {
     // The small disk is a tmpfs, which takes no O_DIRECT: buffered writes on every node.
     let mut c = Cluster::start(
@@ -799,14 +861,15 @@ fn a_broker_whose_disk_fills_gives_up_leadership_and_rejoins_when_there_is_room(
     // log shares the full disk: a node whose metadata log cannot be written stops (as a Kafka
     // broker whose metadata log directory fails), and is restarted once there is room.
     std::fs::remove_file(&filler).unwrap();
-    {
+    // The node may stop at any moment until its metadata log has written again (a write that
+    // met the full disk a moment before the room came back): it is restarted whenever it is
+    // found stopped, as an operator (or systemd) would.
+    eventually(Duration::from_secs(90), "node 1 back in the ISR", || {
         let mut g = c.lock();
         if !g.is_running(0) {
             g.start_node(0);
         }
-    }
-    eventually(Duration::from_secs(60), "node 1 back in the ISR", || {
-        leader(&c.lock()).filter(|(_, _, isr)| isr.len() == 3)
+        leader(&g).filter(|(_, _, isr)| isr.len() == 3)
     });
     stop.store(true, Ordering::Release);
     producer.join().unwrap();

@@ -82,6 +82,7 @@ impl Broker {
                 topic.config.log,
                 self.backend.clone(),
                 producer_expiration_ms,
+                self.checkpointed_high_watermark(name, p),
             ));
             let offline = partition.offline();
             added.push(partition);

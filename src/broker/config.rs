@@ -76,7 +76,7 @@ pub const BROKER_KEYS: &[(&str, &str, &str)] = &[
     (
         "default.replication.factor",
         "1",
-        "Replication factor of a topic created without one (cluster part 1: 1 only).",
+        "Replication factor of a topic created without one.",
     ),
     (
         "min.insync.replicas",
@@ -109,9 +109,34 @@ pub const BROKER_KEYS: &[(&str, &str, &str)] = &[
         "Elect a replica outside the ISR when none is left (false only: acknowledged data is never given up).",
     ),
     (
+        "replica.high.watermark.checkpoint.interval.ms",
+        "5000",
+        "In a cluster, how often each broker writes its partitions' high watermarks to `replication-offset-checkpoint` (read at start, so a restarted replica does not show what was never acknowledged).",
+    ),
+    (
+        "auto.leader.rebalance.enable",
+        "true",
+        "In a cluster, the active controller moves each partition's leadership back to its preferred replica (the first of its replicas) once that one is live and in the ISR.",
+    ),
+    (
+        "leader.imbalance.check.interval.seconds",
+        "300",
+        "How often the active controller looks for partitions to give back to their preferred replica.",
+    ),
+    (
         "offsets.topic.num.partitions",
         "50",
         "Partitions of `__consumer_offsets` in a cluster: a group's coordinator leads its partition.",
+    ),
+    (
+        "offsets.topic.replication.factor",
+        "3",
+        "Replicas of each `__consumer_offsets` partition in a cluster; the topic is not created (FindCoordinator answers COORDINATOR_NOT_AVAILABLE) until that many brokers are live.",
+    ),
+    (
+        "offsets.commit.timeout.ms",
+        "5000",
+        "In a cluster, how long an offset commit waits for every in-sync replica of its `__consumer_offsets` partition (then REQUEST_TIMED_OUT).",
     ),
     (
         "num.partitions",
@@ -758,7 +783,13 @@ impl BrokerConfig {
             "strata.log.direct.cache.bytes" => self.direct_cache_bytes().map(drop),
             "compression.type" => parse_topic_compression(self.get(key)).map(drop),
             "log.message.timestamp.type" => parse_timestamp_type(self.get(key)).map(drop),
-            "auto.create.topics.enable" | "log.preallocate" => self.bool(key).map(drop),
+            "auto.create.topics.enable" | "log.preallocate" | "auto.leader.rebalance.enable" => {
+                self.bool(key).map(drop)
+            }
+            "leader.imbalance.check.interval.seconds" => match self.i64(key)? {
+                v if v >= 1 => Ok(()),
+                v => bail!("leader.imbalance.check.interval.seconds must be at least 1, got {v}"),
+            },
             "log.dirs" => Ok(()),
             "log.flush.interval.ms" if self.get(key).is_empty() => Ok(()),
             "max.connections" => self.max_connections().map(drop),
@@ -772,6 +803,11 @@ impl BrokerConfig {
                 self.optional_millis(key).map(drop)
             }
             "producer.id.expiration.ms" => self.producer_id_expiration_ms().map(drop),
+            "offsets.topic.replication.factor" => self.offsets_replication_factor().map(drop),
+            "offsets.commit.timeout.ms" => self.offsets_commit_timeout().map(drop),
+            "replica.high.watermark.checkpoint.interval.ms" => {
+                self.high_watermark_checkpoint_interval().map(drop)
+            }
             // Each positive here; that the interval is below the session timeout is checked
             // when the broker opens (either may be set first).
             "group.consumer.session.timeout.ms" | "group.consumer.heartbeat.interval.ms" => {
@@ -1100,6 +1136,32 @@ impl BrokerConfig {
 
     pub fn group_max_session_timeout(&self) -> Result<Duration> {
         self.millis("group.max.session.timeout.ms")
+    }
+
+    /// `offsets.topic.replication.factor` (1..=32767).
+    pub fn offsets_replication_factor(&self) -> Result<i16> {
+        match i16::try_from(self.i64("offsets.topic.replication.factor")?) {
+            Ok(v) if v >= 1 => Ok(v),
+            _ => bail!("offsets.topic.replication.factor must be in 1..=32767"),
+        }
+    }
+
+    /// `replica.high.watermark.checkpoint.interval.ms` (positive).
+    pub fn high_watermark_checkpoint_interval(&self) -> Result<Duration> {
+        match self.millis("replica.high.watermark.checkpoint.interval.ms")? {
+            d if d.is_zero() => {
+                bail!("replica.high.watermark.checkpoint.interval.ms must be positive")
+            }
+            d => Ok(d),
+        }
+    }
+
+    /// `offsets.commit.timeout.ms` (positive).
+    pub fn offsets_commit_timeout(&self) -> Result<Duration> {
+        match self.millis("offsets.commit.timeout.ms")? {
+            d if d.is_zero() => bail!("offsets.commit.timeout.ms must be positive"),
+            d => Ok(d),
+        }
     }
 
     pub fn offsets_segment_bytes(&self) -> Result<u64> {

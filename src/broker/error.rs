@@ -54,6 +54,8 @@ pub enum ErrorKind {
     LeaderNotAvailable,
     /// The group is coordinated by another broker: FindCoordinator again.
     NotCoordinator,
+    /// This broker just became the group's coordinator and is still loading its offsets.
+    CoordinatorLoadInProgress,
     /// A replication factor that cannot be placed (more than the brokers, or not supported).
     InvalidReplicationFactor,
     /// The metadata quorum has no active controller reachable from here (an election, or this

@@ -106,6 +106,10 @@ pub struct Broker {
     decompression_total: usize,
     /// In a cluster: the link to the metadata quorum (set once, right after opening).
     cluster: std::sync::OnceLock<Arc<crate::cluster::link::Link>>,
+    /// In a cluster: the high watermarks last checkpointed (`replication-offset-checkpoint`,
+    /// read at open, then what [`Broker::checkpoint_high_watermarks`] last wrote). `None` on a
+    /// single broker, whose high watermark is its log end.
+    high_watermarks: Option<Mutex<strata_storage::meta::HighWatermarks>>,
     /// The data directory's lock (`<data-dir>/.lock`): one broker per data directory. The
     /// partitions under it take none of their own (one descriptor, not one per partition).
     _lock: std::fs::File,
@@ -199,6 +203,19 @@ impl Broker {
             groups::Coordinator::open(&config, backend.clone())
                 .context("opening the group coordinator")?,
         );
+        let high_watermarks = (!config.get("process.roles").trim().is_empty()).then(|| {
+            Mutex::new(
+                match strata_storage::meta::read_high_watermarks(&data_dir) {
+                    Ok(hw) => hw.unwrap_or_default(),
+                    Err(reason) => {
+                        // Every high watermark then starts at its log start: nothing
+                        // unacknowledged is shown, and replication moves them on.
+                        tracing::warn!(%reason, "the high-watermark checkpoint is unreadable: high watermarks start at each log's start");
+                        Default::default()
+                    }
+                },
+            )
+        });
         let broker = Arc::new(Broker {
             groups,
             node_id: config.node_id()?,
@@ -216,6 +233,7 @@ impl Broker {
             decompression_total: config.decompression_memory()?,
             dynamic: RwLock::new(dynamic::Dynamic::load(&config, &data_dir)),
             cluster: std::sync::OnceLock::new(),
+            high_watermarks,
             config,
             _lock: lock,
         });
@@ -247,10 +265,55 @@ impl Broker {
         for topic in self.topics() {
             for p in &topic.partitions {
                 if p.check_health() {
-                    p.try_reopen(topic.config.log, self.backend.clone());
+                    p.try_reopen(
+                        topic.config.log,
+                        self.backend.clone(),
+                        self.checkpointed_high_watermark(&topic.name, p.index),
+                    );
                 }
             }
         }
+    }
+
+    /// In a cluster, where a replicated partition's high watermark starts when its log opens:
+    /// the checkpoint's value, or 0 (the log start) without one. `None` on a single broker.
+    pub(crate) fn checkpointed_high_watermark(&self, topic: &str, partition: i32) -> Option<u64> {
+        let hw = self.high_watermarks.as_ref()?;
+        Some(
+            hw.lock()
+                .get(&(topic.to_string(), partition))
+                .copied()
+                .unwrap_or(0),
+        )
+    }
+
+    /// In a cluster, writes every hosted partition's high watermark to
+    /// `replication-offset-checkpoint` (Kafka's file, every
+    /// `replica.high.watermark.checkpoint.interval.ms` and at a clean stop), unless nothing
+    /// changed since the last write. Blocking.
+    pub fn checkpoint_high_watermarks(&self) -> Result<()> {
+        let Some(last) = &self.high_watermarks else {
+            return Ok(());
+        };
+        let mut now = strata_storage::meta::HighWatermarks::new();
+        for t in self.topics() {
+            for p in &t.partitions {
+                if let Ok(log) = p.log() {
+                    now.insert((t.name.clone(), p.index), log.high_watermark());
+                }
+            }
+        }
+        let mut last = last.lock();
+        if *last == now {
+            return Ok(());
+        }
+        strata_storage::meta::write_high_watermarks(
+            self.backend.as_ref(),
+            &self.config.data_dir(),
+            &now,
+        )?;
+        *last = now;
+        Ok(())
     }
 
     pub fn allocate_producer_id(&self) -> Result<i64> {
@@ -359,6 +422,10 @@ impl Broker {
     /// stopped, so no connection holds a partition any more; a log still held elsewhere is
     /// synced but not marked clean (its next open recovers it, losing nothing).
     pub fn close(&self) -> Result<()> {
+        // The high watermarks as they are at the stop (the partitions still open).
+        if let Err(e) = self.checkpoint_high_watermarks() {
+            tracing::error!(error = %format!("{e:#}"), "writing the high-watermark checkpoint failed");
+        }
         let topics: Vec<Arc<Topic>> = std::mem::take(&mut self.topics.write().by_name)
             .into_values()
             .collect();
@@ -430,6 +497,34 @@ impl Broker {
 }
 
 /// Runs [`Broker::heal`] every [`HEAL_INTERVAL`] on a blocking thread until `stop` turns true.
+/// In a cluster: writes the high-watermark checkpoint every `every`
+/// (`replica.high.watermark.checkpoint.interval.ms`) until `stop`.
+pub async fn high_watermark_checkpoint_loop(
+    broker: Arc<Broker>,
+    every: std::time::Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        if *stop.borrow() {
+            return;
+        }
+        let b = broker.clone();
+        match tokio::task::spawn_blocking(move || b.checkpoint_high_watermarks()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %format!("{e:#}"), "writing the high-watermark checkpoint failed; tried again next time");
+            }
+            Err(e) => tracing::error!(error = %e, "the high-watermark checkpoint task failed"),
+        }
+    }
+}
+
 pub async fn heal_loop(broker: Arc<Broker>, mut stop: tokio::sync::watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(HEAL_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -474,6 +569,51 @@ mod tests {
         let mut b = BatchBuilder::new(strata_storage::batch::Compression::None);
         b.push(NewRecord::new(value.as_bytes().to_vec())).unwrap();
         bytes::Bytes::from(b.build().unwrap())
+    }
+
+    #[test]
+    fn a_replicated_partition_reopens_at_its_checkpointed_high_watermark() {
+        use strata_storage::log::LogConfig;
+        let dir = tempfile::tempdir().unwrap();
+        let backend: Arc<dyn IoBackend> = Arc::new(strata_storage::io::plain::PlainBackend::new());
+        let replicated = LogConfig {
+            replicated: true,
+            ..LogConfig::default()
+        };
+        let open = |config: LogConfig, hw: Option<u64>| {
+            Partition::open(
+                "t",
+                0,
+                dir.path().join("t-0"),
+                config,
+                backend.clone(),
+                -1,
+                hw,
+            )
+        };
+        {
+            let p = open(replicated, None);
+            let log = p.log().unwrap();
+            for v in ["a", "b", "c", "d"] {
+                log.append_batch(one_record_batch(v).to_vec()).unwrap();
+            }
+            p.close().unwrap();
+        }
+        // A checkpoint entry: the high watermark starts there, below the log end.
+        let p = open(replicated, Some(2));
+        assert_eq!(p.log().unwrap().high_watermark(), 2);
+        p.close().unwrap();
+        // One above the log end is bounded by it; none (`Some(0)`) starts at the log start.
+        let p = open(replicated, Some(99));
+        assert_eq!(p.log().unwrap().high_watermark(), 4);
+        p.close().unwrap();
+        let p = open(replicated, Some(0));
+        assert_eq!(p.log().unwrap().high_watermark(), 0);
+        p.close().unwrap();
+        // A log that is not replicated (a single broker) reads to its end.
+        let p = open(LogConfig::default(), Some(1));
+        assert_eq!(p.log().unwrap().high_watermark(), 4);
+        p.close().unwrap();
     }
 
     #[test]

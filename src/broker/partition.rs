@@ -131,9 +131,23 @@ pub fn offline_error(topic: &str, index: i32, o: &Offline) -> BrokerError {
     )
 }
 
+/// A replicated log opens with its log end as high watermark; the checkpointed one (Kafka's
+/// `replication-offset-checkpoint`), never above it, is what the replicas had acknowledged.
+/// Without a checkpoint entry the high watermark starts at the log start: the leader moves it
+/// as its in-sync followers fetch, a follower takes its leader's.
+fn restore_high_watermark(log: &PartitionLog, checkpointed: Option<u64>) {
+    if let Some(hw) = checkpointed
+        && log.config().replicated
+    {
+        log.set_high_watermark(hw);
+    }
+}
+
 impl Partition {
     /// Opens the partition's log in `dir`. A log that does not open leaves the partition
     /// offline, with the reason logged, instead of failing: the rest of the broker serves on.
+    /// `high_watermark`: in a cluster, what the broker's checkpoint holds for the partition
+    /// (its high watermark starts there, not at the log end).
     pub fn open(
         topic: &str,
         index: i32,
@@ -141,6 +155,7 @@ impl Partition {
         config: LogConfig,
         backend: Arc<dyn IoBackend>,
         producer_expiration_ms: i64,
+        high_watermark: Option<u64>,
     ) -> Partition {
         let state = match PartitionLog::open(&dir, config, backend.clone()) {
             Ok(log) => State::Online(Arc::new(log)),
@@ -153,6 +168,7 @@ impl Partition {
         let p = Partition::with_state(topic, index, dir, backend, state, producer_expiration_ms);
         if let Ok(log) = p.log() {
             p.load_producer_state(&log);
+            restore_high_watermark(&log, high_watermark);
         }
         p
     }
@@ -312,7 +328,12 @@ impl Partition {
     /// Reopens an offline partition's log (blocking): the engine's recovery cuts what a failed
     /// write left. Returns `true` once online again; `false` while the old log is still in use
     /// or the cause has not gone away (the next pass tries again).
-    pub(super) fn try_reopen(&self, config: LogConfig, backend: Arc<dyn IoBackend>) -> bool {
+    pub(super) fn try_reopen(
+        &self,
+        config: LogConfig,
+        backend: Arc<dyn IoBackend>,
+        high_watermark: Option<u64>,
+    ) -> bool {
         if self.offline().is_some_and(|o| o.retry == Retry::NoSpace) {
             // Reopening would succeed on a full disk (recovery only truncates), and the next
             // write fail again: wait until a batch fits, so the partition refuses writes exactly
@@ -340,6 +361,7 @@ impl Partition {
                 let log = Arc::new(log);
                 *self.producers.lock() = ProducerStates::default();
                 self.load_producer_state(&log);
+                restore_high_watermark(&log, high_watermark);
                 tracing::info!(partition = %format!("{}-{}", self.topic, self.index), report = ?log.recovery_report(), "partition back online");
                 *self.state.write() = State::Online(log);
                 self.appended.send_modify(|n| *n = n.wrapping_add(1));

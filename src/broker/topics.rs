@@ -199,6 +199,7 @@ impl Broker {
                     config.log,
                     self.backend.clone(),
                     producer_expiration_ms,
+                    self.checkpointed_high_watermark(&meta.name, p),
                 )
             } else {
                 Partition::elsewhere(
@@ -347,6 +348,7 @@ impl Broker {
                         config.log,
                         self.backend.clone(),
                         producer_expiration_ms,
+                        self.checkpointed_high_watermark(&meta.name, p),
                     ));
                     made.push(x.clone());
                     x
@@ -413,6 +415,7 @@ impl Broker {
                 config.log,
                 self.backend.clone(),
                 producer_expiration_ms,
+                self.checkpointed_high_watermark(&meta.name, p),
             ));
             let offline = partition.offline();
             made.push(partition);

@@ -40,6 +40,12 @@ pub struct ControllerSettings {
     pub default_replication_factor: i16,
     /// `offsets.topic.num.partitions`.
     pub offsets_partitions: i32,
+    /// `offsets.topic.replication.factor`.
+    pub offsets_replication_factor: i16,
+    /// `leader.imbalance.check.interval.seconds` when `auto.leader.rebalance.enable`.
+    pub leader_rebalance: Option<Duration>,
+    /// `offsets.topic.segment.bytes`.
+    pub offsets_segment_bytes: u64,
     /// `controller.quorum.voters` as this node has it (for `strata cluster status`).
     pub voters: BTreeMap<NodeId, String>,
 }
@@ -55,7 +61,13 @@ pub struct Controller {
     /// When each broker was last heard from (the active controller's memory, as in Kafka:
     /// heartbeats are not written to the log).
     seen: parking_lot::Mutex<HashMap<i32, Instant>>,
+    /// When the last preferred-leader pass ran (the first comes one interval after this node
+    /// became the active controller, as Kafka schedules it).
+    last_balance: parking_lot::Mutex<Option<Instant>>,
 }
+
+/// Preferred-leader elections per pass (Kafka's `maxElectionsPerImbalance`).
+const MAX_ELECTIONS_PER_PASS: usize = 1000;
 
 type Refusal = Response;
 
@@ -82,6 +94,7 @@ impl Controller {
             settings,
             write: tokio::sync::Mutex::new(()),
             seen: parking_lot::Mutex::new(HashMap::new()),
+            last_balance: parking_lot::Mutex::new(None),
         }
     }
 
@@ -612,7 +625,11 @@ impl Controller {
     }
 
     /// Creates `__consumer_offsets` if it does not exist (Kafka creates it on the first
-    /// FindCoordinator), its partitions placed over the live brokers.
+    /// FindCoordinator), its partitions placed over the live brokers with
+    /// `offsets.topic.replication.factor` replicas each; with fewer live brokers than that it
+    /// is not created (as Kafka). Its configs: no time or size retention (the coordinator
+    /// compacts it itself), `segment.bytes` from `offsets.topic.segment.bytes`, and
+    /// `flush.messages=1`, so an acknowledged commit is on the disk of every in-sync replica.
     async fn ensure_offsets_topic(&self) -> Result<Response, Refusal> {
         let (_g, image) = self.fresh().await?;
         if image.topics.contains_key(OFFSETS_TOPIC) {
@@ -625,16 +642,38 @@ impl Controller {
                 "no live broker to place __consumer_offsets on",
             )));
         }
+        let rf = self.settings.offsets_replication_factor;
+        if live.len() < usize::try_from(rf).unwrap_or(usize::MAX) {
+            return Ok(Response::Error(err(
+                ErrorKind::CoordinatorNotAvailable,
+                format!(
+                    "__consumer_offsets needs {rf} live brokers (offsets.topic.replication.factor), {} are live",
+                    live.len()
+                ),
+            )));
+        }
+        let configs: BTreeMap<String, String> = [
+            ("retention.ms", "-1".to_string()),
+            ("retention.bytes", "-1".to_string()),
+            ("flush.messages", "1".to_string()),
+            (
+                "segment.bytes",
+                self.settings.offsets_segment_bytes.to_string(),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
         let start = (random_u128() % live.len() as u128) as usize;
         let res = self
             .commit(vec![MetadataRecord::CreateTopic {
                 name: OFFSETS_TOPIC.into(),
                 id: format!("{:032x}", random_u128()),
-                configs: BTreeMap::new(),
+                configs,
                 replicas: place_replicas(
                     &live,
                     u32::try_from(self.settings.offsets_partitions).unwrap_or(1),
-                    1,
+                    usize::try_from(rf).unwrap_or(1),
                     start,
                     0,
                     0,
@@ -680,7 +719,9 @@ impl Controller {
 
     /// The active controller's periodic duties, every `tick` until `stop`: on becoming leader,
     /// give every broker a full session before fencing it and write the cluster id if none
-    /// is; then fence brokers silent for longer than `broker.session.timeout.ms`.
+    /// is; then fence brokers silent for longer than `broker.session.timeout.ms`, and every
+    /// `leader.imbalance.check.interval.seconds` give partitions back to their preferred
+    /// replicas.
     pub async fn run(
         self: Arc<Self>,
         tick: Duration,
@@ -707,6 +748,7 @@ impl Controller {
                     seen.insert(*id, now);
                 }
                 drop(seen);
+                *self.last_balance.lock() = Some(now);
                 tracing::info!(node = self.node_id, "this node is the active controller");
             }
             if let Err(e) = self.duties().await {
@@ -737,10 +779,28 @@ impl Controller {
                 .map(|b| b.id)
                 .collect()
         };
-        if records.is_empty() && expired.is_empty() {
+        // Preferred-leader elections (Kafka's `maybeBalancePartitionLeaders`): every partition
+        // whose preferred replica is live and in the ISR but does not lead, at most
+        // MAX_ELECTIONS_PER_PASS at a time; a capped pass runs again at the next tick.
+        let balance = self.settings.leader_rebalance.is_some_and(|every| {
+            self.last_balance
+                .lock()
+                .is_none_or(|t| now.duration_since(t) >= every)
+        });
+        if records.is_empty() && expired.is_empty() && !balance {
             return Ok(());
         }
         let (_g, image) = self.fresh().await?;
+        if balance {
+            let imbalanced = image.imbalanced();
+            if imbalanced.len() <= MAX_ELECTIONS_PER_PASS {
+                *self.last_balance.lock() = Some(now);
+            }
+            for (topic, partition) in imbalanced.into_iter().take(MAX_ELECTIONS_PER_PASS) {
+                tracing::info!(%topic, partition, "leadership back to the preferred replica");
+                records.push(MetadataRecord::ElectPreferredLeader { topic, partition });
+            }
+        }
         for id in expired {
             if image.brokers.get(&id).is_some_and(|b| !b.fenced) {
                 tracing::warn!(

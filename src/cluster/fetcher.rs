@@ -21,7 +21,6 @@ use kafka_protocol::messages::{BrokerId, FetchRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use tokio::sync::watch;
 
-use super::controller::OFFSETS_TOPIC;
 use super::image::MetadataImage;
 use super::link::Link;
 use crate::broker::Broker;
@@ -56,9 +55,6 @@ struct Followed {
 fn followed(image: &MetadataImage, me: i32) -> BTreeMap<i32, Vec<Followed>> {
     let mut out: BTreeMap<i32, Vec<Followed>> = BTreeMap::new();
     for t in image.topics.values() {
-        if t.name == OFFSETS_TOPIC {
-            continue;
-        }
         for (i, p) in t.partitions.iter().enumerate() {
             if p.leader >= 0 && p.leader != me && p.replicas.contains(&me) {
                 out.entry(p.leader).or_default().push(Followed {
@@ -313,6 +309,22 @@ fn handle(
             }
             if pd.high_watermark >= 0 {
                 p.follower_high_watermark(pd.high_watermark as u64);
+            }
+            // The leader's log start (moved by DeleteRecords, or by the coordinator's
+            // compaction of `__consumer_offsets`): a follower's follows it, up to its own high
+            // watermark (Kafka's `maybeIncrementLogStartOffset` on the follower).
+            if let Ok(log) = p.log()
+                && let Ok(start) = u64::try_from(pd.log_start_offset)
+            {
+                let start = start.min(log.high_watermark());
+                if start > log.log_start_offset() {
+                    let moved = log
+                        .delete_records_before(start)
+                        .and_then(|_| log.delete_segments_before(start));
+                    if let Err(e) = moved {
+                        tracing::warn!(partition = %what, error = %e, "following the leader's log start failed");
+                    }
+                }
             }
         }
     }

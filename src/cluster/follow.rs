@@ -4,9 +4,10 @@
 //! (the image remembers deleted ids). A local topic the image does not know yet is left
 //! alone: this node may not have applied its creation yet.
 //!
-//! `__consumer_offsets` has no partition directories: committed offsets stay in the group
-//! coordinator's own log (`src/broker/groups/offsets.rs`), for the groups this broker
-//! coordinates.
+//! `__consumer_offsets` is hosted and replicated like any topic; in addition, the leader of
+//! each of its partitions is the coordinator of that partition's groups, so applying the image
+//! loads the offsets of a partition this broker has just become the leader of, and drops them
+//! when it stops leading it (`crate::broker::groups::Coordinator::offsets_partition_led`).
 
 use std::sync::Arc;
 
@@ -68,7 +69,13 @@ pub async fn isr_loop(
                     leader_epoch,
                     isr: isr.clone(),
                 };
-                match link.ask(&req, std::time::Duration::from_secs(5)).await {
+                // A stop does not wait for the asks still to come (with the controller gone,
+                // each would take its whole timeout).
+                let answer = tokio::select! {
+                    a = link.ask(&req, std::time::Duration::from_secs(5)) => a,
+                    _ = stop.changed() => return,
+                };
+                match answer {
                     Ok(super::rpc::Response::Done(Ok(()))) => {
                         tracing::info!(topic = %t.name, partition = p.index, ?isr, "ISR change committed");
                     }
@@ -85,9 +92,6 @@ pub async fn isr_loop(
 /// Brings the broker's local topics in line with `image` (node `me`).
 pub fn apply(broker: &Broker, image: &MetadataImage, me: i32) {
     for t in image.topics.values() {
-        if t.name == OFFSETS_TOPIC {
-            continue;
-        }
         let hosted: Vec<i32> = t
             .partitions
             .iter()
@@ -151,6 +155,21 @@ pub fn apply(broker: &Broker, image: &MetadataImage, me: i32) {
                     p.assign(a);
                 }
             }
+        }
+    }
+    // The coordinator's side of `__consumer_offsets`: load what this broker now leads.
+    if let Some(local) = broker.topic(OFFSETS_TOPIC) {
+        let n = i32::try_from(local.partitions.len()).unwrap_or(i32::MAX);
+        for p in &local.partitions {
+            let led = p
+                .assignment()
+                .filter(|a| a.leader == me)
+                .and_then(|a| p.log().ok().map(|log| (a.leader_epoch, log)));
+            broker.groups.offsets_partition_led(
+                p.index,
+                n,
+                led.as_ref().map(|(e, log)| (*e, log.as_ref())),
+            );
         }
     }
     for local in broker.topics() {

@@ -71,6 +71,10 @@ pub enum MetadataRecord {
         partition: i32,
         broker: i32,
     },
+    /// Leadership back to the partition's preferred replica, the first of its replica list
+    /// (`auto.leader.rebalance.enable`; Kafka writes a `PartitionChangeRecord` with the new
+    /// leader): applied only if that replica is live and in the ISR, and not leading already.
+    ElectPreferredLeader { topic: String, partition: i32 },
     /// A topic's config overrides replaced (AlterConfigs; Kafka writes a `ConfigRecord` per
     /// key changed).
     ReplaceTopicConfigs {
@@ -258,6 +262,23 @@ impl MetadataImage {
                     p.leader_epoch = p.leader_epoch.saturating_add(1);
                 }
             }
+            MetadataRecord::ElectPreferredLeader { topic, partition } => {
+                let live: BTreeSet<i32> = self.live_brokers().into_iter().collect();
+                let Some(p) = usize::try_from(*partition)
+                    .ok()
+                    .and_then(|i| self.topics.get_mut(topic)?.partitions.get_mut(i))
+                else {
+                    return;
+                };
+                if let Some(&preferred) = p.replicas.first()
+                    && p.leader != preferred
+                    && p.isr.contains(&preferred)
+                    && live.contains(&preferred)
+                {
+                    p.leader = preferred;
+                    p.leader_epoch = p.leader_epoch.saturating_add(1);
+                }
+            }
             MetadataRecord::ReplaceTopicConfigs { name, id, configs } => {
                 if let Some(t) = self.topics.get_mut(name)
                     && t.id == *id
@@ -375,6 +396,25 @@ impl MetadataImage {
     }
 
     /// Partitions without a leader, as (topic, partition).
+    /// Partitions led by another replica than their preferred one (the first of the replica
+    /// list) while the preferred one is live and in the ISR: what a preferred-leader election
+    /// moves back (Kafka's `imbalancedPartitions`).
+    pub fn imbalanced(&self) -> Vec<(String, i32)> {
+        let mut out = Vec::new();
+        for t in self.topics.values() {
+            for (i, p) in t.partitions.iter().enumerate() {
+                if let Some(&preferred) = p.replicas.first()
+                    && p.leader != preferred
+                    && p.isr.contains(&preferred)
+                    && self.live(preferred)
+                {
+                    out.push((t.name.clone(), i32::try_from(i).unwrap_or(i32::MAX)));
+                }
+            }
+        }
+        out
+    }
+
     pub fn leaderless(&self) -> Vec<(String, i32)> {
         let mut out = Vec::new();
         for t in self.topics.values() {
@@ -631,5 +671,58 @@ mod tests {
             .cloned()
             .unwrap_or_else(|| panic!("p"));
         assert_eq!((p.leader, p.isr), (2, vec![2]));
+    }
+
+    #[test]
+    fn a_preferred_leader_election_needs_the_preferred_replica_live_and_in_sync() {
+        let mut img = MetadataImage::default();
+        for (i, id) in [1, 2, 3].into_iter().enumerate() {
+            register(&mut img, 1 + 2 * i as u64, id);
+        }
+        img.apply(
+            10,
+            &[MetadataRecord::CreateTopic {
+                name: "t".into(),
+                id: "ab".into(),
+                configs: BTreeMap::new(),
+                replicas: vec![vec![1, 2, 3]],
+            }],
+        );
+        let elect = || MetadataRecord::ElectPreferredLeader {
+            topic: "t".into(),
+            partition: 0,
+        };
+        let state = |img: &MetadataImage| {
+            img.partition("t", 0)
+                .map(|p| (p.leader, p.leader_epoch, p.isr.clone()))
+        };
+        // Already the preferred leader: nothing changes, nothing is imbalanced.
+        img.apply(11, &[elect()]);
+        assert_eq!(state(&img), Some((1, 0, vec![1, 2, 3])));
+        assert!(img.imbalanced().is_empty());
+        // Broker 1 fenced: 2 leads, 1 leaves the ISR; the election cannot pick 1.
+        img.apply(12, &[MetadataRecord::FenceBroker { id: 1 }]);
+        assert_eq!(state(&img), Some((2, 1, vec![2, 3])));
+        img.apply(13, &[elect()]);
+        assert_eq!(state(&img), Some((2, 1, vec![2, 3])));
+        // Back and live, but not in sync yet: still nothing.
+        img.apply(14, &[MetadataRecord::UnfenceBroker { id: 1 }]);
+        assert!(img.imbalanced().is_empty());
+        img.apply(15, &[elect()]);
+        assert_eq!(state(&img), Some((2, 1, vec![2, 3])));
+        // In sync again: imbalanced, and the election gives it back at a new epoch.
+        img.apply(
+            16,
+            &[MetadataRecord::ChangeIsr {
+                topic: "t".into(),
+                partition: 0,
+                leader_epoch: 1,
+                isr: vec![2, 3, 1],
+            }],
+        );
+        assert_eq!(img.imbalanced(), vec![("t".to_string(), 0)]);
+        img.apply(17, &[elect()]);
+        assert_eq!(state(&img), Some((1, 2, vec![2, 3, 1])));
+        assert!(img.imbalanced().is_empty());
     }
 }

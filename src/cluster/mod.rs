@@ -21,6 +21,7 @@ pub mod link;
 pub mod log_store;
 pub mod network;
 pub mod node;
+pub mod offsets;
 pub mod raft;
 pub mod rpc;
 pub mod server;
@@ -177,6 +178,18 @@ impl ClusterSettings {
                 num_partitions: c.num_partitions()?,
                 default_replication_factor: rf,
                 offsets_partitions,
+                offsets_replication_factor: c.offsets_replication_factor()?,
+                leader_rebalance: match c.get("auto.leader.rebalance.enable") {
+                    "true" => Some(Duration::from_secs(
+                        c.get("leader.imbalance.check.interval.seconds")
+                            .parse::<u64>()
+                            .ok()
+                            .filter(|s| *s >= 1)
+                            .context("leader.imbalance.check.interval.seconds: expected a number of seconds, at least 1")?,
+                    )),
+                    _ => None,
+                },
+                offsets_segment_bytes: c.offsets_segment_bytes()?,
                 voters,
             },
         }))

@@ -139,6 +139,113 @@ pub fn remove_topic(backend: &dyn IoBackend, data_dir: &Path, name: &str) -> Res
     backend.sync_dir(&dir).ctx("fsync dir", &dir)
 }
 
+/// Kafka's `replication-offset-checkpoint` in the data directory: the high watermark of each
+/// replicated partition this broker holds (FORMAT.md §10), written every
+/// `replica.high.watermark.checkpoint.interval.ms` and at a clean stop, read at start so that
+/// a restarted replica does not show consumers what was never acknowledged.
+pub const HW_CHECKPOINT: &str = "replication-offset-checkpoint";
+
+/// Largest checkpoint file read: 100,000 partitions of 249-byte names fit in 32 MiB.
+pub const MAX_HW_CHECKPOINT_BYTES: u64 = 32 << 20;
+
+/// High watermarks by (topic, partition).
+pub type HighWatermarks = BTreeMap<(String, i32), u64>;
+
+/// Kafka's text layout: the version (`0`), the number of entries, then one
+/// `<topic> <partition> <offset>` line per entry.
+pub fn encode_high_watermarks(hw: &HighWatermarks) -> Vec<u8> {
+    let mut out = format!("0\n{}\n", hw.len());
+    for ((topic, p), offset) in hw {
+        out.push_str(&format!("{topic} {p} {offset}\n"));
+    }
+    out.into_bytes()
+}
+
+/// Decodes [`encode_high_watermarks`]' layout, refusing anything else: another version, a
+/// count that is not the number of lines, a last line without its newline, a name with a space or longer than a topic name may
+/// be, a negative partition or offset.
+pub fn decode_high_watermarks(bytes: &[u8]) -> std::result::Result<HighWatermarks, String> {
+    let text = std::str::from_utf8(bytes).map_err(|_| "not UTF-8".to_string())?;
+    if !text.ends_with('\n') {
+        return Err("does not end with a newline (cut short?)".into());
+    }
+    let mut lines = text.lines();
+    match lines.next() {
+        Some("0") => {}
+        other => return Err(format!("version {other:?}, expected \"0\"")),
+    }
+    let count: usize = lines
+        .next()
+        .and_then(|l| l.parse().ok())
+        .ok_or("no entry count on line 2")?;
+    let mut out = HighWatermarks::new();
+    for (i, line) in lines.enumerate() {
+        let bad = |why: &str| format!("line {}: {why}: {line:?}", i + 3);
+        let mut f = line.split(' ');
+        let (Some(topic), Some(p), Some(offset), None) = (f.next(), f.next(), f.next(), f.next())
+        else {
+            return Err(bad("expected <topic> <partition> <offset>"));
+        };
+        if topic.is_empty() || topic.len() > 249 {
+            return Err(bad("topic name of 1 to 249 bytes expected"));
+        }
+        let p: i32 = p
+            .parse()
+            .ok()
+            .filter(|p| *p >= 0)
+            .ok_or_else(|| bad("bad partition"))?;
+        let offset: u64 = offset.parse().map_err(|_| bad("bad offset"))?;
+        if out.insert((topic.to_string(), p), offset).is_some() {
+            return Err(bad("partition listed twice"));
+        }
+    }
+    if out.len() != count {
+        return Err(format!("{} entries, the header says {count}", out.len()));
+    }
+    Ok(out)
+}
+
+/// Reads the data directory's checkpoint: `Ok(None)` when there is none, `Err` (with the
+/// reason) when it does not read or decode.
+pub fn read_high_watermarks(
+    data_dir: &Path,
+) -> std::result::Result<Option<HighWatermarks>, String> {
+    let path = data_dir.join(HW_CHECKPOINT);
+    let file = match std::fs::File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot open {}: {e}", path.display())),
+    };
+    let mut bytes = Vec::new();
+    file.take(MAX_HW_CHECKPOINT_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if bytes.len() as u64 > MAX_HW_CHECKPOINT_BYTES {
+        return Err(format!(
+            "{} is larger than {MAX_HW_CHECKPOINT_BYTES} bytes",
+            path.display()
+        ));
+    }
+    decode_high_watermarks(&bytes)
+        .map(Some)
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Writes the checkpoint durably (atomic replace through `backend`, then a sync of the data
+/// directory).
+pub fn write_high_watermarks(
+    backend: &dyn IoBackend,
+    data_dir: &Path,
+    hw: &HighWatermarks,
+) -> Result<()> {
+    write_file_atomic(
+        backend,
+        &data_dir.join(HW_CHECKPOINT),
+        &encode_high_watermarks(hw),
+    )?;
+    backend.sync_dir(data_dir).ctx("fsync dir", data_dir)
+}
+
 /// The directory of partition `index` of `topic` (named by [`crate::log::name`]).
 pub fn partition_dir(data_dir: &Path, topic: &str, index: i32) -> PathBuf {
     data_dir.join(format!("{topic}-{index}"))
@@ -152,9 +259,48 @@ pub fn parse_partition_dir(name: &str) -> Option<(&str, i32)> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn high_watermark_checkpoints_roundtrip_and_refuse_damage() {
+        let mut hw = HighWatermarks::new();
+        hw.insert(("orders".into(), 0), 42);
+        hw.insert(("__consumer_offsets".into(), 17), 0);
+        let bytes = encode_high_watermarks(&hw);
+        assert_eq!(
+            String::from_utf8(bytes.clone()).unwrap(),
+            "0\n2\n__consumer_offsets 17 0\norders 0 42\n"
+        );
+        assert_eq!(decode_high_watermarks(&bytes).unwrap(), hw);
+        assert_eq!(
+            decode_high_watermarks(b"0\n0\n").unwrap(),
+            HighWatermarks::new()
+        );
+        for bad in [
+            &b""[..],
+            b"1\n0\n",
+            b"0\n",
+            b"0\n2\norders 0 42\n",
+            b"0\n1\norders 0\n",
+            b"0\n1\norders 0 42 7\n",
+            b"0\n1\norders -1 42\n",
+            b"0\n1\norders 0 -42\n",
+            b"0\n2\norders 0 1\norders 0 2\n",
+            b"0\n1\n 0 1\n",
+            b"\xff\n",
+        ] {
+            assert!(decode_high_watermarks(bad).is_err(), "{bad:?}");
+        }
+        // Every cut of a valid file is refused.
+        for cut in 0..bytes.len() {
+            assert!(
+                decode_high_watermarks(&bytes[..cut]).is_err(),
+                "cut at {cut}"
+            );
+        }
+    }
 
     #[test]
     fn partition_directory_names_need_an_index_kafka_can_type() {

@@ -51,12 +51,22 @@ impl Coordinator {
     /// offsets exist again, Empty, as in Kafka.
     pub fn open(config: &BrokerConfig, backend: Arc<dyn IoBackend>) -> Result<Self> {
         let log = offsets::log_config(config.offsets_segment_bytes()?, config.preallocate());
-        let offsets = OffsetStore::open(
-            &config.data_dir(),
-            log,
-            config.offsets_segment_bytes()?,
-            backend,
-        )?;
+        // In a cluster the offsets live in the replicated `__consumer_offsets` topic.
+        let offsets = if config.get("process.roles").trim().is_empty() {
+            OffsetStore::open(
+                &config.data_dir(),
+                log,
+                config.offsets_segment_bytes()?,
+                backend,
+            )?
+        } else {
+            OffsetStore::replicated(
+                &config.data_dir(),
+                log,
+                config.offsets_segment_bytes()?,
+                backend,
+            )
+        };
         let now = Instant::now();
         let groups = offsets
             .groups()
@@ -83,6 +93,54 @@ impl Coordinator {
 
     pub fn limits(&self) -> Limits {
         self.limits
+    }
+
+    /// In a cluster, each time the metadata image is applied: loads the offsets of a
+    /// `__consumer_offsets` partition this broker now leads (`Some((epoch, log))`) unless
+    /// already loaded under that epoch, or drops its groups when it leads it no longer
+    /// (`None`), as Kafka's coordinator does on election and resignation. Blocking.
+    pub fn offsets_partition_led(
+        &self,
+        partition: i32,
+        partitions: i32,
+        led: Option<(i32, &strata_storage::log::PartitionLog)>,
+    ) {
+        let in_partition =
+            |g: &str| crate::cluster::offsets_partition_for(g, partitions) == partition;
+        match led {
+            Some((epoch, log)) => {
+                if self.offsets.loaded_epoch(partition, epoch) == Some(epoch) {
+                    return;
+                }
+                // Loaded under an older epoch: leadership went away and came back.
+                self.offsets_partition_led(partition, partitions, None);
+                match self
+                    .offsets
+                    .load_partition(partition, epoch, partitions, log)
+                {
+                    Ok(loaded) => {
+                        let now = Instant::now();
+                        let mut groups = self.groups.lock();
+                        for g in loaded {
+                            groups
+                                .entry(g.clone())
+                                .or_insert_with(|| Group::new(&g, now));
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(partition, error = %format!("{e:#}"), "loading a __consumer_offsets partition failed: its groups stay unavailable");
+                    }
+                }
+            }
+            None => {
+                if self.offsets.unload_partition(partition, partitions) {
+                    self.groups.lock().retain(|id, _| !in_partition(id));
+                    self.consumer_groups
+                        .lock()
+                        .retain(|id, _| !in_partition(id));
+                }
+            }
+        }
     }
 
     /// Runs `f` on the group, creating it (Empty) if `create`.

@@ -12,6 +12,15 @@
 //!
 //! Concurrency: commits run in parallel (they share the engine's group-commit fsyncs) under a
 //! read lock; compaction takes the write lock. Record formats: docs/GROUPS.md.
+//!
+//! In a cluster the same records go to the replicated `__consumer_offsets` topic instead of a
+//! local log, as Kafka's group coordinator writes them ([`ReplicatedOffsets`]): a group's
+//! records go to its partition (`abs(hashCode(group)) % partitions`), appended by that
+//! partition's leader (the group's coordinator) and acknowledged once every in-sync replica
+//! has them (`acks=all`). The store holds the offsets of the partitions this broker leads,
+//! loaded (replayed) when it becomes their leader and dropped when it stops; compaction is the
+//! same snapshot, appended through replication, after which the leader moves the log start
+//! past the old records (Kafka's DeleteRecords) and the followers follow it.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -35,6 +44,29 @@ const MAX_STRING: usize = i16::MAX as usize;
 
 /// (group, topic, partition).
 pub type OffsetKey = (String, String, i32);
+
+/// In a cluster: where the commit records go, the replicated `__consumer_offsets` topic
+/// (implemented by `crate::cluster::offsets`).
+pub trait ReplicatedOffsets: Send + Sync + std::fmt::Debug {
+    /// Partitions of `__consumer_offsets` (0 before it exists).
+    fn partitions(&self) -> i32;
+    /// Appends `batch` to partition `partition`, which this broker leads, and waits until
+    /// every in-sync replica has it (`acks=all`). Returns the batch's base offset. Blocking.
+    fn append(&self, partition: i32, batch: Vec<u8>) -> Result<u64>;
+    /// This broker's log of the partition.
+    fn log(&self, partition: i32) -> Option<Arc<PartitionLog>>;
+}
+
+/// The cluster half of the store.
+#[derive(Debug, Default)]
+struct Cluster {
+    writer: std::sync::OnceLock<Arc<dyn ReplicatedOffsets>>,
+    /// The `__consumer_offsets` partitions this broker leads and has loaded: partition ->
+    /// the leader epoch it loaded under.
+    loaded: Mutex<BTreeMap<i32, i32>>,
+    /// Per partition, its log's size after the last snapshot.
+    last_snapshot_bytes: Mutex<BTreeMap<i32, u64>>,
+}
 
 /// One committed offset.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,6 +105,8 @@ pub struct OffsetStore {
     dir: std::path::PathBuf,
     config: LogConfig,
     backend: Arc<dyn IoBackend>,
+    /// In a cluster: the replicated topic the records go to (no local log then).
+    cluster: Option<Cluster>,
 }
 
 fn put_str(out: &mut Vec<u8>, s: Option<&str>) -> Result<()> {
@@ -241,7 +275,106 @@ impl OffsetStore {
             dir,
             config,
             backend,
+            cluster: None,
         })
+    }
+
+    /// The store of a broker in a cluster: no local log; the records go to the replicated
+    /// `__consumer_offsets` topic through `writer` (set with [`Self::set_writer`] once the
+    /// broker has joined), and the offsets of a partition are here while this broker leads it
+    /// ([`Self::load_partition`]).
+    pub fn replicated(
+        data_dir: &Path,
+        config: LogConfig,
+        compact_bytes: u64,
+        backend: Arc<dyn IoBackend>,
+    ) -> Self {
+        OffsetStore {
+            log: RwLock::new(None),
+            topics_gate: RwLock::new(()),
+            live: Mutex::new(BTreeMap::new()),
+            compact_bytes,
+            last_snapshot_bytes: Mutex::new(0),
+            offline: None,
+            reopening: std::sync::atomic::AtomicBool::new(false),
+            dir: data_dir.to_path_buf(),
+            config,
+            backend,
+            cluster: Some(Cluster::default()),
+        }
+    }
+
+    /// Connects a cluster store to the replicated topic (once; later calls are ignored).
+    pub fn set_writer(&self, writer: Arc<dyn ReplicatedOffsets>) {
+        if let Some(c) = &self.cluster
+            && c.writer.set(writer).is_err()
+        {
+            tracing::warn!("the offsets store's writer was set twice; the first one stays");
+        }
+    }
+
+    /// In a cluster: the leader epoch under which partition `partition` of
+    /// `__consumer_offsets` was loaded here (`None`: not loaded, so its groups are not
+    /// coordinated here yet). Always `Some(epoch)` on a single broker.
+    pub fn loaded_epoch(&self, partition: i32, epoch: i32) -> Option<i32> {
+        match &self.cluster {
+            None => Some(epoch),
+            Some(c) => c.loaded.lock().get(&partition).copied(),
+        }
+    }
+
+    /// In a cluster, after this broker became the leader of `partition` under `epoch`: replays
+    /// its log (`log`, whole: what the previous leader acknowledged is in it) and serves its
+    /// groups' offsets from now on. Returns the groups that have offsets. Commits wait
+    /// meanwhile. Blocking.
+    pub fn load_partition(
+        &self,
+        partition: i32,
+        epoch: i32,
+        partitions: i32,
+        log: &PartitionLog,
+    ) -> Result<Vec<String>> {
+        let Some(c) = &self.cluster else {
+            return Ok(Vec::new());
+        };
+        let _gate = self.topics_gate.write();
+        let replayed = replay(log)?;
+        let mut live = self.live.lock();
+        live.retain(|k, _| crate::cluster::offsets_partition_for(&k.0, partitions) != partition);
+        let mut groups: Vec<String> = replayed.keys().map(|k| k.0.clone()).collect();
+        groups.dedup();
+        let n = replayed.len();
+        live.extend(replayed);
+        c.loaded.lock().insert(partition, epoch);
+        c.last_snapshot_bytes.lock().insert(partition, 0);
+        tracing::info!(
+            partition,
+            epoch,
+            offsets = n,
+            groups = groups.len(),
+            "loaded the committed offsets of a __consumer_offsets partition this broker now leads"
+        );
+        Ok(groups)
+    }
+
+    /// In a cluster, after this broker stopped leading `partition`: forgets its groups'
+    /// offsets (the new leader serves them). Returns whether it was loaded.
+    pub fn unload_partition(&self, partition: i32, partitions: i32) -> bool {
+        let Some(c) = &self.cluster else {
+            return false;
+        };
+        let _gate = self.topics_gate.write();
+        if c.loaded.lock().remove(&partition).is_none() {
+            return false;
+        }
+        self.live
+            .lock()
+            .retain(|k, _| crate::cluster::offsets_partition_for(&k.0, partitions) != partition);
+        tracing::info!(
+            partition,
+            "unloaded the committed offsets of a __consumer_offsets partition led elsewhere now"
+        );
+        true
     }
 
     /// After a commit failed on a full disk (the log refuses writes, `LogFailure::no_space`),
@@ -249,6 +382,10 @@ impl OffsetStore {
     /// nothing otherwise, or while the disk is still full (the next call tries again). Blocking;
     /// commits wait meanwhile.
     pub fn heal(&self) {
+        if self.cluster.is_some() {
+            // The replicated partitions heal as every partition does.
+            return;
+        }
         let needs = self.reopening.load(std::sync::atomic::Ordering::Acquire)
             || self
                 .log
@@ -333,15 +470,7 @@ impl OffsetStore {
         if commits.is_empty() {
             return Ok(stored);
         }
-        let mut records = Vec::with_capacity(commits.len());
-        for (k, c) in &commits {
-            records.push(
-                NewRecord::new(encode_value(c)?)
-                    .with_key(encode_key(k)?)
-                    .with_timestamp(c.commit_timestamp),
-            );
-        }
-        self.append(records, commits.into_iter().map(|(k, c)| (k, Some(c))))?;
+        self.append(commits.into_iter().map(|(k, c)| (k, Some(c))).collect())?;
         drop(_gate);
         self.maybe_compact()?;
         Ok(stored)
@@ -358,16 +487,7 @@ impl OffsetStore {
                 .filter(|k| live.contains_key(k))
                 .collect()
         };
-        if keys.is_empty() {
-            return Ok(());
-        }
-        let mut records = Vec::with_capacity(keys.len());
-        for k in &keys {
-            let mut r = NewRecord::new(Vec::new()).with_key(encode_key(k)?);
-            r.value = None;
-            records.push(r.with_timestamp(now_ms()));
-        }
-        self.append(records, keys.into_iter().map(|k| (k, None)))
+        self.append(keys.into_iter().map(|k| (k, None)).collect())
     }
 
     /// Deletes every committed offset of `group` (durable tombstones). Blocking.
@@ -377,16 +497,7 @@ impl OffsetStore {
             .into_iter()
             .map(|((t, p), _)| (group.to_string(), t, p))
             .collect();
-        if keys.is_empty() {
-            return Ok(());
-        }
-        let mut records = Vec::with_capacity(keys.len());
-        for k in &keys {
-            let mut r = NewRecord::new(Vec::new()).with_key(encode_key(k)?);
-            r.value = None;
-            records.push(r.with_timestamp(now_ms()));
-        }
-        self.append(records, keys.into_iter().map(|k| (k, None)))
+        self.append(keys.into_iter().map(|k| (k, None)).collect())
     }
 
     /// Deletes every committed offset of `topic`, of every group (durable tombstones, in
@@ -401,13 +512,7 @@ impl OffsetStore {
             .cloned()
             .collect();
         for chunk in keys.chunks(SNAPSHOT_BATCH_RECORDS) {
-            let mut records = Vec::with_capacity(chunk.len());
-            for k in chunk {
-                let mut r = NewRecord::new(Vec::new()).with_key(encode_key(k)?);
-                r.value = None;
-                records.push(r.with_timestamp(now_ms()));
-            }
-            self.append(records, chunk.iter().cloned().map(|k| (k, None)))?;
+            self.append(chunk.iter().cloned().map(|k| (k, None)).collect())?;
         }
         if !keys.is_empty() {
             tracing::info!(
@@ -419,21 +524,45 @@ impl OffsetStore {
         Ok(())
     }
 
-    fn append(
-        &self,
-        records: Vec<NewRecord>,
-        updates: impl Iterator<Item = (OffsetKey, Option<Committed>)>,
-    ) -> Result<()> {
-        let guard = self.log.read();
-        let log = guard.as_ref().context("the offsets log is closed")?;
-        let mut b = BatchBuilder::new(Compression::None);
-        for r in records {
-            b.push(r)?;
+    /// Writes `updates` (a value, or `None` for a tombstone), then applies them to the live
+    /// map. In a cluster, one batch per `__consumer_offsets` partition touched.
+    fn append(&self, updates: Vec<(OffsetKey, Option<Committed>)>) -> Result<()> {
+        let Some(c) = &self.cluster else {
+            let guard = self.log.read();
+            let log = guard.as_ref().context("the offsets log is closed")?;
+            let info = log.append_batch(batch_of(&updates)?)?;
+            self.apply(info.base_offset, updates);
+            return Ok(());
+        };
+        let writer = c
+            .writer
+            .get()
+            .context("the broker has not joined the cluster yet")?;
+        let n = writer.partitions();
+        let mut by_partition: BTreeMap<i32, Vec<(OffsetKey, Option<Committed>)>> = BTreeMap::new();
+        for u in updates {
+            let p = crate::cluster::offsets_partition_for(&u.0.0, n);
+            by_partition.entry(p).or_default().push(u);
         }
-        let info = log.append_batch(b.build()?)?;
+        for (p, updates) in by_partition {
+            if !c.loaded.lock().contains_key(&p) {
+                return Err(crate::broker::error::err(
+                    crate::broker::error::ErrorKind::NotCoordinator,
+                    format!("__consumer_offsets-{p} is not led (and loaded) here"),
+                )
+                .into());
+            }
+            let base = writer.append(p, batch_of(&updates)?)?;
+            self.apply(base, updates);
+        }
+        Ok(())
+    }
+
+    /// Applies written updates (the first at log offset `base`) to the live map.
+    fn apply(&self, base: u64, updates: Vec<(OffsetKey, Option<Committed>)>) {
         let mut live = self.live.lock();
-        for (i, (k, v)) in updates.enumerate() {
-            let at = info.base_offset + i as u64;
+        for (i, (k, v)) in updates.into_iter().enumerate() {
+            let at = base + i as u64;
             if live.get(&k).is_some_and(|e| e.log_offset > at) {
                 continue;
             }
@@ -452,7 +581,6 @@ impl OffsetStore {
                 }
             }
         }
-        Ok(())
     }
 
     /// Size of the offsets log on disk (segments), for tests and `maybe_compact`.
@@ -461,6 +589,9 @@ impl OffsetStore {
     }
 
     fn maybe_compact(&self) -> Result<()> {
+        if let Some(c) = &self.cluster {
+            return self.maybe_compact_replicated(c);
+        }
         let threshold = self
             .compact_bytes
             .max(self.last_snapshot_bytes.lock().saturating_mul(2));
@@ -519,6 +650,76 @@ impl OffsetStore {
         Ok(())
     }
 
+    /// In a cluster: each loaded partition whose log is larger than `max(compact_bytes, 2 ×
+    /// its last snapshot)` gets a snapshot of its groups' offsets, appended through
+    /// replication, and its log start moves to the snapshot (the followers follow it, and the
+    /// segments before it go).
+    fn maybe_compact_replicated(&self, c: &Cluster) -> Result<()> {
+        let Some(writer) = c.writer.get() else {
+            return Ok(());
+        };
+        let loaded: Vec<i32> = c.loaded.lock().keys().copied().collect();
+        for p in loaded {
+            let Some(log) = writer.log(p) else { continue };
+            let last = c.last_snapshot_bytes.lock().get(&p).copied().unwrap_or(0);
+            if log.size_bytes() <= self.compact_bytes.max(last.saturating_mul(2)) {
+                continue;
+            }
+            // The commit that got here is stored either way: a failed compaction is tried
+            // again after the next commit.
+            if let Err(e) = self.compact_partition(c, writer.as_ref(), p, &log) {
+                tracing::warn!(partition = p, error = %format!("{e:#}"), "compacting a __consumer_offsets partition failed");
+            }
+        }
+        Ok(())
+    }
+
+    fn compact_partition(
+        &self,
+        c: &Cluster,
+        writer: &dyn ReplicatedOffsets,
+        p: i32,
+        log: &PartitionLog,
+    ) -> Result<()> {
+        let n = writer.partitions();
+        let _gate = self.topics_gate.write();
+        if !c.loaded.lock().contains_key(&p) {
+            return Ok(());
+        }
+        let before = log.size_bytes();
+        log.roll()?;
+        let snapshot: Vec<(OffsetKey, Option<Committed>)> = self
+            .live
+            .lock()
+            .iter()
+            .filter(|(k, _)| crate::cluster::offsets_partition_for(&k.0, n) == p)
+            .map(|(k, e)| (k.clone(), Some(e.value.clone())))
+            .collect();
+        let mut start = log.log_end_offset();
+        for (i, chunk) in snapshot.chunks(SNAPSHOT_BATCH_RECORDS).enumerate() {
+            let base = writer.append(p, batch_of(chunk)?)?;
+            if i == 0 {
+                start = base;
+            }
+            self.apply(base, chunk.to_vec());
+        }
+        // Every snapshot record is on every in-sync replica: what is before it can go
+        // (on a follower too, once it sees the new log start).
+        log.delete_records_before(start)?;
+        let report = log.delete_segments_before(start)?;
+        let after = log.size_bytes();
+        c.last_snapshot_bytes.lock().insert(p, after);
+        tracing::info!(
+            partition = p,
+            before,
+            after,
+            offsets = snapshot.len(),
+            segments_deleted = report.segments_deleted,
+            "compacted a __consumer_offsets partition"
+        );
+        Ok(())
+    }
+
     /// Clean close (checkpoint written, nothing to recover next time). Blocking.
     pub fn close(&self) -> Result<()> {
         if let Some(log) = self.log.write().take() {
@@ -526,6 +727,23 @@ impl OffsetStore {
         }
         Ok(())
     }
+}
+
+/// One batch of `updates`: a value record, or a tombstone (null value) stamped now.
+fn batch_of(updates: &[(OffsetKey, Option<Committed>)]) -> Result<Vec<u8>> {
+    let mut b = BatchBuilder::new(Compression::None);
+    for (k, v) in updates {
+        let r = match v {
+            Some(c) => NewRecord::new(encode_value(c)?).with_timestamp(c.commit_timestamp),
+            None => {
+                let mut r = NewRecord::new(Vec::new());
+                r.value = None;
+                r.with_timestamp(now_ms())
+            }
+        };
+        b.push(r.with_key(encode_key(k)?))?;
+    }
+    Ok(b.build()?)
 }
 
 pub fn now_ms() -> i64 {

@@ -24,9 +24,10 @@ fn s(v: impl Into<String>) -> StrBytes {
 }
 
 /// In a cluster, why this broker does not coordinate `group`: another leads its
-/// `__consumer_offsets` partition (NOT_COORDINATOR, clients ask FindCoordinator again), or the
-/// partition has no leader or does not exist yet (COORDINATOR_NOT_AVAILABLE). `None` on a
-/// single broker and on the coordinator.
+/// `__consumer_offsets` partition (NOT_COORDINATOR, clients ask FindCoordinator again), the
+/// partition has no leader or does not exist yet (COORDINATOR_NOT_AVAILABLE), or this broker
+/// leads it but has not loaded its offsets yet (COORDINATOR_LOAD_IN_PROGRESS, retried).
+/// `None` on a single broker and on the coordinator.
 pub(crate) fn elsewhere(broker: &Broker, group: &str) -> Option<ErrorKind> {
     let link = broker.cluster()?;
     let image = link.image();
@@ -35,13 +36,41 @@ pub(crate) fn elsewhere(broker: &Broker, group: &str) -> Option<ErrorKind> {
     };
     let n = i32::try_from(t.partitions.len()).unwrap_or(1);
     let p = crate::cluster::offsets_partition_for(group, n);
-    match image
-        .partition(crate::cluster::controller::OFFSETS_TOPIC, p)
-        .map(|p| p.leader)
-    {
-        Some(l) if l == broker.node_id => None,
+    let info = image.partition(crate::cluster::controller::OFFSETS_TOPIC, p);
+    match info.map(|i| i.leader) {
+        Some(l) if l == broker.node_id => {
+            let epoch = info.map_or(-1, |i| i.leader_epoch);
+            (broker.groups.offsets.loaded_epoch(p, epoch) != Some(epoch))
+                .then_some(ErrorKind::CoordinatorLoadInProgress)
+        }
         Some(crate::cluster::image::NO_LEADER) | None => Some(ErrorKind::CoordinatorNotAvailable),
         Some(_) => Some(ErrorKind::NotCoordinator),
+    }
+}
+
+/// The answer to a commit the store could not write. In a cluster, Kafka's mapping
+/// (`GroupMetadataManager.storeOffsets`): a replication shortfall or timeout is
+/// COORDINATOR_NOT_AVAILABLE, a lost leadership or failed storage NOT_COORDINATOR, so the
+/// client retries, finding the coordinator again. On a single broker, a storage failure.
+fn commit_error(e: &anyhow::Error) -> ErrorKind {
+    match e
+        .downcast_ref::<crate::broker::error::BrokerError>()
+        .map(|b| b.kind)
+    {
+        Some(
+            ErrorKind::NotEnoughReplicas
+            | ErrorKind::NotEnoughReplicasAfterAppend
+            | ErrorKind::RequestTimedOut
+            | ErrorKind::UnknownTopicOrPartition
+            | ErrorKind::CoordinatorNotAvailable,
+        ) => ErrorKind::CoordinatorNotAvailable,
+        Some(
+            ErrorKind::NotLeaderOrFollower
+            | ErrorKind::NotCoordinator
+            | ErrorKind::FencedLeaderEpoch
+            | ErrorKind::Storage,
+        ) => ErrorKind::NotCoordinator,
+        _ => ErrorKind::Storage,
     }
 }
 
@@ -512,8 +541,8 @@ pub async fn offset_commit(broker: &Arc<Broker>, req: OffsetCommitRequest, versi
                 }
             }
             Ok(Err(e)) => {
-                tracing::error!(group = %group, error = %format!("{e:#}"), "offset commit failed");
-                store_error = Some(ErrorKind::Storage);
+                tracing::warn!(group = %group, error = %format!("{e:#}"), "offset commit failed");
+                store_error = Some(commit_error(&e));
             }
             Err(e) => {
                 tracing::error!(error = %e, "offset commit task failed");

@@ -13,6 +13,7 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 
 use crate::broker::Produced;
 use crate::broker::error::{BrokerError, ErrorKind};
+use crate::cluster::controller::OFFSETS_TOPIC;
 
 pub async fn produce(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> Reply {
     let acks = req.acks;
@@ -80,6 +81,13 @@ pub async fn produce(broker: &Arc<Broker>, req: ProduceRequest, version: i16) ->
             let slot = slots.len();
             let refused = match (partition, p.records) {
                 (None, _) => Some(BrokerError::new(missing, String::new())),
+                // Kafka refuses client writes to its internal topics the same way.
+                (Some(_), _) if topic.as_ref().is_some_and(|t| t.name == OFFSETS_TOPIC) => {
+                    Some(BrokerError::new(
+                        ErrorKind::InvalidTopic,
+                        "__consumer_offsets is written by the group coordinators only",
+                    ))
+                }
                 (Some(_), None) => Some(BrokerError::new(ErrorKind::InvalidRecord, String::new())),
                 (Some((partition, config)), Some(records)) => {
                     if flying.len() >= PRODUCE_IN_FLIGHT

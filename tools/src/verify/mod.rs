@@ -356,6 +356,16 @@ impl Verifier<'_, '_> {
                 ));
             }
         }
+        if let Err(why) = strata_storage::meta::read_high_watermarks(data_dir) {
+            self.rep.problem(problem(
+                &data_dir.join(strata_storage::meta::HW_CHECKPOINT),
+                None,
+                "hw_checkpoint",
+                "Kafka's replication-offset-checkpoint layout (FORMAT.md §10)",
+                why,
+                "the broker starts every high watermark at its log start instead (nothing lost; consumers wait until the replicas fetch); deleting the file does the same",
+            ));
+        }
     }
 
     fn partition(&mut self, dir: &Path) -> anyhow::Result<()> {
