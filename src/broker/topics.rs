@@ -473,11 +473,16 @@ impl Broker {
         };
         let storage_err = |e: anyhow::Error| err(ErrorKind::Storage, format!("{e:#}"));
         // Offsets first: a crash after this and before the metadata file is gone leaves a topic
-        // without committed offsets, never offsets a re-created topic would inherit.
-        self.groups
-            .offsets
-            .delete_topic(name)
-            .map_err(storage_err)?;
+        // without committed offsets, never offsets a re-created topic would inherit. In a
+        // cluster the tombstones go through `__consumer_offsets`' replication, which may fail
+        // (too few in-sync replicas): the controller has deleted the topic already, so its
+        // local copy goes anyway, and the failure is logged.
+        if let Err(e) = self.groups.offsets.delete_topic(name) {
+            if self.cluster().is_none() {
+                return Err(storage_err(e));
+            }
+            tracing::warn!(topic = name, error = %format!("{e:#}"), "the committed offsets of a deleted topic could not all be deleted");
+        }
         strata_storage::meta::remove_topic(self.backend.as_ref(), &self.config.data_dir(), name)
             .map_err(|e| storage_err(e.into()))?;
         for dir in dirs {
