@@ -99,9 +99,20 @@ fn produce_once(
     producer: Option<(i64, i16, i32)>,
     acks: i16,
 ) -> Option<(i16, i64)> {
-    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
     let (id, _, _) = leader(c)?;
-    let mut k = conn(&c.broker_addr(id))?;
+    produce_at(&c.broker_addr(id), value, producer, acks)
+}
+
+/// Produces one batch with `acks` to the broker at `addr`: its (error code, base offset), or
+/// `None` without an answer.
+fn produce_at(
+    addr: &str,
+    value: &str,
+    producer: Option<(i64, i16, i32)>,
+    acks: i16,
+) -> Option<(i16, i64)> {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    let mut k = conn(addr)?;
     let req = ProduceRequest::default()
         .with_acks(acks)
         .with_timeout_ms(3000)
@@ -117,6 +128,22 @@ fn produce_once(
     let r = k.call(&req, 9).ok()?;
     let p = r.responses.first()?.partition_responses.first()?;
     Some((p.error_code, p.base_offset))
+}
+
+/// (leader id, leader epoch) of `TOPIC`-0 as node `i`'s Metadata says.
+fn seen_by(c: &Cluster, i: usize) -> Option<(i32, i32)> {
+    let mut k = conn(&c.nodes[i].as_ref()?.addr)?;
+    let m = k
+        .call(&MetadataRequest::default().with_topics(None), 12)
+        .ok()?;
+    let p = m
+        .topics
+        .iter()
+        .find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == TOPIC))?
+        .partitions
+        .first()?
+        .clone();
+    Some((p.leader_id.0, p.leader_epoch))
 }
 
 /// An idempotent producer: each value is retried (same sequence) until acknowledged.
@@ -154,31 +181,36 @@ impl Idempotent {
     }
 }
 
-/// Every record of the partition from its leader (below the high watermark): (offset, value).
-/// A fetch that fails (a leader that just changed, a view not yet caught up) is retried
-/// against the leader Metadata names then, for at most 60 s.
-fn read_all(c: &Cluster) -> Vec<(i64, String)> {
+/// Every record of the partition from its leader (below the high watermark): (offset, value),
+/// read until at least offset `at_least` (what the test saw acknowledged ends there). A new or
+/// restarted leader's high watermark starts at its checkpoint and moves once its in-sync
+/// followers fetch, so reads below `at_least` that come back empty are tried again; a fetch
+/// that fails (a leader that just changed, a view not yet caught up) is retried against the
+/// leader Metadata names then. For at most 60 s: then what was read is returned, for the
+/// caller's check to name what is missing.
+fn read_all(c: &Cluster, at_least: i64) -> Vec<(i64, String)> {
     let end = Instant::now() + Duration::from_secs(60);
     let mut out = Vec::new();
     let mut next = 0i64;
-    loop {
-        assert!(
-            Instant::now() < end,
-            "reading the partition: no leader answered within 60 s (read {} records)",
-            out.len()
-        );
+    while Instant::now() < end {
         let got = leader(c)
             .and_then(|(id, _, _)| conn(&c.broker_addr(id)))
             .and_then(|mut k| common::fetch_with(&mut k, TOPIC, 0, next));
         match got {
-            None => std::thread::sleep(Duration::from_millis(100)),
-            Some(records) if records.is_empty() => return out,
-            Some(records) => {
+            Some(records) if !records.is_empty() => {
                 next = records.last().map_or(next, |r| r.0 + 1);
                 out.extend(records);
             }
+            Some(_) if next >= at_least => return out,
+            _ => std::thread::sleep(Duration::from_millis(100)),
         }
     }
+    out
+}
+
+/// The offset after the last acknowledged one.
+fn end_of(acked: &BTreeMap<String, i64>) -> i64 {
+    acked.values().max().map_or(0, |o| o + 1)
 }
 
 /// Waits until every replica is in the ISR, then stops every node cleanly and compares the
@@ -349,7 +381,7 @@ fn a_rolling_restart_under_load_shows_only_retriable_errors_and_loses_nothing() 
         "non-retriable errors during the rolling restart: {seen:?}"
     );
     let acked = acked.lock().clone();
-    let log = read_all(&c.lock());
+    let log = read_all(&c.lock(), end_of(&acked));
     check(&acked, &log);
     replicas_identical(&mut c.lock());
 }
@@ -395,7 +427,7 @@ fn a_crash_of_the_whole_cluster_under_flush_messages_1_loses_nothing_acknowledge
         "the ISR has all three replicas",
         || leader(&c.lock()).filter(|(_, _, isr)| isr.len() == 3),
     );
-    let log = read_all(&c.lock());
+    let log = read_all(&c.lock(), end_of(&acked));
     check(&acked, &log);
     replicas_identical(&mut c.lock());
 }
@@ -478,7 +510,7 @@ fn killing_the_leader_at_random_moments_loses_and_duplicates_nothing_acknowledge
         "only {} records acknowledged",
         acked.len()
     );
-    let log = read_all(&c.lock());
+    let log = read_all(&c.lock(), end_of(&acked));
     check(&acked, &log);
     elections.sort();
     println!(
@@ -545,12 +577,15 @@ fn leadership_returns_to_the_preferred_replica_once_it_is_back_in_sync() {
         "the preferred replica leads again",
         || leader(&c).filter(|(l, epoch, isr)| *l == preferred && *epoch >= 2 && isr.len() == 3),
     );
-    eventually(
+    let back = eventually(
         Duration::from_secs(10),
         "acks=all at the preferred leader",
-        || (produce_once(&c, "back", None, -1).map(|r| r.0) == Some(0)).then_some(()),
+        || produce_once(&c, "back", None, -1).filter(|r| r.0 == 0),
     );
-    let log: Vec<String> = read_all(&c).into_iter().map(|(_, v)| v).collect();
+    let log: Vec<String> = read_all(&c, back.1 + 1)
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
     for v in ["away-0", "away-4", "back"] {
         assert!(log.contains(&v.to_string()), "{v} in {log:?}");
     }
@@ -604,10 +639,13 @@ fn acks_all_is_refused_below_min_insync_replicas_and_acks_1_still_served() {
     eventually(Duration::from_secs(30), "the ISR back to three", || {
         leader(&c).filter(|(_, _, isr)| isr.len() == 3)
     });
-    eventually(Duration::from_secs(10), "acks=all served again", || {
-        (produce_once(&c, "all-again", None, -1).map(|r| r.0) == Some(0)).then_some(())
+    let again = eventually(Duration::from_secs(10), "acks=all served again", || {
+        produce_once(&c, "all-again", None, -1).filter(|r| r.0 == 0)
     });
-    let log: Vec<String> = read_all(&c).into_iter().map(|(_, v)| v).collect();
+    let log: Vec<String> = read_all(&c, again.1 + 1)
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
     assert!(log.contains(&"one".to_string()) && log.contains(&"all-again".to_string()));
     assert!(
         !log.contains(&"refused".to_string()),
@@ -633,47 +671,18 @@ fn a_leader_cut_off_cannot_acknowledge_and_converges_after_healing() {
     c.isolate(old_node);
     // The cut-off leader takes the write but cannot get it to the in-sync replicas: no
     // acknowledgement (REQUEST_TIMED_OUT, or NOT_LEADER once it learns better).
-    let mut k = conn(&c.broker_addr(old)).unwrap();
-    {
-        use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-        let r = k
-            .call(
-                &ProduceRequest::default()
-                    .with_acks(-1)
-                    .with_timeout_ms(2000)
-                    .with_topic_data(vec![
-                        TopicProduceData::default()
-                            .with_name(topic(TOPIC))
-                            .with_partition_data(vec![
-                                PartitionProduceData::default()
-                                    .with_index(0)
-                                    .with_records(Some(batch(&["lost-on-the-minority"], None))),
-                            ]),
-                    ]),
-                9,
-            )
-            .unwrap();
-        assert_ne!(r.responses[0].partition_responses[0].error_code, 0);
-    }
+    let (code, _) = produce_at(&c.broker_addr(old), "lost-on-the-minority", None, -1)
+        .expect("the cut-off leader answers");
+    assert_ne!(code, 0);
     // The majority elects a new leader and goes on.
     eventually(
         Duration::from_secs(60),
         "a new leader on the majority side",
         || {
-            (0..3).filter(|i| *i != old_node).find_map(|i| {
-                let mut k = conn(&c.nodes[i].as_ref()?.addr)?;
-                let m = k
-                    .call(&MetadataRequest::default().with_topics(None), 12)
-                    .ok()?;
-                let p = m
-                    .topics
-                    .iter()
-                    .find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == TOPIC))?
-                    .partitions
-                    .first()?
-                    .clone();
-                (p.leader_id.0 >= 0 && p.leader_id.0 != old && p.leader_epoch > epoch).then_some(())
-            })
+            (0..3)
+                .filter(|i| *i != old_node)
+                .find_map(|i| seen_by(&c, i))
+                .filter(|(l, e)| *l >= 0 && *l != old && *e > epoch)
         },
     );
     for n in 0..20 {
@@ -684,44 +693,12 @@ fn a_leader_cut_off_cannot_acknowledge_and_converges_after_healing() {
             // leads).
             let got = (|| {
                 let other = (0..3).find(|i| *i != old_node)?;
-                let mut k = conn(&c.nodes[other].as_ref()?.addr)?;
-                let m = k
-                    .call(&MetadataRequest::default().with_topics(None), 12)
-                    .ok()?;
-                let l = m
-                    .topics
-                    .iter()
-                    .find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == TOPIC))?
-                    .partitions
-                    .first()?
-                    .leader_id
-                    .0;
+                let (l, _) = seen_by(&c, other)?;
                 if l < 0 || l == old {
                     return None;
                 }
-                use kafka_protocol::messages::produce_request::{
-                    PartitionProduceData, TopicProduceData,
-                };
-                let mut k = conn(&c.broker_addr(l))?;
-                let r = k
-                    .call(
-                        &ProduceRequest::default()
-                            .with_acks(-1)
-                            .with_timeout_ms(3000)
-                            .with_topic_data(vec![
-                                TopicProduceData::default()
-                                    .with_name(topic(TOPIC))
-                                    .with_partition_data(vec![
-                                        PartitionProduceData::default().with_index(0).with_records(
-                                            Some(batch(&[&v], Some((p.pid, 0, p.seq)))),
-                                        ),
-                                    ]),
-                            ]),
-                        9,
-                    )
-                    .ok()?;
-                let pr = r.responses.first()?.partition_responses.first()?.clone();
-                (pr.error_code == 0).then_some(pr.base_offset)
+                let (code, o) = produce_at(&c.broker_addr(l), &v, Some((p.pid, 0, p.seq)), -1)?;
+                (code == 0).then_some(o)
             })();
             if let Some(o) = got {
                 p.seq += 1;
@@ -739,7 +716,7 @@ fn a_leader_cut_off_cannot_acknowledge_and_converges_after_healing() {
         "the old leader back in the ISR",
         || leader(&c).filter(|(l, _, isr)| *l != old && isr.len() == 3),
     );
-    let log = read_all(&c);
+    let log = read_all(&c, end_of(&acked));
     check(&acked, &log);
     assert!(
         !log.iter().any(|(_, v)| v == "lost-on-the-minority"),
@@ -874,7 +851,7 @@ fn a_broker_whose_disk_fills_gives_up_leadership_and_rejoins_when_there_is_room(
     stop.store(true, Ordering::Release);
     producer.join().unwrap();
     let acked = acked.lock().clone();
-    let log = read_all(&c.lock());
+    let log = read_all(&c.lock(), end_of(&acked));
     check(&acked, &log);
     let _ = led_by_1;
     replicas_identical(&mut c.lock());

@@ -35,6 +35,18 @@ fn topic_configs(broker: &Broker, topic: &Topic) -> Vec<(String, String, bool, b
         .collect()
 }
 
+/// The configs a CreateTopics entry sets (those with a value).
+fn requested_configs(t: &create_topics_request::CreatableTopic) -> BTreeMap<String, String> {
+    t.configs
+        .iter()
+        .filter_map(|c| {
+            c.value
+                .as_ref()
+                .map(|v| (c.name.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
 /// What to create for one CreateTopics entry (name, partitions, configs), or the refusal.
 type Plan = Result<(String, i32, BTreeMap<String, String>), Refusal>;
 
@@ -62,16 +74,7 @@ pub async fn create_topics(broker: &Arc<Broker>, req: CreateTopicsRequest, versi
             ))
         } else if broker.cluster().is_some() {
             // The controller checks existence, replication and assignments.
-            let configs: BTreeMap<String, String> = t
-                .configs
-                .iter()
-                .filter_map(|c| {
-                    c.value
-                        .as_ref()
-                        .map(|v| (c.name.to_string(), v.to_string()))
-                })
-                .collect();
-            Ok((name, partitions, configs))
+            Ok((name, partitions, requested_configs(t)))
         } else if !matches!(t.replication_factor, -1 | 1) {
             Err(Refusal::kafka(
                 ResponseError::InvalidReplicationFactor,
@@ -94,16 +97,7 @@ pub async fn create_topics(broker: &Arc<Broker>, req: CreateTopicsRequest, versi
             if !t.assignments.is_empty() {
                 partitions = t.assignments.len() as i32;
             }
-            let configs: BTreeMap<String, String> = t
-                .configs
-                .iter()
-                .filter_map(|c| {
-                    c.value
-                        .as_ref()
-                        .map(|v| (c.name.to_string(), v.to_string()))
-                })
-                .collect();
-            Ok((name, partitions, configs))
+            Ok((name, partitions, requested_configs(t)))
         };
         plans.push((partitions, plan));
     }
