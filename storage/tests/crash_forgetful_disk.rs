@@ -28,7 +28,8 @@ fn config(fsync: FsyncPolicy) -> LogConfig {
 
 /// Appends batches until the backend fails (or `batches` are done), `in_flight` at a time
 /// (1: `append_batch`; more: `start_append`, waiting for the oldest when that many are started);
-/// returns what was acknowledged and the log's durable offset at the moment of the crash.
+/// returns what was acknowledged and what must survive the crash: the log's durable offset, or
+/// the end of what was acknowledged before an explicit `sync` returned, whichever is further.
 fn workload(
     dir: &Path,
     backend: Arc<dyn IoBackend>,
@@ -36,10 +37,13 @@ fn workload(
     batches: u64,
     in_flight: usize,
 ) -> (Vec<(u64, u64)>, u64) {
-    let mut acked = Vec::new();
+    let mut acked: Vec<(u64, u64)> = Vec::new();
     let Ok(log) = PartitionLog::open(dir, config(fsync), backend) else {
         return (acked, 0);
     };
+    // The end of what was acknowledged when an explicit `sync` last returned: durable from then
+    // on, whatever the fsync policy.
+    let mut synced = 0u64;
     let mut flying = std::collections::VecDeque::new();
     for n in 0..batches {
         let batch = numbered_batch(n, 2, 150, n as i64);
@@ -62,8 +66,12 @@ fn workload(
                 Err(_) => break,
             }
         }
-        if n % 7 == 6 && log.sync().is_err() {
-            break;
+        if n % 7 == 6 {
+            let end = acked.iter().map(|(base, _)| base + 2).max().unwrap_or(0);
+            if log.sync().is_err() {
+                break;
+            }
+            synced = synced.max(end);
         }
     }
     // What is still in flight is acknowledged only if its wait succeeds.
@@ -72,7 +80,7 @@ fn workload(
             acked.push((info.base_offset, m));
         }
     }
-    let durable = log.durable_offset();
+    let durable = log.durable_offset().max(synced);
     drop(log); // the process dies with the machine: no clean close
     (acked, durable)
 }
