@@ -496,13 +496,13 @@ impl Broker {
     }
 }
 
-/// Runs [`Broker::heal`] every [`HEAL_INTERVAL`] on a blocking thread until `stop` turns true.
-/// In a cluster: writes the high-watermark checkpoint every `every`
-/// (`replica.high.watermark.checkpoint.interval.ms`) until `stop`.
-pub async fn high_watermark_checkpoint_loop(
-    broker: Arc<Broker>,
+/// Runs `work` on a blocking thread every `every` until `stop` turns true (one pass at a
+/// time; a late pass delays the next rather than bunching them).
+async fn every_on_blocking_thread(
     every: std::time::Duration,
     mut stop: tokio::sync::watch::Receiver<bool>,
+    what: &'static str,
+    work: impl Fn() + Clone + Send + 'static,
 ) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -514,33 +514,30 @@ pub async fn high_watermark_checkpoint_loop(
         if *stop.borrow() {
             return;
         }
-        let b = broker.clone();
-        match tokio::task::spawn_blocking(move || b.checkpoint_high_watermarks()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                tracing::warn!(error = %format!("{e:#}"), "writing the high-watermark checkpoint failed; tried again next time");
-            }
-            Err(e) => tracing::error!(error = %e, "the high-watermark checkpoint task failed"),
+        if let Err(e) = tokio::task::spawn_blocking(work.clone()).await {
+            tracing::error!(error = %e, what, "a periodic pass failed");
         }
     }
 }
 
-pub async fn heal_loop(broker: Arc<Broker>, mut stop: tokio::sync::watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(HEAL_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.changed() => return,
+/// In a cluster: writes the high-watermark checkpoint every `every`
+/// (`replica.high.watermark.checkpoint.interval.ms`) until `stop`.
+pub async fn high_watermark_checkpoint_loop(
+    broker: Arc<Broker>,
+    every: std::time::Duration,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    every_on_blocking_thread(every, stop, "high-watermark checkpoint", move || {
+        if let Err(e) = broker.checkpoint_high_watermarks() {
+            tracing::warn!(error = %format!("{e:#}"), "writing the high-watermark checkpoint failed; tried again next time");
         }
-        if *stop.borrow() {
-            return;
-        }
-        let b = broker.clone();
-        if let Err(e) = tokio::task::spawn_blocking(move || b.heal()).await {
-            tracing::error!(error = %e, "health pass failed");
-        }
-    }
+    })
+    .await;
+}
+
+/// Runs [`Broker::heal`] every [`HEAL_INTERVAL`] on a blocking thread until `stop` turns true.
+pub async fn heal_loop(broker: Arc<Broker>, stop: tokio::sync::watch::Receiver<bool>) {
+    every_on_blocking_thread(HEAL_INTERVAL, stop, "health pass", move || broker.heal()).await;
 }
 
 /// File descriptors a partition in use holds: its active segment's write handle (and its

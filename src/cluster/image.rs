@@ -481,6 +481,25 @@ mod tests {
         img.apply(index + 1, &[MetadataRecord::UnfenceBroker { id }]);
     }
 
+    /// Brokers 1-3 live (indexes 1-6), and topic `t` with one partition on all three
+    /// (index 10).
+    fn three_brokers_and_t() -> MetadataImage {
+        let mut img = MetadataImage::default();
+        for (i, id) in [1, 2, 3].into_iter().enumerate() {
+            register(&mut img, 1 + 2 * i as u64, id);
+        }
+        img.apply(
+            10,
+            &[MetadataRecord::CreateTopic {
+                name: "t".into(),
+                id: "ab".into(),
+                configs: BTreeMap::new(),
+                replicas: vec![vec![1, 2, 3]],
+            }],
+        );
+        img
+    }
+
     #[test]
     fn placement_is_kafkas_round_robin() {
         // Kafka's documented example (AdminUtils): 5 brokers, 10 partitions, RF 3, start 0,
@@ -597,19 +616,7 @@ mod tests {
 
     #[test]
     fn isr_changes_only_at_the_leaders_epoch_and_offline_replicas_leave() {
-        let mut img = MetadataImage::default();
-        for (i, id) in [1, 2, 3].into_iter().enumerate() {
-            register(&mut img, 1 + 2 * i as u64, id);
-        }
-        img.apply(
-            10,
-            &[MetadataRecord::CreateTopic {
-                name: "t".into(),
-                id: "ab".into(),
-                configs: BTreeMap::new(),
-                replicas: vec![vec![1, 2, 3]],
-            }],
-        );
+        let mut img = three_brokers_and_t();
         let change = |epoch, isr: Vec<i32>| MetadataRecord::ChangeIsr {
             topic: "t".into(),
             partition: 0,
@@ -675,19 +682,7 @@ mod tests {
 
     #[test]
     fn a_preferred_leader_election_needs_the_preferred_replica_live_and_in_sync() {
-        let mut img = MetadataImage::default();
-        for (i, id) in [1, 2, 3].into_iter().enumerate() {
-            register(&mut img, 1 + 2 * i as u64, id);
-        }
-        img.apply(
-            10,
-            &[MetadataRecord::CreateTopic {
-                name: "t".into(),
-                id: "ab".into(),
-                configs: BTreeMap::new(),
-                replicas: vec![vec![1, 2, 3]],
-            }],
-        );
+        let mut img = three_brokers_and_t();
         let elect = || MetadataRecord::ElectPreferredLeader {
             topic: "t".into(),
             partition: 0,

@@ -211,21 +211,12 @@ pub fn read_high_watermarks(
     data_dir: &Path,
 ) -> std::result::Result<Option<HighWatermarks>, String> {
     let path = data_dir.join(HW_CHECKPOINT);
-    let file = match std::fs::File::open(&path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("cannot open {}: {e}", path.display())),
+    let bytes = match crate::io::read_small_file(&path, MAX_HW_CHECKPOINT_BYTES) {
+        Ok(None) => return Ok(None),
+        Ok(Some(Ok(bytes))) => bytes,
+        Ok(Some(Err(why))) => return Err(format!("{}: {why}", path.display())),
+        Err(e) => return Err(e.to_string()),
     };
-    let mut bytes = Vec::new();
-    file.take(MAX_HW_CHECKPOINT_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    if bytes.len() as u64 > MAX_HW_CHECKPOINT_BYTES {
-        return Err(format!(
-            "{} is larger than {MAX_HW_CHECKPOINT_BYTES} bytes",
-            path.display()
-        ));
-    }
     decode_high_watermarks(&bytes)
         .map(Some)
         .map_err(|e| format!("{}: {e}", path.display()))

@@ -470,9 +470,11 @@ impl OffsetStore {
         if commits.is_empty() {
             return Ok(stored);
         }
+        let groups: std::collections::BTreeSet<String> =
+            commits.iter().map(|(k, _)| k.0.clone()).collect();
         self.append(commits.into_iter().map(|(k, c)| (k, Some(c))).collect())?;
         drop(_gate);
-        self.maybe_compact()?;
+        self.maybe_compact(&groups)?;
         Ok(stored)
     }
 
@@ -588,9 +590,11 @@ impl OffsetStore {
         self.log.read().as_ref().map_or(0, PartitionLog::size_bytes)
     }
 
-    fn maybe_compact(&self) -> Result<()> {
+    /// After a commit of `groups`: compacts the log they were written to if it outgrew its
+    /// threshold.
+    fn maybe_compact(&self, groups: &std::collections::BTreeSet<String>) -> Result<()> {
         if let Some(c) = &self.cluster {
-            return self.maybe_compact_replicated(c);
+            return self.maybe_compact_replicated(c, groups);
         }
         let threshold = self
             .compact_bytes
@@ -609,36 +613,12 @@ impl OffsetStore {
         let before = log.size_bytes();
         log.roll()?;
         let start = log.log_end_offset();
-        let snapshot: Vec<(OffsetKey, Committed)> = self
-            .live
-            .lock()
-            .iter()
-            .map(|(k, e)| (k.clone(), e.value.clone()))
-            .collect();
-        let mut live = BTreeMap::new();
-        for chunk in snapshot.chunks(SNAPSHOT_BATCH_RECORDS) {
-            let mut b = BatchBuilder::new(Compression::None);
-            for (k, c) in chunk {
-                b.push(
-                    NewRecord::new(encode_value(c)?)
-                        .with_key(encode_key(k)?)
-                        .with_timestamp(c.commit_timestamp),
-                )?;
-            }
-            let info = log.append_batch(b.build()?)?;
-            for (i, (k, c)) in chunk.iter().enumerate() {
-                live.insert(
-                    k.clone(),
-                    Entry {
-                        value: c.clone(),
-                        log_offset: info.base_offset + i as u64,
-                    },
-                );
-            }
-        }
+        // Every live offset, each now pointing at its snapshot record (commits wait on the
+        // write lock, so nothing else lands meanwhile).
+        let snapshot = self.snapshot_of(|_| true);
+        self.write_snapshot(&snapshot, |batch| Ok(log.append_batch(batch)?.base_offset))?;
         let report = log.delete_segments_before(start)?;
         let after = log.size_bytes();
-        *self.live.lock() = live;
         *self.last_snapshot_bytes.lock() = after;
         tracing::info!(
             before,
@@ -654,12 +634,20 @@ impl OffsetStore {
     /// its last snapshot)` gets a snapshot of its groups' offsets, appended through
     /// replication, and its log start moves to the snapshot (the followers follow it, and the
     /// segments before it go).
-    fn maybe_compact_replicated(&self, c: &Cluster) -> Result<()> {
+    fn maybe_compact_replicated(
+        &self,
+        c: &Cluster,
+        groups: &std::collections::BTreeSet<String>,
+    ) -> Result<()> {
         let Some(writer) = c.writer.get() else {
             return Ok(());
         };
-        let loaded: Vec<i32> = c.loaded.lock().keys().copied().collect();
-        for p in loaded {
+        let n = writer.partitions();
+        let written: std::collections::BTreeSet<i32> = groups
+            .iter()
+            .map(|g| crate::cluster::offsets_partition_for(g, n))
+            .collect();
+        for p in written {
             let Some(log) = writer.log(p) else { continue };
             let last = c.last_snapshot_bytes.lock().get(&p).copied().unwrap_or(0);
             if log.size_bytes() <= self.compact_bytes.max(last.saturating_mul(2)) {
@@ -688,21 +676,11 @@ impl OffsetStore {
         }
         let before = log.size_bytes();
         log.roll()?;
-        let snapshot: Vec<(OffsetKey, Option<Committed>)> = self
-            .live
-            .lock()
-            .iter()
-            .filter(|(k, _)| crate::cluster::offsets_partition_for(&k.0, n) == p)
-            .map(|(k, e)| (k.clone(), Some(e.value.clone())))
-            .collect();
-        let mut start = log.log_end_offset();
-        for (i, chunk) in snapshot.chunks(SNAPSHOT_BATCH_RECORDS).enumerate() {
-            let base = writer.append(p, batch_of(chunk)?)?;
-            if i == 0 {
-                start = base;
-            }
-            self.apply(base, chunk.to_vec());
-        }
+        let snapshot =
+            self.snapshot_of(|group| crate::cluster::offsets_partition_for(group, n) == p);
+        let start = self
+            .write_snapshot(&snapshot, |batch| writer.append(p, batch))?
+            .unwrap_or_else(|| log.log_end_offset());
         // Every snapshot record is on every in-sync replica: what is before it can go
         // (on a follower too, once it sees the new log start).
         log.delete_records_before(start)?;
@@ -718,6 +696,33 @@ impl OffsetStore {
             "compacted a __consumer_offsets partition"
         );
         Ok(())
+    }
+
+    /// The live offsets of the groups `of` takes, as records to write again.
+    fn snapshot_of(&self, of: impl Fn(&str) -> bool) -> Vec<(OffsetKey, Option<Committed>)> {
+        self.live
+            .lock()
+            .iter()
+            .filter(|(k, _)| of(&k.0))
+            .map(|(k, e)| (k.clone(), Some(e.value.clone())))
+            .collect()
+    }
+
+    /// Writes `snapshot` in batches of [`SNAPSHOT_BATCH_RECORDS`] through `append` (which
+    /// returns a batch's base offset), pointing each live entry at its new record. Returns the
+    /// first batch's base offset (`None` for an empty snapshot).
+    fn write_snapshot(
+        &self,
+        snapshot: &[(OffsetKey, Option<Committed>)],
+        mut append: impl FnMut(Vec<u8>) -> Result<u64>,
+    ) -> Result<Option<u64>> {
+        let mut first = None;
+        for chunk in snapshot.chunks(SNAPSHOT_BATCH_RECORDS) {
+            let base = append(batch_of(chunk)?)?;
+            first.get_or_insert(base);
+            self.apply(base, chunk.to_vec());
+        }
+        Ok(first)
     }
 
     /// Clean close (checkpoint written, nothing to recover next time). Blocking.
