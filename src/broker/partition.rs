@@ -426,24 +426,27 @@ impl Partition {
     /// batch headers past it. Without one (none, damaged, or ahead of a log that lost its tail
     /// in a crash), the headers of the last segment only, and a fresh snapshot replaces a bad
     /// one at once, so it can never be taken for valid once the log grows past its offset.
+    /// A log without one (a new partition) gets one at once, unsynced like a clean close's:
+    /// the file then exists, and the clean close, which may close thousands of partitions at
+    /// once, overwrites it in place instead of creating it.
     fn load_producer_state(&self, log: &PartitionLog) {
         let log_start = log.log_start_offset();
         let log_end = log.log_end_offset();
         let path = Self::snapshot_path(log);
-        let (from, replace) = match read_snapshot(log.dir()) {
-            Ok(None) => (None, false),
+        let (from, write) = match read_snapshot(log.dir()) {
+            Ok(None) => (None, Some(false)),
             Ok(Some((end, states))) if end <= log_end => {
                 *self.producers.lock() = states;
                 *self.snapshot_write.lock() = Some(end);
-                (Some(end), false)
+                (Some(end), None)
             }
             Ok(Some((end, _))) => {
                 tracing::warn!(file = %path.display(), snapshot_end = end, log_end, "the producer-state snapshot is ahead of the log (its tail was lost in a crash); rebuilding from the last segment");
-                (None, true)
+                (None, Some(true))
             }
             Err(e) => {
                 tracing::warn!(file = %path.display(), error = %format!("{e:#}"), "ignoring a damaged producer-state snapshot; rebuilding from the last segment");
-                (None, true)
+                (None, Some(true))
             }
         };
         let start = from
@@ -451,17 +454,21 @@ impl Partition {
             .max(log_start);
         self.replay_producer_state(log, start, log_end);
         self.expire_producers(groups::offsets::now_ms());
-        if replace
-            && let Err(e) = write_snapshot(
-                self.backend.as_ref(),
-                &self.producers,
-                &self.idempotent,
-                &self.snapshot_write,
-                log,
-                self.producer_expiration_ms,
-                true,
-            )
-        {
+        let Some(durable) = write else { return };
+        if let Err(e) = write_snapshot(
+            self.backend.as_ref(),
+            &self.producers,
+            &self.idempotent,
+            &self.snapshot_write,
+            log,
+            self.producer_expiration_ms,
+            durable,
+        ) {
+            if !durable {
+                // Nothing to undo: without a file the next start replays the last segment.
+                tracing::warn!(file = %path.display(), error = %format!("{e:#}"), "writing the first producer-state snapshot failed");
+                return;
+            }
             // Without a replacement the file must go: once the log grows past its offset it
             // would pass the check above.
             let removed = self
@@ -777,10 +784,10 @@ fn save_producer_state(
     if *snapshot_write.lock() == Some(log.log_end_offset()) {
         return Ok(());
     }
-    // Neither an fdatasync nor a directory fsync of its own: the log's clean close, which
-    // follows, ends with a directory fsync. A snapshot a power cut leaves cut short fails its
-    // CRC, one lost leaves the old (or none), and one that outlives the log's unsynced tail is
-    // ahead of the log: each is ignored and the state rebuilt from the last segment.
+    // Overwritten in place without a sync of its own: the broker syncs the file system once
+    // after closing every partition (Broker::close). A snapshot a power cut leaves torn fails
+    // its CRC, one lost leaves the old (or none), and one that outlives the log's unsynced tail
+    // is ahead of the log: each is ignored and the state rebuilt from the last segment.
     write_snapshot(
         backend,
         producers,
@@ -792,9 +799,9 @@ fn save_producer_state(
     )
 }
 
-/// Replaces the snapshot file with the state as of the log end (atomic replace, directory
-/// fsync). Taken under the idempotent lock, so every idempotent batch below that offset is
-/// in it and none past it.
+/// Replaces the snapshot file with the state as of the log end: `durable`, by atomic replace
+/// and a directory fsync; otherwise in place, without a sync. Taken under the idempotent
+/// lock, so every idempotent batch below that offset is in it and none past it.
 fn write_snapshot(
     backend: &dyn IoBackend,
     producers: &Mutex<ProducerStates>,
@@ -815,7 +822,7 @@ fn write_snapshot(
     if durable {
         write_atomic(backend, &Partition::snapshot_path(log), &bytes)?;
     } else {
-        strata_storage::io::write_file_atomic_unsynced(
+        strata_storage::io::overwrite_file_unsynced(
             backend,
             &Partition::snapshot_path(log),
             &bytes,

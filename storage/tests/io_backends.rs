@@ -208,6 +208,33 @@ mod io_backends {
     }
 
     #[test]
+    fn given_a_file_overwritten_in_place_then_it_holds_exactly_the_new_bytes_created_or_not() {
+        use strata_storage::io::overwrite_file_unsynced;
+        for (name, backend) in backends() {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("checkpoint");
+            // None yet: created.
+            overwrite_file_unsynced(backend.as_ref(), &path, b"a longer first version").unwrap();
+            assert_eq!(read(&path), b"a longer first version", "backend {name}");
+            let ino = || std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(&path).unwrap());
+            let first = ino();
+            // Shorter: the old tail is cut, nothing of it stays behind the new bytes.
+            overwrite_file_unsynced(backend.as_ref(), &path, b"short").unwrap();
+            assert_eq!(read(&path), b"short", "backend {name}");
+            // Longer again: grows.
+            overwrite_file_unsynced(backend.as_ref(), &path, b"longer than short").unwrap();
+            assert_eq!(read(&path), b"longer than short", "backend {name}");
+            // In place: the same file (inode), no temporary left.
+            assert_eq!(ino(), first, "backend {name}: overwritten, not replaced");
+            let names: Vec<_> = std::fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            assert_eq!(names, ["checkpoint"], "backend {name}");
+        }
+    }
+
+    #[test]
     fn given_each_choice_when_selected_then_the_kind_matches_or_io_uring_is_unsupported() {
         assert_eq!(
             select_backend(BackendChoice::Plain).unwrap().kind(),

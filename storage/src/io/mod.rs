@@ -239,7 +239,20 @@ pub trait DirectWaker: Send + Sync {
 /// garbage). The rename is durable once the caller syncs the directory, which callers that
 /// replace several files do once for all of them.
 pub fn write_file_atomic(backend: &dyn IoBackend, path: &Path, bytes: &[u8]) -> crate::Result<()> {
-    replace_file(backend, path, bytes, true)
+    use crate::error::{Error, IoContext};
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(crate::log::name::TMP_SUFFIX);
+    let tmp = std::path::PathBuf::from(tmp);
+    match backend.remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io("remove", tmp, e)),
+    }
+    let f = backend.create_new(&tmp).ctx("create", &tmp)?;
+    f.write_all_at_and_sync(&[bytes], 0).ctx("write", &tmp)?;
+    drop(f);
+    backend.rename(&tmp, path).ctx("rename", &tmp)?;
+    Ok(())
 }
 
 /// Reads a small file the engine keeps beside its segments, never more than `max` bytes:
@@ -265,41 +278,31 @@ pub fn read_small_file(
     Ok(Some(Ok(bytes)))
 }
 
-/// [`write_file_atomic`] without the `fdatasync` of the new file, for files whose reader checks
-/// them (a CRC) and falls back to what the log itself says when they do not check out: after a
-/// crash the name holds the old file, the new one whole, or a new one cut short or empty, never
-/// a mix that passes. The rename still needs a directory fsync to be durable (the caller's).
-pub fn write_file_atomic_unsynced(
+/// Overwrites `path` in place with `bytes` (creating it if there is none), without any sync, for
+/// files whose reader checks them (a CRC over an exact length) and falls back to what the log
+/// itself says when they do not check out: after a crash the file holds the old bytes, the new
+/// ones, or a mix or a cut that fails the check, never a mix that passes (the new bytes are
+/// written first and the file cut to their length after, so a crash in between leaves the old
+/// file's tail behind the new bytes, which no such check accepts). No temporary file and no
+/// rename: a clean stop writes thousands of these, and on ext4 each new inode, and each rename
+/// over a file (which starts the renamed file's writeback), cost an order of magnitude more than
+/// overwriting a file in place (PERFORMANCE.md, "The house"). A directory entry the call created
+/// is durable once the caller syncs the directory.
+pub fn overwrite_file_unsynced(
     backend: &dyn IoBackend,
     path: &Path,
     bytes: &[u8],
-) -> crate::Result<()> {
-    replace_file(backend, path, bytes, false)
-}
-
-fn replace_file(
-    backend: &dyn IoBackend,
-    path: &Path,
-    bytes: &[u8],
-    sync: bool,
 ) -> crate::Result<()> {
     use crate::error::{Error, IoContext};
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(crate::log::name::TMP_SUFFIX);
-    let tmp = std::path::PathBuf::from(tmp);
-    match backend.remove_file(&tmp) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(Error::io("remove", tmp, e)),
-    }
-    let f = backend.create_new(&tmp).ctx("create", &tmp)?;
-    if sync {
-        f.write_all_at_and_sync(&[bytes], 0).ctx("write", &tmp)?;
-    } else {
-        f.write_all_at(&[bytes], 0).ctx("write", &tmp)?;
-    }
-    drop(f);
-    backend.rename(&tmp, path).ctx("rename", &tmp)?;
+    let f = match backend.open_writable(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            backend.create_new(path).ctx("create", path)?
+        }
+        Err(e) => return Err(Error::io("open", path, e)),
+    };
+    f.write_all_at(&[bytes], 0).ctx("write", path)?;
+    f.set_len(bytes.len() as u64).ctx("truncate", path)?;
     Ok(())
 }
 

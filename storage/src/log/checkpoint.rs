@@ -117,26 +117,28 @@ pub fn read(dir: &Path) -> Result<Option<Checkpoint>> {
     }
 }
 
-/// Writes `cp` durably by atomic replace.
-/// [`write`] without the `fdatasync` of the new file, for the clean close, whose data files are
-/// synced before it: a checkpoint a crash leaves cut short fails its CRC and is ignored (the
-/// next open scans every segment); whole, it is exactly what was written. The directory fsync
-/// that makes the rename durable still comes last.
-/// `dir_sync: false` leaves the directory fsync to the caller (who syncs the whole file system
-/// once for thousands of logs: [`IoBackend::sync_filesystem`]).
+/// [`write`] without syncing the new bytes, for the clean close, whose data files are synced
+/// before it: the file is overwritten in place ([`crate::io::overwrite_file_unsynced`]), and a
+/// checkpoint a crash leaves torn fails its CRC and is ignored (the next open scans every
+/// segment); whole, it is exactly what was written, or the one before, which the log's first
+/// write since its open made unclean (the next open then recovers, losing nothing).
+/// `dir_sync: true` fsyncs the directory after (the file's name, should this call have created
+/// it); `false` leaves it to the caller, who syncs the whole file system once for thousands of
+/// logs ([`IoBackend::sync_filesystem`], which also writes the new bytes).
 pub fn write_unsynced(
     backend: &dyn IoBackend,
     dir: &Path,
     cp: &Checkpoint,
     dir_sync: bool,
 ) -> Result<()> {
-    crate::io::write_file_atomic_unsynced(backend, &dir.join(FILE_NAME), &cp.encode())?;
+    crate::io::overwrite_file_unsynced(backend, &dir.join(FILE_NAME), &cp.encode())?;
     if dir_sync {
         backend.sync_dir(dir).ctx("fsync dir", dir)?;
     }
     Ok(())
 }
 
+/// Writes `cp` durably by atomic replace.
 pub fn write(backend: &dyn IoBackend, dir: &Path, cp: &Checkpoint) -> Result<()> {
     crate::io::write_file_atomic(backend, &dir.join(FILE_NAME), &cp.encode())?;
     backend.sync_dir(dir).ctx("fsync dir", dir)

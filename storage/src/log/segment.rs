@@ -390,13 +390,14 @@ impl Segment {
         crate::io::write_file_atomic(backend, &self.time_index_path, &tidx)
     }
 
-    /// [`Segment::write_index_files`] without syncing them (a clean close: an index file a
-    /// crash leaves cut short fails its CRC, and the segment is walked instead).
+    /// Writes both index files in place without syncing them (a clean close: an index file a
+    /// crash leaves torn fails its CRC, and the segment is walked instead). They exist from
+    /// the segment's creation ([`create_index_files`]), so this creates nothing.
     pub fn write_index_files_unsynced(&self, backend: &dyn IoBackend) -> Result<()> {
         let idx = self.index.read().encode(self.base_offset);
         let tidx = self.time_index.read().encode(self.base_offset);
-        crate::io::write_file_atomic_unsynced(backend, &self.index_path, &idx)?;
-        crate::io::write_file_atomic_unsynced(backend, &self.time_index_path, &tidx)
+        crate::io::overwrite_file_unsynced(backend, &self.index_path, &idx)?;
+        crate::io::overwrite_file_unsynced(backend, &self.time_index_path, &tidx)
     }
 
     /// Largest timestamp for retention: the newest batch timestamp, or the file's modification
@@ -412,6 +413,25 @@ impl Segment {
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map_or(i64::MAX, |d| d.as_millis() as i64)
     }
+}
+
+/// Creates a new segment's two index files, valid and empty (unsynced: the segment's directory
+/// fsync covers their names, and an empty index is what a crash may leave of any index file the
+/// close or the seal had not written yet, which recovery rebuilds). Kafka creates a segment's
+/// index files with it too. Done when the segment is created, so that the clean close, which
+/// may close thousands of logs at once, overwrites them in place instead of creating them
+/// (FORMAT.md §6).
+pub(crate) fn create_index_files(backend: &dyn IoBackend, dir: &Path, base: u64) -> Result<()> {
+    crate::io::overwrite_file_unsynced(
+        backend,
+        &segment_path(dir, base, FileKind::Index),
+        &OffsetIndex::new().encode(base),
+    )?;
+    crate::io::overwrite_file_unsynced(
+        backend,
+        &segment_path(dir, base, FileKind::TimeIndex),
+        &TimeIndex::new().encode(base),
+    )
 }
 
 /// What a read asks for: the batch that holds `offset` and those after it, up to `max_bytes`

@@ -698,6 +698,11 @@ impl Verifier<'_, '_> {
             return Ok(None);
         };
         let bytes = std::fs::read(path).with_context(|| show(path))?;
+        if bytes.is_empty() && !sealed {
+            // Created with the segment and not written yet, as a power cut leaves it
+            // (FORMAT.md §4): the same as no file, which recovery rebuilds.
+            return Ok(None);
+        }
         match index::check_file(kind, base, &bytes) {
             Ok(body) => Ok(Some(body.to_vec())),
             Err(e) => {

@@ -194,6 +194,7 @@ pub(crate) fn recover(
         let base = cp.map_or(0, |c| c.log_end_offset);
         let path = name::segment_path(dir, base, FileKind::Log);
         drop(backend.create_new(&path).ctx("create segment", &path)?);
+        super::super::segment::create_index_files(backend, dir, base)?;
         backend.sync_dir(dir).ctx("fsync dir", dir)?;
         listing.logs.insert(base, 0);
     }

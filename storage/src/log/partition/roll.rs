@@ -114,6 +114,7 @@ impl Inner {
             .backend
             .create_new(&path)
             .ctx("create segment", &path)?;
+        super::super::segment::create_index_files(self.backend.as_ref(), &self.dir, base)?;
         let step = self.pace.lock().next(std::time::Instant::now());
         Ok(open_active(
             &self.dir,
