@@ -109,3 +109,42 @@ fn given_deleted_records_when_the_disk_forgets_unsynced_writes_at_every_operatio
         }
     }
 }
+
+#[test]
+fn given_a_log_start_past_what_a_power_cut_left_of_the_log_when_reopened_then_the_log_starts_at_its_end()
+ {
+    // DeleteRecords makes the new start durable at once; the records it passed may not have
+    // been (flush never). After a power cut that took them the log starts where it now ends,
+    // and says so on disk.
+    // One segment: a roll's seal would sync what this test leaves unsynced.
+    let config = LogConfig {
+        segment_bytes: 1 << 20,
+        ..small_config()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let disk = ForgetfulBackend::wrapping(backend());
+    let log = PartitionLog::open(dir.path(), config, Arc::new(disk.clone())).unwrap();
+    fill(&log, 20);
+    log.sync().unwrap();
+    for b in 20..30 {
+        log.append_batch(numbered_batch(b, 4, 300, 1_000 + b as i64))
+            .unwrap();
+    }
+    assert_eq!(log.delete_records_before(100).unwrap(), 100);
+    drop(log);
+    disk.crash(TornMode::Clean);
+    let log = open(dir.path(), config);
+    assert_eq!(log.log_end_offset(), 80, "the unsynced records are gone");
+    assert_eq!(log.log_start_offset(), 80);
+    assert!(read_all(&log, 80).is_empty());
+    // Records appended now, past the old start's offset, are not deleted by it on the next
+    // open: the start on disk was moved back with the log.
+    for b in 20..30 {
+        log.append_batch(numbered_batch(b, 4, 300, 1_000 + b as i64))
+            .unwrap();
+    }
+    log.close().unwrap();
+    let log = open(dir.path(), config);
+    assert_eq!(log.log_start_offset(), 80);
+    assert_eq!(read_all(&log, 80).len(), 10);
+}

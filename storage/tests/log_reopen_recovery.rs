@@ -189,6 +189,46 @@ fn given_rolled_segments_a_crash_caught_before_their_seal_when_reopened_then_the
 }
 
 #[test]
+fn given_a_rolled_segment_cut_short_and_only_an_empty_segment_after_it_in_the_same_boot_when_reopened_then_it_is_a_crash_tail()
+ {
+    // In the same boot the only tail a crash leaves is a batch cut short by a write that never
+    // finished, with nothing written after it: here the last batch of a rolled segment whose
+    // roll already created the next, still empty, segment. That is a crash tail (cut, and the
+    // empty segment after it goes), not damage.
+    use strata_storage::log::checkpoint::{Checkpoint, FILE_NAME};
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), small_config());
+    let sent = fill(&log, 150);
+    log.roll().unwrap();
+    log.wait_for_seals().unwrap();
+    let segs = log.segments();
+    drop(log); // a crash of the process
+    let empty = segs.last().unwrap();
+    assert_eq!(empty.size, 0);
+    let cut = &segs[segs.len() - 2];
+    let f = OpenOptions::new().write(true).open(&cut.path).unwrap();
+    f.set_len(cut.size - 10).unwrap();
+    drop(f);
+    // As if the seal of the cut segment had not run: the recovery point is its base.
+    let cp = Checkpoint {
+        clean: false,
+        recovery_point: cut.base_offset,
+        log_end_offset: 0,
+        active_segment_len: 0,
+    };
+    std::fs::write(dir.path().join(FILE_NAME), cp.encode()).unwrap();
+
+    let log = open(dir.path(), small_config());
+    let r = log.recovery_report().clone();
+    assert_eq!(r.truncated.len(), 1, "{r:?}");
+    assert_eq!(r.truncated[0].0, cut.path);
+    let got = read_all(&log, 0);
+    assert_eq!(got.len(), sent.len() - 1, "every batch but the cut one");
+    assert_same(&got, &sent[..sent.len() - 1]);
+    assert_eq!(log.log_end_offset(), cut.next_offset - 4);
+}
+
+#[test]
 fn given_a_torn_tail_when_reopened_then_it_is_truncated_and_every_whole_batch_survives() {
     let dir = tempfile::tempdir().unwrap();
     let log = open(dir.path(), small_config());

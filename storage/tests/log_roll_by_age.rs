@@ -31,6 +31,46 @@ fn given_segment_ms_when_the_active_segment_gets_older_then_the_next_append_roll
 }
 
 #[test]
+fn given_a_reopened_log_with_data_in_its_active_segment_when_segment_ms_passes_then_the_next_append_rolls()
+ {
+    // The age of a reopened active segment that holds data counts from the open (its first
+    // append's time is not on disk); an empty one starts counting at its first append.
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        segment_ms: Some(Duration::from_millis(1000)),
+        segment_bytes: 1 << 20,
+        ..small_config()
+    };
+    let log = open(dir.path(), config);
+    log.append_batch(numbered_batch(0, 1, 10, 0)).unwrap();
+    log.close().unwrap();
+    let log = open(dir.path(), config);
+    std::thread::sleep(Duration::from_millis(1100));
+    let info = log.append_batch(numbered_batch(1, 1, 10, 0)).unwrap();
+    let segs = log.segments();
+    assert_eq!(segs.len(), 2, "{segs:?}");
+    assert_eq!(segs[1].base_offset, info.base_offset);
+}
+
+#[test]
+fn given_a_log_opened_empty_when_segment_ms_passes_before_its_first_append_then_the_segment_ages_from_that_append()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        segment_ms: Some(Duration::from_millis(1000)),
+        segment_bytes: 1 << 20,
+        ..small_config()
+    };
+    let log = open(dir.path(), config);
+    log.close().unwrap();
+    let log = open(dir.path(), config);
+    std::thread::sleep(Duration::from_millis(1100));
+    log.append_batch(numbered_batch(0, 1, 10, 0)).unwrap();
+    log.append_batch(numbered_batch(1, 1, 10, 0)).unwrap();
+    assert_eq!(log.segments().len(), 1, "{:?}", log.segments());
+}
+
+#[test]
 fn given_a_retention_check_interval_when_segments_expire_then_the_background_thread_deletes_them() {
     let dir = tempfile::tempdir().unwrap();
     let config = LogConfig {
