@@ -66,13 +66,15 @@ fn given_hundreds_of_logs_then_threads_are_fixed_and_idle_logs_hold_no_descripto
         fds()
     );
 
-    // Every log written and read: each opens its files...
+    // Every log written and read: each opens its files, checked right after its write (the
+    // sweep closes only files left unused through two of its passes, and writing all of them
+    // on a loaded machine can take longer than that)...
     for (i, log) in logs.iter().enumerate() {
         log.append_batch(numbered_batch(i as u64, 2, 100, i as i64))
             .unwrap();
         assert_eq!(read_all(log, 0).len(), 1);
+        assert!(log.open_files() > 0, "log {i}: the write opened its files");
     }
-    assert!(fds() >= fds_before + LOGS, "writes opened files");
     assert!(threads() <= threads_before, "writes added no thread");
     // ...and the idle sweep closes them once nobody uses them (after a sync).
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -123,3 +123,117 @@ fn given_retention_deleted_segments_when_reopened_then_log_start_stays_where_ret
     assert_eq!(log.log_start_offset(), start);
     assert_eq!(log.log_end_offset(), 200);
 }
+
+/// A backend whose `open_writable` of one file, from any thread but the test's, waits until the
+/// test lets it go: it holds a seal at its first step while the test runs retention.
+#[derive(Debug)]
+struct HeldOpen {
+    inner: std::sync::Arc<dyn strata_storage::io::IoBackend>,
+    path: std::path::PathBuf,
+    test_thread: std::thread::ThreadId,
+    /// (entered, released)
+    gate: std::sync::Arc<(parking_lot::Mutex<(bool, bool)>, parking_lot::Condvar)>,
+}
+
+impl strata_storage::io::IoBackend for HeldOpen {
+    fn kind(&self) -> strata_storage::io::BackendKind {
+        self.inner.kind()
+    }
+    fn create_new(
+        &self,
+        path: &std::path::Path,
+    ) -> std::io::Result<Box<dyn strata_storage::io::WritableFile>> {
+        self.inner.create_new(path)
+    }
+    fn open_writable(
+        &self,
+        path: &std::path::Path,
+    ) -> std::io::Result<Box<dyn strata_storage::io::WritableFile>> {
+        if path == self.path && std::thread::current().id() != self.test_thread {
+            let (lock, cv) = &*self.gate;
+            let mut g = lock.lock();
+            g.0 = true;
+            cv.notify_all();
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while !g.1 && std::time::Instant::now() < deadline {
+                cv.wait_until(&mut g, deadline);
+            }
+        }
+        self.inner.open_writable(path)
+    }
+    fn open_direct(
+        &self,
+        path: &std::path::Path,
+    ) -> std::io::Result<Box<dyn strata_storage::io::DirectFile>> {
+        self.inner.open_direct(path)
+    }
+    fn rename(&self, from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+        self.inner.rename(from, to)
+    }
+    fn remove_file(&self, path: &std::path::Path) -> std::io::Result<()> {
+        self.inner.remove_file(path)
+    }
+    fn create_dir_all(&self, path: &std::path::Path) -> std::io::Result<()> {
+        self.inner.create_dir_all(path)
+    }
+    fn sync_dir(&self, dir: &std::path::Path) -> std::io::Result<()> {
+        self.inner.sync_dir(dir)
+    }
+}
+
+#[test]
+fn given_a_rolled_segment_retention_deletes_before_its_seal_runs_then_the_seal_skips_it_and_the_log_serves_on()
+ {
+    // Retention deletes every segment but the active one, a rolled one still waiting for its
+    // seal too. The seal then finds nothing to seal: the log must not take the missing file
+    // for a failed disk.
+    let dir = tempfile::tempdir().unwrap();
+    let config = small_config();
+    let log = open(dir.path(), config);
+    for b in 0..5 {
+        log.append_batch(numbered_batch(b, 2, 200, 0)).unwrap();
+    }
+    log.close().unwrap();
+    // Reopened, the active segment's file is not open: its seal opens it, and waits there.
+    let gate = std::sync::Arc::new((
+        parking_lot::Mutex::new((false, false)),
+        parking_lot::Condvar::new(),
+    ));
+    let backend = std::sync::Arc::new(HeldOpen {
+        inner: backend(),
+        path: strata_storage::log::name::segment_path(
+            dir.path(),
+            0,
+            strata_storage::log::name::FileKind::Log,
+        ),
+        test_thread: std::thread::current().id(),
+        gate: gate.clone(),
+    });
+    let log = strata_storage::log::PartitionLog::open(dir.path(), config, backend).unwrap();
+    log.roll().unwrap();
+    {
+        let (lock, cv) = &*gate;
+        let mut g = lock.lock();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !g.0 {
+            assert!(std::time::Instant::now() < deadline, "the seal never ran");
+            cv.wait_until(&mut g, deadline);
+        }
+    }
+    // (What retention by time or size and DeleteRecords do to whole segments.)
+    let r = log.delete_segments_before(10).unwrap();
+    assert_eq!(r.segments_deleted, 1, "{r:?}");
+    {
+        let (lock, cv) = &*gate;
+        lock.lock().1 = true;
+        cv.notify_all();
+    }
+    log.wait_for_seals()
+        .unwrap_or_else(|e| panic!("the seal of a deleted segment failed the log: {e}"));
+    log.append_batch(numbered_batch(5, 2, 200, 0)).unwrap();
+    assert_eq!(read_all(&log, 10).len(), 1);
+    log.close().unwrap();
+    let log = open(dir.path(), config);
+    assert_eq!(log.log_start_offset(), 10);
+    assert_eq!(read_all(&log, 10).len(), 1);
+}

@@ -276,10 +276,17 @@ impl Inner {
     /// checkpoint that moves the recovery point to the next segment.
     fn seal(&self, job: &SealJob) -> Result<()> {
         let seg = &job.segment;
-        let w = seg.writer()?;
-        w.set_len(job.len).ctx("truncate", &seg.log_path)?;
-        w.sync_data().ctx("fdatasync", &seg.log_path)?;
-        drop(w);
+        match seg.writer() {
+            Ok(w) => {
+                w.set_len(job.len).ctx("truncate", &seg.log_path)?;
+                w.sync_data().ctx("fdatasync", &seg.log_path)?;
+            }
+            // Retention deletes every segment but the active one, a rolled one whose seal has
+            // not run yet too (it unlists a segment before it removes its files): if its file
+            // is gone, so is everything there was to seal.
+            Err(_) if !self.is_listed(seg.base_offset) => {}
+            Err(e) => return Err(e),
+        }
         // The sealed segment is read through its sealed view: its write handles can go.
         seg.release_files();
         // Seals run in roll order, so everything up to this segment's end is now durable.
@@ -288,12 +295,7 @@ impl Inner {
         // Held from the check to the checkpoint, so retention cannot delete the segment in
         // between and leave its index files orphaned.
         let _g = self.maintenance.lock();
-        let still_listed = self
-            .segments
-            .read()
-            .iter()
-            .any(|s| s.base_offset == seg.base_offset);
-        if still_listed {
+        if self.is_listed(seg.base_offset) {
             seg.write_index_files(self.backend.as_ref())?;
         }
         self.backend
@@ -310,6 +312,11 @@ impl Inner {
             },
         )?;
         Ok(())
+    }
+
+    /// Whether the segment based at `base` is still in the log (retention has not removed it).
+    fn is_listed(&self, base: u64) -> bool {
+        self.segments.read().iter().any(|s| s.base_offset == base)
     }
 
     /// Blocks until every rolled segment has been sealed (from outside the runtime only).
