@@ -114,8 +114,10 @@ impl Inner {
             inner.wait_for_seals()?;
             let segs: Vec<Arc<Segment>> = inner.segments.read().clone();
             let first_base = segs.first().map_or(0, |s| s.base_offset);
-            // Below the log start offset (Kafka: truncateFullyAndStartAt).
-            if offset <= first_base || offset < inner.start_floor.load(Ordering::Acquire) {
+            // At or below the log start offset (Kafka: truncateFullyAndStartAt). At it too: a
+            // cut removes the whole batch holding the offset, which would leave the log ending
+            // below its start when DeleteRecords moved the start inside a batch.
+            if offset <= first_base || offset <= inner.start_floor.load(Ordering::Acquire) {
                 return inner.restart_at(core, offset).map(|()| offset);
             }
             inner.cut(core, &segs, offset)
