@@ -21,6 +21,20 @@ fn fill(log: &PartitionLog, batches: u64) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// How many segment files (`.log`) `dir` holds.
+fn segment_files(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "log")
+        })
+        .count()
+}
+
 fn assert_same(got: &[(u64, u32, Vec<u8>)], sent: &[Vec<u8>]) {
     assert_eq!(got.len(), sent.len());
     for (i, (base, _, bytes)) in got.iter().enumerate() {
@@ -259,7 +273,7 @@ fn given_a_damaged_header_after_a_sealed_segments_last_index_entry_when_reopened
  {
     let dir = tempfile::tempdir().unwrap();
     let log = open(dir.path(), small_config());
-    fill(&log, 60);
+    fill(&log, 150);
     let first = log.segments()[0].clone();
     let batches: Vec<u64> = read_all(&log, 0)
         .iter()
@@ -298,6 +312,8 @@ fn given_a_damaged_header_after_a_sealed_segments_last_index_entry_when_reopened
         recovery: RecoveryMode::TruncateAtCorruption,
         ..small_config()
     };
+    let before = segment_files(dir.path());
+    assert!(before > 2, "{before} segments");
     let log = PartitionLog::open(dir.path(), config, backend()).unwrap();
     assert_eq!(log.segments().len(), 1);
     assert_eq!(
@@ -305,7 +321,8 @@ fn given_a_damaged_header_after_a_sealed_segments_last_index_entry_when_reopened
         4 * (batches.len() as u64 - 1),
         "every batch before the damaged one survives"
     );
-    assert!(log.recovery_report().segments_removed > 0);
+    assert_eq!(log.recovery_report().segments_removed, before - 1);
+    assert_eq!(segment_files(dir.path()), 1);
     read_all(&log, 0);
 }
 
@@ -344,7 +361,7 @@ fn given_a_damaged_header_inside_a_sealed_segment_when_reopened_then_it_is_not_w
 /// known durable, as after a crash before the first seal finished.
 fn damage_past_the_recovery_point(dir: &std::path::Path) -> (Vec<Vec<u8>>, std::path::PathBuf) {
     let log = open(dir, small_config());
-    let sent = fill(&log, 60);
+    let sent = fill(&log, 150);
     let first = log.segments()[0].clone();
     drop(log);
     std::fs::remove_file(dir.join("checkpoint")).unwrap();
@@ -362,13 +379,16 @@ fn given_damage_past_the_recovery_point_after_a_machine_crash_when_reopened_then
     // A power cut can leave a garbled unsynced tail with good batches after it.
     as_if_rebooted(dir.path());
 
+    let before = segment_files(dir.path());
+    assert!(before > 2, "{before} segments");
     let log = PartitionLog::open(dir.path(), small_config(), backend()).unwrap();
     let r = log.recovery_report().clone();
     assert_eq!(r.truncated.len(), 1, "{r:?}");
     assert_eq!(r.truncated[0].0, first);
     assert!(r.truncated[0].1 <= 500);
     assert!(r.truncated[0].3.contains("CRC"), "{:?}", r.truncated[0].3);
-    assert!(r.segments_removed > 0);
+    assert_eq!(r.segments_removed, before - 1, "{r:?}");
+    assert_eq!(segment_files(dir.path()), 1);
     let kept = read_all(&log, 0);
     assert_same(&kept, &sent[..kept.len()]);
     assert_eq!(log.segments().len(), 1);
