@@ -226,6 +226,41 @@ fn given_a_truncation_at_a_segment_start_or_below_the_log_start_then_whole_segme
 }
 
 #[test]
+fn given_a_truncation_at_the_last_segments_start_or_inside_the_first_batch_then_exactly_the_batches_before_stay()
+ {
+    // The segment before the cut keeps all of its bytes, whatever the sizes of the segments
+    // after it (the last one here holds a single batch).
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = filled(dir.path());
+    log.append_as_leader(numbered_batch(60, 3, 1_000, 60), 3)
+        .unwrap();
+    let all = read_all(&log, 0);
+    let segs = log.segments();
+    let last = segs.last().unwrap();
+    assert!(last.size < segs[segs.len() - 2].size, "{segs:?}");
+    let boundary = last.base_offset;
+    assert_eq!(log.truncate_to(boundary).unwrap(), boundary);
+    assert_eq!(log.segments().len(), segs.len() - 1);
+    assert_eq!(
+        log.segments().last().unwrap().size,
+        segs[segs.len() - 2].size
+    );
+    let kept: Vec<_> = all
+        .iter()
+        .filter(|(b, _, _)| *b < boundary)
+        .cloned()
+        .collect();
+    assert_eq!(read_all(&log, 0), kept);
+    drop(log);
+    let log = open(dir.path(), small_config());
+    assert_eq!(read_all(&log, 0), kept);
+    // Inside the log's very first batch (0..=2): it goes, and the log is empty at 0.
+    assert_eq!(log.truncate_to(2).unwrap(), 0);
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (0, 0));
+    assert!(read_all(&log, 0).is_empty());
+}
+
+#[test]
 fn given_a_reader_holding_the_bytes_a_truncation_cuts_then_the_truncation_waits_for_it() {
     let dir = tempfile::tempdir().unwrap();
     let (log, _) = filled(dir.path());
