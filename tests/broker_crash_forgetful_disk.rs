@@ -252,3 +252,93 @@ fn given_a_clean_stop_then_it_creates_renames_and_removes_no_partition_file_and_
         );
     }
 }
+
+/// A one-record batch of no producer, `len` bytes of value.
+fn plain_batch(len: usize) -> bytes::Bytes {
+    let mut b = BatchBuilder::new(Compression::None);
+    b.push(NewRecord::new(vec![b'x'; len])).unwrap();
+    bytes::Bytes::from(b.build().unwrap())
+}
+
+#[test]
+fn given_an_idempotent_producer_whose_batch_lies_in_an_older_segment_when_the_broker_restarts_cleanly_then_its_retry_is_still_recognized()
+ {
+    // The snapshot the clean stop wrote is as of the log end: the restart trusts it, and
+    // knows the producer whose batches only older segments hold (replaying the last segment
+    // alone would not).
+    let dir = tempfile::tempdir().unwrap();
+    let small: BTreeMap<String, String> = [("segment.bytes".to_string(), "4096".to_string())]
+        .into_iter()
+        .collect();
+    let broker = Broker::open_with_backend(config(dir.path()), backend_from_env()).unwrap();
+    broker.create_topic("t", 1, small, false).unwrap();
+    let t = broker.topic("t").unwrap();
+    let part = broker.partition("t", 0).unwrap();
+    let pid = broker.allocate_producer_id().unwrap();
+    let batch = idempotent_batch("first", pid, 0);
+    let first = broker.produce(&part, &t.config, batch.clone()).unwrap();
+    for _ in 0..20 {
+        broker
+            .produce(&part, &t.config, plain_batch(1_000))
+            .unwrap();
+    }
+    assert!(part.log().unwrap().segments().len() > 2);
+    drop((t, part)); // a partition still held elsewhere is only synced at the stop
+    broker.close().unwrap();
+    drop(broker);
+
+    let broker = Broker::open_with_backend(config(dir.path()), backend_from_env()).unwrap();
+    let t = broker.topic("t").unwrap();
+    let part = broker.partition("t", 0).unwrap();
+    let end = part.log().unwrap().log_end_offset();
+    let again = broker.produce(&part, &t.config, batch).unwrap();
+    assert_eq!(
+        again.base_offset, first.base_offset,
+        "recognized, not appended"
+    );
+    assert_eq!(part.log().unwrap().log_end_offset(), end);
+}
+
+#[test]
+fn given_a_producer_state_snapshot_ahead_of_a_log_that_lost_its_tail_when_the_broker_starts_then_the_lost_batch_is_appended_again()
+ {
+    // A power cut can take the log's unsynced tail and leave a snapshot written after it:
+    // the snapshot then remembers batches the log no longer has, and must not be trusted.
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::open_with_backend(config(dir.path()), backend_from_env()).unwrap();
+    broker.create_topic("t", 1, BTreeMap::new(), false).unwrap();
+    let t = broker.topic("t").unwrap();
+    let part = broker.partition("t", 0).unwrap();
+    let pid = broker.allocate_producer_id().unwrap();
+    broker
+        .produce(&part, &t.config, idempotent_batch("a", pid, 0))
+        .unwrap();
+    let lost = idempotent_batch("b", pid, 1);
+    assert_eq!(
+        broker
+            .produce(&part, &t.config, lost.clone())
+            .unwrap()
+            .base_offset,
+        1
+    );
+    let partition_dir = part.dir().to_path_buf();
+    drop((t, part)); // a partition still held elsewhere is only synced at the stop
+    broker.close().unwrap(); // the snapshot is as of offset 2
+    drop(broker);
+    // The tail the power cut took: the second batch.
+    let log = strata_storage::log::PartitionLog::open(
+        &partition_dir,
+        strata_storage::log::LogConfig::default(),
+        backend_from_env(),
+    )
+    .unwrap();
+    assert_eq!(log.truncate_to(1).unwrap(), 1);
+    log.close().unwrap();
+
+    let broker = Broker::open_with_backend(config(dir.path()), backend_from_env()).unwrap();
+    let t = broker.topic("t").unwrap();
+    let part = broker.partition("t", 0).unwrap();
+    let r = broker.produce(&part, &t.config, lost).unwrap();
+    assert_eq!(r.base_offset, 1, "the lost batch is written again");
+    assert_eq!(part.log().unwrap().log_end_offset(), 2);
+}
