@@ -299,13 +299,12 @@ fn given_an_idempotent_producer_whose_batch_lies_in_an_older_segment_when_the_br
     assert_eq!(part.log().unwrap().log_end_offset(), end);
 }
 
-#[test]
-fn given_a_producer_state_snapshot_ahead_of_a_log_that_lost_its_tail_when_the_broker_starts_then_the_lost_batch_is_appended_again()
- {
-    // A power cut can take the log's unsynced tail and leave a snapshot written after it:
-    // the snapshot then remembers batches the log no longer has, and must not be trusted.
-    let dir = tempfile::tempdir().unwrap();
-    let broker = Broker::open_with_backend(config(dir.path()), backend_from_env()).unwrap();
+/// A stopped broker's data directory whose only partition (`t-0`) has a producer-state
+/// snapshot as of offset 2 and a log that ends at 1: what a power cut that took the log's
+/// unsynced tail, and not the snapshot written after it, leaves. Returns the partition's
+/// directory and the lost batch (sequence 1 of its producer).
+fn snapshot_ahead_of_the_log(dir: &Path) -> (std::path::PathBuf, bytes::Bytes) {
+    let broker = Broker::open_with_backend(config(dir), backend_from_env()).unwrap();
     broker.create_topic("t", 1, BTreeMap::new(), false).unwrap();
     let t = broker.topic("t").unwrap();
     let part = broker.partition("t", 0).unwrap();
@@ -325,7 +324,6 @@ fn given_a_producer_state_snapshot_ahead_of_a_log_that_lost_its_tail_when_the_br
     drop((t, part)); // a partition still held elsewhere is only synced at the stop
     broker.close().unwrap(); // the snapshot is as of offset 2
     drop(broker);
-    // The tail the power cut took: the second batch.
     let log = strata_storage::log::PartitionLog::open(
         &partition_dir,
         strata_storage::log::LogConfig::default(),
@@ -334,11 +332,36 @@ fn given_a_producer_state_snapshot_ahead_of_a_log_that_lost_its_tail_when_the_br
     .unwrap();
     assert_eq!(log.truncate_to(1).unwrap(), 1);
     log.close().unwrap();
+    (partition_dir, lost)
+}
 
+#[test]
+fn given_a_producer_state_snapshot_ahead_of_a_log_that_lost_its_tail_when_the_broker_starts_then_the_lost_batch_is_appended_again()
+ {
+    // The snapshot remembers a batch the log no longer has: it must not be trusted.
+    let dir = tempfile::tempdir().unwrap();
+    let (_, lost) = snapshot_ahead_of_the_log(dir.path());
     let broker = Broker::open_with_backend(config(dir.path()), backend_from_env()).unwrap();
     let t = broker.topic("t").unwrap();
     let part = broker.partition("t", 0).unwrap();
     let r = broker.produce(&part, &t.config, lost).unwrap();
     assert_eq!(r.base_offset, 1, "the lost batch is written again");
     assert_eq!(part.log().unwrap().log_end_offset(), 2);
+}
+
+#[test]
+fn given_a_snapshot_ahead_of_the_log_that_cannot_be_replaced_when_the_broker_starts_then_it_is_removed()
+ {
+    // Kept, it would pass for valid once the log grows past its offset again.
+    let dir = tempfile::tempdir().unwrap();
+    let (partition_dir, _) = snapshot_ahead_of_the_log(dir.path());
+    let snapshot = partition_dir.join("producer-state");
+    assert!(snapshot.exists());
+    let failing = FailingBackend::with_mode(backend_from_env(), FailMode::EveryOp("rename"));
+    let broker = Broker::open_with_backend(config(dir.path()), Arc::new(failing)).unwrap();
+    assert!(
+        !snapshot.exists(),
+        "the snapshot that could not be replaced is gone"
+    );
+    drop(broker);
 }
