@@ -534,8 +534,11 @@ impl Partition {
     }
 
     /// Writes the snapshot once `segment_bytes` have been appended since the last one, so a
-    /// restart after a crash replays at most about one segment of headers. Runs on the
-    /// producing thread, whose response waits for it (one fsync per `segment.bytes`).
+    /// restart after a crash replays at most about one segment of headers and still knows the
+    /// producers whose batches only older segments hold. Durably (atomic replace, directory
+    /// fsync): a snapshot a power cut tore would leave only the last segment to replay, and
+    /// those producers' retries would be appended again. Runs on the producing thread, whose
+    /// response waits for it (two fsyncs per `segment.bytes`).
     pub(super) fn maybe_snapshot(&self, appended: u64, segment_bytes: u64) {
         let total = self.since_snapshot.fetch_add(appended, Ordering::AcqRel) + appended;
         if total < segment_bytes {
@@ -543,13 +546,14 @@ impl Partition {
         }
         self.since_snapshot.store(0, Ordering::Release);
         let Ok(log) = self.log() else { return };
-        if let Err(e) = save_producer_state(
+        if let Err(e) = write_snapshot(
             self.backend.as_ref(),
             &self.producers,
             &self.idempotent,
             &self.snapshot_write,
             &log,
             self.producer_expiration_ms,
+            true,
         ) {
             tracing::warn!(topic = %self.topic, partition = self.index, error = %format!("{e:#}"), "writing the producer-state snapshot failed");
         }
