@@ -71,6 +71,37 @@ fn given_a_log_opened_empty_when_segment_ms_passes_before_its_first_append_then_
 }
 
 #[test]
+fn given_a_truncated_log_when_segment_ms_passes_then_its_active_segment_ages_from_the_truncation_or_its_next_append()
+ {
+    // A truncation that leaves data in the new active segment starts its age then (the time
+    // of its first append is not kept); one that leaves it empty, at its next append.
+    let config = LogConfig {
+        segment_ms: Some(Duration::from_millis(1000)),
+        segment_bytes: 1 << 20,
+        ..small_config()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), config);
+    for b in 0..3 {
+        log.append_batch(numbered_batch(b, 1, 10, 0)).unwrap();
+    }
+    assert_eq!(log.truncate_to(2).unwrap(), 2);
+    std::thread::sleep(Duration::from_millis(1100));
+    log.append_batch(numbered_batch(9, 1, 10, 0)).unwrap();
+    assert_eq!(log.segments().len(), 2, "{:?}", log.segments());
+
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), config);
+    log.append_batch(numbered_batch(0, 3, 10, 0)).unwrap();
+    // Inside the only batch: the log is empty again at 0.
+    assert_eq!(log.truncate_to(1).unwrap(), 0);
+    std::thread::sleep(Duration::from_millis(1100));
+    log.append_batch(numbered_batch(1, 1, 10, 0)).unwrap();
+    log.append_batch(numbered_batch(2, 1, 10, 0)).unwrap();
+    assert_eq!(log.segments().len(), 1, "{:?}", log.segments());
+}
+
+#[test]
 fn given_a_retention_check_interval_when_segments_expire_then_the_background_thread_deletes_them() {
     let dir = tempfile::tempdir().unwrap();
     let config = LogConfig {
