@@ -353,3 +353,18 @@ fn given_a_replicated_log_when_the_high_watermark_is_behind_then_consumer_reads_
     log.append_batch(numbered_batch(0, 3, 10, 0)).unwrap();
     assert_eq!(log.high_watermark(), 3);
 }
+
+#[test]
+fn given_batches_without_timestamps_when_truncated_then_the_active_segment_still_has_no_largest_timestamp()
+ {
+    // (-1: retention by time then uses the file's modification time, as Kafka does.)
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), small_config());
+    for n in 0..10u64 {
+        // One record each: its batch's largest timestamp is then -1 too.
+        log.append_batch(numbered_batch(n, 1, 10, -1)).unwrap();
+    }
+    assert_eq!(log.segments().last().unwrap().max_timestamp, -1);
+    assert_eq!(log.truncate_to(5).unwrap(), 5);
+    assert_eq!(log.segments().last().unwrap().max_timestamp, -1);
+}
