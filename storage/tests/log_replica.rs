@@ -368,3 +368,20 @@ fn given_batches_without_timestamps_when_truncated_then_the_active_segment_still
     assert_eq!(log.truncate_to(5).unwrap(), 5);
     assert_eq!(log.segments().last().unwrap().max_timestamp, -1);
 }
+
+#[test]
+fn given_a_truncation_inside_the_active_segment_then_its_largest_timestamp_is_that_of_the_batches_kept()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), small_config());
+    for n in 0..40u64 {
+        log.append_batch(numbered_batch(n, 1, 100, 1_000 + n as i64))
+            .unwrap();
+    }
+    let active = log.segments().last().unwrap().clone();
+    let cut = active.base_offset + (active.next_offset - active.base_offset) / 2 + 1;
+    assert_eq!(log.truncate_to(cut).unwrap(), cut);
+    let seg = log.segments().last().unwrap().clone();
+    assert_eq!(seg.base_offset, active.base_offset);
+    assert_eq!(seg.max_timestamp, 1_000 + cut as i64 - 1);
+}
