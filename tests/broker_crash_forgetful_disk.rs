@@ -283,9 +283,22 @@ fn given_an_idempotent_producer_whose_batch_lies_in_an_older_segment_when_the_br
             .unwrap();
     }
     assert!(part.log().unwrap().segments().len() > 2);
+    // Past the last periodic snapshot (one per segment.bytes appended).
+    broker.produce(&part, &t.config, plain_batch(10)).unwrap();
+    let (partition_dir, log_end) = (
+        part.dir().to_path_buf(),
+        part.log().unwrap().log_end_offset(),
+    );
     drop((t, part)); // a partition still held elsewhere is only synced at the stop
     broker.close().unwrap();
     drop(broker);
+    // The stop wrote the snapshot as of the log end: the next start reads no batch.
+    let (end, states) = strata_storage::log::producer_state::read(&partition_dir)
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(end, log_end);
+    assert_eq!(states.producers().len(), 1);
 
     let broker = Broker::open_with_backend(config(dir.path()), backend_from_env()).unwrap();
     let t = broker.topic("t").unwrap();
