@@ -87,4 +87,16 @@ mod tests {
         let next = b.allocate().unwrap();
         assert!(first.iter().all(|id| *id < next), "{first:?} then {next}");
     }
+
+    #[test]
+    fn an_unreadable_file_is_an_error_not_a_fresh_start() {
+        // Starting again at 0 would hand out ids already given.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("producer-ids")).unwrap();
+        let opened = ProducerIdAllocator::open(
+            dir.path(),
+            std::sync::Arc::new(strata_storage::io::plain::PlainBackend::new()),
+        );
+        assert!(opened.is_err());
+    }
 }

@@ -385,3 +385,21 @@ fn given_a_truncation_inside_the_active_segment_then_its_largest_timestamp_is_th
     assert_eq!(seg.base_offset, active.base_offset);
     assert_eq!(seg.max_timestamp, 1_000 + cut as i64 - 1);
 }
+
+#[test]
+fn given_the_largest_timestamp_before_the_last_index_entry_when_truncated_after_it_then_the_segment_keeps_it()
+ {
+    // Timestamps that fall: the largest is the first batch's, which the time index holds; the
+    // batches walked after the last index entry are all older.
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), small_config());
+    for n in 0..40u64 {
+        log.append_batch(numbered_batch(n, 1, 100, 100_000 - n as i64))
+            .unwrap();
+    }
+    let active = log.segments().last().unwrap().clone();
+    let cut = active.next_offset - 1;
+    assert_eq!(log.truncate_to(cut).unwrap(), cut);
+    let seg = log.segments().last().unwrap().clone();
+    assert_eq!(seg.max_timestamp, 100_000 - active.base_offset as i64);
+}
