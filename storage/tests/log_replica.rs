@@ -403,3 +403,43 @@ fn given_the_largest_timestamp_before_the_last_index_entry_when_truncated_after_
     let seg = log.segments().last().unwrap().clone();
     assert_eq!(seg.max_timestamp, 100_000 - active.base_offset as i64);
 }
+
+#[test]
+fn given_a_truncation_after_a_timestamp_peak_when_more_is_appended_then_lookups_by_that_timestamp_still_find_it()
+ {
+    // The new active segment's writer carries the peak (and its offset) into the time-index
+    // entries it adds after the truncation.
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), small_config());
+    for n in 0..20u64 {
+        log.append_batch(numbered_batch(n, 1, 100, 1_000 + n as i64))
+            .unwrap();
+    }
+    log.roll().unwrap();
+    let base = log.log_end_offset();
+    for n in 0..2u64 {
+        log.append_batch(numbered_batch(100 + n, 1, 100, 2_000))
+            .unwrap();
+    }
+    let peak = log
+        .append_batch(numbered_batch(200, 1, 100, 900_000))
+        .unwrap()
+        .base_offset;
+    assert_eq!(peak, base + 2);
+    for n in 0..30u64 {
+        log.append_batch(numbered_batch(300 + n, 1, 100, 2_100))
+            .unwrap();
+    }
+    let end = log.log_end_offset();
+    assert_eq!(log.truncate_to(end - 1).unwrap(), end - 1);
+    for n in 0..30u64 {
+        log.append_batch(numbered_batch(400 + n, 1, 100, 2_200))
+            .unwrap();
+    }
+    assert_eq!(log.offset_for_timestamp(900_000).unwrap(), Some(peak));
+    assert_eq!(log.max_timestamp_offset().unwrap(), Some((900_000, peak)));
+    // And after the index files are written and read back.
+    log.close().unwrap();
+    let log = open(dir.path(), small_config());
+    assert_eq!(log.offset_for_timestamp(900_000).unwrap(), Some(peak));
+}
