@@ -78,6 +78,7 @@ mod tests {
         )
         .unwrap();
         let first: Vec<i64> = (0..3).map(|_| a.allocate().unwrap()).collect();
+        assert_eq!(first, [0, 1, 2], "distinct, in order");
         drop(a);
         let b = ProducerIdAllocator::open(
             dir.path(),
