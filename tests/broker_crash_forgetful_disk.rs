@@ -449,3 +449,48 @@ fn given_an_idempotent_batch_megabytes_past_the_snapshot_when_the_broker_restart
     assert_eq!(again.base_offset, 3, "recognized, not appended");
     assert_eq!(part.log().unwrap().log_end_offset(), 4);
 }
+
+#[test]
+fn given_a_full_disk_when_a_commit_fails_then_the_offsets_log_heals_once_writes_fit_and_keeps_every_acknowledged_commit()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let failing = FailingBackend::counting(backend_from_env());
+    let broker = Broker::open_with_backend(config(dir.path()), Arc::new(failing.clone())).unwrap();
+    // (Offsets of a topic that does not exist are forgotten at the next start.)
+    broker.create_topic("t", 2, BTreeMap::new(), false).unwrap();
+    let commit = |broker: &Broker, p: i32, offset: i64| {
+        let c = Committed {
+            offset,
+            leader_epoch: -1,
+            metadata: None,
+            commit_timestamp: 1,
+        };
+        broker
+            .groups
+            .offsets
+            .commit(vec![(("g".to_string(), "t".to_string(), p), c)], |_, _| {
+                true
+            })
+    };
+    let get = |broker: &Broker, p: i32| {
+        broker
+            .groups
+            .offsets
+            .get(&("g".to_string(), "t".to_string(), p))
+            .map(|c| c.offset)
+    };
+    commit(&broker, 0, 5).unwrap();
+    failing.set_mode(FailMode::DiskFull);
+    assert!(commit(&broker, 1, 7).is_err(), "the disk is full");
+    // Still full: the health pass cannot reopen it, and commits keep failing.
+    broker.heal();
+    assert!(commit(&broker, 1, 7).is_err());
+    // Room again: the next pass reopens the offsets log, and commits are taken again.
+    failing.heal();
+    broker.heal();
+    commit(&broker, 1, 7).unwrap();
+    assert_eq!((get(&broker, 0), get(&broker, 1)), (Some(5), Some(7)));
+    drop(broker);
+    let broker = Broker::open_with_backend(config(dir.path()), backend_from_env()).unwrap();
+    assert_eq!((get(&broker, 0), get(&broker, 1)), (Some(5), Some(7)));
+}

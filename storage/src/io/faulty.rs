@@ -49,6 +49,10 @@ pub enum FailMode {
     /// are those listed above), everything else succeeds: a file system that refuses one kind
     /// of call, such as `fallocate` on a full disk.
     EveryOp(&'static str),
+    /// Every data write (`write_all_at`, `write_all_at_and_sync`, `direct_write`) fails as on
+    /// a full disk (`ErrorKind::StorageFull`, which the engine treats as `ENOSPC`), everything
+    /// else succeeds.
+    DiskFull,
     /// Nothing fails: counts the operations of a workload.
     Never,
 }
@@ -116,14 +120,27 @@ impl FailState {
             FailMode::OnlyNth(n) => index == n,
             FailMode::SyncsAfterN(n) => class == OpClass::Sync && sync_index >= n,
             FailMode::EveryOp(name) => op == name,
+            FailMode::DiskFull => {
+                matches!(
+                    op,
+                    "write_all_at" | "write_all_at_and_sync" | "direct_write"
+                )
+            }
             FailMode::Never => false,
         };
         if fail {
             self.injected += 1;
-            Err(io::Error::other(InjectedFailure {
-                after_ops: index,
-                op,
-            }))
+            let kind = match self.mode {
+                FailMode::DiskFull => io::ErrorKind::StorageFull,
+                _ => io::ErrorKind::Other,
+            };
+            Err(io::Error::new(
+                kind,
+                InjectedFailure {
+                    after_ops: index,
+                    op,
+                },
+            ))
         } else {
             Ok(())
         }
