@@ -367,6 +367,10 @@ fn given_batches_without_timestamps_when_truncated_then_the_active_segment_still
     assert_eq!(log.segments().last().unwrap().max_timestamp, -1);
     assert_eq!(log.truncate_to(5).unwrap(), 5);
     assert_eq!(log.segments().last().unwrap().max_timestamp, -1);
+    // Emptied and started again elsewhere, likewise.
+    log.truncate_fully_and_start_at(100).unwrap();
+    log.append_batch(numbered_batch(10, 1, 10, -1)).unwrap();
+    assert_eq!(log.segments().last().unwrap().max_timestamp, -1);
 }
 
 #[test]
