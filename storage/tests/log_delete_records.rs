@@ -42,6 +42,13 @@ fn given_deleted_records_then_reads_below_are_out_of_range_and_the_start_survive
         Err(Error::OffsetOutOfRange { .. })
     ));
     assert_eq!(log.log_start_offset(), 250);
+    // Up to the end itself is allowed (Kafka: at most the high watermark), on a copy.
+    let other = tempfile::tempdir().unwrap();
+    let copy = open(other.path(), small_config());
+    fill(&copy, 10);
+    assert_eq!(copy.delete_records_before(40).unwrap(), 40);
+    assert_eq!((copy.log_start_offset(), copy.log_end_offset()), (40, 40));
+    drop(copy);
     // Nothing deleted from disk yet; the next retention pass removes whole segments below 250.
     assert_eq!(log.segments().len(), segments);
     log.wait_for_seals().unwrap();
