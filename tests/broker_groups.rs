@@ -553,6 +553,11 @@ fn given_many_commits_when_the_offsets_log_outgrows_its_limit_then_it_is_compact
     let mut b = Broker::start_in(tmp.path(), &settings);
     let mut c = b.client();
     create_topic(&mut c, "t", 4, &[]);
+    // Committed once, before everything compaction drops: only its snapshots keep it.
+    assert_eq!(
+        commit(&mut c, "early", -1, "", &[("t", 2, 42, Some("once"))]),
+        vec![0]
+    );
     let mut max_seen = 0;
     for i in 0..1500i64 {
         let p = (i % 4) as i32;
@@ -583,6 +588,11 @@ fn given_many_commits_when_the_offsets_log_outgrows_its_limit_then_it_is_compact
         fetch_offsets(&mut c, "g", &parts),
         want,
         "restored from the compacted log"
+    );
+    assert_eq!(
+        fetch_offsets(&mut c, "early", &[("t", 2)]),
+        vec![(42, Some("once".to_string()))],
+        "an offset committed before every compaction is still there"
     );
 }
 

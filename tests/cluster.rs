@@ -738,6 +738,17 @@ fn committed_offsets_survive_the_kill_9_of_their_coordinator() {
         coordinator(&c, 0, group)
     });
     let mut cc = Client::connect(&addr);
+    // A group of the same `__consumer_offsets` partition, committed once before everything the
+    // compactions drop: only their snapshots keep it.
+    let early = (0..)
+        .map(|k| format!("early-{k}"))
+        .find(|g| offsets_partition(g, 5) == offsets_partition(group, 5))
+        .unwrap();
+    let codes = eventually(Duration::from_secs(10), "the early commit", || {
+        let codes = common::commit(&mut cc, &early, -1, "", &[("tracked", 0, 7, Some("once"))]);
+        (!codes.iter().all(|c| *c == 14 || *c == 15)).then_some(codes)
+    });
+    assert_eq!(codes, vec![0]);
     // 200 commits, each acknowledged once every in-sync replica has it.
     for n in 0..200i64 {
         let codes = eventually(Duration::from_secs(10), "a commit", || {
@@ -758,42 +769,55 @@ fn committed_offsets_survive_the_kill_9_of_their_coordinator() {
     c.kill9(killed);
     let other = (killed + 1) % 3;
     // A new coordinator, another broker, has the offsets the dead one acknowledged.
+    // The committed offsets of `of` for `partitions` of "tracked", at its coordinator, once
+    // that is another broker than the killed one.
+    let fetch = |of: &str, partitions: Vec<i32>| {
+        let (id, addr) = coordinator(&c, other, of).filter(|(id, _)| *id != first)?;
+        let mut nc = Client::connect(&addr);
+        let r = nc.call(
+            &OffsetFetchRequest::default()
+                .with_group_id(common::group_id(of))
+                .with_topics(Some(vec![
+                    offset_fetch_request::OffsetFetchRequestTopic::default()
+                        .with_name(topic("tracked"))
+                        .with_partition_indexes(partitions),
+                ])),
+            7,
+        );
+        (r.error_code == 0).then(|| {
+            let got: Vec<(i64, Option<String>)> = r.topics[0]
+                .partitions
+                .iter()
+                .map(|p| {
+                    (
+                        p.committed_offset,
+                        p.metadata.as_ref().map(|m| m.to_string()),
+                    )
+                })
+                .collect();
+            (id, got)
+        })
+    };
     let (second, offsets) = eventually(
         Duration::from_secs(60),
         "offsets at the new coordinator",
-        || {
-            let (id, addr) = coordinator(&c, other, group).filter(|(id, _)| *id != first)?;
-            let mut nc = Client::connect(&addr);
-            let r = nc.call(
-                &OffsetFetchRequest::default()
-                    .with_group_id(common::group_id(group))
-                    .with_topics(Some(vec![
-                        offset_fetch_request::OffsetFetchRequestTopic::default()
-                            .with_name(topic("tracked"))
-                            .with_partition_indexes(vec![0, 1]),
-                    ])),
-                7,
-            );
-            (r.error_code == 0).then(|| {
-                let got: Vec<(i64, Option<String>)> = r.topics[0]
-                    .partitions
-                    .iter()
-                    .map(|p| {
-                        (
-                            p.committed_offset,
-                            p.metadata.as_ref().map(|m| m.to_string()),
-                        )
-                    })
-                    .collect();
-                (id, got)
-            })
-        },
+        || fetch(group, vec![0, 1]),
     );
     assert_ne!(second, first);
     assert_eq!(
         offsets,
         vec![(199, Some(String::new())), (1199, Some("m".to_string()))],
         "what the killed coordinator acknowledged"
+    );
+    let (_, offsets) = eventually(
+        Duration::from_secs(60),
+        "the early group's offsets at the new coordinator",
+        || fetch(&early, vec![0]),
+    );
+    assert_eq!(
+        offsets,
+        vec![(7, Some("once".to_string()))],
+        "an offset committed before every compaction"
     );
     // The new leader was a follower: its copy starts past the compacted records.
     let p = offsets_partition(group, 5);
