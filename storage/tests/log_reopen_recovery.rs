@@ -650,7 +650,7 @@ fn given_a_written_log_when_closed_cleanly_then_it_creates_no_file_and_renames_n
  {
     // A broker closes thousands of partitions at a stop; creating or renaming a file costs ten
     // times an overwrite in place (PERFORMANCE.md, "The house"). The active segment's index
-    // files exist from its creation and the checkpoint from the first write, so the close
+    // files exist from its creation and the checkpoint from the first open, so the close
     // only overwrites them. Each call below fails the close if it runs.
     use std::sync::Arc;
     use strata_storage::io::faulty::{FailMode, FailingBackend};
