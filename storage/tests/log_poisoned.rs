@@ -184,3 +184,39 @@ fn given_no_file_descriptors_left_when_appending_then_the_appends_fail_and_the_l
     let log = PartitionLog::open(dir.path(), small_config(), backend()).unwrap();
     assert_eq!(read_all(&log, 0).len(), 2);
 }
+
+#[test]
+fn given_a_rolled_segment_that_cannot_be_opened_when_it_is_sealed_then_the_log_refuses_writes_and_the_recovery_point_stays()
+ {
+    // Only a segment retention already deleted may go unsealed; any other failure to open it
+    // must stop the log, or the checkpoint would move past data nothing synced.
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), small_config());
+    for b in 0..5 {
+        log.append_batch(numbered_batch(b, 2, 200, 0)).unwrap();
+    }
+    log.close().unwrap();
+    // Reopened, the active segment's file is not open: its seal opens it, and that fails.
+    let failing = FailsToOpen {
+        inner: backend(),
+        path: strata_storage::log::name::segment_path(
+            dir.path(),
+            0,
+            strata_storage::log::name::FileKind::Log,
+        ),
+    };
+    let log = PartitionLog::open(dir.path(), small_config(), Arc::new(failing)).unwrap();
+    log.roll().unwrap();
+    let e = log.wait_for_seals().unwrap_err();
+    assert!(e.to_string().contains("open segment"), "{e}");
+    assert!(log.append_batch(numbered_batch(9, 1, 10, 0)).is_err());
+    drop(log);
+    // The checkpoint still has the recovery point before the unsealed segment: it is scanned.
+    let log = open(dir.path(), small_config());
+    assert!(
+        log.recovery_report().segments_scanned >= 1,
+        "{:?}",
+        log.recovery_report()
+    );
+    assert_eq!(read_all(&log, 0).len(), 5);
+}

@@ -148,3 +148,47 @@ pub fn read_all(log: &PartitionLog, from: u64) -> Vec<(u64, u32, Vec<u8>)> {
     }
     out
 }
+
+/// A backend whose `open_writable` of one file fails with `EIO` (an injected failure), and
+/// that passes every other call on: a disk that can no longer open that file.
+#[derive(Debug)]
+pub struct FailsToOpen {
+    pub inner: Arc<dyn IoBackend>,
+    pub path: std::path::PathBuf,
+}
+
+impl IoBackend for FailsToOpen {
+    fn kind(&self) -> strata_storage::io::BackendKind {
+        self.inner.kind()
+    }
+    fn create_new(
+        &self,
+        path: &Path,
+    ) -> std::io::Result<Box<dyn strata_storage::io::WritableFile>> {
+        self.inner.create_new(path)
+    }
+    fn open_writable(
+        &self,
+        path: &Path,
+    ) -> std::io::Result<Box<dyn strata_storage::io::WritableFile>> {
+        if path == self.path {
+            return Err(std::io::Error::from_raw_os_error(libc::EIO));
+        }
+        self.inner.open_writable(path)
+    }
+    fn open_direct(&self, path: &Path) -> std::io::Result<Box<dyn strata_storage::io::DirectFile>> {
+        self.inner.open_direct(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+        self.inner.rename(from, to)
+    }
+    fn remove_file(&self, path: &Path) -> std::io::Result<()> {
+        self.inner.remove_file(path)
+    }
+    fn create_dir_all(&self, path: &Path) -> std::io::Result<()> {
+        self.inner.create_dir_all(path)
+    }
+    fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
+        self.inner.sync_dir(dir)
+    }
+}
