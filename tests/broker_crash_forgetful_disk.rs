@@ -260,6 +260,19 @@ fn plain_batch(len: usize) -> bytes::Bytes {
     bytes::Bytes::from(b.build().unwrap())
 }
 
+/// Reopens the broker of `dir` on a healthy disk and sends `batch` to `t-0` again (a
+/// producer's retry after the restart): the log end before it, the offset the broker
+/// answered, and the log end after it.
+fn resend_after_restart(dir: &Path, batch: bytes::Bytes) -> (u64, u64, u64) {
+    let broker = Broker::open_with_backend(config(dir), backend_from_env()).unwrap();
+    let t = broker.topic("t").unwrap();
+    let part = broker.partition("t", 0).unwrap();
+    let log = part.log().unwrap();
+    let before = log.log_end_offset();
+    let answered = broker.produce(&part, &t.config, batch).unwrap().base_offset;
+    (before, answered, log.log_end_offset())
+}
+
 #[test]
 fn given_an_idempotent_producer_whose_batch_lies_in_an_older_segment_when_the_broker_restarts_cleanly_then_its_retry_is_still_recognized()
  {
@@ -300,16 +313,9 @@ fn given_an_idempotent_producer_whose_batch_lies_in_an_older_segment_when_the_br
     assert_eq!(end, log_end);
     assert_eq!(states.producers().len(), 1);
 
-    let broker = Broker::open_with_backend(config(dir.path()), backend_from_env()).unwrap();
-    let t = broker.topic("t").unwrap();
-    let part = broker.partition("t", 0).unwrap();
-    let end = part.log().unwrap().log_end_offset();
-    let again = broker.produce(&part, &t.config, batch).unwrap();
-    assert_eq!(
-        again.base_offset, first.base_offset,
-        "recognized, not appended"
-    );
-    assert_eq!(part.log().unwrap().log_end_offset(), end);
+    let (end, again, after) = resend_after_restart(dir.path(), batch);
+    assert_eq!(again, first.base_offset, "recognized, not appended");
+    assert_eq!(after, end);
 }
 
 /// A stopped broker's data directory whose only partition (`t-0`) has a producer-state
@@ -354,12 +360,9 @@ fn given_a_producer_state_snapshot_ahead_of_a_log_that_lost_its_tail_when_the_br
     // The snapshot remembers a batch the log no longer has: it must not be trusted.
     let dir = tempfile::tempdir().unwrap();
     let (_, lost) = snapshot_ahead_of_the_log(dir.path());
-    let broker = Broker::open_with_backend(config(dir.path()), backend_from_env()).unwrap();
-    let t = broker.topic("t").unwrap();
-    let part = broker.partition("t", 0).unwrap();
-    let r = broker.produce(&part, &t.config, lost).unwrap();
-    assert_eq!(r.base_offset, 1, "the lost batch is written again");
-    assert_eq!(part.log().unwrap().log_end_offset(), 2);
+    let (_, at, end) = resend_after_restart(dir.path(), lost);
+    assert_eq!(at, 1, "the lost batch is written again");
+    assert_eq!(end, 2);
 }
 
 #[test]
@@ -408,17 +411,10 @@ fn given_an_idempotent_producer_whose_batch_lies_in_an_older_segment_when_the_po
     drop((t, part, broker)); // the power fails
     disk.crash(TornMode::Clean);
 
-    let broker = Broker::open_with_backend(config(dir.path()), backend_from_env()).unwrap();
-    let t = broker.topic("t").unwrap();
-    let part = broker.partition("t", 0).unwrap();
-    let end = part.log().unwrap().log_end_offset();
+    let (end, again, after) = resend_after_restart(dir.path(), batch);
     assert_eq!(end, 21, "every acknowledged batch is there");
-    let again = broker.produce(&part, &t.config, batch).unwrap();
-    assert_eq!(
-        again.base_offset, first.base_offset,
-        "recognized, not appended"
-    );
-    assert_eq!(part.log().unwrap().log_end_offset(), end);
+    assert_eq!(again, first.base_offset, "recognized, not appended");
+    assert_eq!(after, end);
 }
 
 #[test]
@@ -442,12 +438,9 @@ fn given_an_idempotent_batch_megabytes_past_the_snapshot_when_the_broker_restart
     assert_eq!(first.base_offset, 3);
     drop((t, part, broker)); // a crash of the process: no snapshot since the open's
 
-    let broker = Broker::open_with_backend(config(dir.path()), backend_from_env()).unwrap();
-    let t = broker.topic("t").unwrap();
-    let part = broker.partition("t", 0).unwrap();
-    let again = broker.produce(&part, &t.config, batch).unwrap();
-    assert_eq!(again.base_offset, 3, "recognized, not appended");
-    assert_eq!(part.log().unwrap().log_end_offset(), 4);
+    let (_, again, end) = resend_after_restart(dir.path(), batch);
+    assert_eq!(again, 3, "recognized, not appended");
+    assert_eq!(end, 4);
 }
 
 #[test]
