@@ -21,6 +21,19 @@ fn fill(log: &PartitionLog, batches: u64) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// Writes the unclean checkpoint a crash leaves when the seals had reached `recovery_point`
+/// (the base of the first segment not sealed yet): recovery scans from there.
+fn sealed_up_to(dir: &std::path::Path, recovery_point: u64) {
+    use strata_storage::log::checkpoint::{self, Checkpoint};
+    let cp = Checkpoint {
+        clean: false,
+        recovery_point,
+        log_end_offset: 0,
+        active_segment_len: 0,
+    };
+    checkpoint::write(backend().as_ref(), dir, &cp).unwrap();
+}
+
 /// How many segment files (`.log`) `dir` holds.
 fn segment_files(dir: &std::path::Path) -> usize {
     std::fs::read_dir(dir)
@@ -134,7 +147,6 @@ fn entries_on_disk(
 #[test]
 fn given_rolled_segments_a_crash_caught_before_their_seal_when_reopened_then_their_indexes_are_rebuilt_written_and_trusted_next_time()
  {
-    use strata_storage::log::checkpoint::{Checkpoint, FILE_NAME};
     use strata_storage::log::index::IndexKind;
     let dir = tempfile::tempdir().unwrap();
     let log = open(dir.path(), small_config());
@@ -159,13 +171,7 @@ fn given_rolled_segments_a_crash_caught_before_their_seal_when_reopened_then_the
             std::fs::write(seg.path.with_extension(ext), empty).unwrap();
         }
     }
-    let cp = Checkpoint {
-        clean: false,
-        recovery_point: segs[1].base_offset,
-        log_end_offset: 0,
-        active_segment_len: 0,
-    };
-    std::fs::write(dir.path().join(FILE_NAME), cp.encode()).unwrap();
+    sealed_up_to(dir.path(), segs[1].base_offset);
 
     // The first open scans them and takes the scan's indexes, not the empty files (the active
     // segment's too), and writes the sealed ones' files, since it now trusts them.
@@ -209,7 +215,6 @@ fn given_a_rolled_segment_cut_short_and_only_an_empty_segment_after_it_in_the_sa
     // finished, with nothing written after it: here the last batch of a rolled segment whose
     // roll already created the next, still empty, segment. That is a crash tail (cut, and the
     // empty segment after it goes), not damage.
-    use strata_storage::log::checkpoint::{Checkpoint, FILE_NAME};
     let dir = tempfile::tempdir().unwrap();
     let log = open(dir.path(), small_config());
     let sent = fill(&log, 150);
@@ -224,13 +229,7 @@ fn given_a_rolled_segment_cut_short_and_only_an_empty_segment_after_it_in_the_sa
     f.set_len(cut.size - 10).unwrap();
     drop(f);
     // As if the seal of the cut segment had not run: the recovery point is its base.
-    let cp = Checkpoint {
-        clean: false,
-        recovery_point: cut.base_offset,
-        log_end_offset: 0,
-        active_segment_len: 0,
-    };
-    std::fs::write(dir.path().join(FILE_NAME), cp.encode()).unwrap();
+    sealed_up_to(dir.path(), cut.base_offset);
 
     let log = open(dir.path(), small_config());
     let r = log.recovery_report().clone();
@@ -536,7 +535,6 @@ fn given_a_running_log_when_a_second_one_opens_the_same_dir_then_it_is_refused()
 fn given_a_crash_before_a_rolled_segment_released_its_preallocation_when_reopened_then_recovery_releases_it()
  {
     use std::os::unix::fs::MetadataExt;
-    use strata_storage::log::checkpoint::{self, Checkpoint};
 
     const EXTRA: u64 = 1 << 20;
     let dir = tempfile::tempdir().unwrap();
@@ -569,17 +567,7 @@ fn given_a_crash_before_a_rolled_segment_released_its_preallocation_when_reopene
         }
         assert!(len < EXTRA, "preallocation must not change the length");
     }
-    checkpoint::write(
-        backend().as_ref(),
-        dir.path(),
-        &Checkpoint {
-            clean: false,
-            recovery_point: 0,
-            log_end_offset: 0,
-            active_segment_len: 0,
-        },
-    )
-    .unwrap();
+    sealed_up_to(dir.path(), 0);
 
     let log = open(dir.path(), small_config());
     let r = log.recovery_report().clone();
