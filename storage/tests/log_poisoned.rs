@@ -197,13 +197,20 @@ fn given_a_rolled_segment_that_cannot_be_opened_when_it_is_sealed_then_the_log_r
     }
     log.close().unwrap();
     // Reopened, the active segment's file is not open: its seal opens it, and that fails.
-    let failing = FailsToOpen {
+    let first = strata_storage::log::name::segment_path(
+        dir.path(),
+        0,
+        strata_storage::log::name::FileKind::Log,
+    );
+    let failing = OpenHook {
         inner: backend(),
-        path: strata_storage::log::name::segment_path(
-            dir.path(),
-            0,
-            strata_storage::log::name::FileKind::Log,
-        ),
+        before_open: Box::new(move |path| {
+            if path == first {
+                Err(std::io::Error::from_raw_os_error(libc::EIO))
+            } else {
+                Ok(())
+            }
+        }),
     };
     let log = PartitionLog::open(dir.path(), small_config(), Arc::new(failing)).unwrap();
     log.roll().unwrap();

@@ -124,63 +124,6 @@ fn given_retention_deleted_segments_when_reopened_then_log_start_stays_where_ret
     assert_eq!(log.log_end_offset(), 200);
 }
 
-/// A backend whose `open_writable` of one file, from any thread but the test's, waits until the
-/// test lets it go: it holds a seal at its first step while the test runs retention.
-#[derive(Debug)]
-struct HeldOpen {
-    inner: std::sync::Arc<dyn strata_storage::io::IoBackend>,
-    path: std::path::PathBuf,
-    test_thread: std::thread::ThreadId,
-    /// (entered, released)
-    gate: std::sync::Arc<(parking_lot::Mutex<(bool, bool)>, parking_lot::Condvar)>,
-}
-
-impl strata_storage::io::IoBackend for HeldOpen {
-    fn kind(&self) -> strata_storage::io::BackendKind {
-        self.inner.kind()
-    }
-    fn create_new(
-        &self,
-        path: &std::path::Path,
-    ) -> std::io::Result<Box<dyn strata_storage::io::WritableFile>> {
-        self.inner.create_new(path)
-    }
-    fn open_writable(
-        &self,
-        path: &std::path::Path,
-    ) -> std::io::Result<Box<dyn strata_storage::io::WritableFile>> {
-        if path == self.path && std::thread::current().id() != self.test_thread {
-            let (lock, cv) = &*self.gate;
-            let mut g = lock.lock();
-            g.0 = true;
-            cv.notify_all();
-            let deadline = std::time::Instant::now() + Duration::from_secs(30);
-            while !g.1 && std::time::Instant::now() < deadline {
-                cv.wait_until(&mut g, deadline);
-            }
-        }
-        self.inner.open_writable(path)
-    }
-    fn open_direct(
-        &self,
-        path: &std::path::Path,
-    ) -> std::io::Result<Box<dyn strata_storage::io::DirectFile>> {
-        self.inner.open_direct(path)
-    }
-    fn rename(&self, from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
-        self.inner.rename(from, to)
-    }
-    fn remove_file(&self, path: &std::path::Path) -> std::io::Result<()> {
-        self.inner.remove_file(path)
-    }
-    fn create_dir_all(&self, path: &std::path::Path) -> std::io::Result<()> {
-        self.inner.create_dir_all(path)
-    }
-    fn sync_dir(&self, dir: &std::path::Path) -> std::io::Result<()> {
-        self.inner.sync_dir(dir)
-    }
-}
-
 #[test]
 fn given_a_rolled_segment_retention_deletes_before_its_seal_runs_then_the_seal_skips_it_and_the_log_serves_on()
  {
@@ -199,15 +142,30 @@ fn given_a_rolled_segment_retention_deletes_before_its_seal_runs_then_the_seal_s
         parking_lot::Mutex::new((false, false)),
         parking_lot::Condvar::new(),
     ));
-    let backend = std::sync::Arc::new(HeldOpen {
+    // The seal's open of the first segment, from any thread but the test's, waits until the
+    // test lets it go: (entered, released).
+    let first = strata_storage::log::name::segment_path(
+        dir.path(),
+        0,
+        strata_storage::log::name::FileKind::Log,
+    );
+    let test_thread = std::thread::current().id();
+    let held = gate.clone();
+    let backend = std::sync::Arc::new(OpenHook {
         inner: backend(),
-        path: strata_storage::log::name::segment_path(
-            dir.path(),
-            0,
-            strata_storage::log::name::FileKind::Log,
-        ),
-        test_thread: std::thread::current().id(),
-        gate: gate.clone(),
+        before_open: Box::new(move |path| {
+            if path == first && std::thread::current().id() != test_thread {
+                let (lock, cv) = &*held;
+                let mut g = lock.lock();
+                g.0 = true;
+                cv.notify_all();
+                let deadline = std::time::Instant::now() + Duration::from_secs(30);
+                while !g.1 && std::time::Instant::now() < deadline {
+                    cv.wait_until(&mut g, deadline);
+                }
+            }
+            Ok(())
+        }),
     });
     let log = strata_storage::log::PartitionLog::open(dir.path(), config, backend).unwrap();
     log.roll().unwrap();

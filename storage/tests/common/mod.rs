@@ -149,15 +149,25 @@ pub fn read_all(log: &PartitionLog, from: u64) -> Vec<(u64, u32, Vec<u8>)> {
     out
 }
 
-/// A backend whose `open_writable` of one file fails with `EIO` (an injected failure), and
-/// that passes every other call on: a disk that can no longer open that file.
-#[derive(Debug)]
-pub struct FailsToOpen {
+/// What an [`OpenHook`] runs before each `open_writable`: it may wait, or fail the open.
+pub type BeforeOpen = Box<dyn Fn(&Path) -> std::io::Result<()> + Send + Sync>;
+
+/// A backend that runs `before_open` before every `open_writable` and passes every call on:
+/// a disk that cannot open a file any more, or an open held while the test does something.
+pub struct OpenHook {
     pub inner: Arc<dyn IoBackend>,
-    pub path: std::path::PathBuf,
+    pub before_open: BeforeOpen,
 }
 
-impl IoBackend for FailsToOpen {
+impl std::fmt::Debug for OpenHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenHook")
+            .field("inner", &self.inner)
+            .finish()
+    }
+}
+
+impl IoBackend for OpenHook {
     fn kind(&self) -> strata_storage::io::BackendKind {
         self.inner.kind()
     }
@@ -171,9 +181,7 @@ impl IoBackend for FailsToOpen {
         &self,
         path: &Path,
     ) -> std::io::Result<Box<dyn strata_storage::io::WritableFile>> {
-        if path == self.path {
-            return Err(std::io::Error::from_raw_os_error(libc::EIO));
-        }
+        (self.before_open)(path)?;
         self.inner.open_writable(path)
     }
     fn open_direct(&self, path: &Path) -> std::io::Result<Box<dyn strata_storage::io::DirectFile>> {
