@@ -156,19 +156,26 @@ fn given_a_log_start_past_what_a_power_cut_left_of_the_log_when_reopened_then_th
     assert_eq!(read_all(&log, 80).len(), 10);
 }
 
+/// A log of 100 batches of 4 records whose start DeleteRecords moved to 250, inside the batch
+/// 248..=251, and its directory (which must outlive it).
+fn started_at_250(config: LogConfig) -> (tempfile::TempDir, PartitionLog) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), config);
+    fill(&log, 100);
+    assert_eq!(log.delete_records_before(250).unwrap(), 250);
+    (dir, log)
+}
+
 #[test]
 fn given_deleted_records_when_truncated_below_the_log_start_inside_the_first_segment_then_the_log_starts_again_there()
  {
     // Kafka's truncateTo: below the log start offset the log is emptied and starts again at
     // the offset (truncateFullyAndStartAt), even when the first segment still holds it.
-    let dir = tempfile::tempdir().unwrap();
     let config = LogConfig {
         segment_bytes: 1 << 20,
         ..small_config()
     };
-    let log = open(dir.path(), config);
-    fill(&log, 100);
-    assert_eq!(log.delete_records_before(250).unwrap(), 250);
+    let (_dir, log) = started_at_250(config);
     assert_eq!(log.segments()[0].base_offset, 0);
     assert_eq!(log.truncate_to(245).unwrap(), 245);
     assert_eq!(log.log_start_offset(), 245);
@@ -176,18 +183,12 @@ fn given_deleted_records_when_truncated_below_the_log_start_inside_the_first_seg
     assert!(read_all(&log, 245).is_empty());
     // At the log start itself too: cutting the batch that holds it (248..=251) would leave
     // the log ending at 248, below its start.
-    let dir = tempfile::tempdir().unwrap();
-    let log = open(dir.path(), config);
-    fill(&log, 100);
-    assert_eq!(log.delete_records_before(250).unwrap(), 250);
+    let (_dir, log) = started_at_250(config);
     assert_eq!(log.truncate_to(250).unwrap(), 250);
     assert_eq!(log.log_start_offset(), 250);
     assert_eq!(log.log_end_offset(), 250);
     // Above it, the batch holding the offset goes and the start stays.
-    let dir = tempfile::tempdir().unwrap();
-    let log = open(dir.path(), config);
-    fill(&log, 100);
-    assert_eq!(log.delete_records_before(250).unwrap(), 250);
+    let (_dir, log) = started_at_250(config);
     assert_eq!(log.truncate_to(258).unwrap(), 256);
     assert_eq!(log.log_start_offset(), 250);
     assert_eq!(read_all(&log, 250).len(), 2, "248..=251 and 252..=255");

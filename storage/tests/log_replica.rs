@@ -23,6 +23,15 @@ fn replica_batch(no: u64, base: u64, epoch: i32) -> Vec<u8> {
     b
 }
 
+/// Appends one batch of one record (100 bytes of value) per number in `nos`, stamped
+/// `timestamp(number)`.
+fn single_records(log: &PartitionLog, nos: std::ops::Range<u64>, timestamp: impl Fn(u64) -> i64) {
+    for n in nos {
+        log.append_batch(numbered_batch(n, 1, 100, timestamp(n)))
+            .unwrap();
+    }
+}
+
 fn epochs(entries: &[(i32, u64)]) -> Vec<EpochEntry> {
     entries
         .iter()
@@ -360,10 +369,8 @@ fn given_batches_without_timestamps_when_truncated_then_the_active_segment_still
     // (-1: retention by time then uses the file's modification time, as Kafka does.)
     let dir = tempfile::tempdir().unwrap();
     let log = open(dir.path(), small_config());
-    for n in 0..10u64 {
-        // One record each: its batch's largest timestamp is then -1 too.
-        log.append_batch(numbered_batch(n, 1, 10, -1)).unwrap();
-    }
+    // One record each: its batch's largest timestamp is then -1 too.
+    single_records(&log, 0..10, |_| -1);
     assert_eq!(log.segments().last().unwrap().max_timestamp, -1);
     assert_eq!(log.truncate_to(5).unwrap(), 5);
     assert_eq!(log.segments().last().unwrap().max_timestamp, -1);
@@ -378,10 +385,7 @@ fn given_a_truncation_inside_the_active_segment_then_its_largest_timestamp_is_th
  {
     let dir = tempfile::tempdir().unwrap();
     let log = open(dir.path(), small_config());
-    for n in 0..40u64 {
-        log.append_batch(numbered_batch(n, 1, 100, 1_000 + n as i64))
-            .unwrap();
-    }
+    single_records(&log, 0..40, |n| 1_000 + n as i64);
     let active = log.segments().last().unwrap().clone();
     let cut = active.base_offset + (active.next_offset - active.base_offset) / 2 + 1;
     assert_eq!(log.truncate_to(cut).unwrap(), cut);
@@ -397,10 +401,7 @@ fn given_the_largest_timestamp_before_the_last_index_entry_when_truncated_after_
     // batches walked after the last index entry are all older.
     let dir = tempfile::tempdir().unwrap();
     let log = open(dir.path(), small_config());
-    for n in 0..40u64 {
-        log.append_batch(numbered_batch(n, 1, 100, 100_000 - n as i64))
-            .unwrap();
-    }
+    single_records(&log, 0..40, |n| 100_000 - n as i64);
     let active = log.segments().last().unwrap().clone();
     let cut = active.next_offset - 1;
     assert_eq!(log.truncate_to(cut).unwrap(), cut);
@@ -415,10 +416,7 @@ fn given_a_truncation_after_a_timestamp_peak_when_more_is_appended_then_lookups_
     // entries it adds after the truncation.
     let dir = tempfile::tempdir().unwrap();
     let log = open(dir.path(), small_config());
-    for n in 0..20u64 {
-        log.append_batch(numbered_batch(n, 1, 100, 1_000 + n as i64))
-            .unwrap();
-    }
+    single_records(&log, 0..20, |n| 1_000 + n as i64);
     log.roll().unwrap();
     let base = log.log_end_offset();
     for n in 0..2u64 {

@@ -8,16 +8,21 @@ use std::time::{Duration, Instant};
 use common::*;
 use strata_storage::log::LogConfig;
 
-#[test]
-fn given_segment_ms_when_the_active_segment_gets_older_then_the_next_append_rolls() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = LogConfig {
-        // Long enough that the first two appends surely land within it, even on a loaded
-        // machine that stalls the test thread for a while.
+/// Segments roll after a second (`segment.ms`), never by size in these tests. A second is long
+/// enough that two appends in a row surely land within it, even on a loaded machine that stalls
+/// the test thread for a while; the tests sleep 1.1 s to pass it.
+fn aging() -> LogConfig {
+    LogConfig {
         segment_ms: Some(Duration::from_millis(1000)),
         segment_bytes: 1 << 20,
         ..small_config()
-    };
+    }
+}
+
+#[test]
+fn given_segment_ms_when_the_active_segment_gets_older_then_the_next_append_rolls() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = aging();
     let log = open(dir.path(), config);
     log.append_batch(numbered_batch(0, 1, 10, 0)).unwrap();
     log.append_batch(numbered_batch(1, 1, 10, 0)).unwrap();
@@ -36,11 +41,7 @@ fn given_a_reopened_log_with_data_in_its_active_segment_when_segment_ms_passes_t
     // The age of a reopened active segment that holds data counts from the open (its first
     // append's time is not on disk); an empty one starts counting at its first append.
     let dir = tempfile::tempdir().unwrap();
-    let config = LogConfig {
-        segment_ms: Some(Duration::from_millis(1000)),
-        segment_bytes: 1 << 20,
-        ..small_config()
-    };
+    let config = aging();
     let log = open(dir.path(), config);
     log.append_batch(numbered_batch(0, 1, 10, 0)).unwrap();
     log.close().unwrap();
@@ -56,11 +57,7 @@ fn given_a_reopened_log_with_data_in_its_active_segment_when_segment_ms_passes_t
 fn given_a_log_opened_empty_when_segment_ms_passes_before_its_first_append_then_the_segment_ages_from_that_append()
  {
     let dir = tempfile::tempdir().unwrap();
-    let config = LogConfig {
-        segment_ms: Some(Duration::from_millis(1000)),
-        segment_bytes: 1 << 20,
-        ..small_config()
-    };
+    let config = aging();
     let log = open(dir.path(), config);
     log.close().unwrap();
     let log = open(dir.path(), config);
@@ -75,11 +72,7 @@ fn given_a_truncated_log_when_segment_ms_passes_then_its_active_segment_ages_fro
  {
     // A truncation that leaves data in the new active segment starts its age then (the time
     // of its first append is not kept); one that leaves it empty, at its next append.
-    let config = LogConfig {
-        segment_ms: Some(Duration::from_millis(1000)),
-        segment_bytes: 1 << 20,
-        ..small_config()
-    };
+    let config = aging();
     let dir = tempfile::tempdir().unwrap();
     let log = open(dir.path(), config);
     for b in 0..3 {
