@@ -318,20 +318,6 @@ fn send_as(c: &mut Client, name: &str, values: &[&str], producer: (i64, i16, i32
     produced(&produce(c, name, 0, records, -1).unwrap())
 }
 
-/// The `.log` files of a partition directory.
-fn segment_files(dir: &std::path::Path) -> usize {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .ends_with(".log")
-        })
-        .count()
-}
-
 #[test]
 fn given_an_idempotent_producer_whose_batch_rolled_into_an_older_segment_when_the_broker_restarts_or_crashes_then_its_retry_is_still_a_duplicate()
  {
@@ -352,7 +338,7 @@ fn given_an_idempotent_producer_whose_batch_rolled_into_an_older_segment_when_th
         for _ in 0..6 {
             produce(&mut c, "idem", 0, batch(&[&filler], None), -1).unwrap();
         }
-        assert!(segment_files(&b.dir.join("idem-0")) >= 3);
+        assert!(strata_storage::testing::segment_files(&b.dir.join("idem-0")) >= 3);
         drop(c);
         if crash {
             b.kill9();

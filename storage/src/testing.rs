@@ -40,3 +40,22 @@ pub fn skip(feature: &str, reason: &str) {
         let _ = f.write_all(format!("{feature}\t{test}\t{reason}\n").as_bytes());
     }
 }
+
+/// How many segment files (`<20 digits>.log`, FORMAT.md §1) the partition directory `dir`
+/// holds, for tests that check what a roll, retention or recovery left.
+///
+/// # Panics
+/// If `dir` cannot be read (a broken test setup).
+pub fn segment_files(dir: &std::path::Path) -> usize {
+    #[allow(clippy::expect_used)]
+    std::fs::read_dir(dir)
+        .expect("reading a partition directory")
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            matches!(
+                crate::log::name::parse_file_name(&e.file_name().to_string_lossy()),
+                Some((_, crate::log::name::FileKind::Log))
+            )
+        })
+        .count()
+}

@@ -34,20 +34,6 @@ fn sealed_up_to(dir: &std::path::Path, recovery_point: u64) {
     checkpoint::write(backend().as_ref(), dir, &cp).unwrap();
 }
 
-/// How many segment files (`.log`) `dir` holds.
-fn segment_files(dir: &std::path::Path) -> usize {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .path()
-                .extension()
-                .is_some_and(|x| x == "log")
-        })
-        .count()
-}
-
 fn assert_same(got: &[(u64, u32, Vec<u8>)], sent: &[Vec<u8>]) {
     assert_eq!(got.len(), sent.len());
     for (i, (base, _, bytes)) in got.iter().enumerate() {
@@ -311,7 +297,7 @@ fn given_a_damaged_header_after_a_sealed_segments_last_index_entry_when_reopened
         recovery: RecoveryMode::TruncateAtCorruption,
         ..small_config()
     };
-    let before = segment_files(dir.path());
+    let before = strata_storage::testing::segment_files(dir.path());
     assert!(before > 2, "{before} segments");
     let log = PartitionLog::open(dir.path(), config, backend()).unwrap();
     assert_eq!(log.segments().len(), 1);
@@ -321,7 +307,7 @@ fn given_a_damaged_header_after_a_sealed_segments_last_index_entry_when_reopened
         "every batch before the damaged one survives"
     );
     assert_eq!(log.recovery_report().segments_removed, before - 1);
-    assert_eq!(segment_files(dir.path()), 1);
+    assert_eq!(strata_storage::testing::segment_files(dir.path()), 1);
     read_all(&log, 0);
 }
 
@@ -378,7 +364,7 @@ fn given_damage_past_the_recovery_point_after_a_machine_crash_when_reopened_then
     // A power cut can leave a garbled unsynced tail with good batches after it.
     as_if_rebooted(dir.path());
 
-    let before = segment_files(dir.path());
+    let before = strata_storage::testing::segment_files(dir.path());
     assert!(before > 2, "{before} segments");
     let log = PartitionLog::open(dir.path(), small_config(), backend()).unwrap();
     let r = log.recovery_report().clone();
@@ -387,7 +373,7 @@ fn given_damage_past_the_recovery_point_after_a_machine_crash_when_reopened_then
     assert!(r.truncated[0].1 <= 500);
     assert!(r.truncated[0].3.contains("CRC"), "{:?}", r.truncated[0].3);
     assert_eq!(r.segments_removed, before - 1, "{r:?}");
-    assert_eq!(segment_files(dir.path()), 1);
+    assert_eq!(strata_storage::testing::segment_files(dir.path()), 1);
     let kept = read_all(&log, 0);
     assert_same(&kept, &sent[..kept.len()]);
     assert_eq!(log.segments().len(), 1);
