@@ -392,7 +392,7 @@ impl Segment {
 
     /// Writes both index files in place without syncing them (a clean close: an index file a
     /// crash leaves torn fails its CRC, and the segment is walked instead). They exist from
-    /// the segment's creation ([`create_index_files`]), so this creates nothing.
+    /// the segment's creation ([`create_segment_files`]), so this creates nothing.
     pub fn write_index_files_unsynced(&self, backend: &dyn IoBackend) -> Result<()> {
         let idx = self.index.read().encode(self.base_offset);
         let tidx = self.time_index.read().encode(self.base_offset);
@@ -415,13 +415,19 @@ impl Segment {
     }
 }
 
-/// Creates a new segment's two index files, valid and empty (unsynced: the segment's directory
-/// fsync covers their names, and an empty index is what a crash may leave of any index file the
-/// close or the seal had not written yet, which recovery rebuilds). Kafka creates a segment's
-/// index files with it too. Done when the segment is created, so that the clean close, which
-/// may close thousands of logs at once, overwrites them in place instead of creating them
-/// (FORMAT.md §6).
-pub(crate) fn create_index_files(backend: &dyn IoBackend, dir: &Path, base: u64) -> Result<()> {
+/// Creates a new segment's files: its log (returned, open for writing) and its two index
+/// files, valid and empty. The index files are not synced: the directory fsync that makes the
+/// log's name durable covers theirs, and an empty index is what a crash may leave of any index
+/// file the close or the seal had not written yet, which recovery rebuilds. Kafka creates a
+/// segment's index files with it too; here it is so that the clean close, which may close
+/// thousands of logs at once, overwrites them in place instead of creating them (FORMAT.md §6).
+pub(crate) fn create_segment_files(
+    backend: &dyn IoBackend,
+    dir: &Path,
+    base: u64,
+) -> Result<Box<dyn WritableFile>> {
+    let path = segment_path(dir, base, FileKind::Log);
+    let w = backend.create_new(&path).ctx("create segment", &path)?;
     crate::io::overwrite_file_unsynced(
         backend,
         &segment_path(dir, base, FileKind::Index),
@@ -431,7 +437,8 @@ pub(crate) fn create_index_files(backend: &dyn IoBackend, dir: &Path, base: u64)
         backend,
         &segment_path(dir, base, FileKind::TimeIndex),
         &TimeIndex::new().encode(base),
-    )
+    )?;
+    Ok(w)
 }
 
 /// What a read asks for: the batch that holds `offset` and those after it, up to `max_bytes`

@@ -23,7 +23,7 @@ use super::super::epoch::{self, EpochCache};
 use super::super::index::{self, OffsetIndex, TimeEntry, TimeIndex};
 use super::super::name::{self, FileKind, TMP_SUFFIX};
 use super::super::scan::{self, relative};
-use super::super::segment::{Segment, SegmentState};
+use super::super::segment::{Segment, SegmentState, create_segment_files};
 use super::RecoveryReport;
 use super::roll::open_active;
 use super::state::{WriterCore, now_ms, remove_if_exists, remove_segment_files};
@@ -192,9 +192,7 @@ pub(crate) fn recover(
     let fresh = listing.logs.is_empty() && cp.is_none();
     if listing.logs.is_empty() {
         let base = cp.map_or(0, |c| c.log_end_offset);
-        let path = name::segment_path(dir, base, FileKind::Log);
-        drop(backend.create_new(&path).ctx("create segment", &path)?);
-        super::super::segment::create_index_files(backend, dir, base)?;
+        drop(create_segment_files(backend, dir, base)?);
         backend.sync_dir(dir).ctx("fsync dir", dir)?;
         listing.logs.insert(base, 0);
     }

@@ -12,7 +12,7 @@ use crate::io::{IoBackend, WritableFile};
 use super::super::config::{FsyncPolicy, LogConfig, WriteMode};
 use super::super::index::{OffsetIndex, TimeIndex};
 use super::super::name::{self, FileKind};
-use super::super::segment::{ActiveSpec, Segment, SegmentState};
+use super::super::segment::{ActiveSpec, Segment, SegmentState, create_segment_files};
 use super::maintenance::SealJob;
 use super::state::{Inner, LogFailure, WriterCore};
 
@@ -109,12 +109,7 @@ impl Inner {
 
     /// A new active segment and the end of the blocks reserved in it.
     pub fn create_segment(&self, base: u64) -> Result<(Arc<Segment>, u64)> {
-        let path = name::segment_path(&self.dir, base, FileKind::Log);
-        let w = self
-            .backend
-            .create_new(&path)
-            .ctx("create segment", &path)?;
-        super::super::segment::create_index_files(self.backend.as_ref(), &self.dir, base)?;
+        let w = create_segment_files(self.backend.as_ref(), &self.dir, base)?;
         let step = self.pace.lock().next(std::time::Instant::now());
         Ok(open_active(
             &self.dir,
